@@ -1,0 +1,31 @@
+"""momcore: gradient descent with a momentum term, on a fused compiled kernel.
+
+The momentum term (Rumelhart, Hinton & Williams 1986; N. Qian 1999) turns plain
+gradient descent ``Delta w = -lr*g`` into ``Delta w(t) = -lr*g + momentum*Delta w(t-1)``.
+
+Public API
+----------
+momentum_step, momentum_step_many   the fused in-place update (C, GIL released)
+SGD                                  an optimizer over a list of arrays
+reference                            the pure-numpy ground truth, same signatures
+set_num_threads, get_num_threads, show_config
+"""
+from momcore._config import show_config
+from momcore._core import (
+    get_num_threads,
+    momentum_step,
+    momentum_step_many,
+    set_num_threads,
+)
+from momcore.optim import SGD
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "get_num_threads",
+    "momentum_step",
+    "momentum_step_many",
+    "set_num_threads",
+    "show_config",
+]

@@ -1,0 +1,41 @@
+"""What this build of momcore runs on: SIMD path, OpenMP, BLAS, threads."""
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+import numpy as np
+
+from momcore import _core
+
+
+def config() -> dict[str, Any]:
+    """The build and run-time configuration as a dict (what show_config prints)."""
+    import scipy
+
+    from momcore import __version__
+
+    return {
+        "momcore": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "simd": {"in use": _core.simd_path(), "supported": list(_core.simd_supported())},
+        "openmp": {"built with": _core.have_openmp(), "threads": _core.get_num_threads(),
+                   "min elements per parallel step": _core.OMP_MIN_ELEMENTS},
+        "blas": {"source": "scipy.linalg.cython_blas", "scipy": scipy.__version__},
+    }
+
+
+def show_config() -> dict[str, Any]:
+    """Prints the SIMD path, OpenMP, BLAS and threads in use; returns them as a dict."""
+    cfg = config()
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k}: {v}")
+        else:
+            print(f"{key}: {value}")
+    return cfg

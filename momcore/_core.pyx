@@ -1,0 +1,374 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Compiled core of momcore: argument checking, GIL handling and the C kernels.
+
+Every public function checks its inputs here, once, and then makes one call into
+the plain-C kernels of ``src_c`` with the GIL released.
+"""
+import os
+
+cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.math cimport isfinite
+from libc.stdlib cimport qsort
+
+from momcore._kernels cimport *
+
+cnp.import_array()
+
+RULES = ("classical", "nesterov", "velocity", "ema", "one_step")
+NONFINITE = ("propagate", "raise", "skip")
+cdef dict _RULE_CODES = {name: code for code, name in enumerate(RULES)}
+cdef dict _NONFINITE_CODES = {name: code for code, name in enumerate(NONFINITE)}
+cdef enum:
+    PROPAGATE = 0
+    RAISE = 1
+    SKIP = 2
+
+# ---- hyperparameters -----------------------------------------------------------
+
+
+cdef double _real(object x, str name) except? -1.0:
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    try:
+        return x
+    except TypeError:
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}") from None
+
+
+cdef int _parse_hyper(mc_hyper *h, object lr, object momentum, object rule,
+                      object dampening, object weight_decay, object nonfinite) except -1:
+    """Fills h from the keyword arguments; returns the nonfinite mode."""
+    h.lr = _real(lr, "lr")
+    h.momentum = _real(momentum, "momentum")
+    h.dampening = _real(dampening, "dampening")
+    h.weight_decay = _real(weight_decay, "weight_decay")
+    if not (isfinite(h.lr) and h.lr >= 0.0):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    if not (-1.0 < h.momentum < 1.0):
+        raise ValueError(
+            f"momentum must lie in (-1, 1), the range in which the iteration can "
+            f"converge (Qian 1999, Result 3), got {momentum!r}")
+    if not (0.0 <= h.dampening < 1.0):
+        raise ValueError(f"dampening must lie in [0, 1), got {dampening!r}")
+    if not (isfinite(h.weight_decay) and h.weight_decay >= 0.0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    code = _RULE_CODES.get(rule) if isinstance(rule, str) else None
+    if code is None:
+        raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}; got {rule!r}")
+    h.rule = code
+    mode = _NONFINITE_CODES.get(nonfinite) if isinstance(nonfinite, str) else None
+    if mode is None:
+        raise ValueError(
+            f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}; got {nonfinite!r}")
+    return mode
+
+
+def check_hyperparameters(*, lr, momentum, rule="classical", dampening=0.0,
+                          weight_decay=0.0, nonfinite="propagate"):
+    """Raises the error momentum_step would raise for these hyperparameters."""
+    cdef mc_hyper h
+    _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
+
+
+# ---- arrays ------------------------------------------------------------------------
+
+cdef enum:
+    ROLE_W = 0
+    ROLE_G = 1
+    ROLE_S = 2
+
+
+cdef str _name(int role, Py_ssize_t index):
+    if index < 0:
+        return ("w", "g", "state")[role]
+    return f"{('ws', 'gs', 'states')[role]}[{index}]"
+
+
+cdef str _label(str label, int role, Py_ssize_t index):
+    return label if label is not None else _name(role, index)
+
+
+cdef cnp.ndarray _checked(object obj, int role, Py_ssize_t index, str label=None):
+    """obj as an ndarray the kernels can work on in place, or a clear exception."""
+    if not cnp.PyArray_Check(obj):
+        raise TypeError(f"{_label(label, role, index)} must be a numpy.ndarray, got "
+                        f"{type(obj).__name__} (momcore never copies its operands)")
+    cdef cnp.ndarray a = <cnp.ndarray>obj
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        raise TypeError(f"{_label(label, role, index)} has dtype {a.dtype}; momcore supports "
+                        f"float32 and float64")
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        raise TypeError(f"{_label(label, role, index)} has non-native byte order "
+                        f"(dtype {a.dtype.str!r}); convert it with .astype({a.dtype.name!r})")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{_label(label, role, index)} must be C-contiguous (momcore works in "
+                         f"place and never copies); pass np.ascontiguousarray(...) "
+                         f"and keep using that array")
+    if not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"{_label(label, role, index)} is not aligned to its dtype")
+    if role != ROLE_G and not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{_label(label, role, index)} is read-only; it is updated in place")
+    return a
+
+
+def check_array(obj, *, name="w", writable=True):
+    """Raises the error momentum_step would raise for ``obj`` as an operand."""
+    _checked(obj, ROLE_W if writable else ROLE_G, -1, name)
+
+
+cdef int _fill(mc_buffer *b, object w, object g, object s, Py_ssize_t index) except -1:
+    cdef cnp.ndarray aw = _checked(w, ROLE_W, index)
+    cdef cnp.ndarray ag = _checked(g, ROLE_G, index)
+    cdef cnp.ndarray as_ = _checked(s, ROLE_S, index)
+    cdef int t = cnp.PyArray_TYPE(aw)
+    if cnp.PyArray_TYPE(ag) != t or cnp.PyArray_TYPE(as_) != t:
+        raise TypeError(f"{_name(ROLE_W, index)}, {_name(ROLE_G, index)} and "
+                        f"{_name(ROLE_S, index)} must share one dtype; got "
+                        f"{aw.dtype}, {ag.dtype} and {as_.dtype}")
+    if not (_same_shape(aw, ag) and _same_shape(aw, as_)):
+        raise ValueError(f"{_name(ROLE_W, index)}, {_name(ROLE_G, index)} and "
+                         f"{_name(ROLE_S, index)} must share one shape; got "
+                         f"{(<object>aw).shape}, {(<object>ag).shape} and {(<object>as_).shape}")
+    b.w = cnp.PyArray_DATA(aw)
+    b.g = cnp.PyArray_DATA(ag)
+    b.s = cnp.PyArray_DATA(as_)
+    b.n = <size_t>cnp.PyArray_SIZE(aw)
+    b.dtype = MC_FLOAT32 if t == cnp.NPY_FLOAT32 else MC_FLOAT64
+    return 0
+
+
+cdef bint _same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
+    cdef int d, nd = cnp.PyArray_NDIM(a)
+    if cnp.PyArray_NDIM(b) != nd:
+        return False
+    cdef cnp.npy_intp *da = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp *db = cnp.PyArray_DIMS(b)
+    for d in range(nd):
+        if da[d] != db[d]:
+            return False
+    return True
+
+
+# ---- aliasing ---------------------------------------------------------------------
+
+ctypedef struct _extent:
+    size_t lo          # first byte
+    size_t hi          # one past the last byte
+    int role
+    Py_ssize_t index
+
+
+cdef int _by_start(const void *a, const void *b) noexcept nogil:
+    cdef size_t x = (<const _extent *>a).lo, y = (<const _extent *>b).lo
+    return (x > y) - (x < y)
+
+
+cdef int _check_disjoint(const mc_buffer *bufs, Py_ssize_t count, _extent *ext,
+                         bint many) except -1:
+    """Raises unless every written extent (w, state) is disjoint from every other.
+
+    Gradients may overlap one another (they are only read). Sorting the extents by
+    start and sweeping keeps this O(k log k) for k operands."""
+    cdef Py_ssize_t i, k = 0
+    cdef size_t width
+    for i in range(count):
+        if bufs[i].n == 0:
+            continue
+        width = bufs[i].n * (4 if bufs[i].dtype == MC_FLOAT32 else 8)
+        ext[k].lo = <size_t>bufs[i].w; ext[k].hi = ext[k].lo + width
+        ext[k].role = ROLE_W; ext[k].index = i if many else -1
+        ext[k + 1].lo = <size_t>bufs[i].g; ext[k + 1].hi = ext[k + 1].lo + width
+        ext[k + 1].role = ROLE_G; ext[k + 1].index = i if many else -1
+        ext[k + 2].lo = <size_t>bufs[i].s; ext[k + 2].hi = ext[k + 2].lo + width
+        ext[k + 2].role = ROLE_S; ext[k + 2].index = i if many else -1
+        k += 3
+    qsort(ext, k, sizeof(_extent), _by_start)
+    cdef size_t end_any = 0, end_written = 0
+    cdef Py_ssize_t last_any = -1, last_written = -1
+    for i in range(k):
+        if ext[i].role != ROLE_G and ext[i].lo < end_any:
+            _raise_shared(&ext[i], &ext[last_any])
+        if ext[i].role == ROLE_G and ext[i].lo < end_written:
+            _raise_shared(&ext[i], &ext[last_written])
+        if ext[i].hi > end_any:
+            end_any = ext[i].hi; last_any = i
+        if ext[i].role != ROLE_G and ext[i].hi > end_written:
+            end_written = ext[i].hi; last_written = i
+    return 0
+
+
+cdef int _raise_shared(const _extent *a, const _extent *b) except -1:
+    raise ValueError(f"{_name(b.role, b.index)} and {_name(a.role, a.index)} share memory; "
+                     f"w and state are written in place and must not overlap any "
+                     f"other operand")
+
+
+# ---- the step ----------------------------------------------------------------------
+
+
+def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
+                  weight_decay=0.0, nonfinite="propagate"):
+    """One momentum step, in place on ``w`` and ``state``; ``g`` is only read.
+
+    With ``g' = g + weight_decay*w``, ``rule`` is one of::
+
+        classical   state = momentum*state - lr*g' ; w = w + state
+        nesterov    state = momentum*state - lr*g' ; w = w + momentum*state - lr*g'
+        velocity    state = momentum*state + (1-dampening)*g' ; w = w - lr*state
+        ema         velocity with dampening = momentum
+        one_step    step = -lr*g' ; w = w + step + momentum*state ; state = step
+
+    Parameters
+    ----------
+    w, g, state : numpy.ndarray
+        One shape, one dtype (float32 or float64), C-contiguous; ``w`` and
+        ``state`` writable and not overlapping any other operand. ``state``
+        starts at zero.
+    lr : float
+        Learning rate, finite and >= 0.
+    momentum : float
+        Momentum coefficient in (-1, 1).
+    dampening : float
+        In [0, 1); used by ``velocity``.
+    weight_decay : float
+        Coupled L2 weight decay, >= 0.
+    nonfinite : {"propagate", "raise", "skip"}
+        What a NaN or inf in ``g`` does: flow into ``w``; raise
+        FloatingPointError; or return False. With "raise" and "skip" ``w`` and
+        ``state`` are left bit for bit untouched.
+
+    Returns
+    -------
+    bool
+        True when the step was applied.
+
+    Cost: one pass over memory (read w, g, state; write w, state), plus one read
+    of g with ``nonfinite`` "raise" or "skip". The GIL is released meanwhile.
+    """
+    cdef mc_hyper h
+    cdef mc_buffer b
+    cdef _extent ext[3]
+    cdef int applied
+    cdef int mode = _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
+    _fill(&b, w, g, state, -1)
+    _check_disjoint(&b, 1, ext, False)
+    if b.n == 0:
+        return True
+    with nogil:
+        applied = mc_momentum_step(&b, 1, &h, mode != PROPAGATE)
+    return _outcome(applied, mode)
+
+
+cdef object _outcome(int applied, int mode):
+    if applied:
+        return True
+    if mode == RAISE:
+        raise FloatingPointError(
+            "the gradient holds NaN or inf; w and state were left unchanged "
+            "(nonfinite='raise')")
+    return False
+
+
+def momentum_step_many(ws, gs, states, *, lr, momentum, rule="classical", dampening=0.0,
+                       weight_decay=0.0, nonfinite="propagate"):
+    """momentum_step applied to lists of arrays in one C call (GIL released once).
+
+    ``ws[i]``, ``gs[i]`` and ``states[i]`` follow the rules of momentum_step;
+    the arrays may differ in shape and dtype from one ``i`` to the next. With
+    ``nonfinite`` "raise" or "skip", every gradient is checked before anything
+    is written, so either all arrays are updated or none is.
+    """
+    cdef mc_hyper h
+    cdef int mode = _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
+    for name, seq in (("ws", ws), ("gs", gs), ("states", states)):
+        if not isinstance(seq, (list, tuple)):
+            raise TypeError(f"{name} must be a list or tuple of numpy arrays, got "
+                            f"{type(seq).__name__}")
+    cdef Py_ssize_t i, count = len(ws)
+    if len(gs) != count or len(states) != count:
+        raise ValueError(f"ws, gs and states must have one length; got "
+                         f"{len(ws)}, {len(gs)} and {len(states)}")
+    if count == 0:
+        return True
+    cdef int applied
+    cdef mc_buffer *bufs = <mc_buffer *>PyMem_Malloc(count * sizeof(mc_buffer))
+    cdef _extent *ext = <_extent *>PyMem_Malloc(3 * count * sizeof(_extent))
+    try:
+        if bufs == NULL or ext == NULL:
+            raise MemoryError()
+        for i in range(count):
+            _fill(&bufs[i], ws[i], gs[i], states[i], i)
+        _check_disjoint(bufs, count, ext, True)
+        with nogil:
+            applied = mc_momentum_step(bufs, <size_t>count, &h, mode != PROPAGATE)
+    finally:
+        PyMem_Free(bufs)
+        PyMem_Free(ext)
+    return _outcome(applied, mode)
+
+
+# ---- configuration ------------------------------------------------------------------
+
+
+def set_num_threads(int n):
+    """Sets the number of threads the kernels use for large arrays (n >= 1).
+
+    Arrays smaller than OMP_MIN_ELEMENTS always run on the calling thread.
+    Without OpenMP in the build this has no effect and get_num_threads() is 1.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    mc_set_num_threads(n)
+
+
+def get_num_threads():
+    """The number of threads the kernels use for large arrays."""
+    return mc_get_num_threads()
+
+
+OMP_MIN_ELEMENTS = MC_OMP_MIN_ELEMENTS
+SIMD_PATHS = ("avx512", "avx2", "baseline")
+
+
+def simd_path():
+    """The SIMD path in use: "avx512", "avx2" or "baseline"."""
+    return mc_isa_name().decode()
+
+
+def simd_supported():
+    """The SIMD paths this build and this CPU can run, best first."""
+    return tuple(p for p in SIMD_PATHS if mc_isa_supported(p.encode()))
+
+
+def select_simd(str name):
+    """Selects a SIMD path ("auto" = the best supported); returns the previous one.
+
+    All paths give bit-identical results; this exists for testing and
+    benchmarking. Not thread-safe: call it while no step runs.
+    """
+    previous = simd_path()
+    if mc_select_isa(name.encode()) != 0:
+        raise ValueError(f"SIMD path {name!r} is not available here; choose one of "
+                         f"{('auto',) + simd_supported()}")
+    return previous
+
+
+def have_openmp():
+    """True when the kernels were built with OpenMP."""
+    return bool(mc_have_openmp())
+
+
+def _stream5(w, g, s):
+    """Benchmark roofline: w += g; s += g over the same five streams as a step."""
+    cdef mc_buffer b
+    cdef _extent ext[3]
+    _fill(&b, w, g, s, -1)
+    _check_disjoint(&b, 1, ext, False)
+    with nogil:
+        mc_stream5(&b)
+
+
+if mc_select_isa(os.environ.get("MOMCORE_SIMD", "auto").encode()) != 0:
+    mc_select_isa(b"auto")

@@ -1,0 +1,164 @@
+"""Pure-numpy reference of momcore's momentum kernels: the ground truth.
+
+Same names, signatures, checks and results as the compiled functions. Each rule
+is written with numpy's in-place operators in the same order of operations as
+the C kernel, so the two agree bit for bit. This module never imports the
+compiled core.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import isfinite
+
+import numpy as np
+
+RULES = ("classical", "nesterov", "velocity", "ema", "one_step")
+NONFINITE = ("propagate", "raise", "skip")
+_NAMES = {"w": "ws", "g": "gs", "state": "states"}
+
+
+def _real(x: object, name: str) -> float:
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}") from None
+
+
+def _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite) -> tuple:
+    lr_, mom, damp, wd = (_real(lr, "lr"), _real(momentum, "momentum"),
+                          _real(dampening, "dampening"), _real(weight_decay, "weight_decay"))
+    if not (isfinite(lr_) and lr_ >= 0.0):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    if not -1.0 < mom < 1.0:
+        raise ValueError(f"momentum must lie in (-1, 1), got {momentum!r}")
+    if not 0.0 <= damp < 1.0:
+        raise ValueError(f"dampening must lie in [0, 1), got {dampening!r}")
+    if not (isfinite(wd) and wd >= 0.0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if not (isinstance(rule, str) and rule in RULES):
+        raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}; got {rule!r}")
+    if not (isinstance(nonfinite, str) and nonfinite in NONFINITE):
+        raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}; "
+                         f"got {nonfinite!r}")
+    return lr_, mom, damp, wd
+
+
+def _check_array(a: object, name: str, written: bool) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype.type not in (np.float32, np.float64):
+        raise TypeError(f"{name} has dtype {a.dtype}; momcore supports float32 and float64")
+    if not a.dtype.isnative:
+        raise TypeError(f"{name} has non-native byte order (dtype {a.dtype.str!r})")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not a.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its dtype")
+    if written and not a.flags.writeable:
+        raise ValueError(f"{name} is read-only; it is updated in place")
+    return a
+
+
+def _check_operands(triples: list[tuple], many: bool) -> None:
+    def label(role: str, i: int) -> str:
+        return f"{_NAMES[role]}[{i}]" if many else role
+
+    extents = []
+    for i, (w, g, s) in enumerate(triples):
+        for a, role in ((w, "w"), (g, "g"), (s, "state")):
+            _check_array(a, label(role, i), role != "g")
+        if not (w.dtype == g.dtype == s.dtype):
+            raise TypeError(f"{label('w', i)}, {label('g', i)} and {label('state', i)} must "
+                            f"share one dtype; got {w.dtype}, {g.dtype} and {s.dtype}")
+        if not (w.shape == g.shape == s.shape):
+            raise ValueError(f"{label('w', i)}, {label('g', i)} and {label('state', i)} must "
+                             f"share one shape; got {w.shape}, {g.shape} and {s.shape}")
+        if w.size:
+            for a, role in ((w, "w"), (g, "g"), (s, "state")):
+                lo = a.__array_interface__["data"][0]
+                extents.append((lo, lo + a.nbytes, label(role, i), role != "g"))
+    # Sweep the extents by start address: a written extent must not begin before
+    # any earlier extent ends, and a read one not before an earlier written one.
+    extents.sort(key=lambda e: e[0])
+    end_any = end_written = 0
+    last_any = last_written = ""
+    for lo, hi, name, written in extents:
+        if written and lo < end_any:
+            _raise_shared(last_any, name)
+        if not written and lo < end_written:
+            _raise_shared(last_written, name)
+        if hi > end_any:
+            end_any, last_any = hi, name
+        if written and hi > end_written:
+            end_written, last_written = hi, name
+
+
+def _raise_shared(a: str, b: str) -> None:
+    raise ValueError(f"{a} and {b} share memory; w and state are written in place and "
+                     f"must not overlap any other operand")
+
+
+def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay) -> None:
+    t = w.dtype.type
+    lr_, mom = t(lr), t(momentum)
+    if weight_decay != 0.0:
+        g = g + t(weight_decay) * w
+    if rule in ("classical", "nesterov"):
+        state *= mom
+        state -= lr_ * g
+        if rule == "classical":
+            w += state
+        else:
+            w += mom * state
+            w -= lr_ * g
+    elif rule in ("velocity", "ema"):
+        keep = t(1.0 - (momentum if rule == "ema" else dampening))
+        state *= mom
+        state += keep * g
+        w -= lr_ * state
+    else:  # one_step
+        step = t(-lr) * g
+        w += step
+        w += mom * state
+        state[...] = step
+
+
+def momentum_step(w: np.ndarray, g: np.ndarray, state: np.ndarray, *, lr: float,
+                  momentum: float, rule: str = "classical", dampening: float = 0.0,
+                  weight_decay: float = 0.0, nonfinite: str = "propagate") -> bool:
+    """One momentum step in place on w and state (see momcore.momentum_step)."""
+    hyper = _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite)
+    _check_operands([(w, g, state)], many=False)
+    return _step_all([(w, g, state)], rule, nonfinite, *hyper)
+
+
+def momentum_step_many(ws: Sequence[np.ndarray], gs: Sequence[np.ndarray],
+                       states: Sequence[np.ndarray], *, lr: float, momentum: float,
+                       rule: str = "classical", dampening: float = 0.0,
+                       weight_decay: float = 0.0, nonfinite: str = "propagate") -> bool:
+    """momentum_step over lists of arrays; all or none updated (see momcore)."""
+    hyper = _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite)
+    for name, seq in (("ws", ws), ("gs", gs), ("states", states)):
+        if not isinstance(seq, (list, tuple)):
+            raise TypeError(f"{name} must be a list or tuple of numpy arrays, got "
+                            f"{type(seq).__name__}")
+    if not len(ws) == len(gs) == len(states):
+        raise ValueError(f"ws, gs and states must have one length; got "
+                         f"{len(ws)}, {len(gs)} and {len(states)}")
+    triples = list(zip(ws, gs, states))
+    _check_operands(triples, many=True)
+    return _step_all(triples, rule, nonfinite, *hyper)
+
+
+def _step_all(triples, rule, nonfinite, lr, momentum, dampening, weight_decay) -> bool:
+    if nonfinite != "propagate" and not all(np.isfinite(g).all() for _, g, _ in triples):
+        if nonfinite == "raise":
+            raise FloatingPointError("the gradient holds NaN or inf; w and state were left "
+                                     "unchanged (nonfinite='raise')")
+        return False
+    for w, g, s in triples:
+        if w.size:
+            _apply(w, g, s, rule, lr, momentum, dampening, weight_decay)
+    return True

@@ -1,0 +1,87 @@
+/*
+ * momcore kernels: the fused in-place momentum update.
+ *
+ * Plain C99: no Python or numpy headers, callable and testable from C.
+ *
+ * Legend: n = number of elements of one parameter array (any shape, flattened,
+ * C-contiguous). w = weights, g = gradient dE/dw (read only), s = the rule's state.
+ *
+ * Every rule reads w, g, s once and writes w, s once: five streams, one pass,
+ * no temporaries. The arithmetic is done in the array's own precision in a fixed
+ * order, without FMA contraction, so results are identical for every SIMD path
+ * and every thread count, and equal to the numpy reference operation for operation.
+ */
+#ifndef MOMCORE_KERNELS_H
+#define MOMCORE_KERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    MC_CLASSICAL = 0, /* s = m*s - lr*g ; w = w + s                   */
+    MC_NESTEROV = 1,  /* s = m*s - lr*g ; w = (w + m*s) - lr*g        */
+    MC_VELOCITY = 2,  /* s = m*s + (1-d)*g ; w = w - lr*s             */
+    MC_EMA = 3,       /* MC_VELOCITY with d = m                        */
+    MC_ONE_STEP = 4   /* step = -lr*g ; w = (w + step) + m*s ; s = step */
+} mc_rule;
+
+typedef enum { MC_FLOAT32 = 0, MC_FLOAT64 = 1 } mc_dtype;
+
+/* Hyperparameters of one step; validated by the caller. With weight_decay != 0
+ * every rule uses g' = g + weight_decay*w in place of g (g is never written). */
+typedef struct {
+    double lr;
+    double momentum;
+    double dampening;    /* MC_VELOCITY only */
+    double weight_decay;
+    int rule;            /* an mc_rule */
+} mc_hyper;
+
+/* One parameter array with its gradient and state, all of n elements of dtype. */
+typedef struct {
+    void *w;        /* [n] */
+    const void *g;  /* [n] */
+    void *s;        /* [n] */
+    size_t n;
+    int dtype;      /* an mc_dtype */
+} mc_buffer;
+
+/* Applies one step to every buffer. With check_finite != 0, first scans all
+ * gradients and, if any element is NaN or +-inf, returns 0 without writing
+ * anything; otherwise applies the step and returns 1. Cost: 5 streams of n,
+ * plus 1 read stream of g when check_finite. */
+int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
+                     int check_finite);
+
+/* 1 when no element of any gradient is NaN or +-inf. */
+int mc_all_finite(const mc_buffer *buffers, size_t count);
+
+/* Threads used above MC_OMP_MIN_ELEMENTS (1 without OpenMP). n < 1 restores the
+ * default (the OpenMP runtime's maximum). */
+void mc_set_num_threads(int n);
+int mc_get_num_threads(void);
+int mc_have_openmp(void);
+
+/* Arrays of at least this many elements are split across threads. */
+#define MC_OMP_MIN_ELEMENTS ((size_t)1 << 16)
+
+/* SIMD paths: "avx512", "avx2", "baseline". mc_select_isa("auto") picks the best
+ * the CPU supports; returns 0 on success, -1 if the path is unknown, not built
+ * or not supported by this CPU. */
+int mc_select_isa(const char *name);
+const char *mc_isa_name(void);
+int mc_isa_supported(const char *name);
+
+/* Benchmark-only roofline: a plain loop over the same five streams as the step
+ * (read w, g, s; write w, s), compiled for the baseline ISA and split across
+ * threads exactly as the step is. w = w + g ; s = s + g. */
+void mc_stream5(const mc_buffer *buffer);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

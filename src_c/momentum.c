@@ -1,0 +1,306 @@
+/*
+ * The fused momentum step: SIMD-path instantiations, run-time dispatch and the
+ * OpenMP split. The arithmetic itself lives in kernel_impl.h.
+ */
+#include "momcore_kernels.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define MC_X86 1
+#else
+#define MC_X86 0
+#endif
+
+/* ---- instantiations: 2 types x (baseline, avx2, avx512) ---------------------- */
+
+#define MC_TARGET
+#define MC_T float
+#define MC_BITS uint32_t
+#define MC_EXPMASK UINT32_C(0x7f800000)
+#define MC_NAME(x) x##_f32_baseline
+#include "kernel_impl.h"
+#undef MC_T
+#undef MC_BITS
+#undef MC_EXPMASK
+#undef MC_NAME
+
+#define MC_T double
+#define MC_BITS uint64_t
+#define MC_EXPMASK UINT64_C(0x7ff0000000000000)
+#define MC_NAME(x) x##_f64_baseline
+#include "kernel_impl.h"
+#undef MC_T
+#undef MC_BITS
+#undef MC_EXPMASK
+#undef MC_NAME
+#undef MC_TARGET
+
+#if MC_X86
+#define MC_TARGET __attribute__((target("avx2")))
+#define MC_T float
+#define MC_BITS uint32_t
+#define MC_EXPMASK UINT32_C(0x7f800000)
+#define MC_NAME(x) x##_f32_avx2
+#include "kernel_impl.h"
+#undef MC_T
+#undef MC_BITS
+#undef MC_EXPMASK
+#undef MC_NAME
+
+#define MC_T double
+#define MC_BITS uint64_t
+#define MC_EXPMASK UINT64_C(0x7ff0000000000000)
+#define MC_NAME(x) x##_f64_avx2
+#include "kernel_impl.h"
+#undef MC_T
+#undef MC_BITS
+#undef MC_EXPMASK
+#undef MC_NAME
+#undef MC_TARGET
+
+/* 512-bit vectors: without prefer-vector-width GCC would stay at 256 bits. */
+#define MC_TARGET __attribute__((target("avx512f,prefer-vector-width=512")))
+#define MC_T float
+#define MC_BITS uint32_t
+#define MC_EXPMASK UINT32_C(0x7f800000)
+#define MC_NAME(x) x##_f32_avx512
+#include "kernel_impl.h"
+#undef MC_T
+#undef MC_BITS
+#undef MC_EXPMASK
+#undef MC_NAME
+
+#define MC_T double
+#define MC_BITS uint64_t
+#define MC_EXPMASK UINT64_C(0x7ff0000000000000)
+#define MC_NAME(x) x##_f64_avx512
+#include "kernel_impl.h"
+#undef MC_T
+#undef MC_BITS
+#undef MC_EXPMASK
+#undef MC_NAME
+#undef MC_TARGET
+#endif /* MC_X86 */
+
+/* ---- run-time dispatch ---------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    void (*step_f32)(float *, const float *, float *, size_t, const mc_hyper *);
+    void (*step_f64)(double *, const double *, double *, size_t, const mc_hyper *);
+    int (*any_nonfinite_f32)(const float *, size_t);
+    int (*any_nonfinite_f64)(const double *, size_t);
+} mc_isa_table;
+
+/* Best first. */
+static const mc_isa_table mc_isa_tables[] = {
+#if MC_X86
+    {"avx512", step_f32_avx512, step_f64_avx512, any_nonfinite_f32_avx512,
+     any_nonfinite_f64_avx512},
+    {"avx2", step_f32_avx2, step_f64_avx2, any_nonfinite_f32_avx2, any_nonfinite_f64_avx2},
+#endif
+    {"baseline", step_f32_baseline, step_f64_baseline, any_nonfinite_f32_baseline,
+     any_nonfinite_f64_baseline},
+};
+#define MC_N_ISA (sizeof mc_isa_tables / sizeof mc_isa_tables[0])
+
+static const mc_isa_table *mc_isa = NULL;
+
+int mc_isa_supported(const char *name)
+{
+    if (strcmp(name, "baseline") == 0)
+        return 1;
+#if MC_X86
+    __builtin_cpu_init();
+    if (strcmp(name, "avx2") == 0)
+        return __builtin_cpu_supports("avx2");
+    if (strcmp(name, "avx512") == 0)
+        return __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+int mc_select_isa(const char *name)
+{
+    size_t i;
+    for (i = 0; i < MC_N_ISA; i++) {
+        const mc_isa_table *t = &mc_isa_tables[i];
+        if (strcmp(name, "auto") != 0 && strcmp(name, t->name) != 0)
+            continue;
+        if (mc_isa_supported(t->name)) {
+            mc_isa = t;
+            return 0;
+        }
+        if (strcmp(name, "auto") != 0)
+            return -1;
+    }
+    return -1;
+}
+
+static const mc_isa_table *current_isa(void)
+{
+    if (mc_isa == NULL)
+        mc_select_isa("auto");
+    return mc_isa;
+}
+
+const char *mc_isa_name(void) { return current_isa()->name; }
+
+/* ---- threads ---------------------------------------------------------------- */
+
+static int mc_threads = 0; /* 0: the OpenMP runtime's default */
+
+int mc_have_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+void mc_set_num_threads(int n) { mc_threads = n < 1 ? 0 : n; }
+
+int mc_get_num_threads(void)
+{
+#ifdef _OPENMP
+    return mc_threads > 0 ? mc_threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int threads_for(size_t n)
+{
+    return n >= MC_OMP_MIN_ELEMENTS ? mc_get_num_threads() : 1;
+}
+
+/* [lo, hi) of thread t of nt: equal blocks, each a multiple of 64 bytes of
+ * float (16 elements), so a split never changes which element sits where in a
+ * vector relative to the array start more than the alignment already does. */
+static void thread_range(size_t n, int t, int nt, size_t *lo, size_t *hi)
+{
+    size_t block = (n + (size_t)nt - 1) / (size_t)nt;
+    block = (block + 15) & ~(size_t)15;
+    *lo = block * (size_t)t < n ? block * (size_t)t : n;
+    *hi = *lo + block < n ? *lo + block : n;
+}
+
+static void step_range(const mc_isa_table *isa, const mc_buffer *b, size_t lo, size_t hi,
+                       const mc_hyper *h)
+{
+    if (b->dtype == MC_FLOAT32)
+        isa->step_f32((float *)b->w + lo, (const float *)b->g + lo, (float *)b->s + lo,
+                      hi - lo, h);
+    else
+        isa->step_f64((double *)b->w + lo, (const double *)b->g + lo, (double *)b->s + lo,
+                      hi - lo, h);
+}
+
+static int nonfinite_range(const mc_isa_table *isa, const mc_buffer *b, size_t lo, size_t hi)
+{
+    if (b->dtype == MC_FLOAT32)
+        return isa->any_nonfinite_f32((const float *)b->g + lo, hi - lo);
+    return isa->any_nonfinite_f64((const double *)b->g + lo, hi - lo);
+}
+
+static int any_nonfinite(const mc_isa_table *isa, const mc_buffer *b)
+{
+    const int nt = threads_for(b->n);
+    int found = 0;
+    if (nt <= 1)
+        return nonfinite_range(isa, b, 0, b->n);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt) reduction(| : found)
+    {
+        size_t lo, hi;
+        thread_range(b->n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        found |= nonfinite_range(isa, b, lo, hi);
+    }
+#endif
+    return found;
+}
+
+static void step_one(const mc_isa_table *isa, const mc_buffer *b, const mc_hyper *h)
+{
+    const int nt = threads_for(b->n);
+    if (nt <= 1) {
+        step_range(isa, b, 0, b->n, h);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        size_t lo, hi;
+        thread_range(b->n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        step_range(isa, b, lo, hi, h);
+    }
+#endif
+}
+
+int mc_all_finite(const mc_buffer *buffers, size_t count)
+{
+    const mc_isa_table *isa = current_isa();
+    size_t i;
+    for (i = 0; i < count; i++)
+        if (any_nonfinite(isa, &buffers[i]))
+            return 0;
+    return 1;
+}
+
+int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
+                     int check_finite)
+{
+    const mc_isa_table *isa = current_isa();
+    size_t i;
+    if (check_finite && !mc_all_finite(buffers, count))
+        return 0;
+    for (i = 0; i < count; i++)
+        step_one(isa, &buffers[i], hyper);
+    return 1;
+}
+
+/* ---- roofline ------------------------------------------------------------------ */
+
+#define MC_STREAM5(T)                                                      \
+    do {                                                                   \
+        T *restrict w = (T *)b->w + lo;                                    \
+        const T *restrict g = (const T *)b->g + lo;                        \
+        T *restrict s = (T *)b->s + lo;                                    \
+        size_t i, m = hi - lo;                                             \
+        for (i = 0; i < m; i++) {                                          \
+            s[i] = s[i] + g[i];                                            \
+            w[i] = w[i] + g[i];                                            \
+        }                                                                  \
+    } while (0)
+
+static void stream5_range(const mc_buffer *b, size_t lo, size_t hi)
+{
+    if (b->dtype == MC_FLOAT32)
+        MC_STREAM5(float);
+    else
+        MC_STREAM5(double);
+}
+
+void mc_stream5(const mc_buffer *b)
+{
+    const int nt = threads_for(b->n);
+    if (nt <= 1) {
+        stream5_range(b, 0, b->n);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        size_t lo, hi;
+        thread_range(b->n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+        stream5_range(b, lo, hi);
+    }
+#endif
+}
