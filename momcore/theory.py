@@ -1,0 +1,384 @@
+"""Linear theory of gradient descent with momentum near a minimum (Qian, 1999).
+
+Reference: N. Qian, "On the momentum term in gradient descent learning algorithms",
+Neural Networks 12 (1999) 145-151.
+
+Near a minimum the error is quadratic, ``E ~ 1/2 sum_i k_i x_i^2`` in the eigenbasis of
+the Hessian (``k_i`` its eigenvalues, the curvatures; ``x_i`` the distance to the minimum
+along eigenvector i). The classical momentum rule ``Delta_t = p Delta_{t-1} - lr grad E``,
+``w_{t+1} = w_t + Delta_t`` (Qian's Eq. 2) then decouples into one scalar recurrence per
+eigen-component::
+
+    x_{t+1} = (1 + p - lr k) x_t - p x_{t-1}
+
+whose characteristic polynomial is ``z^2 - (1 + p - lr k) z + p``. Everything in this
+module follows from the two roots of that polynomial, or, in continuous time, from the
+damped oscillator ``m x'' + mu x' + k x = 0`` that the recurrence discretises.
+
+Notation:
+
+=================  ========  ==================  ====================
+quantity           momcore   Qian (1999)         lecture notes
+=================  ========  ==================  ====================
+learning rate      ``lr``    eta                 alpha
+momentum           ``p``     p                   eta
+curvature          ``k``     k (eigenvalue)      --
+mass, friction     m, mu     m, mu               --
+time step          dt        Delta t             --
+=================  ========  ==================  ====================
+
+The API spells the first two ``lr`` and ``momentum``; the formulas below write ``p`` for
+the momentum.
+
+Conventions: every function is vectorised. Arguments are real scalars or arrays (any real
+dtype, computed in float64) and broadcast against each other like the arguments of a numpy
+ufunc. As with a ufunc, all-scalar input gives a numpy scalar (``np.float64``,
+``np.complex128`` or ``np.bool_``) and any array input gives an array of the broadcast
+shape. Arguments outside their domain raise a ValueError that names the argument and shows
+an offending value; non-real input raises a TypeError.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "HeavyBall",
+    "converges",
+    "eigenvalues",
+    "from_physics",
+    "improvement_factor",
+    "iterations_to",
+    "optimal_momentum",
+    "optimal_rate",
+    "spectral_radius",
+    "to_physics",
+    "tune",
+]
+
+# A numpy scalar for all-scalar input, an ndarray otherwise (see the module docstring).
+Result = Any
+
+
+class HeavyBall(NamedTuple):
+    """Polyak's heavy-ball parameters for a curvature range, and the rate they achieve."""
+
+    lr: Result
+    momentum: Result
+    rate: Result
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _real(name: str, value: ArrayLike) -> np.ndarray:
+    """``value`` as a finite float64 array; TypeError if not real, ValueError if not finite."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be real (int or float), got dtype {array.dtype}")
+    array = array.astype(np.float64, copy=False)
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise ValueError(f"{name} must be finite, got {_first(array, ~finite)}")
+    return array
+
+
+def _first(array: np.ndarray, bad: np.ndarray) -> str:
+    """The first element of ``array`` where ``bad`` holds, formatted for an error message."""
+    bad = np.broadcast_to(bad, array.shape)
+    return repr(float(array[bad].flat[0]))
+
+
+def _require(name: str, array: np.ndarray, ok: np.ndarray, condition: str) -> None:
+    """Raise ``ValueError('<name> must be <condition>, got <value>')`` unless ``ok`` holds."""
+    ok = np.asarray(ok)
+    if not ok.all():
+        raise ValueError(f"{name} must be {condition}, got {_first(array, ~ok)}")
+
+
+def _curvature(lr: ArrayLike, k: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked ``lr >= 0`` and ``k > 0``, and their product ``lr k``."""
+    lr = _real("lr", lr)
+    k = _real("k", k)
+    _require("lr", lr, lr >= 0, ">= 0")
+    _require("k", k, k > 0, "> 0")
+    return lr, k, lr * k
+
+
+def _scalar_if_0d(array: np.ndarray) -> Result:
+    """A 0-d array as a numpy scalar; any other array unchanged (the ufunc convention)."""
+    return array[()]
+
+
+# -------------------------------------------------------------------- the discrete iteration
+
+
+def eigenvalues(lr: ArrayLike, momentum: ArrayLike, k: ArrayLike) -> tuple[Result, Result]:
+    """The two roots of the momentum recurrence along curvature ``k``.
+
+    With ``b = 1 + p - lr k``, the recurrence ``x_{t+1} = b x_t - p x_{t-1}`` has the
+    characteristic polynomial ``z^2 - b z + p`` (Qian's discrete-time analysis), whose
+    roots are::
+
+        lambda_{1,2} = (b +- sqrt(b^2 - 4 p)) / 2
+
+    with the principal complex square root, so that ``b^2 < 4 p`` gives a complex-conjugate
+    pair (an oscillating, under-damped component) and ``b^2 = 4 p`` a double root (critical
+    damping). The root that the textbook formula would compute by cancellation is taken from
+    ``lambda_1 lambda_2 = p`` instead, so both are accurate to rounding.
+
+    Parameters: ``lr >= 0``; ``momentum`` any finite real (values outside (-1, 1) give the
+    roots of the divergent iteration); ``k > 0``.
+
+    Returns ``(lambda_1, lambda_2)``, complex128, broadcast shape.
+    """
+    lr, k, lrk = _curvature(lr, k)
+    p = _real("momentum", momentum)
+    b = 1.0 + p - lrk
+    root = np.sqrt((b * b - 4.0 * p).astype(np.complex128))
+    # b and the root added with the same sign never cancel: that gives the larger root.
+    sign = np.where(b >= 0, 1.0, -1.0)
+    large = 0.5 * (b + sign * root)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        small = np.where(large != 0, p / large, 0.5 * (b - sign * root))
+    lambda_1 = np.where(b >= 0, large, small)
+    lambda_2 = np.where(b >= 0, small, large)
+    return _scalar_if_0d(lambda_1), _scalar_if_0d(lambda_2)
+
+
+def spectral_radius(lr: ArrayLike, momentum: ArrayLike, k: ArrayLike) -> Result:
+    """The per-step contraction factor ``max(|lambda_1|, |lambda_2|)`` along curvature ``k``.
+
+    After many steps ``|x_t|`` shrinks (or grows) like ``rho^t``. Computed in closed form
+    from ``b = 1 + p - lr k``::
+
+        rho = sqrt(p)                          if b^2 <= 4 p   (complex or double root)
+        rho = (|b| + sqrt(b^2 - 4 p)) / 2      otherwise       (two real roots)
+
+    ``momentum = 0`` gives plain gradient descent, ``rho = |1 - lr k|``. ``rho < 1`` exactly
+    where :func:`converges` holds (Qian's Result 3); Figure 1 of the paper plots ``rho`` over
+    ``p`` and ``lr k``.
+
+    Parameters: ``lr >= 0``; ``momentum`` any finite real; ``k > 0``. Returns float64.
+    """
+    lr, k, lrk = _curvature(lr, k)
+    p = _real("momentum", momentum)
+    b = 1.0 + p - lrk
+    discriminant = b * b - 4.0 * p
+    real_roots = discriminant > 0
+    # p >= b^2 / 4 >= 0 wherever the roots are complex, so sqrt(p) is real there.
+    radius = np.where(
+        real_roots,
+        0.5 * (np.abs(b) + np.sqrt(np.where(real_roots, discriminant, 0.0))),
+        np.sqrt(np.where(real_roots, 0.0, p)),
+    )
+    return _scalar_if_0d(radius)
+
+
+def converges(lr: ArrayLike, momentum: ArrayLike, k: ArrayLike) -> Result:
+    """Whether the momentum iteration converges along curvature ``k`` (Qian's Result 3).
+
+    The iteration converges if and only if::
+
+        -1 < p < 1   and   0 < lr k < 2 + 2 p
+
+    the triangle of Figure 1 in the paper. Without momentum the bound is ``lr k < 2``;
+    positive momentum widens the range of learning rates that converge, up to ``lr k < 4``
+    as ``p -> 1``. Equivalent to ``spectral_radius(lr, momentum, k) < 1``.
+
+    Parameters: ``lr >= 0``; ``momentum`` any finite real; ``k > 0``. Returns bool.
+    """
+    lr, k, lrk = _curvature(lr, k)
+    p = _real("momentum", momentum)
+    result = (p > -1.0) & (p < 1.0) & (lrk > 0.0) & (lrk < 2.0 + 2.0 * p)
+    return _scalar_if_0d(np.asarray(result))
+
+
+def _lrk_in_range(lr: ArrayLike, k: ArrayLike) -> np.ndarray:
+    """Checked ``lr k`` in (0, 4), the range where an optimal momentum exists."""
+    lr, k, lrk = _curvature(lr, k)
+    _require("lr*k", lrk, (lrk > 0.0) & (lrk < 4.0), "in (0, 4)")
+    return lrk
+
+
+def optimal_momentum(lr: ArrayLike, k: ArrayLike) -> Result:
+    """The momentum that minimises the spectral radius for a given ``lr k``.
+
+    Qian's optimal condition for the discrete iteration::
+
+        p* = (1 - sqrt(lr k))^2,   0 < lr k < 4
+
+    At ``p*`` the discriminant ``(1 + p - lr k)^2 - 4 p`` vanishes: the two roots coincide at
+    ``1 - sqrt(lr k)`` (critical damping), and ``p*`` lies in [0, 1). A larger ``p`` makes
+    the component oscillate with radius ``sqrt(p)``; a smaller one leaves a real root
+    farther from zero.
+
+    Parameters: ``lr >= 0``, ``k > 0`` with ``lr k`` in (0, 4). Returns float64.
+    """
+    lrk = _lrk_in_range(lr, k)
+    return _scalar_if_0d((1.0 - np.sqrt(lrk)) ** 2)
+
+
+def optimal_rate(lr: ArrayLike, k: ArrayLike) -> Result:
+    """The spectral radius at the optimal momentum: ``|1 - sqrt(lr k)|`` for 0 < lr k < 4.
+
+    Equal to ``sqrt(p*)`` with ``p*`` from :func:`optimal_momentum`. Plain gradient descent
+    with the same ``lr`` contracts by ``|1 - lr k|`` per step, so for small ``lr k`` the
+    optimal momentum turns ``1 - lr k`` into ``1 - sqrt(lr k)`` (``lr k = 0.01``: 0.99 per
+    step becomes 0.9).
+
+    Parameters: ``lr >= 0``, ``k > 0`` with ``lr k`` in (0, 4). Returns float64.
+    """
+    lrk = _lrk_in_range(lr, k)
+    return _scalar_if_0d(np.abs(1.0 - np.sqrt(lrk)))
+
+
+def tune(k_min: ArrayLike, k_max: ArrayLike) -> HeavyBall:
+    """Polyak's heavy-ball ``lr`` and ``momentum`` for curvatures in ``[k_min, k_max]``.
+
+    With the condition number ``K = k_max / k_min``::
+
+        lr   = 4 / (sqrt(k_max) + sqrt(k_min))^2
+        p    = ((sqrt(K) - 1) / (sqrt(K) + 1))^2
+        rate = (sqrt(K) - 1) / (sqrt(K) + 1)
+
+    (B. T. Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.)
+    The choice puts both ends of the spectrum exactly at critical damping, so every
+    curvature in the range contracts by ``rate = sqrt(p)`` per step, the smallest worst-case
+    spectral radius over the range. The best plain gradient descent
+    (``lr = 2 / (k_min + k_max)``) only reaches ``(K - 1) / (K + 1)``.
+
+    Parameters: ``k_min > 0``, ``k_max >= k_min``.
+    Returns :class:`HeavyBall` ``(lr, momentum, rate)``, each float64.
+    """
+    k_min = _real("k_min", k_min)
+    k_max = _real("k_max", k_max)
+    _require("k_min", k_min, k_min > 0, "> 0")
+    k_min, k_max = np.broadcast_arrays(k_min, k_max)
+    _require("k_max", k_max, k_max >= k_min, ">= k_min")
+    sqrt_min, sqrt_max = np.sqrt(k_min), np.sqrt(k_max)
+    # (sqrt(K) - 1) / (sqrt(K) + 1), written without forming K.
+    rate = (sqrt_max - sqrt_min) / (sqrt_max + sqrt_min)
+    lr = 4.0 / (sqrt_max + sqrt_min) ** 2
+    return HeavyBall(_scalar_if_0d(lr), _scalar_if_0d(rate * rate), _scalar_if_0d(rate))
+
+
+def iterations_to(tol: ArrayLike, lr: ArrayLike, momentum: ArrayLike, k: ArrayLike) -> Result:
+    """The number of steps for the asymptotic contraction to reach ``tol``.
+
+    The smallest integer ``t`` with ``rho^t <= tol``, where ``rho`` is
+    :func:`spectral_radius`; that is ``ceil(log(tol) / log(rho))`` (at least 1, and 1 when
+    ``rho = 0``), and ``inf`` where the iteration does not converge (``rho >= 1``).
+
+    ``rho^t`` is how much the slowest mode has shrunk after ``t`` steps, up to a constant
+    that depends on the start, so this is the asymptotic count, not a bound for a given
+    start. The count is checked against ``rho**t`` itself, so a ``tol`` that is exactly a
+    power of ``rho`` (``tol = 0.25``, ``rho = 0.5``: 2 steps) is not pushed one step further
+    by the rounding of the logarithms.
+
+    Parameters: ``tol`` in (0, 1); ``lr >= 0``; ``momentum`` any finite real; ``k > 0``.
+    Returns float64 holding whole numbers or ``inf``.
+    """
+    tol = _real("tol", tol)
+    _require("tol", tol, (tol > 0.0) & (tol < 1.0), "in (0, 1)")
+    rho = np.asarray(spectral_radius(lr, momentum, k))
+    tol, rho = np.broadcast_arrays(tol, rho)
+    contracting = rho < 1.0
+    safe_rho = np.where(contracting, rho, 0.5)
+    with np.errstate(divide="ignore"):
+        steps = np.maximum(np.ceil(np.log(tol) / np.log(safe_rho)), 1.0)
+    # Correct the rounding of the logarithms so that the float rho**t obeys the definition.
+    steps = np.where(safe_rho**steps > tol, steps + 1.0, steps)
+    steps = np.where((steps > 1.0) & (safe_rho ** (steps - 1.0) <= tol), steps - 1.0, steps)
+    return _scalar_if_0d(np.where(contracting, steps, np.inf))
+
+
+# ------------------------------------------------------------------- the continuous picture
+
+
+def from_physics(mass: ArrayLike, friction: ArrayLike, dt: ArrayLike) -> tuple[Result, Result]:
+    """``(lr, momentum)`` of the momentum rule that discretises a particle in a viscous medium.
+
+    Qian's Eq. 7-8: discretising ``m w'' + mu w' = -grad E`` with time step ``dt`` as::
+
+        m (w_{t+1} - 2 w_t + w_{t-1}) / dt^2 + mu (w_{t+1} - w_t) / dt = -grad E(w_t)
+
+    and solving for ``w_{t+1} - w_t`` gives the classical momentum rule with::
+
+        lr = dt^2 / (m + mu dt),    p = m / (m + mu dt)
+
+    so the momentum is the mass relative to mass plus friction per step. ``friction = 0``
+    gives ``p = 1`` (no damping).
+
+    Parameters: ``mass > 0``, ``friction >= 0``, ``dt > 0``. Returns float64 each.
+    Inverse of :func:`to_physics`.
+    """
+    mass = _real("mass", mass)
+    friction = _real("friction", friction)
+    dt = _real("dt", dt)
+    _require("mass", mass, mass > 0, "> 0")
+    _require("friction", friction, friction >= 0, ">= 0")
+    _require("dt", dt, dt > 0, "> 0")
+    denominator = mass + friction * dt
+    return _scalar_if_0d(dt * dt / denominator), _scalar_if_0d(mass / denominator)
+
+
+def to_physics(lr: ArrayLike, momentum: ArrayLike, dt: ArrayLike) -> tuple[Result, Result]:
+    """``(mass, friction)`` of the particle whose discretisation is the momentum rule.
+
+    The inverse of Qian's Eq. 7-8 (:func:`from_physics`)::
+
+        m = p dt^2 / lr,    mu = dt (1 - p) / lr
+
+    A positive mass and a non-negative friction need ``0 < p <= 1`` and ``lr > 0``.
+
+    Parameters: ``lr > 0``, ``momentum`` in (0, 1], ``dt > 0``. Returns float64 each.
+    """
+    lr = _real("lr", lr)
+    p = _real("momentum", momentum)
+    dt = _real("dt", dt)
+    _require("lr", lr, lr > 0, "> 0")
+    _require("momentum", p, (p > 0) & (p <= 1), "in (0, 1] (mass > 0, friction >= 0)")
+    _require("dt", dt, dt > 0, "> 0")
+    return _scalar_if_0d(p * dt * dt / lr), _scalar_if_0d(dt * (1.0 - p) / lr)
+
+
+def improvement_factor(k: ArrayLike, mass: ArrayLike, friction: ArrayLike) -> Result:
+    """How much faster the damped particle approaches the minimum than pure friction does.
+
+    Continuous time (Qian's Results 1 and 2). Along curvature ``k`` the particle obeys
+    ``m x'' + mu x' + k x = 0``, whose slowest mode decays like ``exp(Re(lambda_1) t)``
+    with::
+
+        lambda_1 = -mu / (2 m) + sqrt(mu^2 / (4 m^2) - k / m)
+
+    Without mass (gradient descent in continuous time, ``mu x' = -k x``) the decay rate is
+    ``k / mu``. The factor is ``|Re lambda_1| / (k / mu)``; with ``a = mu / (2 m)``::
+
+        2 a / (a + sqrt(a^2 - k / m))   if k <= mu^2 / (4 m)   (over-damped: in (1, 2])
+        a mu / k = mu^2 / (2 m k)       if k >  mu^2 / (4 m)   (under-damped)
+
+    It is > 1 (momentum helps) iff ``k < mu^2 / (2 m)``, equals 1 at ``k = mu^2 / (2 m)``
+    and reaches its maximum 2 at critical damping ``k = mu^2 / (4 m)``.
+
+    Parameters: ``k > 0``, ``mass > 0``, ``friction > 0``. Returns float64.
+    """
+    k = _real("k", k)
+    mass = _real("mass", mass)
+    friction = _real("friction", friction)
+    _require("k", k, k > 0, "> 0")
+    _require("mass", mass, mass > 0, "> 0")
+    _require("friction", friction, friction > 0, "> 0")
+    half_rate = friction / (2.0 * mass)
+    discriminant = half_rate * half_rate - k / mass
+    over_damped = discriminant >= 0
+    # The over-damped form avoids the cancellation in -a + sqrt(a^2 - k/m) for small k.
+    factor = np.where(
+        over_damped,
+        2.0 * half_rate / (half_rate + np.sqrt(np.where(over_damped, discriminant, 0.0))),
+        half_rate * friction / k,
+    )
+    return _scalar_if_0d(factor)
