@@ -1,0 +1,44 @@
+"""Prints the SPEC's ratios after a pytest-benchmark run: each group's contenders
+against its baseline, measured in the same run on the same buffers."""
+from __future__ import annotations
+
+import pytest
+
+# group -> contender -> best time (s); filled by the benchmarks as they finish.
+RESULTS: dict[str, dict[str, float]] = {}
+
+# (group prefix, numerator, denominator, label, target) — the SPEC section 5 rows.
+RATIOS = [
+    ("step ", "reference", "momcore", "speed-up over the numpy reference", ">= 5x (n >= 1e6), >= 3x (1e3)"),
+    ("step ", "roofline", "momcore", "fraction of the 5-stream roofline", ">= 90 % (n >= 1e6)"),
+    ("step ", "momcore_raise", "momcore", "nonfinite='raise' / 'propagate'", "<= 1.25x (n = 1e7)"),
+    ("step ", "torch_fused", "momcore", "torch.optim.SGD(fused=True) / momcore", "peer"),
+    ("many ", "reference_loop", "momcore_many", "speed-up over a loop of the reference", ">= 10x"),
+]
+
+
+def _record(benchmark, group: str, name: str) -> None:
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and getattr(stats, "stats", None) is not None:
+        RESULTS.setdefault(group, {})[name] = stats.stats.min
+
+
+@pytest.fixture
+def record():
+    """record(benchmark, group, name): keeps a finished benchmark's best time for the
+    ratio summary (nothing is kept when benchmarks are disabled)."""
+    return _record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("momcore ratios (best times, same run)")
+    for prefix, num, den, label, target in RATIOS:
+        rows = [(g, r[num] / r[den]) for g, r in sorted(RESULTS.items())
+                if g.startswith(prefix) and num in r and den in r]
+        if rows:
+            tr.write_line(f"{label}   [target {target}]")
+            for group, ratio in rows:
+                tr.write_line(f"  {group:<32} {ratio:8.2f}")

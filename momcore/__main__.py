@@ -1,0 +1,44 @@
+"""Command line: ``python -m momcore bench``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from momcore import _bench, _core
+
+    if args.threads is not None:
+        _core.set_num_threads(args.threads)
+    print(f"momcore kernel benchmark: SIMD {_core.simd_path()}, "
+          f"{_core.get_num_threads()} thread(s); ratios measured in this run "
+          f"(speed-up = numpy reference time / momcore time)\n")
+    sizes = _bench.KERNEL_SIZES[:-1] if args.quick else _bench.KERNEL_SIZES
+    print(_bench.format_table(_bench.kernel_table(sizes=sizes, budget=args.budget)))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m momcore",
+                                description="momcore: gradient descent with momentum.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bench", help="quick table of momcore vs the numpy reference")
+    b.add_argument("--threads", type=int, default=None, help="kernel threads (default: all)")
+    b.add_argument("--budget", type=float, default=0.2,
+                   help="seconds of timing per contender and case (default 0.2)")
+    b.add_argument("--quick", action="store_true", help="skip the n = 1e7 cases")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"momcore: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
