@@ -14,14 +14,33 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-C_SOURCES = ["src_c/momentum.c"]
-BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+C_SOURCES = ["src_c/momentum.c", "src_c/mlp.c"]
+BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp-simd"]
 
 
-def _compiles_with(flags):
-    """True when the C compiler builds and links an OpenMP program with flags."""
+OPENMP_PROBE = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
+LIBMVEC_PROBE = """#include <math.h>
+#pragma omp declare simd notinbranch
+extern double exp(double);
+#pragma omp declare simd notinbranch
+extern float tanhf(float);
+double x[64];
+float y[64];
+int main(void)
+{
+    int i;
+    for (i = 0; i < 64; i++) {
+        x[i] = exp(-(double)i);
+        y[i] = tanhf((float)i);
+    }
+    return x[1] > 1.0 || y[1] > 1.0f;
+}
+"""
+
+
+def _compiles_with(code, flags):
+    """True when the C compiler builds and links code with flags."""
     cc = sysconfig.get_config_var("CC") or "cc"
-    code = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
@@ -34,13 +53,22 @@ def _openmp_flags():
     if os.environ.get("MOMCORE_NO_OPENMP", "0") not in ("", "0"):
         print("momcore: OpenMP disabled by MOMCORE_NO_OPENMP", file=sys.stderr)
         return []
-    if _compiles_with(["-fopenmp"]):
+    if _compiles_with(OPENMP_PROBE, ["-fopenmp"]):
         return ["-fopenmp"]
     print("momcore: the compiler has no OpenMP; building single-threaded", file=sys.stderr)
     return []
 
 
+def _libmvec():
+    """Macros and libraries for glibc's vector math (vectorised exp/tanh), if linkable."""
+    if _compiles_with(LIBMVEC_PROBE, ["-O3", "-fopenmp-simd", "-lmvec", "-lm"]):
+        return [("MC_HAVE_LIBMVEC", "1")], ["mvec", "m"]
+    print("momcore: no libmvec; activations use scalar libm", file=sys.stderr)
+    return [], ["m"]
+
+
 omp = _openmp_flags()
+mvec_macros, libraries = _libmvec()
 march = os.environ.get("MOMCORE_MARCH")
 extra = BASE_FLAGS + omp + ([f"-march={march}"] if march else [])
 
@@ -49,7 +77,8 @@ extensions = [
         "momcore._core",
         sources=["momcore/_core.pyx"] + C_SOURCES,
         include_dirs=["src_c", np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")] + mvec_macros,
+        libraries=libraries,
         extra_compile_args=extra,
         extra_link_args=omp,
     ),

@@ -6,6 +6,8 @@ the plain-C kernels of ``src_c`` with the GIL released.
 """
 import os
 
+import numpy as np
+
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isfinite
@@ -372,3 +374,152 @@ def _stream5(w, g, s):
 
 if mc_select_isa(os.environ.get("MOMCORE_SIMD", "auto").encode()) != 0:
     mc_select_isa(b"auto")
+
+
+# ---- multilayer perceptron ---------------------------------------------------------
+
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+mc_set_gemm(sgemm, dgemm)
+
+GEMM_MIN_MACS = MC_GEMM_MIN_MACS
+ACTIVATIONS = {"sigmoid": MC_SIGMOID, "tanh": MC_TANH, "relu": MC_RELU,
+               "identity": MC_IDENTITY, "softmax": MC_SOFTMAX}
+
+
+cdef class NetCore:
+    """The compiled passes of one network over caller-owned flat buffers.
+
+    Holds the workspaces for up to ``max_batch`` rows (activations of every
+    layer and two delta buffers), allocated once here and reused by every call.
+    ``grad`` may be None when every training step folds the momentum update into
+    the weight-gradient products. Not thread-safe: one NetCore per thread.
+    """
+    cdef mc_mlp net
+    cdef readonly object params, state, grad, sizes
+    cdef readonly Py_ssize_t max_batch
+    cdef list _workspace
+    cdef void **_act_ptrs
+    cdef int _typenum
+    cdef Py_ssize_t _n_in, _n_out
+
+    def __cinit__(self):
+        self._act_ptrs = NULL
+
+    def __init__(self, params, state, grad, sizes, str hidden, str output,
+                 Py_ssize_t max_batch):
+        cdef cnp.ndarray p = _checked(params, ROLE_W, -1, "params")
+        cdef cnp.ndarray s = _checked(state, ROLE_S, -1, "state")
+        cdef Py_ssize_t i, total = 0
+        sizes = cnp.PyArray_FROMANY(sizes, cnp.NPY_INT64, 1, 1, cnp.NPY_ARRAY_CARRAY)
+        if sizes.shape[0] < 2 or (sizes < 1).any() or (sizes > 2**30).any():
+            raise ValueError("sizes must hold at least two layer widths in [1, 2**30]")
+        for i in range(sizes.shape[0] - 1):
+            total += sizes[i] * sizes[i + 1] + sizes[i + 1]
+        self._typenum = cnp.PyArray_TYPE(p)
+        for name, a in (("params", p), ("state", s)) + ((("grad", grad),) if grad is not None else ()):
+            a = _checked(a, ROLE_S, -1, name)
+            if a.ndim != 1 or a.shape[0] != total or cnp.PyArray_TYPE(a) != self._typenum:
+                raise ValueError(f"{name} must be a 1-D {p.dtype} buffer of {total} elements")
+        if max_batch < 1 or max_batch * int(sizes.max()) > 2**31 - 1:
+            raise ValueError(f"max_batch must be in [1, (2**31-1)/max(sizes)], got {max_batch}")
+        if hidden not in ("sigmoid", "tanh", "relu", "identity"):
+            raise ValueError(f"unknown hidden activation {hidden!r}")
+        if output not in ("softmax", "sigmoid", "identity"):
+            raise ValueError(f"unknown output activation {output!r}")
+        self.params, self.state, self.grad, self.sizes = p, s, grad, sizes
+        self._n_in, self._n_out = int(sizes[0]), int(sizes[sizes.shape[0] - 1])
+        self.max_batch = max_batch
+        dtype = p.dtype
+        widest = int(sizes.max())
+        self._workspace = [np.empty(max_batch * int(w), dtype) for w in sizes]
+        self._workspace += [np.empty(max_batch * widest, dtype), np.empty(max_batch * widest, dtype),
+                            np.empty(widest, dtype)]
+        self._act_ptrs = <void **>PyMem_Malloc(sizes.shape[0] * sizeof(void *))
+        if self._act_ptrs == NULL:
+            raise MemoryError()
+        for i in range(sizes.shape[0]):
+            self._act_ptrs[i] = cnp.PyArray_DATA(<cnp.ndarray>self._workspace[i])
+        self.net.dtype = MC_FLOAT32 if self._typenum == cnp.NPY_FLOAT32 else MC_FLOAT64
+        self.net.n_layers = sizes.shape[0] - 1
+        self.net.sizes = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>sizes)
+        self.net.hidden = ACTIVATIONS[hidden]
+        self.net.output = ACTIVATIONS[output]
+        self.net.params = cnp.PyArray_DATA(p)
+        self.net.state = cnp.PyArray_DATA(s)
+        self.net.grad = cnp.PyArray_DATA(<cnp.ndarray>grad) if grad is not None else NULL
+        self.net.max_batch = max_batch
+        self.net.acts = self._act_ptrs
+        self.net.delta = cnp.PyArray_DATA(<cnp.ndarray>self._workspace[sizes.shape[0]])
+        self.net.delta_prev = cnp.PyArray_DATA(<cnp.ndarray>self._workspace[sizes.shape[0] + 1])
+        self.net.scratch = cnp.PyArray_DATA(<cnp.ndarray>self._workspace[sizes.shape[0] + 2])
+
+    def __dealloc__(self):
+        PyMem_Free(self._act_ptrs)
+
+    cdef cnp.ndarray _rows(self, object a, str name, Py_ssize_t width, bint written=False):
+        """a as a C-contiguous (n, width) array of the network's dtype, or an error."""
+        cdef cnp.ndarray arr = _checked(a, ROLE_S if written else ROLE_G, -1, name)
+        if cnp.PyArray_TYPE(arr) != self._typenum:
+            raise TypeError(f"{name} must have dtype {self.params.dtype}, got {arr.dtype}")
+        if arr.ndim != 2 or arr.shape[1] != width:
+            raise ValueError(f"{name} must have shape (n, {width}), got {(<object>arr).shape}")
+        return arr
+
+    def predict(self, X, out):
+        """out[n, sizes[-1]] := the network's outputs for X[n, sizes[0]]."""
+        cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
+        cdef cnp.ndarray y = self._rows(out, "out", self._n_out, True)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError("X and out must have the same number of rows")
+        with nogil:
+            mc_mlp_predict(&self.net, cnp.PyArray_DATA(x), x.shape[0], cnp.PyArray_DATA(y))
+        return out
+
+    def gradients(self, X, T):
+        """grad := dE/dparams for the mean loss over the rows of X; returns E."""
+        cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
+        cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
+        cdef double loss
+        if self.grad is None:
+            raise ValueError("this NetCore has no gradient buffer")
+        if x.shape[0] != t.shape[0] or not 0 < x.shape[0] <= self.max_batch:
+            raise ValueError(f"X and T must have the same number of rows, 1..{self.max_batch}")
+        with nogil:
+            loss = mc_mlp_gradients(&self.net, cnp.PyArray_DATA(x), cnp.PyArray_DATA(t),
+                                    x.shape[0])
+        return loss
+
+    def train_epoch(self, X, T, order, Py_ssize_t batch, *, lr, momentum, rule="classical",
+                    dampening=0.0, weight_decay=0.0):
+        """One epoch over the rows ``order`` in batches of ``batch``; see mc_mlp_train_epoch.
+
+        Returns (sum of per-sample losses, correct predictions, steps applied,
+        stopped on a non-finite loss)."""
+        cdef mc_hyper h
+        _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, "propagate")
+        cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
+        cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
+        cdef cnp.ndarray idx = _checked(order, ROLE_G, -1, "order") \
+            if cnp.PyArray_TYPE(order) != cnp.NPY_INT64 else order
+        if cnp.PyArray_TYPE(idx) != cnp.NPY_INT64 or idx.ndim != 1 \
+                or not cnp.PyArray_IS_C_CONTIGUOUS(idx):
+            raise TypeError("order must be a C-contiguous 1-D int64 array")
+        if x.shape[0] != t.shape[0]:
+            raise ValueError("X and T must have the same number of rows")
+        if not 1 <= batch <= self.max_batch:
+            raise ValueError(f"batch must be in [1, {self.max_batch}], got {batch}")
+        cdef const int64_t *o = <const int64_t *>cnp.PyArray_DATA(idx)
+        cdef Py_ssize_t i, n_order = idx.shape[0], n_rows = x.shape[0]
+        for i in range(n_order):
+            if not 0 <= o[i] < n_rows:
+                raise ValueError(f"order[{i}] = {o[i]} is not a row of X")
+        cdef int fold = h.rule == MC_CLASSICAL and h.weight_decay == 0.0
+        if not fold and self.grad is None:
+            raise ValueError(f"rule {rule!r} with weight_decay={weight_decay} needs a "
+                             f"gradient buffer")
+        cdef mc_fit_result r
+        with nogil:
+            r = mc_mlp_train_epoch(&self.net, cnp.PyArray_DATA(x), cnp.PyArray_DATA(t), o,
+                                   n_order, batch, &h, fold)
+        return r.sum_loss, r.n_correct, r.n_steps, bool(r.stopped)

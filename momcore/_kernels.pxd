@@ -1,4 +1,6 @@
 # Declarations of the C kernels in src_c/momcore_kernels.h.
+from libc.stdint cimport int64_t
+
 
 cdef extern from "momcore_kernels.h" nogil:
     ctypedef enum mc_rule:
@@ -37,3 +39,47 @@ cdef extern from "momcore_kernels.h" nogil:
     const char *mc_isa_name()
     int mc_isa_supported(const char *name)
     void mc_stream5(const mc_buffer *buffer)
+
+
+cdef extern from "mlp.h" nogil:
+    ctypedef enum mc_activation:
+        MC_SIGMOID
+        MC_TANH
+        MC_RELU
+        MC_IDENTITY
+        MC_SOFTMAX
+
+    size_t MC_GEMM_MIN_MACS
+
+    ctypedef void (*mc_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *,
+                                float *, int *, float *, float *, int *) noexcept nogil
+    ctypedef void (*mc_dgemm_t)(char *, char *, int *, int *, int *, double *, double *,
+                                int *, double *, int *, double *, double *, int *) noexcept nogil
+    void mc_set_gemm(mc_sgemm_t sgemm, mc_dgemm_t dgemm)
+
+    ctypedef struct mc_mlp:
+        int dtype
+        int n_layers
+        const int64_t *sizes
+        int hidden
+        int output
+        void *params
+        void *state
+        void *grad
+        size_t max_batch
+        void **acts
+        void *delta
+        void *delta_prev
+        void *scratch
+
+    ctypedef struct mc_fit_result:
+        double sum_loss
+        int64_t n_correct
+        int64_t n_steps
+        int stopped
+
+    void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y)
+    double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n)
+    mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
+                                     const int64_t *order, size_t n_order, size_t batch,
+                                     const mc_hyper *hyper, int fold)

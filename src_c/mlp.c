@@ -1,0 +1,217 @@
+/*
+ * MLP passes: instantiations of mlp_impl.h per element type and SIMD path, run-time
+ * dispatch (the path the momentum kernel uses), and the gemm registry.
+ */
+#include "mlp.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+/* With glibc's vector math library (libmvec) the build defines MC_HAVE_LIBMVEC:
+ * declaring the functions SIMD-enabled lets the vectoriser call their vector
+ * variants (_ZGVdN4v_exp, ...; within 4 ulp) in the activation loops. */
+#ifdef MC_HAVE_LIBMVEC
+#pragma omp declare simd notinbranch
+extern double exp(double);
+#pragma omp declare simd notinbranch
+extern float expf(float);
+#pragma omp declare simd notinbranch
+extern double tanh(double);
+#pragma omp declare simd notinbranch
+extern float tanhf(float);
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define MC_X86 1
+#else
+#define MC_X86 0
+#endif
+
+static mc_sgemm_t mc_sgemm = NULL;
+static mc_dgemm_t mc_dgemm = NULL;
+
+void mc_set_gemm(mc_sgemm_t sgemm, mc_dgemm_t dgemm)
+{
+    mc_sgemm = sgemm;
+    mc_dgemm = dgemm;
+}
+
+#define MC_TARGET 
+#define MC_T float
+#define MC_NAME(x) x##_f32_baseline
+#define MC_GEMM mc_sgemm
+#define MC_MATH_EXP expf
+#define MC_MATH_LOG logf
+#define MC_MATH_TANH tanhf
+#define MC_MATH_FABS fabsf
+#define MC_TINY FLT_MIN
+#include "mlp_impl.h"
+#undef MC_T
+#undef MC_NAME
+#undef MC_GEMM
+#undef MC_MATH_EXP
+#undef MC_MATH_LOG
+#undef MC_MATH_TANH
+#undef MC_MATH_FABS
+#undef MC_TINY
+#define MC_T double
+#define MC_NAME(x) x##_f64_baseline
+#define MC_GEMM mc_dgemm
+#define MC_MATH_EXP exp
+#define MC_MATH_LOG log
+#define MC_MATH_TANH tanh
+#define MC_MATH_FABS fabs
+#define MC_TINY DBL_MIN
+#include "mlp_impl.h"
+#undef MC_T
+#undef MC_NAME
+#undef MC_GEMM
+#undef MC_MATH_EXP
+#undef MC_MATH_LOG
+#undef MC_MATH_TANH
+#undef MC_MATH_FABS
+#undef MC_TINY
+#undef MC_TARGET
+
+#if MC_X86
+#define MC_TARGET __attribute__((target("avx2")))
+#define MC_T float
+#define MC_NAME(x) x##_f32_avx2
+#define MC_GEMM mc_sgemm
+#define MC_MATH_EXP expf
+#define MC_MATH_LOG logf
+#define MC_MATH_TANH tanhf
+#define MC_MATH_FABS fabsf
+#define MC_TINY FLT_MIN
+#include "mlp_impl.h"
+#undef MC_T
+#undef MC_NAME
+#undef MC_GEMM
+#undef MC_MATH_EXP
+#undef MC_MATH_LOG
+#undef MC_MATH_TANH
+#undef MC_MATH_FABS
+#undef MC_TINY
+#define MC_T double
+#define MC_NAME(x) x##_f64_avx2
+#define MC_GEMM mc_dgemm
+#define MC_MATH_EXP exp
+#define MC_MATH_LOG log
+#define MC_MATH_TANH tanh
+#define MC_MATH_FABS fabs
+#define MC_TINY DBL_MIN
+#include "mlp_impl.h"
+#undef MC_T
+#undef MC_NAME
+#undef MC_GEMM
+#undef MC_MATH_EXP
+#undef MC_MATH_LOG
+#undef MC_MATH_TANH
+#undef MC_MATH_FABS
+#undef MC_TINY
+#undef MC_TARGET
+#endif
+
+#if MC_X86
+#define MC_TARGET __attribute__((target("avx512f,prefer-vector-width=512")))
+#define MC_T float
+#define MC_NAME(x) x##_f32_avx512
+#define MC_GEMM mc_sgemm
+#define MC_MATH_EXP expf
+#define MC_MATH_LOG logf
+#define MC_MATH_TANH tanhf
+#define MC_MATH_FABS fabsf
+#define MC_TINY FLT_MIN
+#include "mlp_impl.h"
+#undef MC_T
+#undef MC_NAME
+#undef MC_GEMM
+#undef MC_MATH_EXP
+#undef MC_MATH_LOG
+#undef MC_MATH_TANH
+#undef MC_MATH_FABS
+#undef MC_TINY
+#define MC_T double
+#define MC_NAME(x) x##_f64_avx512
+#define MC_GEMM mc_dgemm
+#define MC_MATH_EXP exp
+#define MC_MATH_LOG log
+#define MC_MATH_TANH tanh
+#define MC_MATH_FABS fabs
+#define MC_TINY DBL_MIN
+#include "mlp_impl.h"
+#undef MC_T
+#undef MC_NAME
+#undef MC_GEMM
+#undef MC_MATH_EXP
+#undef MC_MATH_LOG
+#undef MC_MATH_TANH
+#undef MC_MATH_FABS
+#undef MC_TINY
+#undef MC_TARGET
+#endif
+
+/* ---- run-time dispatch: the SIMD path the momentum kernel uses ---------------- */
+
+typedef struct {
+    const char *name;
+    void (*predict_f32)(const mc_mlp *, const float *, size_t, float *);
+    void (*predict_f64)(const mc_mlp *, const double *, size_t, double *);
+    double (*gradients_f32)(const mc_mlp *, const float *, const float *, size_t);
+    double (*gradients_f64)(const mc_mlp *, const double *, const double *, size_t);
+    mc_fit_result (*train_epoch_f32)(const mc_mlp *, const float *, const float *,
+                                     const int64_t *, size_t, size_t, const mc_hyper *, int);
+    mc_fit_result (*train_epoch_f64)(const mc_mlp *, const double *, const double *,
+                                     const int64_t *, size_t, size_t, const mc_hyper *, int);
+} mc_mlp_table;
+
+#define MC_MLP_TABLE(isa)                                                             \
+    {                                                                                 \
+        #isa, predict_f32_##isa, predict_f64_##isa, gradients_f32_##isa,              \
+            gradients_f64_##isa, train_epoch_f32_##isa, train_epoch_f64_##isa         \
+    }
+
+static const mc_mlp_table mc_mlp_tables[] = {
+#if MC_X86
+    MC_MLP_TABLE(avx512),
+    MC_MLP_TABLE(avx2),
+#endif
+    MC_MLP_TABLE(baseline),
+};
+
+static const mc_mlp_table *current_table(void)
+{
+    const char *name = mc_isa_name();
+    size_t i;
+    for (i = 0; i + 1 < sizeof mc_mlp_tables / sizeof mc_mlp_tables[0]; i++)
+        if (strcmp(name, mc_mlp_tables[i].name) == 0)
+            return &mc_mlp_tables[i];
+    return &mc_mlp_tables[i];
+}
+
+void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y)
+{
+    if (net->dtype == MC_FLOAT32)
+        current_table()->predict_f32(net, (const float *)X, n, (float *)Y);
+    else
+        current_table()->predict_f64(net, (const double *)X, n, (double *)Y);
+}
+
+double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n)
+{
+    if (net->dtype == MC_FLOAT32)
+        return current_table()->gradients_f32(net, (const float *)X, (const float *)T, n);
+    return current_table()->gradients_f64(net, (const double *)X, (const double *)T, n);
+}
+
+mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
+                                 const int64_t *order, size_t n_order, size_t batch,
+                                 const mc_hyper *hyper, int fold)
+{
+    if (net->dtype == MC_FLOAT32)
+        return current_table()->train_epoch_f32(net, (const float *)X, (const float *)T, order, n_order, batch,
+                               hyper, fold);
+    return current_table()->train_epoch_f64(net, (const double *)X, (const double *)T, order, n_order, batch,
+                           hyper, fold);
+}

@@ -1,0 +1,90 @@
+/*
+ * momcore MLP passes: dense forward and backward passes of a multilayer
+ * perceptron, and whole training epochs, on one flat parameter buffer.
+ *
+ * Plain C99: no Python or numpy headers. Matrix products of large layers go to
+ * a BLAS gemm that the caller registers (Fortran calling convention, column-
+ * major); small ones run as plain loops. MC_GEMM_MIN_MACS decides.
+ *
+ * Legend: B = batch rows, I = inputs of a layer (sizes[i]), O = outputs of a
+ * layer (sizes[i+1]), L = number of layers, P = number of parameters.
+ * Flat layout: W0 (I0 x O0, row-major), b0 (O0), W1, b1, ... Gradients and the
+ * optimizer state use the same layout.
+ */
+#ifndef MOMCORE_MLP_H
+#define MOMCORE_MLP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "momcore_kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { MC_SIGMOID = 0, MC_TANH = 1, MC_RELU = 2, MC_IDENTITY = 3, MC_SOFTMAX = 4 } mc_activation;
+
+/* A layer product of B*I*O multiply-adds at or above this goes to BLAS gemm. */
+#define MC_GEMM_MIN_MACS ((size_t)1 << 15)
+
+/* BLAS ?gemm, Fortran convention: C := alpha op(A) op(B) + beta C, column-major. */
+typedef void (*mc_sgemm_t)(char *transa, char *transb, int *m, int *n, int *k, float *alpha,
+                           float *a, int *lda, float *b, int *ldb, float *beta, float *c,
+                           int *ldc);
+typedef void (*mc_dgemm_t)(char *transa, char *transb, int *m, int *n, int *k, double *alpha,
+                           double *a, int *lda, double *b, int *ldb, double *beta, double *c,
+                           int *ldc);
+
+/* Registers the gemm routines; without them every product runs as plain loops. */
+void mc_set_gemm(mc_sgemm_t sgemm, mc_dgemm_t dgemm);
+
+/* A network and its workspaces, all owned by the caller. */
+typedef struct {
+    int dtype;            /* mc_dtype */
+    int n_layers;         /* L */
+    const int64_t *sizes; /* [L+1] */
+    int hidden;           /* mc_activation of layers 0..L-2 */
+    int output;           /* MC_SOFTMAX (cross-entropy), MC_SIGMOID or MC_IDENTITY (squared error) */
+    void *params;         /* [P] */
+    void *state;          /* [P] optimizer state */
+    void *grad;           /* [P] gradient; may be NULL when every step is folded */
+    size_t max_batch;     /* rows the workspaces hold */
+    void **acts;          /* [L+1] pointers, acts[i] holds [max_batch * sizes[i]] */
+    void *delta;          /* [max_batch * max(sizes)] */
+    void *delta_prev;     /* [max_batch * max(sizes)] */
+    void *scratch;        /* [max(sizes)] one row of a weight gradient */
+} mc_mlp;
+
+/* Result of a run of training steps. */
+typedef struct {
+    double sum_loss;    /* sum of the per-sample losses, each at its forward pass */
+    int64_t n_correct;  /* rows with argmax(y) == argmax(t) */
+    int64_t n_steps;    /* steps applied */
+    int stopped;        /* 1: a batch's loss was not finite; it was not applied */
+} mc_fit_result;
+
+/* Outputs of the network for X[n, sizes[0]] into Y[n, sizes[L]], max_batch rows
+ * at a time. */
+void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y);
+
+/* dE/dparams into net->grad for E = the mean loss over the n rows of X with
+ * targets T[n, sizes[L]] (n <= max_batch); returns E. */
+double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n);
+
+/* One epoch: the rows order[0:n_order] in consecutive batches of `batch` rows
+ * (the last may be smaller); for each batch a forward pass, its loss, the
+ * backward pass and one momentum step. With `fold` (classical rule, no weight
+ * decay) the step is folded into the weight-gradient products
+ * (state = momentum*state - lr*a^T delta; w += state) and net->grad is unused;
+ * otherwise the gradient goes to net->grad and mc_momentum_step applies `hyper`.
+ * Stops before applying a batch whose loss is not finite. */
+mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
+                                 const int64_t *order, size_t n_order, size_t batch,
+                                 const mc_hyper *hyper, int fold);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

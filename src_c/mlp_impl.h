@@ -1,0 +1,353 @@
+/*
+ * MLP passes template: included by mlp.c once per element type.
+ *
+ * Before including, define MC_T (float or double), MC_NAME(x) (x with a type
+ * suffix), MC_GEMM (the registered ?gemm pointer), MC_MATH_EXP, MC_MATH_LOG, MC_MATH_TANH,
+ * MC_MATH_FABS (the libm functions of MC_T), MC_TINY (smallest normal MC_T) and
+ * MC_TARGET (the function attribute of the SIMD path, may be empty).
+ *
+ * Legend: B = batch rows, I = layer inputs, O = layer outputs.
+ */
+
+/* Row-major C[M,N] := alpha op(A)[M,K] op(B)[K,N] + beta C on column-major BLAS:
+ * the same product transposed, C^T = alpha op(B)^T op(A)^T + beta C^T. */
+MC_TARGET static void MC_NAME(gemm_rm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                             MC_T alpha, const MC_T *A, size_t lda, const MC_T *B_,
+                             size_t ldb, MC_T beta, MC_T *C, size_t ldc)
+{
+    char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+    int m = (int)N, n = (int)M, k = (int)K, la = (int)lda, lb = (int)ldb, lc = (int)ldc;
+    MC_GEMM(&tb, &ta, &m, &n, &k, &alpha, (MC_T *)B_, &lb, (MC_T *)A, &la, &beta, C, &lc);
+}
+
+MC_TARGET static int MC_NAME(use_gemm)(size_t B, size_t I, size_t O)
+{
+    return MC_GEMM != NULL && B * I * O >= MC_GEMM_MIN_MACS;
+}
+
+/* z[O] := f(z + b) for one row; softmax over the row. */
+MC_TARGET static void MC_NAME(bias_activate_row)(MC_T *z, const MC_T *b, size_t O, int act)
+{
+    size_t j;
+    switch (act) {
+    case MC_SIGMOID:
+        /* exp sees only -|z| <= 0: no overflow, full precision in both tails */
+        for (j = 0; j < O; j++) {
+            const MC_T x = z[j] + b[j];
+            const MC_T e = MC_MATH_EXP(-MC_MATH_FABS(x));
+            z[j] = (x >= 0 ? (MC_T)1 : e) / ((MC_T)1 + e);
+        }
+        break;
+    case MC_TANH:
+        for (j = 0; j < O; j++)
+            z[j] = MC_MATH_TANH(z[j] + b[j]);
+        break;
+    case MC_RELU:
+        for (j = 0; j < O; j++) {
+            const MC_T x = z[j] + b[j];
+            z[j] = x > 0 ? x : (MC_T)0;
+        }
+        break;
+    case MC_SOFTMAX: {
+        MC_T top, sum = 0;
+        for (j = 0; j < O; j++)
+            z[j] = z[j] + b[j];
+        top = z[0];
+        for (j = 1; j < O; j++)
+            top = z[j] > top ? z[j] : top;
+        for (j = 0; j < O; j++) {
+            z[j] = MC_MATH_EXP(z[j] - top);
+            sum += z[j];
+        }
+        for (j = 0; j < O; j++)
+            z[j] = z[j] / sum;
+        break;
+    }
+    default: /* identity */
+        for (j = 0; j < O; j++)
+            z[j] = z[j] + b[j];
+    }
+}
+
+/* out[B,O] := f(in[B,I] W[I,O] + b[O]): gemm or plain loops, then one sweep
+ * adding the bias and applying f. */
+MC_TARGET static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC_T *W, const MC_T *b,
+                                   size_t B, size_t I, size_t O, int act)
+{
+    size_t r, k, j;
+    if (MC_NAME(use_gemm)(B, I, O)) {
+        MC_NAME(gemm_rm)(0, 0, B, O, I, 1, in, I, W, O, 0, out, O);
+    } else {
+        for (r = 0; r < B; r++) {
+            MC_T *restrict z = out + r * O;
+            for (j = 0; j < O; j++)
+                z[j] = 0;
+            for (k = 0; k < I; k++) {
+                const MC_T x = in[r * I + k];
+                const MC_T *restrict w = W + k * O;
+                for (j = 0; j < O; j++)
+                    z[j] += x * w[j];
+            }
+        }
+    }
+    for (r = 0; r < B; r++)
+        MC_NAME(bias_activate_row)(out + r * O, b, O, act);
+}
+
+/* delta[B,I] *= f'(z), with f' written in terms of a = f(z) [B,I]. */
+MC_TARGET static void MC_NAME(times_derivative)(MC_T *delta, const MC_T *a, size_t n, int act)
+{
+    size_t i;
+    switch (act) {
+    case MC_SIGMOID:
+        for (i = 0; i < n; i++)
+            delta[i] *= a[i] * ((MC_T)1 - a[i]);
+        break;
+    case MC_TANH:
+        for (i = 0; i < n; i++)
+            delta[i] *= (MC_T)1 - a[i] * a[i];
+        break;
+    case MC_RELU:
+        for (i = 0; i < n; i++)
+            delta[i] = a[i] > 0 ? delta[i] : (MC_T)0;
+        break;
+    default:
+        break;
+    }
+}
+
+/* The output layer: delta[B,O] = dE/dz for E the mean loss over B rows, from the
+ * outputs y[B,O] and targets T (row r at T + rows[r]*O, or T + r*O without
+ * rows). Returns the sum of the per-sample losses; counts argmax hits. */
+MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const MC_T *T,
+                                    const int64_t *rows, size_t B, size_t O, int output,
+                                    int64_t *n_correct)
+{
+    double total = 0;
+    size_t r, j;
+    for (r = 0; r < B; r++) {
+        const MC_T *yr = y + r * O;
+        const MC_T *t = T + (rows ? (size_t)rows[r] : r) * O;
+        MC_T *d = delta + r * O;
+        MC_T loss = 0;
+        size_t best_y = 0, best_t = 0;
+        for (j = 0; j < O; j++) {
+            d[j] = yr[j] - t[j];
+            if (output == MC_SOFTMAX) {
+                loss -= t[j] * MC_MATH_LOG(yr[j] > MC_TINY ? yr[j] : MC_TINY);
+            } else {
+                loss += d[j] * d[j];
+                if (output == MC_SIGMOID)
+                    d[j] *= yr[j] * ((MC_T)1 - yr[j]);
+            }
+            d[j] = d[j] / (MC_T)B;
+            best_y = yr[j] > yr[best_y] ? j : best_y;
+            best_t = t[j] > t[best_t] ? j : best_t;
+        }
+        total += output == MC_SOFTMAX ? (double)loss : 0.5 * (double)loss;
+        *n_correct += best_y == best_t;
+    }
+    return total;
+}
+
+/* gb[O] := sum over rows of delta[B,O]; with fold, the classical step on the
+ * bias state instead: gb = momentum*gb - lr*sum. */
+MC_TARGET static void MC_NAME(bias_gradient)(MC_T *restrict gb, const MC_T *restrict delta,
+                                             size_t B, size_t O, int fold, MC_T lr,
+                                             MC_T momentum)
+{
+    size_t r, j;
+    for (j = 0; j < O; j++) {
+        MC_T acc = 0;
+        for (r = 0; r < B; r++)
+            acc += delta[r * O + j];
+        gb[j] = fold ? momentum * gb[j] - lr * acc : acc;
+    }
+}
+
+/* w[n] += s[n] */
+MC_TARGET static void MC_NAME(add)(MC_T *restrict w, const MC_T *restrict s, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        w[i] = w[i] + s[i];
+}
+
+/* Forward pass of all layers for B rows of x[B, sizes[0]] into net->acts[1..L]. */
+MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t B)
+{
+    const MC_T *p = (const MC_T *)net->params;
+    const MC_T *in = x;
+    int i;
+    for (i = 0; i < net->n_layers; i++) {
+        const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
+        MC_T *out = (MC_T *)net->acts[i + 1];
+        MC_NAME(dense_forward)(out, in, p, p + I * O, B, I, O,
+                               i == net->n_layers - 1 ? net->output : net->hidden);
+        p += I * O + O;
+        in = out;
+    }
+}
+
+/* Backward pass from net->delta (the output delta of B rows), with x the input
+ * rows. Without fold: dE/dparams into net->grad. With fold: the classical step
+ * state = momentum*state - lr*dE/dparams, w += state, layer by layer, each
+ * layer's weights changed only after the delta below it has been computed. */
+MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t B, int fold,
+                              MC_T lr, MC_T momentum)
+{
+    MC_T *delta = (MC_T *)net->delta, *below = (MC_T *)net->delta_prev;
+    size_t offset = 0;
+    int i;
+    for (i = 0; i < net->n_layers; i++)
+        offset += (size_t)(net->sizes[i] * net->sizes[i + 1] + net->sizes[i + 1]);
+    for (i = net->n_layers - 1; i >= 0; i--) {
+        const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
+        const MC_T *a = i == 0 ? x : (const MC_T *)net->acts[i];
+        MC_T *W = (MC_T *)net->params + (offset -= I * O + O);
+        MC_T *gW = (MC_T *)(fold ? net->state : net->grad) + offset;
+        MC_T *gb = gW + I * O;
+        MC_T *row = (MC_T *)net->scratch;
+        const MC_T alpha = fold ? -lr : (MC_T)1, beta = fold ? momentum : (MC_T)0;
+        size_t r, k, j;
+
+        if (i > 0) { /* below[B,I] = delta[B,O] W^T [O,I] * f'(a), before W changes */
+            if (MC_NAME(use_gemm)(B, I, O)) {
+                MC_NAME(gemm_rm)(0, 1, B, I, O, 1, delta, O, W, O, 0, below, I);
+            } else {
+                for (r = 0; r < B; r++)
+                    for (k = 0; k < I; k++) {
+                        const MC_T *restrict d = delta + r * O, *restrict w = W + k * O;
+                        MC_T acc = 0;
+                        /* a reduction the vectoriser may reorder: without it the sum
+                         * is one long chain of dependent adds */
+#pragma omp simd reduction(+ : acc)
+                        for (j = 0; j < O; j++)
+                            acc += d[j] * w[j];
+                        below[r * I + k] = acc;
+                    }
+            }
+            MC_NAME(times_derivative)(below, a, B * I, net->hidden);
+        }
+
+        if (MC_NAME(use_gemm)(B, I, O)) {
+            /* gW[I,O] := alpha a^T[I,B] delta[B,O] + beta gW: with fold, gW is the
+             * state and the gemm itself is the step state = m*state - lr*grad */
+            MC_NAME(gemm_rm)(1, 0, I, O, B, alpha, a, I, delta, O, beta, gW, O);
+            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum);
+            if (fold)
+                MC_NAME(add)(W, gW, I * O + O);
+        } else if (B == 1) {
+            /* online: each weight's gradient a_k delta_j, and (fold) its step, in
+             * one pass over the layer */
+            for (k = 0; k < I; k++) {
+                const MC_T c = a[k];
+                const MC_T *restrict d = delta;
+                MC_T *restrict g = gW + k * O, *restrict w = W + k * O;
+                if (fold) {
+                    for (j = 0; j < O; j++) {
+                        const MC_T sj = momentum * g[j] - lr * (c * d[j]);
+                        g[j] = sj;
+                        w[j] = w[j] + sj;
+                    }
+                } else {
+                    for (j = 0; j < O; j++)
+                        g[j] = c * d[j];
+                }
+            }
+            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum);
+            if (fold)
+                MC_NAME(add)(W + I * O, gb, O);
+        } else {
+            /* one pass per weight row: the row's gradient, then (fold) its step */
+            for (k = 0; k < I; k++) {
+                MC_T *restrict g = fold ? row : gW + k * O;
+                for (j = 0; j < O; j++)
+                    g[j] = 0;
+                for (r = 0; r < B; r++) {
+                    const MC_T c = a[r * I + k];
+                    const MC_T *restrict d = delta + r * O;
+                    for (j = 0; j < O; j++)
+                        g[j] += c * d[j];
+                }
+                if (fold) {
+                    MC_T *restrict s = gW + k * O, *restrict w = W + k * O;
+                    for (j = 0; j < O; j++) {
+                        const MC_T sj = momentum * s[j] - lr * g[j];
+                        s[j] = sj;
+                        w[j] = w[j] + sj;
+                    }
+                }
+            }
+            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum);
+            if (fold)
+                MC_NAME(add)(W + I * O, gb, O);
+        }
+        {
+            MC_T *swap = delta;
+            delta = below;
+            below = swap;
+        }
+    }
+}
+
+MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t n, MC_T *Y)
+{
+    const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
+    size_t start;
+    for (start = 0; start < n; start += net->max_batch) {
+        const size_t B = n - start < net->max_batch ? n - start : net->max_batch;
+        MC_NAME(forward)(net, X + start * I, B);
+        memcpy(Y + start * O, net->acts[net->n_layers], B * O * sizeof(MC_T));
+    }
+}
+
+MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, const MC_T *T, size_t n)
+{
+    const size_t O = (size_t)net->sizes[net->n_layers];
+    int64_t correct = 0;
+    double total;
+    MC_NAME(forward)(net, X, n);
+    total = MC_NAME(output_delta)((MC_T *)net->delta, (const MC_T *)net->acts[net->n_layers],
+                                  T, NULL, n, O, net->output, &correct);
+    MC_NAME(backward)(net, X, n, 0, 0, 0);
+    return total / (double)n;
+}
+
+MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_T *X, const MC_T *T,
+                                          const int64_t *order, size_t n_order, size_t batch,
+                                          const mc_hyper *hyper, int fold)
+{
+    const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
+    MC_T *x = (MC_T *)net->acts[0];
+    mc_fit_result res = {0, 0, 0, 0};
+    size_t start, r, P = 0;
+    int i;
+    mc_buffer all;
+    for (i = 0; i < net->n_layers; i++)
+        P += (size_t)(net->sizes[i] * net->sizes[i + 1] + net->sizes[i + 1]);
+    all.w = net->params;
+    all.g = net->grad;
+    all.s = net->state;
+    all.n = P;
+    all.dtype = net->dtype;
+    for (start = 0; start < n_order; start += batch) {
+        const size_t B = n_order - start < batch ? n_order - start : batch;
+        double loss;
+        for (r = 0; r < B; r++)
+            memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
+        MC_NAME(forward)(net, x, B);
+        loss = MC_NAME(output_delta)((MC_T *)net->delta, (const MC_T *)net->acts[net->n_layers],
+                                     T, order + start, B, O, net->output, &res.n_correct);
+        if (!isfinite(loss)) {
+            res.stopped = 1;
+            break;
+        }
+        res.sum_loss += loss;
+        MC_NAME(backward)(net, x, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum);
+        if (!fold)
+            mc_momentum_step(&all, 1, hyper, 0);
+        res.n_steps++;
+    }
+    return res;
+}
