@@ -1,4 +1,4 @@
-"""Command line: ``python -m momcore bench``."""
+"""Command line: ``python -m momcore {bench,theory}`` (also the ``momcore`` script)."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds of timing per contender and case (default 0.2)")
     b.add_argument("--quick", action="store_true", help="skip the n = 1e7 cases")
     b.set_defaults(func=_bench)
+
+    from momcore import _theory_cli
+
+    _theory_cli.add_parser(sub)
     return p
 
 

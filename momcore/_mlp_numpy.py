@@ -427,7 +427,7 @@ def train_epoch(
     dampening: float,
     weight_decay: float,
     grad_buf: np.ndarray,
-) -> tuple[float, int]:
+) -> tuple[float, int, int, bool]:
     """One epoch of (mini-batch) gradient descent with momentum, in place on flat and state.
 
     ``order`` (int64 row indices, normally a permutation of the rows of X) is walked in
@@ -438,8 +438,10 @@ def train_epoch(
     ``momcore.reference.momentum_step(flat, grad_buf, state, lr=lr, momentum=momentum,
     rule=rule, dampening=dampening, weight_decay=weight_decay)``. ``batch_size=1`` is online
     learning. ``n_correct`` is meaningful for classification only (with a single output
-    column every row counts as correct). Returns ``(sum_loss, n_correct)`` as python
-    float and int. Cost O(n P).
+    column every row counts as correct). A chunk whose loss is not finite stops the epoch
+    before its update. Returns ``(sum_loss, n_correct, n_steps, stopped)``: the losses of
+    the applied steps, the correct rows (including the stopping chunk's), the number of
+    steps applied, and whether a non-finite loss stopped the epoch. Cost O(n P).
     """
     # Imported here so that the forward/backward half of this module does not depend on
     # the optimizer module.
@@ -469,14 +471,17 @@ def train_epoch(
         )
 
     sum_loss = 0.0
-    n_correct = 0
+    n_correct = n_steps = 0
     for start in range(0, order.shape[0], batch_size):
         rows = order[start:start + batch_size]
         X_batch, T_batch = X[rows], T[rows]
         activations = _forward(flat, sizes, X_batch, hidden, output)
         out = activations[-1]
-        sum_loss += float(per_sample_loss(out, T_batch, output).sum())
+        batch_loss = float(per_sample_loss(out, T_batch, output).sum())
         n_correct += int(np.count_nonzero(out.argmax(axis=1) == T_batch.argmax(axis=1)))
+        if not np.isfinite(batch_loss):
+            return sum_loss, n_correct, n_steps, True
+        sum_loss += batch_loss
         _backward(grad_buf, flat, sizes, activations, T_batch, hidden, output)
         momentum_step(
             flat,
@@ -488,4 +493,5 @@ def train_epoch(
             dampening=dampening,
             weight_decay=weight_decay,
         )
-    return sum_loss, n_correct
+        n_steps += 1
+    return sum_loss, n_correct, n_steps, False

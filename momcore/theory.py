@@ -30,7 +30,10 @@ time step          dt        Delta t             --
 The API spells the first two ``lr`` and ``momentum``; the formulas below write ``p`` for
 the momentum.
 
-Conventions: every function is vectorised. Arguments are real scalars or arrays (any real
+:func:`simulate` runs the compiled kernel (``momcore.momentum_step``) on such a quadratic and
+measures the contraction, so the closed forms can be checked against the real iteration.
+
+Conventions: every closed form is vectorised. Arguments are real scalars or arrays (any real
 dtype, computed in float64) and broadcast against each other like the arguments of a numpy
 ufunc. As with a ufunc, all-scalar input gives a numpy scalar (``np.float64``,
 ``np.complex128`` or ``np.bool_``) and any array input gives an array of the broadcast
@@ -40,6 +43,7 @@ an offending value; non-real input raises a TypeError.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -47,6 +51,7 @@ from numpy.typing import ArrayLike
 
 __all__ = [
     "HeavyBall",
+    "Trajectory",
     "converges",
     "eigenvalues",
     "from_physics",
@@ -54,6 +59,7 @@ __all__ = [
     "iterations_to",
     "optimal_momentum",
     "optimal_rate",
+    "simulate",
     "spectral_radius",
     "to_physics",
     "tune",
@@ -382,3 +388,213 @@ def improvement_factor(k: ArrayLike, mass: ArrayLike, friction: ArrayLike) -> Re
         half_rate * friction / k,
     )
     return _scalar_if_0d(factor)
+
+
+# ------------------------------------------------------------- the compiled iteration itself
+
+# One place decides the range in which simulate measures: a run whose weight norm grows past
+# the bound has diverged and stops; norms below its inverse are left out of the measurement.
+# The squares of both stay inside the normal range of the dtype (the norm is taken via a dot).
+_NORM_BOUND = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e150}
+
+
+class Trajectory(NamedTuple):
+    """A run of the compiled momentum kernel on a quadratic; see :func:`simulate`.
+
+    ``weights``: (T + 1, n) array, ``w_0 .. w_T`` in the dtype of the run. ``loss``: (T + 1,)
+    float64, ``E(w_t)``. ``contraction``: float, the measured per-step contraction factor
+    (``inf`` when the run diverged). ``T`` is ``steps``, or fewer when the run diverged.
+    """
+
+    weights: np.ndarray
+    loss: np.ndarray
+    contraction: float
+
+    def steps_to(self, tol: float) -> float:
+        """The first step ``t`` from which on ``loss`` stays below ``tol * loss[0]``.
+
+        A float holding a whole number, as :func:`iterations_to` returns, or ``inf`` when
+        the run ends above that level (or diverged). ``tol`` in (0, 1).
+        """
+        tol = float(tol)
+        if not 0.0 < tol < 1.0:
+            raise ValueError(f"tol must be in (0, 1), got {tol!r}")
+        above = np.flatnonzero(~(self.loss < tol * self.loss[0]))
+        if not np.isfinite(self.contraction) or above[-1] == self.loss.size - 1:
+            return math.inf
+        return float(above[-1] + 1)
+
+
+def _scalar(name: str, value: Any) -> float:
+    """``value`` as a finite Python float; a ValueError naming ``name`` otherwise."""
+    array = _real(name, value)
+    if array.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got an array of shape {array.shape}")
+    return float(array)
+
+
+def _hessian_matrix(hessian: ArrayLike, dtype: np.dtype) -> np.ndarray:
+    """Checked symmetric positive-definite matrix, C-contiguous in ``dtype``."""
+    matrix = _real("hessian", hessian)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ValueError(f"hessian must be a non-empty square matrix, got shape {matrix.shape}")
+    asymmetry = float(np.max(np.abs(matrix - matrix.T)))
+    if asymmetry > 1e-10 * float(np.max(np.abs(matrix))):
+        raise ValueError(f"hessian must be symmetric, max |H - H^T| = {asymmetry:.3g}")
+    smallest = float(np.linalg.eigvalsh(matrix)[0])
+    if not smallest > 0.0:
+        raise ValueError(f"hessian must be positive definite, smallest eigenvalue {smallest:.6g}")
+    return np.ascontiguousarray(matrix, dtype=dtype)
+
+
+def _measured_contraction(sq_norms: np.ndarray, bound: float) -> float:
+    """Per-step contraction of a run from its squared weight norms ``||w_t||^2``, t = 0..T.
+
+    The measure is the norm of the state of the recurrence, ``n_t = ||(w_t, w_{t-1})||``
+    (``w_{-1} = w_0``: the momentum buffer starts at zero). Along one eigen-component it
+    behaves like ``rho^t`` times a bounded factor, even where the roots are complex and
+    ``|w_t|`` itself passes near zero every half period. The factor is the geometric mean
+    ratio over the second half of the measurable run::
+
+        (n_T1 / n_T0) ** (1 / (T1 - T0)),    T0 = T1 // 2
+
+    where ``T1`` is the last step before ``n_t`` drops below ``1 / bound`` (underflow; the
+    whole run if it never does). A run that leaves the measurable range within two steps
+    (``lr k = 1`` without momentum reaches exactly zero) contracts faster than anything this
+    can resolve: 0.
+    """
+    pair = sq_norms.astype(np.float64)
+    pair[1:] += sq_norms[:-1]
+    pair[0] *= 2.0
+    small = np.flatnonzero(~(pair > bound**-2))
+    last = int(small[0]) - 1 if small.size else pair.size - 1
+    if last < 2:
+        return 0.0
+    first = last // 2
+    return float(np.exp(0.5 * (np.log(pair[last]) - np.log(pair[first])) / (last - first)))
+
+
+def simulate(
+    lr: float,
+    momentum: float,
+    k: ArrayLike | None,
+    steps: int,
+    *,
+    rule: str = "classical",
+    w0: ArrayLike | None = None,
+    hessian: ArrayLike | None = None,
+    dtype: Any = np.float64,
+) -> Trajectory:
+    """Run the compiled kernel ``momcore.momentum_step`` on a quadratic and measure it.
+
+    The error is either diagonal, with curvatures ``k_i > 0``::
+
+        E(w) = 1/2 sum_i k_i w_i^2,      g = k * w
+
+    or, with ``hessian = H`` (symmetric positive definite; pass ``k=None``)::
+
+        E(w) = 1/2 w^T H w,              g = H w
+
+    Each step computes ``g`` in numpy into one preallocated buffer and calls
+    ``momentum_step(w, g, state, lr=lr, momentum=momentum, rule=rule)``; the state starts at
+    zero. For ``rule="classical"`` (and ``velocity`` without dampening, which gives the same
+    weights) every eigen-component of ``H`` follows ``x_{t+1} = (1 + p - lr k) x_t -
+    p x_{t-1}``, so ``contraction`` should match ``max_i spectral_radius(lr, momentum, k_i)``
+    over the eigen-components present in ``w0``.
+
+    ``contraction`` is the geometric mean, over the second half of the run, of the per-step
+    ratio of ``||(w_t, w_{t-1})||`` (the state of the recurrence; unlike ``||w_t||`` it does
+    not pass through zero when the roots are complex). Norms below ``1e-150`` (float32:
+    ``1e-15``) are left out as underflow, and 0 is reported for a run that gets there within
+    two steps. A run whose norm exceeds ``1e150`` (float32: ``1e15``) or turns non-finite has
+    diverged: it stops there, with ``contraction = inf`` and the arrays cut at that step; no
+    floating-point warning is issued. For a rate ``rho`` the measurement needs a few
+    ``1 / (1 - rho)`` steps; near a double root it is biased up by about
+    ``2 ** (1 / (steps / 2))``.
+
+    Parameters
+    ----------
+    lr : float >= 0.
+    momentum : float in (-1, 1).
+    k : 1-D array of curvatures > 0 (a scalar is one curvature), or None with ``hessian``.
+    steps : int >= 1.
+    rule : any rule of ``momentum_step``; the closed forms of this module are for
+        ``classical``.
+    w0 : start, shape (n,), finite and not all zero; default all ones.
+    hessian : (n, n) symmetric positive-definite matrix, instead of ``k``.
+    dtype : float32 or float64, the dtype of the weights, gradient and state.
+
+    Returns :class:`Trajectory` ``(weights, loss, contraction)``.
+
+    Cost: ``steps`` kernel calls plus O(n) (diagonal) or O(n^2) (``hessian``) numpy work per
+    step; memory O(steps n) for the stored weights.
+    """
+    from momcore import momentum_step
+
+    dtype = np.dtype(dtype)
+    if dtype not in _NORM_BOUND:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    lr = _scalar("lr", lr)
+    momentum = _scalar("momentum", momentum)
+    _require("lr", np.asarray(lr), lr >= 0, ">= 0")
+    _require("momentum", np.asarray(momentum), -1.0 < momentum < 1.0, "in (-1, 1)")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"steps must be an int, got {type(steps).__name__}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+
+    if (k is None) == (hessian is None):
+        raise ValueError("give exactly one of k (diagonal curvatures) and hessian")
+    if hessian is None:
+        curvature = _real("k", k)
+        if curvature.ndim > 1 or curvature.size == 0:
+            raise ValueError(f"k must be a non-empty 1-D array, got shape {curvature.shape}")
+        _require("k", curvature, curvature > 0, "> 0")
+        curvature = np.ascontiguousarray(np.atleast_1d(curvature), dtype=dtype)
+        n = curvature.size
+
+        def gradient(w: np.ndarray, out: np.ndarray) -> None:
+            np.multiply(curvature, w, out=out)
+
+    else:
+        matrix = _hessian_matrix(hessian, dtype)
+        n = matrix.shape[0]
+
+        def gradient(w: np.ndarray, out: np.ndarray) -> None:
+            np.dot(matrix, w, out=out)
+
+    if w0 is None:
+        start = np.ones(n, dtype=dtype)
+    else:
+        start = _real("w0", w0)
+        if start.shape != (n,):
+            raise ValueError(f"w0 must have shape ({n},), got {start.shape}")
+        if not np.any(start != 0):
+            raise ValueError("w0 must not be all zero (the minimum itself: nothing to measure)")
+        start = np.array(start, dtype=dtype)
+
+    bound = _NORM_BOUND[dtype]
+    weights = np.empty((steps + 1, n), dtype=dtype)
+    sq_norms = np.empty(steps + 1)
+    loss = np.empty(steps + 1)
+    w, g, state = start, np.empty(n, dtype=dtype), np.zeros(n, dtype=dtype)
+    weights[0] = w
+    sq_norms[0] = np.dot(w, w)
+    if not sq_norms[0] <= bound * bound:
+        raise ValueError(f"w0 must have a norm <= {bound:g}")
+    last, diverged = steps, False
+    with np.errstate(all="ignore"):
+        for t in range(steps):
+            gradient(w, g)
+            loss[t] = 0.5 * np.dot(g, w)
+            momentum_step(w, g, state, lr=lr, momentum=momentum, rule=rule)
+            weights[t + 1] = w
+            sq_norms[t + 1] = np.dot(w, w)
+            if not sq_norms[t + 1] <= bound * bound:  # also true for inf and nan
+                last, diverged = t + 1, True
+                break
+        gradient(w, g)
+        loss[last] = 0.5 * np.dot(g, w)
+    if diverged:
+        return Trajectory(weights[: last + 1], loss[: last + 1], math.inf)
+    return Trajectory(weights, loss, _measured_contraction(sq_norms, bound))

@@ -393,7 +393,7 @@ def test_lecture_note_rule_one_sigmoid_step():
 
     weights_before = flat.copy()
     state = delta_prev.copy()
-    sum_loss, n_correct = mlp.train_epoch(
+    sum_loss, n_correct, _, _ = mlp.train_epoch(
         flat, state, sizes, x[None, :], t[None, :], np.array([0], dtype=np.int64), 1,
         "sigmoid", "sigmoid", lr=lr, momentum=momentum, rule="classical", dampening=0.0,
         weight_decay=0.0, grad_buf=np.empty_like(flat),
@@ -434,7 +434,7 @@ def test_train_epoch_walks_order_in_chunks(batch_size, dtype):
         expected_state = momentum * expected_state - lr * grad
         expected_flat = expected_flat + expected_state
 
-    sum_loss, n_correct = mlp.train_epoch(
+    sum_loss, n_correct, _, _ = mlp.train_epoch(
         flat, state, sizes, X, T, order, batch_size, "tanh", "softmax", lr=lr,
         momentum=momentum, rule="classical", dampening=0.0, weight_decay=0.0,
         grad_buf=np.empty_like(flat),
@@ -501,7 +501,7 @@ def test_train_epoch_rejects_bad_arguments():
         run(state=np.zeros(flat.size, np.float32))
     with pytest.raises(ValueError, match="grad_buf"):
         run(grad_buf=np.zeros(flat.size + 1))
-    assert run(order=np.array([], dtype=np.int64)) == (0.0, 0)
+    assert run(order=np.array([], dtype=np.int64)) == (0.0, 0, 0, False)
 
 
 def test_online_training_learns_iris():
@@ -517,7 +517,7 @@ def test_online_training_learns_iris():
     shuffle = np.random.default_rng(1)
     losses, accuracy = [], 0.0
     for _ in range(40):
-        sum_loss, _ = mlp.train_epoch(
+        sum_loss, *_ = mlp.train_epoch(
             flat, state, sizes, X, T, shuffle.permutation(len(X)), 1, "sigmoid", "softmax",
             lr=0.1, momentum=0.9, rule="classical", dampening=0.0, weight_decay=0.0,
             grad_buf=grad_buf,
