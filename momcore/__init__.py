@@ -7,7 +7,10 @@ Public API
 ----------
 momentum_step, momentum_step_many   the fused in-place update (C, GIL released)
 SGD                                  an optimizer over a list of arrays
+MLP                                  a multilayer perceptron trained with momentum
 reference                            the pure-numpy ground truth, same signatures
+theory                               Qian (1999): eigenvalues, rates, optimal momentum
+schedules, datasets                  lr/momentum schedules; iris and digits
 set_num_threads, get_num_threads, show_config
 """
 from momcore._config import show_config
@@ -17,15 +20,21 @@ from momcore._core import (
     momentum_step_many,
     set_num_threads,
 )
+from momcore import datasets, schedules, theory
+from momcore.mlp import MLP
 from momcore.optim import SGD
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MLP",
     "SGD",
+    "datasets",
     "get_num_threads",
     "momentum_step",
     "momentum_step_many",
+    "schedules",
     "set_num_threads",
     "show_config",
+    "theory",
 ]

@@ -1,0 +1,380 @@
+"""momcore.MLP: a multilayer perceptron trained by back-propagation with momentum.
+
+Two backends compute the same network: ``backend="c"`` runs the compiled passes
+(whole epochs in C without the GIL) and ``backend="numpy"`` the pure-numpy reference
+(:mod:`momcore._mlp_numpy`). Both share the initial weights and the shuffling of one
+seeded generator, so their weights agree to rounding after any number of epochs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from momcore import _core
+from momcore import _mlp_numpy as ref
+from momcore.schedules import as_schedule
+
+FORMAT = "momcore.MLP"
+FORMAT_VERSION = 1
+BACKENDS = ("c", "numpy")
+_PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend
+
+
+@dataclass
+class History:
+    """What one ``fit`` call did, epoch by epoch.
+
+    ``loss`` is the mean training loss of each epoch (each sample's loss taken at its
+    own forward pass, before its update), ``accuracy`` the fraction of training rows
+    classified right in those passes (classification only), ``seconds`` the wall time
+    of each epoch; ``stopped`` says why training ended: "epochs", "target_loss" or
+    "callback".
+    """
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    momentum: list[float] = field(default_factory=list)
+    stopped: str = ""
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs trained."""
+        return len(self.loss)
+
+
+class MLP:
+    """A fully connected network ``a[i+1] = f(a[i] @ W[i] + b[i])``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        ``[n_in, h1, ..., n_out]``.
+    hidden : {"sigmoid", "tanh", "relu", "identity"}
+        Activation of the hidden layers.
+    output : {"softmax", "sigmoid", "identity"}
+        Output activation; the loss is cross-entropy for softmax and squared error
+        ``1/2 sum (t - y)^2`` for sigmoid and identity.
+    dtype : float32 or float64
+    seed : int
+        Seeds the generator that draws the initial weights and shuffles every epoch.
+    backend : {"c", "numpy"}
+
+    All parameters live in one flat buffer (:attr:`params`); :attr:`weights` and
+    :attr:`biases` are views into it. The optimizer state is one buffer of the same
+    layout. Not thread-safe: one model must not be used from two threads at once.
+    """
+
+    def __init__(self, sizes: Sequence[int], *, hidden: str = "sigmoid",
+                 output: str = "softmax", dtype: Any = np.float64, seed: int = 0,
+                 backend: str = "c") -> None:
+        sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
+        if (not isinstance(sizes, list) or len(sizes) < 2
+                or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                           and s >= 1 for s in sizes)):
+            raise ValueError(f"sizes must be a list of at least two positive integers, "
+                             f"got {sizes!r}")
+        if hidden not in ref.HIDDEN:
+            raise ValueError(f"hidden must be one of {ref.HIDDEN}, got {hidden!r}")
+        if output not in ref.OUTPUT:
+            raise ValueError(f"output must be one of {ref.OUTPUT}, got {output!r}")
+        dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+        self.sizes: list[int] = [int(s) for s in sizes]
+        self.hidden, self.output, self.dtype = hidden, output, dt
+        self.seed, self.backend = int(seed), backend
+        n = ref.n_params(self.sizes)
+        self.params: np.ndarray = np.zeros(n, dt)
+        self._state = np.zeros(n, dt)
+        self._grad: np.ndarray | None = None
+        self._cores: dict[tuple[int, bool], _core.NetCore] = {}
+        self.weights, self.biases = ref.views(self.params, self.sizes)
+        self.reset()
+
+    # ---- state -------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Re-initialises the weights from the seed and forgets all training."""
+        self._rng = np.random.default_rng(self.seed)
+        ref.init_params(self.params, self.sizes, self.hidden, self._rng)
+        self._state.fill(0)
+        self._state_rule: str | None = None
+        self.steps = 0
+        self.epochs = 0
+        self.history_: History | None = None
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters (weights and biases)."""
+        return self.params.shape[0]
+
+    @property
+    def optimizer_state(self) -> np.ndarray:
+        """The momentum state, one flat buffer in the layout of :attr:`params` (a view)."""
+        return self._state
+
+    def __repr__(self) -> str:
+        return (f"MLP({self.sizes}, hidden={self.hidden!r}, output={self.output!r}, "
+                f"dtype={self.dtype.name}, backend={self.backend!r})")
+
+    # ---- data --------------------------------------------------------------------
+
+    def _inputs(self, X: Any) -> np.ndarray:
+        X = np.asarray(X)
+        if X.dtype == object or not (np.issubdtype(X.dtype, np.floating)
+                                     or np.issubdtype(X.dtype, np.integer)
+                                     or X.dtype == bool):
+            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
+            raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError("X is empty")
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        if not np.isfinite(X).all():
+            raise ValueError("X holds NaN or inf")
+        return X
+
+    def _targets(self, y: Any, n_rows: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape[:1] != (n_rows,):
+            raise ValueError(f"y must have {n_rows} rows (one per row of X), got shape "
+                             f"{y.shape}")
+        return ref.encode_targets(y, self.sizes[-1], self.output, self.dtype)
+
+    def _core_for(self, max_batch: int, grad: bool) -> _core.NetCore:
+        """The compiled network with workspaces for max_batch rows, made once per size."""
+        key = (max_batch, grad)
+        if key not in self._cores:
+            if grad and self._grad is None:
+                self._grad = np.zeros_like(self.params)
+            self._cores[key] = _core.NetCore(self.params, self._state,
+                                             self._grad if grad else None, self.sizes,
+                                             self.hidden, self.output, max_batch)
+        return self._cores[key]
+
+    # ---- inference ----------------------------------------------------------------
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Outputs of the network, shape (n, sizes[-1])."""
+        X = self._inputs(X)
+        if self.backend == "numpy":
+            return ref.forward(self.params, self.sizes, X, self.hidden, self.output)[-1]
+        out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
+        return self._core_for(min(X.shape[0], _PREDICT_ROWS), False).predict(X, out)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels (argmax of the outputs) for softmax and sigmoid outputs; the
+        outputs themselves for an identity output."""
+        out = self.predict_proba(X)
+        return out if self.output == "identity" else out.argmax(axis=1)
+
+    def loss(self, X: Any, y: Any) -> float:
+        """Mean loss over the rows of X."""
+        X = self._inputs(X)
+        T = self._targets(y, X.shape[0])
+        return ref.loss_from_output(self.predict_proba(X), T, self.output)
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy for integer labels; the coefficient of determination R^2 for a 2-D
+        target array."""
+        X = self._inputs(X)
+        y = np.asarray(y)
+        T = self._targets(y, X.shape[0])
+        out = self.predict_proba(X)
+        if y.ndim == 1:
+            return float(np.mean(out.argmax(axis=1) == y))
+        residual = np.sum((T - out) ** 2, dtype=np.float64)
+        total = np.sum((T - T.mean(axis=0)) ** 2, dtype=np.float64)
+        return float(1.0 - residual / total) if total > 0 else float("nan")
+
+    def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(dW, db): dE/dW[i] and dE/db[i] at the current weights, E the mean loss over X."""
+        X = self._inputs(X)
+        T = self._targets(y, X.shape[0])
+        grad = np.empty_like(self.params)
+        if self.backend == "numpy":
+            ref.gradients(self.params, self.sizes, X, T, self.hidden, self.output, grad)
+        else:
+            core = _core.NetCore(self.params, self._state, grad, self.sizes, self.hidden,
+                                 self.output, X.shape[0])
+            core.gradients(X, T)
+        dW, db = ref.views(grad, self.sizes)
+        return dW, db
+
+    # ---- training -----------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any, *, epochs: int, batch_size: int = 1, lr: float = 0.1,
+            momentum: float = 0.9, rule: str = "classical",
+            lr_schedule: Callable[[int], float] | None = None,
+            momentum_schedule: Callable[[int], float] | None = None, shuffle: bool = True,
+            target_loss: float | None = None, verbose: bool = False,
+            callback: Callable[[int, dict[str, float]], Any] | None = None,
+            dampening: float = 0.0, weight_decay: float = 0.0) -> History:
+        """Trains for ``epochs`` epochs of (mini-batch) gradient descent with momentum.
+
+        Each epoch shuffles the rows (``shuffle``), walks them in batches of
+        ``batch_size`` (1: online learning, the last batch may be smaller) and takes
+        one momentum step per batch (``rule`` etc. as in :func:`momcore.momentum_step`).
+        ``lr_schedule`` / ``momentum_schedule`` map the epoch number (counted across
+        fit calls) to the value of that epoch and override ``lr`` / ``momentum``.
+        Consecutive calls continue training: weights, optimizer state, step and epoch
+        counts carry over; a changed ``rule`` starts a fresh optimizer state.
+
+        Stops early when the epoch's mean loss is <= ``target_loss`` or when
+        ``callback(epoch, logs)`` returns False. A batch whose loss is not finite
+        stops training with FloatingPointError before its update, so the weights
+        of the last finite step stay in place (:attr:`history_` keeps the epochs
+        done). Returns the :class:`History` of this call.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        X = self._inputs(X)
+        T = self._targets(y, X.shape[0])
+        classify = np.asarray(y).ndim == 1
+        lr_of = as_schedule(lr if lr_schedule is None else lr_schedule)
+        momentum_of = as_schedule(momentum if momentum_schedule is None else momentum_schedule)
+        _core.check_hyperparameters(lr=lr_of(self.epochs), momentum=momentum_of(self.epochs),
+                                    rule=rule, dampening=dampening, weight_decay=weight_decay)
+        batch = min(int(batch_size), X.shape[0])
+        fold = rule == "classical" and weight_decay == 0.0
+        if rule != self._state_rule:
+            self._state.fill(0)
+            self._state_rule = rule
+        if self.backend == "c":
+            core = self._core_for(batch, not fold)
+        elif self._grad is None:
+            self._grad = np.zeros_like(self.params)
+        history = self.history_ = History()
+        n = X.shape[0]
+        for _ in range(int(epochs)):
+            epoch = self.epochs
+            lr_e, momentum_e = float(lr_of(epoch)), float(momentum_of(epoch))
+            order = self._rng.permutation(n) if shuffle else np.arange(n)
+            start = time.perf_counter()
+            hyper = dict(lr=lr_e, momentum=momentum_e, rule=rule, dampening=dampening,
+                         weight_decay=weight_decay)
+            if self.backend == "c":
+                sum_loss, correct, steps, stopped = core.train_epoch(X, T, order, batch,
+                                                                     **hyper)
+            else:
+                sum_loss, correct, steps, stopped = ref.train_epoch(
+                    self.params, self._state, self.sizes, X, T, order, batch, self.hidden,
+                    self.output, grad_buf=self._grad, **hyper)
+            self.steps += steps
+            if stopped:
+                raise FloatingPointError(
+                    f"the training loss became non-finite in epoch {epoch} after {steps} "
+                    f"steps; training stopped and the weights of the last finite step "
+                    f"were kept (try a smaller lr)")
+            seconds = time.perf_counter() - start
+            self.epochs += 1
+            history.loss.append(sum_loss / n)
+            history.seconds.append(seconds)
+            history.lr.append(lr_e)
+            history.momentum.append(momentum_e)
+            logs = {"loss": sum_loss / n, "seconds": seconds, "lr": lr_e,
+                    "momentum": momentum_e}
+            if classify:
+                history.accuracy.append(correct / n)
+                logs["accuracy"] = correct / n
+            if verbose:
+                acc = f"  accuracy {logs['accuracy']:.4f}" if classify else ""
+                print(f"epoch {epoch + 1:>4}  loss {logs['loss']:.6f}{acc}  "
+                      f"lr {lr_e:g}  momentum {momentum_e:g}  {seconds * 1e3:.1f} ms",
+                      flush=True)
+            if target_loss is not None and logs["loss"] <= target_loss:
+                history.stopped = "target_loss"
+                return history
+            if callback is not None and callback(epoch, logs) is False:
+                history.stopped = "callback"
+                return history
+        history.stopped = "epochs"
+        return history
+
+    # ---- persistence --------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "version": FORMAT_VERSION, "sizes": self.sizes,
+            "hidden": self.hidden, "output": self.output, "dtype": self.dtype.name,
+            "seed": self.seed, "backend": self.backend, "steps": self.steps,
+            "epochs": self.epochs, "state_rule": self._state_rule,
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes weights, optimizer state and generator state to ``path`` (.npz with
+        JSON metadata, no pickle), atomically: a temporary file in the same directory,
+        then a rename, so an interrupted save never leaves a half-written file."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".momcore-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, params=self.params, state=self._state,
+                         metadata=np.array(json.dumps(self._metadata())))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> MLP:
+        """A model saved by :meth:`save`; training continues exactly where it stopped.
+
+        Never executes code from the file. A corrupt, truncated or mismatched file
+        raises ValueError naming the problem."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = {"params", "state", "metadata"} - set(data.files)
+                if missing:
+                    raise ValueError(f"{path}: not a momcore model file (missing "
+                                     f"{sorted(missing)})")
+                meta = json.loads(str(data["metadata"][()]))
+                params, state = data["params"], data["state"]
+        except (zipfile.BadZipFile, EOFError, json.JSONDecodeError, KeyError, TypeError,
+                OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise ValueError(f"{path}: corrupt or truncated model file ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a momcore model file")
+        if meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: model file version {meta.get('version')} is not "
+                             f"supported (this momcore reads version {FORMAT_VERSION})")
+        try:
+            net = cls(meta["sizes"], hidden=meta["hidden"], output=meta["output"],
+                      dtype=meta["dtype"], seed=meta["seed"], backend=meta["backend"])
+            n, dt = net.n_params, net.dtype
+            for name, arr in (("params", params), ("state", state)):
+                if arr.shape != (n,) or arr.dtype != dt:
+                    raise ValueError(f"{name} is {arr.dtype}{list(arr.shape)}, expected "
+                                     f"{dt}[{n}] for sizes {net.sizes}")
+            net._rng.bit_generator.state = meta["rng"]
+            net.steps, net.epochs = int(meta["steps"]), int(meta["epochs"])
+            net._state_rule = meta["state_rule"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: mismatched model file ({exc})") from None
+        np.copyto(net.params, params)
+        np.copyto(net._state, state)
+        return net
