@@ -14,6 +14,11 @@ RATIOS = [
     ("step ", "momcore_raise", "momcore", "nonfinite='raise' / 'propagate'", "<= 1.25x (n = 1e7)"),
     ("step ", "torch_fused", "momcore", "torch.optim.SGD(fused=True) / momcore", "peer"),
     ("many ", "reference_loop", "momcore_many", "speed-up over a loop of the reference", ">= 10x"),
+    ("mlp online", "numpy", "c", "online epoch: numpy backend / compiled", ">= 100x iris, >= 20x digits"),
+    ("mlp online", "sklearn", "c", "online epoch: scikit-learn MLPClassifier / compiled", "peer"),
+    ("mlp step", "numpy", "c", "minibatch step: numpy backend / compiled", ">= 1.5x"),
+    ("mlp step", "c", "gemm_floor", "minibatch step: compiled / its GEMMs alone", "<= 1.25x"),
+    ("mlp step", "torch", "c", "minibatch step: PyTorch / compiled", "peer"),
 ]
 
 

@@ -15,6 +15,8 @@ def _bench(args: argparse.Namespace) -> int:
           f"(speed-up = numpy reference time / momcore time)\n")
     sizes = _bench.KERNEL_SIZES[:-1] if args.quick else _bench.KERNEL_SIZES
     print(_bench.format_table(_bench.kernel_table(sizes=sizes, budget=args.budget)))
+    print("\nMLP (speed-up = numpy backend time / compiled backend time)\n")
+    print(_bench.format_mlp_table(_bench.mlp_table(budget=args.budget)))
     return 0
 
 

@@ -119,3 +119,117 @@ def format_table(rows: list[dict[str, object]]) -> str:
             f"{'' if frac != frac else f'{frac:>11.0%}':>12} "
             f"{'' if cost != cost else f'{cost:>15.2f}x':>16}")
     return "\n".join(lines)
+
+
+# ---- MLP ------------------------------------------------------------------------------
+
+MINIBATCH_SIZES = [784, 256, 128, 10]
+MINIBATCH_ROWS = 128
+
+
+def _standardised(X: np.ndarray) -> np.ndarray:
+    return (X - X.mean(axis=0)) / np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
+
+
+def mlp_online_contenders(dataset: str) -> dict[str, Callable[[], object]]:
+    """One online epoch (batch 1, classical momentum, shuffled) of the compiled backend
+    and of the numpy backend, each through its epoch function on the same data and
+    the same network (iris 4-8-3 or digits 64-128-10)."""
+    from momcore import _mlp_numpy, datasets
+
+    data = datasets.load_iris() if dataset == "iris" else datasets.load_digits()
+    sizes = [4, 8, 3] if dataset == "iris" else [64, 128, 10]
+    X = np.ascontiguousarray(_standardised(data.X))
+    T = _mlp_numpy.encode_targets(data.y, sizes[-1], "softmax", np.float64)
+    order = np.random.default_rng(0).permutation(X.shape[0])
+    nets = {}
+    for name in ("c", "numpy"):
+        params = np.empty(_mlp_numpy.n_params(sizes))
+        _mlp_numpy.init_params(params, sizes, "sigmoid", np.random.default_rng(0))
+        nets[name] = (params, np.zeros_like(params), np.zeros_like(params))
+    core = _core.NetCore(nets["c"][0], nets["c"][1], None, sizes, "sigmoid", "softmax", 1)
+    p, s, g = nets["numpy"]
+    # A small lr keeps repeated epochs from changing the work done per epoch.
+    hyper = dict(lr=0.01, momentum=0.9)
+    return {
+        "c": lambda: core.train_epoch(X, T, order, 1, **hyper),
+        "numpy": lambda: _mlp_numpy.train_epoch(p, s, sizes, X, T, order, 1, "sigmoid",
+                                                "softmax", rule="classical", dampening=0.0,
+                                                weight_decay=0.0, grad_buf=g, **hyper),
+    }
+
+
+def mlp_minibatch_contenders(dtype: type) -> dict[str, Callable[[], object]]:
+    """One minibatch step (784-256-128-10, batch 128, sigmoid/softmax, classical) of
+    each backend, and 'gemm_floor': the same eight matrix products alone, on the BLAS
+    the compiled backend calls (scipy's), into preallocated outputs."""
+    from scipy.linalg import blas
+
+    from momcore import _mlp_numpy
+
+    sizes, B = MINIBATCH_SIZES, MINIBATCH_ROWS
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((B, sizes[0])).astype(dtype)
+    T = _mlp_numpy.encode_targets(rng.integers(0, sizes[-1], B), sizes[-1], "softmax", dtype)
+    order = np.arange(B)
+    nets = {}
+    for name in ("c", "numpy"):
+        params = np.empty(_mlp_numpy.n_params(sizes), dtype)
+        _mlp_numpy.init_params(params, sizes, "sigmoid", np.random.default_rng(0))
+        nets[name] = (params, np.zeros_like(params), np.zeros_like(params))
+    core = _core.NetCore(nets["c"][0], nets["c"][1], None, sizes, "sigmoid", "softmax", B)
+    p, s, g = nets["numpy"]
+    hyper = dict(lr=1e-3, momentum=0.9)
+
+    gemm = blas.sgemm if dtype == np.float32 else blas.dgemm
+    W = [rng.standard_normal((i, o)).astype(dtype) for i, o in zip(sizes[:-1], sizes[1:])]
+    acts = [X] + [np.empty((B, o), dtype) for o in sizes[1:]]
+    deltas = [np.empty((B, o), dtype) for o in sizes[1:]]
+    grads = [np.empty_like(w) for w in W]
+
+    def gemm_rm(a, b, c, trans_a=False, trans_b=False):
+        # row-major c = op(a) @ op(b) as the column-major product c^T = op(b)^T op(a)^T,
+        # on transposed views: no copies
+        gemm(1.0, b.T, a.T, 0.0, c.T, overwrite_c=True, trans_a=trans_b, trans_b=trans_a)
+
+    def floor():
+        for i, w in enumerate(W):  # forward
+            gemm_rm(acts[i], w, acts[i + 1])
+        for i in range(len(W) - 1, -1, -1):  # backward: weight gradients and deltas
+            gemm_rm(acts[i], deltas[i], grads[i], trans_a=True)
+            if i > 0:
+                gemm_rm(deltas[i], W[i], deltas[i - 1], trans_b=True)
+
+    return {
+        "c": lambda: core.train_epoch(X, T, order, B, **hyper),
+        "numpy": lambda: _mlp_numpy.train_epoch(p, s, sizes, X, T, order, B, "sigmoid",
+                                                "softmax", rule="classical", dampening=0.0,
+                                                weight_decay=0.0, grad_buf=g, **hyper),
+        "gemm_floor": floor,
+    }
+
+
+def mlp_table(budget: float = 0.2) -> list[dict[str, object]]:
+    """Rows: compiled vs numpy backend speed-up, and (minibatch) the step's time over
+    the time of its GEMMs alone."""
+    rows = []
+    for dataset, sizes in (("iris", "4-8-3"), ("digits", "64-128-10")):
+        t = best_times(mlp_online_contenders(dataset), budget)
+        rows.append({"case": f"online epoch {dataset} {sizes}", "c_ms": t["c"] * 1e3,
+                     "speedup": t["numpy"] / t["c"], "over_gemm": float("nan")})
+    for dtype in (np.float32, np.float64):
+        t = best_times(mlp_minibatch_contenders(dtype), budget)
+        rows.append({"case": f"step 784-256-128-10 b128 {np.dtype(dtype).name}",
+                     "c_ms": t["c"] * 1e3, "speedup": t["numpy"] / t["c"],
+                     "over_gemm": t["c"] / t["gemm_floor"]})
+    return rows
+
+
+def format_mlp_table(rows: list[dict[str, object]]) -> str:
+    head = f"{'case':<40} {'momcore ms':>11} {'speed-up':>9} {'time / GEMMs alone':>19}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        over = r["over_gemm"]
+        lines.append(f"{r['case']:<40} {r['c_ms']:>11.3f} {r['speedup']:>8.1f}x "
+                     f"{'' if over != over else f'{over:>18.2f}x':>19}")
+    return "\n".join(lines)
