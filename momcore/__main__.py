@@ -1,4 +1,4 @@
-"""Command line: ``python -m momcore {bench,theory}`` (also the ``momcore`` script)."""
+"""Command line: ``python -m momcore {demo,bench,theory}`` (also the ``momcore`` script)."""
 from __future__ import annotations
 
 import argparse
@@ -31,8 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="skip the n = 1e7 cases")
     b.set_defaults(func=_bench)
 
-    from momcore import _theory_cli
+    from momcore import _demo, _theory_cli
 
+    _demo.add_parser(sub)
     _theory_cli.add_parser(sub)
     return p
 

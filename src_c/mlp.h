@@ -25,6 +25,9 @@ extern "C" {
 
 typedef enum { MC_SIGMOID = 0, MC_TANH = 1, MC_RELU = 2, MC_IDENTITY = 3, MC_SOFTMAX = 4 } mc_activation;
 
+/* Outputs per register-resident block in the loop forward pass. */
+#define MC_FORWARD_BLOCK 32
+
 /* A layer product of B*I*O multiply-adds at or above this goes to BLAS gemm. */
 #define MC_GEMM_MIN_MACS ((size_t)1 << 15)
 

@@ -78,15 +78,33 @@ MC_TARGET static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC
     if (MC_NAME(use_gemm)(B, I, O)) {
         MC_NAME(gemm_rm)(0, 0, B, O, I, 1, in, I, W, O, 0, out, O);
     } else {
+        /* Blocks of MC_FORWARD_BLOCK outputs are summed over all inputs in a
+         * fixed-size accumulator the compiler keeps in registers; each output is
+         * still the sum over k in order. */
         for (r = 0; r < B; r++) {
-            MC_T *restrict z = out + r * O;
-            for (j = 0; j < O; j++)
-                z[j] = 0;
-            for (k = 0; k < I; k++) {
-                const MC_T x = in[r * I + k];
-                const MC_T *restrict w = W + k * O;
-                for (j = 0; j < O; j++)
-                    z[j] += x * w[j];
+            size_t j0;
+            for (j0 = 0; j0 < O; j0 += MC_FORWARD_BLOCK) {
+                MC_T acc[MC_FORWARD_BLOCK];
+                const size_t width = O - j0 < MC_FORWARD_BLOCK ? O - j0 : MC_FORWARD_BLOCK;
+                for (j = 0; j < MC_FORWARD_BLOCK; j++)
+                    acc[j] = 0;
+                if (width == MC_FORWARD_BLOCK) {
+                    for (k = 0; k < I; k++) {
+                        const MC_T x = in[r * I + k];
+                        const MC_T *restrict w = W + k * O + j0;
+                        for (j = 0; j < MC_FORWARD_BLOCK; j++)
+                            acc[j] += x * w[j];
+                    }
+                } else {
+                    for (k = 0; k < I; k++) {
+                        const MC_T x = in[r * I + k];
+                        const MC_T *restrict w = W + k * O + j0;
+                        for (j = 0; j < width; j++)
+                            acc[j] += x * w[j];
+                    }
+                }
+                for (j = 0; j < width; j++)
+                    out[r * O + j0 + j] = acc[j];
             }
         }
     }
