@@ -95,6 +95,8 @@ def format_rows(rows: list[dict[str, Any]], targets: dict[str, float]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.numpy_epochs < 1:
+        raise ValueError(f"--numpy-epochs must be >= 1, got {args.numpy_epochs}")
     start = time.perf_counter()
     all_tasks = tasks()
     rows = []

@@ -1,0 +1,66 @@
+"""The command line: demo and bench print what they promise; bad arguments fail cleanly."""
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import pytest
+
+from momcore.__main__ import main
+
+
+def _rows(out: str, data: str) -> dict[str, list[str]]:
+    """setting -> the table's cells, for one data set of the demo table."""
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith(data + " "):
+            setting = re.split(r"\s{2,}", line[len(data):].strip())[0]
+            rows[setting] = line.split()
+    return rows
+
+
+def test_demo_shows_momentum_needs_fewer_epochs(capsys, tmp_path):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for data in ("iris", "digits"):
+        rows = _rows(out, data)
+        assert set(rows) == {"momentum 0", "momentum 0.5", "momentum 0.9", "annealed 0.5->0.9",
+                             "nesterov 0.9"}
+        epochs = {k: (int(v[-6]) if v[-6].isdigit() else float("inf")) for k, v in rows.items()}
+        assert epochs["momentum 0.9"] < epochs["momentum 0.5"] < epochs["momentum 0"]
+        for cells in rows.values():
+            speedup = float(cells[-1].rstrip("x"))
+            assert speedup > 1.0
+            accuracy = float(cells[-4].rstrip("%"))
+            assert accuracy >= 90.0
+    plain, momentum = (int(m) for m in re.findall(r": (\d+) steps", out))
+    assert momentum < plain
+    if importlib.util.find_spec("matplotlib"):
+        for name in ("figure1.png", "ravine.png", "loss_digits.png"):
+            assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "figures skipped" in out
+
+
+def test_bench_prints_every_row(capsys, threads):
+    assert main(["bench", "--quick", "--budget", "0.01", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    for case in ("n=1e+03 float32", "n=1e+06 float64", "momentum_step_many 100 x 1e3",
+                 "online epoch iris 4-8-3", "online epoch digits 64-128-10",
+                 "step 784-256-128-10 b128 float32"):
+        assert case in out
+    assert "n=1e+07" not in out
+
+
+@pytest.mark.parametrize("argv", [["demo", "--numpy-epochs", "0"], ["bench", "--threads", "0"]],
+                         ids=["demo_epochs", "bench_threads"])
+def test_bad_values_are_one_line_errors(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("momcore: error:") and "\n" not in err
+
+
+def test_unknown_command_exits_nonzero(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train"])
+    assert exc.value.code == 2
