@@ -1,0 +1,49 @@
+from collections.abc import Sequence
+
+import numpy as np
+
+RULES: tuple[str, ...]
+NONFINITE: tuple[str, ...]
+OMP_MIN_ELEMENTS: int
+SIMD_PATHS: tuple[str, ...]
+GEMM_MIN_MACS: int
+ACTIVATIONS: dict[str, int]
+
+def momentum_step(
+    w: np.ndarray, g: np.ndarray, state: np.ndarray, *, lr: float, momentum: float,
+    rule: str = ..., dampening: float = ..., weight_decay: float = ..., nonfinite: str = ...,
+) -> bool: ...
+def momentum_step_many(
+    ws: Sequence[np.ndarray], gs: Sequence[np.ndarray], states: Sequence[np.ndarray], *,
+    lr: float, momentum: float, rule: str = ..., dampening: float = ...,
+    weight_decay: float = ..., nonfinite: str = ...,
+) -> bool: ...
+def check_hyperparameters(
+    *, lr: float, momentum: float, rule: str = ..., dampening: float = ...,
+    weight_decay: float = ..., nonfinite: str = ...,
+) -> None: ...
+def check_array(obj: object, *, name: str = ..., writable: bool = ...) -> None: ...
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def simd_path() -> str: ...
+def simd_supported() -> tuple[str, ...]: ...
+def select_simd(name: str) -> str: ...
+def have_openmp() -> bool: ...
+def _stream5(w: np.ndarray, g: np.ndarray, s: np.ndarray) -> None: ...
+
+class NetCore:
+    params: np.ndarray
+    state: np.ndarray
+    grad: np.ndarray | None
+    sizes: np.ndarray
+    max_batch: int
+    def __init__(
+        self, params: np.ndarray, state: np.ndarray, grad: np.ndarray | None,
+        sizes: Sequence[int], hidden: str, output: str, max_batch: int,
+    ) -> None: ...
+    def predict(self, X: np.ndarray, out: np.ndarray) -> np.ndarray: ...
+    def gradients(self, X: np.ndarray, T: np.ndarray) -> float: ...
+    def train_epoch(
+        self, X: np.ndarray, T: np.ndarray, order: np.ndarray, batch: int, *, lr: float,
+        momentum: float, rule: str = ..., dampening: float = ..., weight_decay: float = ...,
+    ) -> tuple[float, int, int, bool]: ...
