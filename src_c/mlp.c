@@ -2,6 +2,11 @@
  * MLP passes: instantiations of mlp_impl.h per element type and SIMD path, run-time
  * dispatch (the path the momentum kernel uses), and the gemm registry.
  */
+/* The MLP passes are checked against the numpy backend to a tolerance, not bit for
+ * bit (BLAS and the vector math library reorder and round differently anyway), so
+ * here, unlike in the momentum kernel, a*b + c may become one fused multiply-add. */
+#pragma GCC optimize("fp-contract=fast")
+
 #include "mlp.h"
 
 #include <float.h>
@@ -75,7 +80,7 @@ void mc_set_gemm(mc_sgemm_t sgemm, mc_dgemm_t dgemm)
 #undef MC_TARGET
 
 #if MC_X86
-#define MC_TARGET __attribute__((target("avx2")))
+#define MC_TARGET __attribute__((target("avx2,fma")))
 #define MC_T float
 #define MC_NAME(x) x##_f32_avx2
 #define MC_GEMM mc_sgemm

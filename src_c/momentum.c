@@ -118,8 +118,8 @@ int mc_isa_supported(const char *name)
         return 1;
 #if MC_X86
     __builtin_cpu_init();
-    if (strcmp(name, "avx2") == 0)
-        return __builtin_cpu_supports("avx2");
+    if (strcmp(name, "avx2") == 0) /* the MLP passes of this path use FMA too */
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (strcmp(name, "avx512") == 0)
         return __builtin_cpu_supports("avx512f");
 #endif
