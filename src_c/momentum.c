@@ -181,6 +181,7 @@ static int threads_for(size_t n)
     return n >= MC_OMP_MIN_ELEMENTS ? mc_get_num_threads() : 1;
 }
 
+#ifdef _OPENMP
 /* [lo, hi) of thread t of nt: equal blocks, each a multiple of 64 bytes of
  * float (16 elements), so a split never changes which element sits where in a
  * vector relative to the array start more than the alignment already does. */
@@ -191,6 +192,7 @@ static void thread_range(size_t n, int t, int nt, size_t *lo, size_t *hi)
     *lo = block * (size_t)t < n ? block * (size_t)t : n;
     *hi = *lo + block < n ? *lo + block : n;
 }
+#endif
 
 static void step_range(const mc_isa_table *isa, const mc_buffer *b, size_t lo, size_t hi,
                        const mc_hyper *h)
