@@ -52,6 +52,14 @@ class History:
         return len(self.loss)
 
 
+def _schedule(value: Any, name: str) -> Callable[[int], float]:
+    """value as a schedule, with errors that name the argument."""
+    try:
+        return as_schedule(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+
+
 class MLP:
     """A fully connected network ``a[i+1] = f(a[i] @ W[i] + b[i])``.
 
@@ -101,7 +109,8 @@ class MLP:
         self.params: np.ndarray = np.zeros(n, dt)
         self._state = np.zeros(n, dt)
         self._grad: np.ndarray | None = None
-        self._cores: dict[tuple[int, bool], _core.NetCore] = {}
+        self._fit_core: _core.NetCore | None = None
+        self._predict_core: _core.NetCore | None = None
         self.weights, self.biases = ref.views(self.params, self.sizes)
         self.reset()
 
@@ -155,16 +164,17 @@ class MLP:
                              f"{y.shape}")
         return ref.encode_targets(y, self.sizes[-1], self.output, self.dtype)
 
-    def _core_for(self, max_batch: int, grad: bool) -> _core.NetCore:
-        """The compiled network with workspaces for max_batch rows, made once per size."""
-        key = (max_batch, grad)
-        if key not in self._cores:
+    def _core_for_fit(self, batch: int, grad: bool) -> _core.NetCore:
+        """The compiled network with workspaces for batch rows; made again only when the
+        batch size (or the need for a gradient buffer) changes."""
+        core = self._fit_core
+        if core is None or core.max_batch != batch or (core.grad is None) == grad:
             if grad and self._grad is None:
                 self._grad = np.zeros_like(self.params)
-            self._cores[key] = _core.NetCore(self.params, self._state,
-                                             self._grad if grad else None, self.sizes,
-                                             self.hidden, self.output, max_batch)
-        return self._cores[key]
+            core = self._fit_core = _core.NetCore(
+                self.params, self._state, self._grad if grad else None, self.sizes,
+                self.hidden, self.output, batch)
+        return core
 
     # ---- inference ----------------------------------------------------------------
 
@@ -174,7 +184,10 @@ class MLP:
         if self.backend == "numpy":
             return ref.forward(self.params, self.sizes, X, self.hidden, self.output)[-1]
         out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
-        return self._core_for(min(X.shape[0], _PREDICT_ROWS), False).predict(X, out)
+        if self._predict_core is None:
+            self._predict_core = _core.NetCore(self.params, self._state, None, self.sizes,
+                                               self.hidden, self.output, _PREDICT_ROWS)
+        return self._predict_core.predict(X, out)
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels (argmax of the outputs) for softmax and sigmoid outputs; the
@@ -248,8 +261,16 @@ class MLP:
         X = self._inputs(X)
         T = self._targets(y, X.shape[0])
         classify = np.asarray(y).ndim == 1
-        lr_of = as_schedule(lr if lr_schedule is None else lr_schedule)
-        momentum_of = as_schedule(momentum if momentum_schedule is None else momentum_schedule)
+        if target_loss is not None and not isinstance(target_loss, (int, float, np.floating,
+                                                                    np.integer)):
+            raise TypeError(f"target_loss must be a number or None, got "
+                            f"{type(target_loss).__name__}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+        lr_of = _schedule(lr if lr_schedule is None else lr_schedule,
+                          "lr" if lr_schedule is None else "lr_schedule")
+        momentum_of = _schedule(momentum if momentum_schedule is None else momentum_schedule,
+                                "momentum" if momentum_schedule is None else "momentum_schedule")
         _core.check_hyperparameters(lr=lr_of(self.epochs), momentum=momentum_of(self.epochs),
                                     rule=rule, dampening=dampening, weight_decay=weight_decay)
         batch = min(int(batch_size), X.shape[0])
@@ -258,7 +279,7 @@ class MLP:
             self._state.fill(0)
             self._state_rule = rule
         if self.backend == "c":
-            core = self._core_for(batch, not fold)
+            core = self._core_for_fit(batch, not fold)
         elif self._grad is None:
             self._grad = np.zeros_like(self.params)
         history = self.history_ = History()
@@ -274,9 +295,11 @@ class MLP:
                 sum_loss, correct, steps, stopped = core.train_epoch(X, T, order, batch,
                                                                      **hyper)
             else:
-                sum_loss, correct, steps, stopped = ref.train_epoch(
-                    self.params, self._state, self.sizes, X, T, order, batch, self.hidden,
-                    self.output, grad_buf=self._grad, **hyper)
+                # a diverging run is reported by its loss below, not by numpy warnings
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    sum_loss, correct, steps, stopped = ref.train_epoch(
+                        self.params, self._state, self.sizes, X, T, order, batch,
+                        self.hidden, self.output, grad_buf=self._grad, **hyper)
             self.steps += steps
             if stopped:
                 raise FloatingPointError(
@@ -326,7 +349,10 @@ class MLP:
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".momcore-", suffix=".tmp", dir=directory)
+        umask = os.umask(0)
+        os.umask(umask)
         try:
+            os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would give
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, params=self.params, state=self._state,
                          metadata=np.array(json.dumps(self._metadata())))
@@ -345,18 +371,21 @@ class MLP:
         Never executes code from the file. A corrupt, truncated or mismatched file
         raises ValueError naming the problem."""
         try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = {"params", "state", "metadata"} - set(data.files)
-                if missing:
-                    raise ValueError(f"{path}: not a momcore model file (missing "
-                                     f"{sorted(missing)})")
-                meta = json.loads(str(data["metadata"][()]))
-                params, state = data["params"], data["state"]
-        except (zipfile.BadZipFile, EOFError, json.JSONDecodeError, KeyError, TypeError,
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+                files = set(data.files)
+                if {"params", "state", "metadata"} <= files:
+                    meta = json.loads(str(data["metadata"][()]))
+                    params, state = data["params"], data["state"]
+        except FileNotFoundError:
+            raise
+        except (ValueError, zipfile.BadZipFile, EOFError, KeyError, TypeError,
                 OSError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise ValueError(f"{path}: corrupt or truncated model file ({exc})") from None
+            # numpy's own ValueError for a non-npz file suggests allow_pickle: never that.
+            raise ValueError(f"{path}: corrupt or truncated model file "
+                             f"({type(exc).__name__})") from None
+        missing = {"params", "state", "metadata"} - files
+        if missing:
+            raise ValueError(f"{path}: not a momcore model file (missing {sorted(missing)})")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError(f"{path}: not a momcore model file")
         if meta.get("version") != FORMAT_VERSION:
