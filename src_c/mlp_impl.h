@@ -169,18 +169,22 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
 }
 
 /* gb[O] := sum over rows of delta[B,O]; with fold, the classical step on the
- * bias state instead: gb = momentum*gb - lr*sum. */
+ * bias state instead: gb = momentum*gb - lr*sum. The rows are summed in order,
+ * contiguously, into sum[O] (scratch; may be gb itself when not folding). */
 MC_TARGET static void MC_NAME(bias_gradient)(MC_T *restrict gb, const MC_T *restrict delta,
                                              size_t B, size_t O, int fold, MC_T lr,
-                                             MC_T momentum)
+                                             MC_T momentum, MC_T *restrict sum)
 {
     size_t r, j;
-    for (j = 0; j < O; j++) {
-        MC_T acc = 0;
-        for (r = 0; r < B; r++)
-            acc += delta[r * O + j];
-        gb[j] = fold ? momentum * gb[j] - lr * acc : acc;
-    }
+    MC_T *acc = fold ? sum : gb;
+    for (j = 0; j < O; j++)
+        acc[j] = delta[j];
+    for (r = 1; r < B; r++)
+        for (j = 0; j < O; j++)
+            acc[j] += delta[r * O + j];
+    if (fold)
+        for (j = 0; j < O; j++)
+            gb[j] = momentum * gb[j] - lr * acc[j];
 }
 
 /* w[n] += s[n] */
@@ -252,7 +256,7 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
             /* gW[I,O] := alpha a^T[I,B] delta[B,O] + beta gW: with fold, gW is the
              * state and the gemm itself is the step state = m*state - lr*grad */
             MC_NAME(gemm_rm)(1, 0, I, O, B, alpha, a, I, delta, O, beta, gW, O);
-            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum);
+            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
             if (fold)
                 MC_NAME(add)(W, gW, I * O + O);
         } else if (B == 1) {
@@ -273,7 +277,7 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
                         g[j] = c * d[j];
                 }
             }
-            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum);
+            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
             if (fold)
                 MC_NAME(add)(W + I * O, gb, O);
         } else {
@@ -297,7 +301,7 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
                     }
                 }
             }
-            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum);
+            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
             if (fold)
                 MC_NAME(add)(W + I * O, gb, O);
         }
@@ -351,10 +355,18 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     all.dtype = net->dtype;
     for (start = 0; start < n_order; start += batch) {
         const size_t B = n_order - start < batch ? n_order - start : batch;
+        const MC_T *in = X + (size_t)order[start] * I;
         double loss;
-        for (r = 0; r < B; r++)
-            memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
-        MC_NAME(forward)(net, x, B);
+        /* rows that follow one another in X (no shuffling, full batch) are used in
+         * place; others are gathered into the input workspace */
+        for (r = 1; r < B && order[start + r] == order[start] + (int64_t)r; r++)
+            ;
+        if (r < B) {
+            for (r = 0; r < B; r++)
+                memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
+            in = x;
+        }
+        MC_NAME(forward)(net, in, B);
         loss = MC_NAME(output_delta)((MC_T *)net->delta, (const MC_T *)net->acts[net->n_layers],
                                      T, order + start, B, O, net->output, &res.n_correct);
         if (!isfinite(loss)) {
@@ -362,7 +374,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             break;
         }
         res.sum_loss += loss;
-        MC_NAME(backward)(net, x, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum);
+        MC_NAME(backward)(net, in, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum);
         if (!fold)
             mc_momentum_step(&all, 1, hyper, 0);
         res.n_steps++;
