@@ -76,6 +76,7 @@ extensions = [
     Extension(
         "momcore._core",
         sources=["momcore/_core.pyx"] + C_SOURCES,
+        depends=[os.path.join("src_c", h) for h in os.listdir("src_c") if h.endswith(".h")],
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")] + mvec_macros,
         libraries=libraries,
