@@ -27,11 +27,7 @@ extern double tanh(double);
 extern float tanhf(float);
 #endif
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#define MC_X86 1
-#else
-#define MC_X86 0
-#endif
+#include "simd.h"
 
 static mc_sgemm_t mc_sgemm = NULL;
 static mc_dgemm_t mc_dgemm = NULL;
@@ -42,119 +38,18 @@ void mc_set_gemm(mc_sgemm_t sgemm, mc_dgemm_t dgemm)
     mc_dgemm = dgemm;
 }
 
-#define MC_TARGET 
-#define MC_T float
-#define MC_NAME(x) x##_f32_baseline
-#define MC_GEMM mc_sgemm
-#define MC_MATH_EXP expf
-#define MC_MATH_LOG logf
-#define MC_MATH_TANH tanhf
-#define MC_MATH_FABS fabsf
-#define MC_TINY FLT_MIN
-#include "mlp_impl.h"
-#undef MC_T
-#undef MC_NAME
-#undef MC_GEMM
-#undef MC_MATH_EXP
-#undef MC_MATH_LOG
-#undef MC_MATH_TANH
-#undef MC_MATH_FABS
-#undef MC_TINY
-#define MC_T double
-#define MC_NAME(x) x##_f64_baseline
-#define MC_GEMM mc_dgemm
-#define MC_MATH_EXP exp
-#define MC_MATH_LOG log
-#define MC_MATH_TANH tanh
-#define MC_MATH_FABS fabs
-#define MC_TINY DBL_MIN
-#include "mlp_impl.h"
-#undef MC_T
-#undef MC_NAME
-#undef MC_GEMM
-#undef MC_MATH_EXP
-#undef MC_MATH_LOG
-#undef MC_MATH_TANH
-#undef MC_MATH_FABS
-#undef MC_TINY
-#undef MC_TARGET
+#define MC_ISA baseline
+#include "mlp_types.h"
+#undef MC_ISA
 
 #if MC_X86
-#define MC_TARGET __attribute__((target("avx2,fma")))
-#define MC_T float
-#define MC_NAME(x) x##_f32_avx2
-#define MC_GEMM mc_sgemm
-#define MC_MATH_EXP expf
-#define MC_MATH_LOG logf
-#define MC_MATH_TANH tanhf
-#define MC_MATH_FABS fabsf
-#define MC_TINY FLT_MIN
-#include "mlp_impl.h"
-#undef MC_T
-#undef MC_NAME
-#undef MC_GEMM
-#undef MC_MATH_EXP
-#undef MC_MATH_LOG
-#undef MC_MATH_TANH
-#undef MC_MATH_FABS
-#undef MC_TINY
-#define MC_T double
-#define MC_NAME(x) x##_f64_avx2
-#define MC_GEMM mc_dgemm
-#define MC_MATH_EXP exp
-#define MC_MATH_LOG log
-#define MC_MATH_TANH tanh
-#define MC_MATH_FABS fabs
-#define MC_TINY DBL_MIN
-#include "mlp_impl.h"
-#undef MC_T
-#undef MC_NAME
-#undef MC_GEMM
-#undef MC_MATH_EXP
-#undef MC_MATH_LOG
-#undef MC_MATH_TANH
-#undef MC_MATH_FABS
-#undef MC_TINY
-#undef MC_TARGET
-#endif
+#define MC_ISA avx2
+#include "mlp_types.h"
+#undef MC_ISA
 
-#if MC_X86
-#define MC_TARGET __attribute__((target("avx512f,prefer-vector-width=512")))
-#define MC_T float
-#define MC_NAME(x) x##_f32_avx512
-#define MC_GEMM mc_sgemm
-#define MC_MATH_EXP expf
-#define MC_MATH_LOG logf
-#define MC_MATH_TANH tanhf
-#define MC_MATH_FABS fabsf
-#define MC_TINY FLT_MIN
-#include "mlp_impl.h"
-#undef MC_T
-#undef MC_NAME
-#undef MC_GEMM
-#undef MC_MATH_EXP
-#undef MC_MATH_LOG
-#undef MC_MATH_TANH
-#undef MC_MATH_FABS
-#undef MC_TINY
-#define MC_T double
-#define MC_NAME(x) x##_f64_avx512
-#define MC_GEMM mc_dgemm
-#define MC_MATH_EXP exp
-#define MC_MATH_LOG log
-#define MC_MATH_TANH tanh
-#define MC_MATH_FABS fabs
-#define MC_TINY DBL_MIN
-#include "mlp_impl.h"
-#undef MC_T
-#undef MC_NAME
-#undef MC_GEMM
-#undef MC_MATH_EXP
-#undef MC_MATH_LOG
-#undef MC_MATH_TANH
-#undef MC_MATH_FABS
-#undef MC_TINY
-#undef MC_TARGET
+#define MC_ISA avx512
+#include "mlp_types.h"
+#undef MC_ISA
 #endif
 
 /* ---- run-time dispatch: the SIMD path the momentum kernel uses ---------------- */

@@ -11,82 +11,23 @@
 #include <omp.h>
 #endif
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#define MC_X86 1
-#else
-#define MC_X86 0
-#endif
+#include "simd.h"
 
 /* ---- instantiations: 2 types x (baseline, avx2, avx512) ---------------------- */
 
-#define MC_TARGET
-#define MC_T float
-#define MC_BITS uint32_t
-#define MC_EXPMASK UINT32_C(0x7f800000)
-#define MC_NAME(x) x##_f32_baseline
-#include "kernel_impl.h"
-#undef MC_T
-#undef MC_BITS
-#undef MC_EXPMASK
-#undef MC_NAME
-
-#define MC_T double
-#define MC_BITS uint64_t
-#define MC_EXPMASK UINT64_C(0x7ff0000000000000)
-#define MC_NAME(x) x##_f64_baseline
-#include "kernel_impl.h"
-#undef MC_T
-#undef MC_BITS
-#undef MC_EXPMASK
-#undef MC_NAME
-#undef MC_TARGET
+#define MC_ISA baseline
+#include "kernel_types.h"
+#undef MC_ISA
 
 #if MC_X86
-#define MC_TARGET __attribute__((target("avx2")))
-#define MC_T float
-#define MC_BITS uint32_t
-#define MC_EXPMASK UINT32_C(0x7f800000)
-#define MC_NAME(x) x##_f32_avx2
-#include "kernel_impl.h"
-#undef MC_T
-#undef MC_BITS
-#undef MC_EXPMASK
-#undef MC_NAME
+#define MC_ISA avx2
+#include "kernel_types.h"
+#undef MC_ISA
 
-#define MC_T double
-#define MC_BITS uint64_t
-#define MC_EXPMASK UINT64_C(0x7ff0000000000000)
-#define MC_NAME(x) x##_f64_avx2
-#include "kernel_impl.h"
-#undef MC_T
-#undef MC_BITS
-#undef MC_EXPMASK
-#undef MC_NAME
-#undef MC_TARGET
-
-/* 512-bit vectors: without prefer-vector-width GCC would stay at 256 bits. */
-#define MC_TARGET __attribute__((target("avx512f,prefer-vector-width=512")))
-#define MC_T float
-#define MC_BITS uint32_t
-#define MC_EXPMASK UINT32_C(0x7f800000)
-#define MC_NAME(x) x##_f32_avx512
-#include "kernel_impl.h"
-#undef MC_T
-#undef MC_BITS
-#undef MC_EXPMASK
-#undef MC_NAME
-
-#define MC_T double
-#define MC_BITS uint64_t
-#define MC_EXPMASK UINT64_C(0x7ff0000000000000)
-#define MC_NAME(x) x##_f64_avx512
-#include "kernel_impl.h"
-#undef MC_T
-#undef MC_BITS
-#undef MC_EXPMASK
-#undef MC_NAME
-#undef MC_TARGET
-#endif /* MC_X86 */
+#define MC_ISA avx512
+#include "kernel_types.h"
+#undef MC_ISA
+#endif
 
 /* ---- run-time dispatch ---------------------------------------------------- */
 

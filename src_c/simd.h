@@ -1,0 +1,25 @@
+/*
+ * The SIMD paths every kernel file is instantiated for, and how their names are
+ * formed. A file defines MC_ISA (baseline, avx2 or avx512) and includes its
+ * per-type instantiation header; functions get MC_TARGET and names from MC_NAME.
+ */
+#ifndef MOMCORE_SIMD_H
+#define MOMCORE_SIMD_H
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define MC_X86 1
+#else
+#define MC_X86 0
+#endif
+
+#define MC_TARGET_baseline
+#define MC_TARGET_avx2 __attribute__((target("avx2,fma")))
+/* 512-bit vectors: without prefer-vector-width GCC would stay at 256 bits. */
+#define MC_TARGET_avx512 __attribute__((target("avx512f,prefer-vector-width=512")))
+
+#define MC_TARGET_OF_(isa) MC_TARGET_##isa
+#define MC_TARGET_OF(isa) MC_TARGET_OF_(isa)
+#define MC_CAT3_(a, b, c) a##_##b##_##c
+#define MC_CAT3(a, b, c) MC_CAT3_(a, b, c)
+
+#endif
