@@ -38,19 +38,9 @@ void mc_set_gemm(mc_sgemm_t sgemm, mc_dgemm_t dgemm)
     mc_dgemm = dgemm;
 }
 
-#define MC_ISA baseline
-#include "mlp_types.h"
-#undef MC_ISA
-
-#if MC_X86
-#define MC_ISA avx2
-#include "mlp_types.h"
-#undef MC_ISA
-
-#define MC_ISA avx512
-#include "mlp_types.h"
-#undef MC_ISA
-#endif
+#define MC_INSTANTIATE "mlp_types.h"
+#include "each_isa.h"
+#undef MC_INSTANTIATE
 
 /* ---- run-time dispatch: the SIMD path the momentum kernel uses ---------------- */
 

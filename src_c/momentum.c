@@ -15,19 +15,9 @@
 
 /* ---- instantiations: 2 types x (baseline, avx2, avx512) ---------------------- */
 
-#define MC_ISA baseline
-#include "kernel_types.h"
-#undef MC_ISA
-
-#if MC_X86
-#define MC_ISA avx2
-#include "kernel_types.h"
-#undef MC_ISA
-
-#define MC_ISA avx512
-#include "kernel_types.h"
-#undef MC_ISA
-#endif
+#define MC_INSTANTIATE "kernel_types.h"
+#include "each_isa.h"
+#undef MC_INSTANTIATE
 
 /* ---- run-time dispatch ---------------------------------------------------- */
 
