@@ -2,7 +2,11 @@
 against its baseline, measured in the same run on the same buffers."""
 from __future__ import annotations
 
+import time
+
 import pytest
+
+from momcore import _bench
 
 # group -> contender -> best time (s); filled by the benchmarks as they finish.
 RESULTS: dict[str, dict[str, float]] = {}
@@ -26,6 +30,13 @@ def _record(benchmark, group: str, name: str) -> None:
     stats = getattr(benchmark, "stats", None)
     if stats is not None and getattr(stats, "stats", None) is not None:
         RESULTS.setdefault(group, {})[name] = stats.stats.min
+
+
+@pytest.fixture(autouse=True)
+def settle():
+    """Idles before each benchmark, so that an OpenBLAS pool still spinning after the
+    previous one (numpy's and scipy's each keep one) does not slow this one."""
+    time.sleep(_bench.SETTLE)
 
 
 @pytest.fixture

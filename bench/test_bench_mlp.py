@@ -18,9 +18,6 @@ def test_online_epoch(benchmark, record, dataset, contender):
     record(benchmark, benchmark.group, contender)
 
 
-# numpy's and scipy's BLAS keep separate thread pools; the numpy backend runs last in
-# each group so that its pool, still spinning after its calls, slows neither the
-# compiled backend nor the GEMM floor (both on scipy's BLAS).
 @pytest.mark.parametrize("contender", ["c", "gemm_floor", "numpy"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
 def test_minibatch_step(benchmark, record, dtype, contender):

@@ -5,6 +5,7 @@ same thread count; results are reported as ratios measured within one run.
 """
 from __future__ import annotations
 
+import time
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import numpy as np
 from momcore import _core
 
 KERNEL_SIZES = (10**3, 10**5, 10**6, 10**7)
+SETTLE = 0.2  # seconds idle before each timed turn (see best_times)
 HYPER = dict(lr=0.01, momentum=0.9)
 
 
@@ -68,7 +70,10 @@ def best_times(contenders: dict[str, Callable[[], object]], budget: float = 0.2,
 
     The contenders take turns, round after round, so that drift of the machine
     (frequency, neighbours) touches all of them alike; each round gives each
-    contender about budget/rounds seconds, and the best round counts."""
+    contender about budget/rounds seconds, and the best round counts. Before each
+    turn the process idles for SETTLE seconds: an OpenBLAS thread pool keeps spinning
+    for a while after its last call (numpy and scipy each have one), and on a 2-core
+    machine a spinning pool would slow whichever contender comes next."""
     numbers = {}
     for name, fn in contenders.items():
         fn()
@@ -79,6 +84,7 @@ def best_times(contenders: dict[str, Callable[[], object]], budget: float = 0.2,
     best = dict.fromkeys(contenders, float("inf"))
     for _ in range(rounds):
         for name, fn in contenders.items():
+            time.sleep(SETTLE)
             t = timeit.timeit(fn, number=numbers[name]) / numbers[name]
             best[name] = min(best[name], t)
     return best
@@ -218,15 +224,10 @@ def mlp_table(budget: float = 0.2) -> list[dict[str, object]]:
         rows.append({"case": f"online epoch {dataset} {sizes}", "c_ms": t["c"] * 1e3,
                      "speedup": t["numpy"] / t["c"], "over_gemm": float("nan")})
     for dtype in (np.float32, np.float64):
-        contenders = mlp_minibatch_contenders(dtype)
-        # Two runs: numpy's and scipy's BLAS keep separate thread pools, and one pool
-        # still spinning after its call slows the other; each ratio is taken between
-        # contenders on the same pool's terms.
-        vs_floor = best_times({k: contenders[k] for k in ("c", "gemm_floor")}, budget)
-        vs_numpy = best_times({k: contenders[k] for k in ("c", "numpy")}, budget)
+        t = best_times(mlp_minibatch_contenders(dtype), budget)
         rows.append({"case": f"step 784-256-128-10 b128 {np.dtype(dtype).name}",
-                     "c_ms": vs_floor["c"] * 1e3, "speedup": vs_numpy["numpy"] / vs_numpy["c"],
-                     "over_gemm": vs_floor["c"] / vs_floor["gemm_floor"]})
+                     "c_ms": t["c"] * 1e3, "speedup": t["numpy"] / t["c"],
+                     "over_gemm": t["c"] / t["gemm_floor"]})
     return rows
 
 

@@ -55,10 +55,10 @@ MC_TARGET static void MC_NAME(bias_activate_row)(MC_T *z, const MC_T *b, size_t 
         top = z[0];
         for (j = 1; j < O; j++)
             top = z[j] > top ? z[j] : top;
-        for (j = 0; j < O; j++) {
+        for (j = 0; j < O; j++) /* apart from the sum, so that it vectorises */
             z[j] = MC_MATH_EXP(z[j] - top);
+        for (j = 0; j < O; j++)
             sum += z[j];
-        }
         for (j = 0; j < O; j++)
             z[j] = z[j] / sum;
         break;
@@ -152,7 +152,9 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
         for (j = 0; j < O; j++) {
             d[j] = yr[j] - t[j];
             if (output == MC_SOFTMAX) {
-                loss -= t[j] * MC_MATH_LOG(yr[j] > MC_TINY ? yr[j] : MC_TINY);
+                /* a zero target adds nothing (y is finite or the row is all NaN) */
+                if (t[j] != 0)
+                    loss -= t[j] * MC_MATH_LOG(yr[j] > MC_TINY ? yr[j] : MC_TINY);
             } else {
                 loss += d[j] * d[j];
                 if (output == MC_SIGMOID)
