@@ -14,9 +14,12 @@ def _bench(args: argparse.Namespace) -> int:
           f"{_core.get_num_threads()} thread(s); ratios measured in this run "
           f"(speed-up = numpy reference time / momcore time)\n")
     sizes = _bench.KERNEL_SIZES[:-1] if args.quick else _bench.KERNEL_SIZES
-    print(_bench.format_table(_bench.kernel_table(sizes=sizes, budget=args.budget)))
+    if args.budget <= 0 or args.settle < 0:
+        raise ValueError("--budget must be > 0 and --settle >= 0")
+    print(_bench.format_table(_bench.kernel_table(sizes=sizes, budget=args.budget,
+                                                  settle=args.settle)))
     print("\nMLP (speed-up = numpy backend time / compiled backend time)\n")
-    print(_bench.format_mlp_table(_bench.mlp_table(budget=args.budget)))
+    print(_bench.format_mlp_table(_bench.mlp_table(budget=args.budget, settle=args.settle)))
     return 0
 
 
@@ -29,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--budget", type=float, default=0.2,
                    help="seconds of timing per contender and case (default 0.2)")
     b.add_argument("--quick", action="store_true", help="skip the n = 1e7 cases")
+    b.add_argument("--settle", type=float, default=0.2,
+                   help="seconds idle before each timed turn, so that a BLAS thread pool "
+                        "still spinning from the previous contender goes quiet (default 0.2)")
     b.set_defaults(func=_bench)
 
     from momcore import _demo, _theory_cli

@@ -65,15 +65,16 @@ def many_contenders(count: int = 100, n: int = 1000,
 
 
 def best_times(contenders: dict[str, Callable[[], object]], budget: float = 0.2,
-               rounds: int = 7) -> dict[str, float]:
+               rounds: int = 7, settle: float | None = None) -> dict[str, float]:
     """Best per-call time in seconds of each contender.
 
     The contenders take turns, round after round, so that drift of the machine
     (frequency, neighbours) touches all of them alike; each round gives each
     contender about budget/rounds seconds, and the best round counts. Before each
-    turn the process idles for SETTLE seconds: an OpenBLAS thread pool keeps spinning
-    for a while after its last call (numpy and scipy each have one), and on a 2-core
-    machine a spinning pool would slow whichever contender comes next."""
+    turn the process idles for ``settle`` seconds (default SETTLE): an OpenBLAS
+    thread pool keeps spinning for a while after its last call (numpy and scipy each
+    have one), and on a 2-core machine a spinning pool would slow whichever
+    contender comes next."""
     numbers = {}
     for name, fn in contenders.items():
         fn()
@@ -84,20 +85,20 @@ def best_times(contenders: dict[str, Callable[[], object]], budget: float = 0.2,
     best = dict.fromkeys(contenders, float("inf"))
     for _ in range(rounds):
         for name, fn in contenders.items():
-            time.sleep(SETTLE)
+            time.sleep(SETTLE if settle is None else settle)
             t = timeit.timeit(fn, number=numbers[name]) / numbers[name]
             best[name] = min(best[name], t)
     return best
 
 
 def kernel_table(sizes=KERNEL_SIZES, dtypes=(np.float32, np.float64),
-                 budget: float = 0.2) -> list[dict[str, object]]:
+                 budget: float = 0.2, settle: float | None = None) -> list[dict[str, object]]:
     """Rows of ratios: speed-up over the reference, fraction of the roofline's
     bandwidth, and the cost of nonfinite='raise'."""
     rows = []
     for dtype in dtypes:
         for n in sizes:
-            times = best_times(kernel_contenders(operands(n, dtype)), budget)
+            times = best_times(kernel_contenders(operands(n, dtype)), budget, settle=settle)
             rows.append({
                 "case": f"momentum_step n={n:.0e} {np.dtype(dtype).name}",
                 "momcore_us": times["momcore"] * 1e6,
@@ -105,7 +106,7 @@ def kernel_table(sizes=KERNEL_SIZES, dtypes=(np.float32, np.float64),
                 "roofline_fraction": times["roofline"] / times["momcore"],
                 "raise_cost": times["momcore_raise"] / times["momcore"],
             })
-    many = best_times(many_contenders(), budget)
+    many = best_times(many_contenders(), budget, settle=settle)
     rows.append({"case": "momentum_step_many 100 x 1e3 float64",
                  "momcore_us": many["momcore_many"] * 1e6,
                  "speedup": many["reference_loop"] / many["momcore_many"],
@@ -215,16 +216,16 @@ def mlp_minibatch_contenders(dtype: type) -> dict[str, Callable[[], object]]:
     }
 
 
-def mlp_table(budget: float = 0.2) -> list[dict[str, object]]:
+def mlp_table(budget: float = 0.2, settle: float | None = None) -> list[dict[str, object]]:
     """Rows: compiled vs numpy backend speed-up, and (minibatch) the step's time over
     the time of its GEMMs alone."""
     rows = []
     for dataset, sizes in (("iris", "4-8-3"), ("digits", "64-128-10")):
-        t = best_times(mlp_online_contenders(dataset), budget)
+        t = best_times(mlp_online_contenders(dataset), budget, settle=settle)
         rows.append({"case": f"online epoch {dataset} {sizes}", "c_ms": t["c"] * 1e3,
                      "speedup": t["numpy"] / t["c"], "over_gemm": float("nan")})
     for dtype in (np.float32, np.float64):
-        t = best_times(mlp_minibatch_contenders(dtype), budget)
+        t = best_times(mlp_minibatch_contenders(dtype), budget, settle=settle)
         rows.append({"case": f"step 784-256-128-10 b128 {np.dtype(dtype).name}",
                      "c_ms": t["c"] * 1e3, "speedup": t["numpy"] / t["c"],
                      "over_gemm": t["c"] / t["gemm_floor"]})

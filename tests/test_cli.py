@@ -43,7 +43,7 @@ def test_demo_shows_momentum_needs_fewer_epochs(capsys, tmp_path):
 
 
 def test_bench_prints_every_row(capsys, threads):
-    assert main(["bench", "--quick", "--budget", "0.01", "--threads", "1"]) == 0
+    assert main(["bench", "--quick", "--budget", "0.01", "--settle", "0", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     for case in ("n=1e+03 float32", "n=1e+06 float64", "momentum_step_many 100 x 1e3",
                  "online epoch iris 4-8-3", "online epoch digits 64-128-10",
