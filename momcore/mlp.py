@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -79,7 +80,11 @@ class MLP:
 
     All parameters live in one flat buffer (:attr:`params`); :attr:`weights` and
     :attr:`biases` are views into it. The optimizer state is one buffer of the same
-    layout. Not thread-safe: one model must not be used from two threads at once.
+    layout. Threads: ``predict``, ``predict_proba``, ``score``, ``loss`` and
+    ``gradients`` may run from many threads at once (the compiled work releases the
+    GIL); ``fit`` runs in one thread at a time (a second concurrent call raises
+    RuntimeError), and ``reset``, ``save`` or predictions during a ``fit`` see the
+    weights mid-training.
     """
 
     def __init__(self, sizes: Sequence[int], *, hidden: str = "sigmoid",
@@ -110,7 +115,8 @@ class MLP:
         self._state = np.zeros(n, dt)
         self._grad: np.ndarray | None = None
         self._fit_core: _core.NetCore | None = None
-        self._predict_core: _core.NetCore | None = None
+        self._local = threading.local()  # per-thread predict workspaces
+        self._training = threading.Lock()
         self.weights, self.biases = ref.views(self.params, self.sizes)
         self.reset()
 
@@ -184,10 +190,11 @@ class MLP:
         if self.backend == "numpy":
             return ref.forward(self.params, self.sizes, X, self.hidden, self.output)[-1]
         out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
-        if self._predict_core is None:
-            self._predict_core = _core.NetCore(self.params, self._state, None, self.sizes,
-                                               self.hidden, self.output, _PREDICT_ROWS)
-        return self._predict_core.predict(X, out)
+        core = getattr(self._local, "core", None)
+        if core is None:
+            core = self._local.core = _core.NetCore(self.params, self._state, None, self.sizes,
+                                                    self.hidden, self.output, _PREDICT_ROWS)
+        return core.predict(X, out)
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels (argmax of the outputs) for softmax and sigmoid outputs; the
@@ -252,7 +259,29 @@ class MLP:
         stops training with FloatingPointError before its update, so the weights
         of the last finite step stay in place (:attr:`history_` keeps the epochs
         done). Returns the :class:`History` of this call.
+
+        Predicting from other threads is safe (each thread gets its own workspace), but
+        sees the weights as they change; two ``fit`` calls on one model at once raise
+        RuntimeError.
         """
+        if not self._training.acquire(blocking=False):
+            raise RuntimeError("fit is already running on this model in another thread; "
+                               "one model trains in one thread at a time")
+        try:
+            return self._fit(X, y, epochs=epochs, batch_size=batch_size, lr=lr,
+                             momentum=momentum, rule=rule, lr_schedule=lr_schedule,
+                             momentum_schedule=momentum_schedule, shuffle=shuffle,
+                             target_loss=target_loss, verbose=verbose, callback=callback,
+                             dampening=dampening, weight_decay=weight_decay)
+        finally:
+            self._training.release()
+
+    def _fit(self, X: Any, y: Any, *, epochs: int, batch_size: int, lr: float,
+             momentum: float, rule: str, lr_schedule: Callable[[int], float] | None,
+             momentum_schedule: Callable[[int], float] | None, shuffle: bool,
+             target_loss: float | None, verbose: bool,
+             callback: Callable[[int, dict[str, float]], Any] | None, dampening: float,
+             weight_decay: float) -> History:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))

@@ -1,6 +1,7 @@
 """SGD with momentum over a list of parameter arrays, on the fused kernel."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +25,9 @@ class SGD:
         As in :func:`momcore.momentum_step`. ``lr`` and ``momentum`` may be
         changed between steps (schedules); ``rule`` is fixed.
 
-    Not thread-safe: one optimizer must not step from two threads at once.
+    One optimizer steps in one thread at a time: a ``step`` while another is running
+    raises RuntimeError (separate optimizers on separate arrays run in parallel; the
+    C work releases the GIL).
     """
 
     def __init__(self, params: Sequence[np.ndarray], *, lr: float, momentum: float = 0.0,
@@ -46,6 +49,7 @@ class SGD:
         self.weight_decay = float(weight_decay)
         self.nonfinite = nonfinite
         self.steps = 0
+        self._stepping = threading.Lock()
 
     @property
     def lr(self) -> float:
@@ -69,11 +73,17 @@ class SGD:
 
     def step(self, grads: Sequence[np.ndarray]) -> bool:
         """Applies one step with ``grads[i] = dE/dparams[i]``; True if applied."""
-        applied = _core.momentum_step_many(
-            self.params, list(grads), self.state, lr=self._lr, momentum=self._momentum,
-            rule=self.rule, dampening=self.dampening, weight_decay=self.weight_decay,
-            nonfinite=self.nonfinite)
-        self.steps += applied
+        if not self._stepping.acquire(blocking=False):
+            raise RuntimeError("SGD.step is already running in another thread; one "
+                               "optimizer steps in one thread at a time")
+        try:
+            applied = _core.momentum_step_many(
+                self.params, list(grads), self.state, lr=self._lr, momentum=self._momentum,
+                rule=self.rule, dampening=self.dampening, weight_decay=self.weight_decay,
+                nonfinite=self.nonfinite)
+            self.steps += applied
+        finally:
+            self._stepping.release()
         return applied
 
     def zero_state(self) -> None:
