@@ -477,18 +477,21 @@ cdef class NetCore:
         return out
 
     def gradients(self, X, T):
-        """grad := dE/dparams for the mean loss over the rows of X; returns E."""
+        """grad := dE/dparams for the mean loss over the rows of X.
+
+        Returns (E, the number of rows with argmax(output) == argmax(T))."""
         cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
         cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
         cdef double loss
+        cdef int64_t correct = 0
         if self.grad is None:
             raise ValueError("this NetCore has no gradient buffer")
         if x.shape[0] != t.shape[0] or not 0 < x.shape[0] <= self.max_batch:
             raise ValueError(f"X and T must have the same number of rows, 1..{self.max_batch}")
         with nogil:
             loss = mc_mlp_gradients(&self.net, cnp.PyArray_DATA(x), cnp.PyArray_DATA(t),
-                                    x.shape[0])
-        return loss
+                                    x.shape[0], &correct)
+        return loss, correct
 
     def train_epoch(self, X, T, order, Py_ssize_t batch, *, lr, momentum, rule="classical",
                     dampening=0.0, weight_decay=0.0):

@@ -79,7 +79,8 @@ cdef extern from "mlp.h" nogil:
         int stopped
 
     void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y)
-    double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n)
+    double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n,
+                            int64_t *n_correct)
     mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
                                      const int64_t *order, size_t n_order, size_t batch,
                                      const mc_hyper *hyper, int fold)

@@ -48,8 +48,9 @@ typedef struct {
     const char *name;
     void (*predict_f32)(const mc_mlp *, const float *, size_t, float *);
     void (*predict_f64)(const mc_mlp *, const double *, size_t, double *);
-    double (*gradients_f32)(const mc_mlp *, const float *, const float *, size_t);
-    double (*gradients_f64)(const mc_mlp *, const double *, const double *, size_t);
+    double (*gradients_f32)(const mc_mlp *, const float *, const float *, size_t, int64_t *);
+    double (*gradients_f64)(const mc_mlp *, const double *, const double *, size_t,
+                            int64_t *);
     mc_fit_result (*train_epoch_f32)(const mc_mlp *, const float *, const float *,
                                      const int64_t *, size_t, size_t, const mc_hyper *, int);
     mc_fit_result (*train_epoch_f64)(const mc_mlp *, const double *, const double *,
@@ -88,11 +89,14 @@ void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y)
         current_table()->predict_f64(net, (const double *)X, n, (double *)Y);
 }
 
-double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n)
+double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n,
+                        int64_t *n_correct)
 {
     if (net->dtype == MC_FLOAT32)
-        return current_table()->gradients_f32(net, (const float *)X, (const float *)T, n);
-    return current_table()->gradients_f64(net, (const double *)X, (const double *)T, n);
+        return current_table()->gradients_f32(net, (const float *)X, (const float *)T, n,
+                                              n_correct);
+    return current_table()->gradients_f64(net, (const double *)X, (const double *)T, n,
+                                          n_correct);
 }
 
 mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,

@@ -72,8 +72,10 @@ typedef struct {
 void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y);
 
 /* dE/dparams into net->grad for E = the mean loss over the n rows of X with
- * targets T[n, sizes[L]] (n <= max_batch); returns E. */
-double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n);
+ * targets T[n, sizes[L]] (n <= max_batch); returns E and adds the rows with
+ * argmax(y) == argmax(t) to *n_correct. */
+double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n,
+                        int64_t *n_correct);
 
 /* One epoch: the rows order[0:n_order] in consecutive batches of `batch` rows
  * (the last may be smaller); for each batch a forward pass, its loss, the

@@ -326,14 +326,14 @@ MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t 
     }
 }
 
-MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, const MC_T *T, size_t n)
+MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, const MC_T *T,
+                                           size_t n, int64_t *n_correct)
 {
     const size_t O = (size_t)net->sizes[net->n_layers];
-    int64_t correct = 0;
     double total;
     MC_NAME(forward)(net, X, n);
     total = MC_NAME(output_delta)((MC_T *)net->delta, (const MC_T *)net->acts[net->n_layers],
-                                  T, NULL, n, O, net->output, &correct);
+                                  T, NULL, n, O, net->output, n_correct);
     MC_NAME(backward)(net, X, n, 0, 0, 0);
     return total / (double)n;
 }

@@ -1,0 +1,88 @@
+"""Run under mpiexec by tests/test_distributed.py: one scenario per invocation.
+
+    mpiexec -n 2 python mpi_worker.py SCENARIO OUT_DIR
+
+Rank 0 writes OUT_DIR/result.json; every rank writes OUT_DIR/params-RANK.bin."""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+import momcore
+from momcore import distributed
+
+comm = MPI.COMM_WORLD
+scenario, out = sys.argv[1], pathlib.Path(sys.argv[2])
+digits = momcore.datasets.load_digits()
+X, y = digits.X[:500] / 16, digits.y[:500]
+FIT = dict(epochs=3, lr=0.05, momentum=0.9)
+
+
+def single(backend="c", **kwargs):
+    net = momcore.MLP([64, 32, 10], seed=3, backend=backend)
+    history = net.fit(X, y, **{**FIT, **kwargs})
+    return net, history
+
+
+result: dict = {}
+if scenario in ("same", "odd_batch", "numpy", "nesterov_wd"):
+    kwargs = {"same": dict(batch_size=30), "odd_batch": dict(batch_size=25),
+              "numpy": dict(batch_size=30), "nesterov_wd": dict(batch_size=16, rule="nesterov",
+                                                                  weight_decay=1e-3)}[scenario]
+    backend = "numpy" if scenario == "numpy" else "c"
+    net = momcore.MLP([64, 32, 10], seed=3, backend=backend)
+    history = distributed.fit(net, X, y, **FIT, **kwargs)
+    if comm.rank == 0:
+        ref, ref_history = single(backend, **kwargs)
+        result = dict(params=net.params.tolist(), ref=ref.params.tolist(),
+                      loss=history.loss, ref_loss=ref_history.loss,
+                      accuracy=history.accuracy, ref_accuracy=ref_history.accuracy,
+                      steps=net.steps, ref_steps=ref.steps)
+elif scenario == "sharded":
+    cut = 310  # unequal shards
+    mine = slice(0, cut) if comm.rank == 0 else slice(cut, 500)
+    net = momcore.MLP([64, 32, 10], seed=3)
+    history = distributed.fit(net, X[mine], y[mine], sharded=True, batch_size=40, **FIT)
+    if comm.rank == 0:
+        ref, ref_history = single(batch_size=40)
+        result = dict(params=net.params.tolist(), ref=ref.params.tolist(),
+                      loss=history.loss, ref_loss=ref_history.loss)
+elif scenario == "checkpoint":
+    net = momcore.MLP([64, 32, 10], seed=3)
+    distributed.fit(net, X, y, batch_size=30, **FIT)
+    if comm.rank == 0:
+        net.save(out / "distributed.npz")
+    comm.Barrier()
+    # distributed -> single process, and single process -> distributed
+    continued = momcore.MLP.load(out / "distributed.npz")
+    distributed.fit(continued, X, y, batch_size=30, **FIT)
+    if comm.rank == 0:
+        alone = momcore.MLP.load(out / "distributed.npz")
+        alone.fit(X, y, batch_size=30, **FIT)
+        result = dict(params=continued.params.tolist(), ref=alone.params.tolist())
+elif scenario == "bad_input":
+    bad = X[:, :63] if comm.rank == 1 else X
+    net = momcore.MLP([64, 32, 10], seed=3)
+    try:
+        distributed.fit(net, bad, y, batch_size=30, **FIT)
+        result = dict(raised=None)
+    except (ValueError, RuntimeError) as exc:
+        result = dict(raised=type(exc).__name__, message=str(exc))
+    result = comm.gather(result, root=0)
+    result = dict(ranks=result) if comm.rank == 0 else {}
+elif scenario == "crash":
+    net = momcore.MLP([64, 32, 10], seed=3)
+    if comm.rank == 1:  # an unexpected failure inside training on one rank only
+        distributed._gradient = lambda *a: (_ for _ in ()).throw(MemoryError("simulated"))
+    distributed.fit(net, X, y, batch_size=30, **FIT)
+    result = dict(finished=True)
+else:
+    raise SystemExit(f"unknown scenario {scenario}")
+
+(out / f"params-{comm.rank}.bin").write_bytes(net.params.tobytes())
+if comm.rank == 0:
+    (out / "result.json").write_text(json.dumps(result))

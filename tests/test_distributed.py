@@ -1,0 +1,101 @@
+"""Data-parallel training over MPI (mpiexec -n 2 on this machine): equal to single-process
+training on the same global batches, bit-identical replicas, checkpoints both ways, and a
+failing rank stopping the job. Skipped when the MPI extra is not installed."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import momcore
+
+pytest.importorskip("mpi4py", reason="the MPI extra is not installed: pip install 'momcore[mpi]'")
+MPIEXEC = (shutil.which("mpiexec", path=str(pathlib.Path(sys.executable).parent))
+           or shutil.which("mpiexec"))
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found")
+
+WORKER = pathlib.Path(__file__).with_name("mpi_worker.py")
+PACKAGE_PARENT = pathlib.Path(momcore.__file__).resolve().parents[1]
+RTOL = 1e-10
+
+
+def _run(scenario: str, tmp_path: pathlib.Path, ranks: int = 2) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, str(WORKER), scenario,
+                           str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _result(scenario: str, tmp_path: pathlib.Path) -> dict:
+    proc = _run(scenario, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((tmp_path / "result.json").read_text())
+
+
+def _close(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _replicas_identical(tmp_path: pathlib.Path) -> bool:
+    blobs = {p.read_bytes() for p in tmp_path.glob("params-*.bin")}
+    return len(blobs) == 1 and len(list(tmp_path.glob("params-*.bin"))) == 2
+
+
+@pytest.mark.parametrize("scenario", ["same", "odd_batch", "numpy", "nesterov_wd"])
+def test_equals_single_process_training(scenario, tmp_path):
+    r = _result(scenario, tmp_path)
+    assert _close(r["params"], r["ref"]) < RTOL
+    np.testing.assert_allclose(r["loss"], r["ref_loss"], rtol=1e-12)
+    assert r["accuracy"] == r["ref_accuracy"]
+    assert r["steps"] == r["ref_steps"] == 3 * -(-500 // {"odd_batch": 25, "nesterov_wd": 16}
+                                                  .get(scenario, 30))
+    assert _replicas_identical(tmp_path)
+
+
+def test_unequal_shards_equal_training_on_their_concatenation(tmp_path):
+    r = _result("sharded", tmp_path)
+    assert _close(r["params"], r["ref"]) < RTOL
+    np.testing.assert_allclose(r["loss"], r["ref_loss"], rtol=1e-12)
+    assert _replicas_identical(tmp_path)
+
+
+def test_checkpoints_move_between_distributed_and_single_process(tmp_path):
+    r = _result("checkpoint", tmp_path)
+    assert _close(r["params"], r["ref"]) < RTOL
+
+
+def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path):
+    r = _result("bad_input", tmp_path)
+    raised = [rank["raised"] for rank in r["ranks"]]
+    assert raised == ["RuntimeError", "ValueError"]
+    assert "rank 1 failed" in r["ranks"][0]["message"]
+    assert "X must have shape (n, 64)" in r["ranks"][1]["message"]
+
+
+def test_a_crashing_rank_stops_the_job_instead_of_hanging(tmp_path):
+    proc = _run("crash", tmp_path)
+    assert proc.returncode != 0
+    assert "rank 1 of 2 failed, aborting the job: MemoryError: simulated" in proc.stderr
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_distributed_demo_runs_under_mpiexec(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "momcore", "demo",
+                           "--distributed", "--out", str(tmp_path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("epoch   20") == 1  # rank 0 alone prints
+    accuracy = float(proc.stdout.split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 90
+    single = momcore.MLP.load(tmp_path / "digits_distributed.npz")
+    assert single.epochs == 20
