@@ -387,6 +387,14 @@ ACTIVATIONS = {"sigmoid": MC_SIGMOID, "tanh": MC_TANH, "relu": MC_RELU,
                "identity": MC_IDENTITY, "softmax": MC_SOFTMAX}
 
 
+cdef bint _overlap(cnp.ndarray a, cnp.ndarray b):
+    """Whether two C-contiguous arrays share any byte."""
+    cdef size_t lo_a = <size_t>cnp.PyArray_DATA(a), lo_b = <size_t>cnp.PyArray_DATA(b)
+    return (cnp.PyArray_NBYTES(a) > 0 and cnp.PyArray_NBYTES(b) > 0
+            and lo_a < lo_b + <size_t>cnp.PyArray_NBYTES(b)
+            and lo_b < lo_a + <size_t>cnp.PyArray_NBYTES(a))
+
+
 cdef class NetCore:
     """The compiled passes of one network over caller-owned flat buffers.
 
@@ -421,6 +429,11 @@ cdef class NetCore:
             a = _checked(a, ROLE_S, -1, name)
             if a.ndim != 1 or a.shape[0] != total or cnp.PyArray_TYPE(a) != self._typenum:
                 raise ValueError(f"{name} must be a 1-D {p.dtype} buffer of {total} elements")
+        buffers = [("params", p), ("state", s)] + ([("grad", grad)] if grad is not None else [])
+        for i, (name_a, a) in enumerate(buffers):
+            for name_b, b in buffers[i + 1:]:
+                if _overlap(a, b):
+                    raise ValueError(f"{name_a} and {name_b} share memory")
         if max_batch < 1 or max_batch * int(sizes.max()) > 2**31 - 1:
             raise ValueError(f"max_batch must be in [1, (2**31-1)/max(sizes)], got {max_batch}")
         if hidden not in ("sigmoid", "tanh", "relu", "identity"):
@@ -472,6 +485,8 @@ cdef class NetCore:
         cdef cnp.ndarray y = self._rows(out, "out", self._n_out, True)
         if y.shape[0] != x.shape[0]:
             raise ValueError("X and out must have the same number of rows")
+        if _overlap(y, x) or _overlap(y, self.params):
+            raise ValueError("out shares memory with X or the parameters")
         with nogil:
             mc_mlp_predict(&self.net, cnp.PyArray_DATA(x), x.shape[0], cnp.PyArray_DATA(y))
         return out
