@@ -272,7 +272,7 @@ def encode_targets(y: np.ndarray, n_out: int, output: str, dtype: np.dtype) -> n
             raise ValueError(f"2-D targets must have {n_out} columns, got shape {y.shape}")
         if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)):
             raise ValueError(f"2-D targets must be real numbers, got dtype {y.dtype}")
-        T = np.array(y, dtype=dtype, copy=True)
+        T = np.array(y, dtype=dtype, copy=True, order="C")
         if not np.all(np.isfinite(T)):
             raise ValueError("targets must be finite (found NaN or inf)")
         if output == "softmax" and T.size:

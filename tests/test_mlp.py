@@ -827,3 +827,16 @@ def test_sigmoid_output_predicts_labels():
     proba = net.predict_proba(X)
     assert ((proba > 0) & (proba < 1)).all()
     np.testing.assert_array_equal(net.predict(X), proba.argmax(axis=1))
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_any_memory_order_of_targets_is_accepted(backend):
+    # A Fortran-ordered 2-D target gives the same result as a C-ordered one.
+    net = MLP([3, 4, 2], output="identity", backend=backend, seed=2)
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    Y = np.random.default_rng(1).standard_normal((5, 2))
+    dW_c, db_c = net.gradients(X, Y)
+    dW_f, db_f = net.gradients(X, np.asfortranarray(Y))
+    for a, b in zip(dW_c + db_c, dW_f + db_f):
+        np.testing.assert_array_equal(a, b)
+    assert net.loss(X, np.asfortranarray(Y)) == net.loss(X, Y)
