@@ -508,6 +508,20 @@ cdef class NetCore:
                                     x.shape[0], &correct)
         return loss, correct
 
+    def step(self, *, lr, momentum, rule="classical", dampening=0.0, weight_decay=0.0):
+        """params, state := one momentum step with the gradient buffer, on the calling
+        thread (as the training loop does it; see mc_mlp_train_epoch)."""
+        cdef mc_hyper h
+        cdef mc_buffer b
+        _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, "propagate")
+        if self.grad is None:
+            raise ValueError("this NetCore has no gradient buffer")
+        b.w, b.g, b.s = self.net.params, self.net.grad, self.net.state
+        b.n = <size_t>cnp.PyArray_SIZE(<cnp.ndarray>self.params)
+        b.dtype = self.net.dtype
+        with nogil:
+            mc_momentum_step_threads(&b, 1, &h, 0, 1)
+
     def train_epoch(self, X, T, order, Py_ssize_t batch, *, lr, momentum, rule="classical",
                     dampening=0.0, weight_decay=0.0):
         """One epoch over the rows ``order`` in batches of ``batch``; see mc_mlp_train_epoch.

@@ -30,6 +30,8 @@ cdef extern from "momcore_kernels.h" nogil:
 
     int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                          int check_finite)
+    int mc_momentum_step_threads(const mc_buffer *buffers, size_t count,
+                                 const mc_hyper *hyper, int check_finite, int max_threads)
     int mc_all_finite(const mc_buffer *buffers, size_t count)
     void mc_set_num_threads(int n)
     int mc_get_num_threads()

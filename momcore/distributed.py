@@ -153,9 +153,12 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
                         f"the training loss became non-finite in epoch {epoch}; training "
                         f"stopped and the weights of the last finite step were kept")
                 grad /= rows.shape[0]
-                _core.momentum_step(net.params, grad, net._state, lr=lr_e,
-                                    momentum=momentum_e, rule=rule, dampening=dampening,
-                                    weight_decay=weight_decay)
+                hyper = dict(lr=lr_e, momentum=momentum_e, rule=rule, dampening=dampening,
+                             weight_decay=weight_decay)
+                if core is not None:
+                    core.step(**hyper)  # the step as net.fit takes it, on this thread
+                else:
+                    ref.momentum_step(net.params, grad, net._state, **hyper)
                 net.steps += 1
                 epoch_totals += totals
             seconds = time.perf_counter() - start

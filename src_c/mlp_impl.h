@@ -377,8 +377,10 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
         }
         res.sum_loss += loss;
         MC_NAME(backward)(net, in, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum);
+        /* On the calling thread: between two BLAS calls, whose thread pool is still
+         * spinning on the other cores, an OpenMP team costs more than it saves. */
         if (!fold)
-            mc_momentum_step(&all, 1, hyper, 0);
+            mc_momentum_step_threads(&all, 1, hyper, 0, 1);
         res.n_steps++;
     }
     return res;

@@ -56,6 +56,10 @@ typedef struct {
 int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                      int check_finite);
 
+/* mc_momentum_step on at most max_threads threads (1: the calling thread only). */
+int mc_momentum_step_threads(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
+                             int check_finite, int max_threads);
+
 /* 1 when no element of any gradient is NaN or +-inf. */
 int mc_all_finite(const mc_buffer *buffers, size_t count);
 

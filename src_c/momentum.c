@@ -107,9 +107,9 @@ int mc_get_num_threads(void)
 #endif
 }
 
-static int threads_for(size_t n)
+static int threads_for(size_t n, int max_threads)
 {
-    return n >= MC_OMP_MIN_ELEMENTS ? mc_get_num_threads() : 1;
+    return n >= MC_OMP_MIN_ELEMENTS ? max_threads : 1;
 }
 
 #ifdef _OPENMP
@@ -143,9 +143,9 @@ static int nonfinite_range(const mc_isa_table *isa, const mc_buffer *b, size_t l
     return isa->any_nonfinite_f64((const double *)b->g + lo, hi - lo);
 }
 
-static int any_nonfinite(const mc_isa_table *isa, const mc_buffer *b)
+static int any_nonfinite(const mc_isa_table *isa, const mc_buffer *b, int max_threads)
 {
-    const int nt = threads_for(b->n);
+    const int nt = threads_for(b->n, max_threads);
     int found = 0;
     if (nt <= 1)
         return nonfinite_range(isa, b, 0, b->n);
@@ -160,9 +160,10 @@ static int any_nonfinite(const mc_isa_table *isa, const mc_buffer *b)
     return found;
 }
 
-static void step_one(const mc_isa_table *isa, const mc_buffer *b, const mc_hyper *h)
+static void step_one(const mc_isa_table *isa, const mc_buffer *b, const mc_hyper *h,
+                     int max_threads)
 {
-    const int nt = threads_for(b->n);
+    const int nt = threads_for(b->n, max_threads);
     if (nt <= 1) {
         step_range(isa, b, 0, b->n, h);
         return;
@@ -177,26 +178,38 @@ static void step_one(const mc_isa_table *isa, const mc_buffer *b, const mc_hyper
 #endif
 }
 
+static int all_finite(const mc_isa_table *isa, const mc_buffer *buffers, size_t count,
+                      int max_threads)
+{
+    size_t i;
+    for (i = 0; i < count; i++)
+        if (any_nonfinite(isa, &buffers[i], max_threads))
+            return 0;
+    return 1;
+}
+
 int mc_all_finite(const mc_buffer *buffers, size_t count)
+{
+    return all_finite(current_isa(), buffers, count, mc_get_num_threads());
+}
+
+int mc_momentum_step_threads(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
+                             int check_finite, int max_threads)
 {
     const mc_isa_table *isa = current_isa();
     size_t i;
+    if (check_finite && !all_finite(isa, buffers, count, max_threads))
+        return 0;
     for (i = 0; i < count; i++)
-        if (any_nonfinite(isa, &buffers[i]))
-            return 0;
+        step_one(isa, &buffers[i], hyper, max_threads);
     return 1;
 }
 
 int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                      int check_finite)
 {
-    const mc_isa_table *isa = current_isa();
-    size_t i;
-    if (check_finite && !mc_all_finite(buffers, count))
-        return 0;
-    for (i = 0; i < count; i++)
-        step_one(isa, &buffers[i], hyper);
-    return 1;
+    return mc_momentum_step_threads(buffers, count, hyper, check_finite,
+                                    mc_get_num_threads());
 }
 
 /* ---- roofline ------------------------------------------------------------------ */
@@ -223,7 +236,7 @@ static void stream5_range(const mc_buffer *b, size_t lo, size_t hi)
 
 void mc_stream5(const mc_buffer *b)
 {
-    const int nt = threads_for(b->n);
+    const int nt = threads_for(b->n, mc_get_num_threads());
     if (nt <= 1) {
         stream5_range(b, 0, b->n);
         return;
