@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from momcore import _core
+from momcore import _core, reference
 from momcore import _mlp_numpy as ref
 from momcore.mlp import MLP, History, _schedule
 
@@ -158,7 +158,7 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
                 if core is not None:
                     core.step(**hyper)  # the step as net.fit takes it, on this thread
                 else:
-                    ref.momentum_step(net.params, grad, net._state, **hyper)
+                    reference.momentum_step(net.params, grad, net._state, **hyper)
                 net.steps += 1
                 epoch_totals += totals
             seconds = time.perf_counter() - start
