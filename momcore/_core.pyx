@@ -5,6 +5,7 @@ Every public function checks its inputs here, once, and then makes one call into
 the plain-C kernels of ``src_c`` with the GIL released.
 """
 import os
+from numbers import Real as _Real
 
 import numpy as np
 
@@ -30,12 +31,18 @@ cdef enum:
 
 
 cdef double _real(object x, str name) except? -1.0:
-    if isinstance(x, (str, bytes)):
+    """x as a double if it is a real number (a Python or numpy real scalar, or a 0-d
+    real array); a TypeError naming the argument otherwise, never a parse or a cast
+    that drops an imaginary part."""
+    if type(x) is float:
+        return <double>x
+    if not (isinstance(x, _Real) or (isinstance(x, np.ndarray) and x.ndim == 0
+                                     and x.dtype.kind in "biuf")):
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
     try:
-        return x
-    except TypeError:
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}") from None
+        return float(x)
+    except OverflowError:
+        raise ValueError(f"{name} is beyond the range of a float: {x!r}") from None
 
 
 cdef int _parse_hyper(mc_hyper *h, object lr, object momentum, object rule,
@@ -96,6 +103,9 @@ cdef cnp.ndarray _checked(object obj, int role, Py_ssize_t index, str label=None
     if not cnp.PyArray_Check(obj):
         raise TypeError(f"{_label(label, role, index)} must be a numpy.ndarray, got "
                         f"{type(obj).__name__} (momcore never copies its operands)")
+    if not cnp.PyArray_CheckExact(obj) and isinstance(obj, np.ma.MaskedArray):
+        raise TypeError(f"{_label(label, role, index)} is a masked array; momcore updates "
+                        f"every element, so pass its .data (or .filled(...))")
     cdef cnp.ndarray a = <cnp.ndarray>obj
     cdef int t = cnp.PyArray_TYPE(a)
     if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
@@ -288,6 +298,9 @@ def momentum_step_many(ws, gs, states, *, lr, momentum, rule="classical", dampen
         if not isinstance(seq, (list, tuple)):
             raise TypeError(f"{name} must be a list or tuple of numpy arrays, got "
                             f"{type(seq).__name__}")
+    # Tuples of our own hold every operand alive while the GIL is released, whatever
+    # the caller's sequences do meanwhile, and their lengths are true.
+    ws, gs, states = tuple(ws), tuple(gs), tuple(states)
     cdef Py_ssize_t i, count = len(ws)
     if len(gs) != count or len(states) != count:
         raise ValueError(f"ws, gs and states must have one length; got "

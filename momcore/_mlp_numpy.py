@@ -254,7 +254,7 @@ def encode_targets(y: np.ndarray, n_out: int, output: str, dtype: np.dtype) -> n
     y = np.asarray(y)
 
     if y.ndim == 1:
-        if not np.issubdtype(y.dtype, np.integer):
+        if y.dtype.kind not in "iu":  # (timedelta64 counts as a numpy integer type)
             raise ValueError(
                 f"1-D targets must be integer class labels, got dtype {y.dtype}; pass "
                 f"real-valued targets as a 2-D (n, {n_out}) array"
@@ -270,11 +270,14 @@ def encode_targets(y: np.ndarray, n_out: int, output: str, dtype: np.dtype) -> n
     if y.ndim == 2:
         if y.shape[1] != n_out:
             raise ValueError(f"2-D targets must have {n_out} columns, got shape {y.shape}")
-        if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)):
+        if y.dtype.kind not in "biuf":
             raise ValueError(f"2-D targets must be real numbers, got dtype {y.dtype}")
-        T = np.array(y, dtype=dtype, copy=True, order="C")
-        if not np.all(np.isfinite(T)):
+        if not np.all(np.isfinite(y)):
             raise ValueError("targets must be finite (found NaN or inf)")
+        with np.errstate(over="ignore"):
+            T = np.array(y, dtype=dtype, copy=True, order="C")
+        if not np.all(np.isfinite(T)):
+            raise ValueError(f"targets hold values beyond the range of {dtype}")
         if output == "softmax" and T.size:
             row_sums = T.sum(axis=1, dtype=np.float64)
             tolerance = 16 * n_out * float(np.finfo(dtype).eps)

@@ -96,14 +96,14 @@ class MLP:
                            and s >= 1 for s in sizes)):
             raise ValueError(f"sizes must be a list of at least two positive integers, "
                              f"got {sizes!r}")
-        if hidden not in ref.HIDDEN:
+        if not isinstance(hidden, str) or hidden not in ref.HIDDEN:
             raise ValueError(f"hidden must be one of {ref.HIDDEN}, got {hidden!r}")
-        if output not in ref.OUTPUT:
+        if not isinstance(output, str) or output not in ref.OUTPUT:
             raise ValueError(f"output must be one of {ref.OUTPUT}, got {output!r}")
         dt = np.dtype(dtype)
         if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
-        if backend not in BACKENDS:
+        if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
@@ -158,9 +158,12 @@ class MLP:
             raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
         if X.shape[0] == 0:
             raise ValueError("X is empty")
-        X = np.ascontiguousarray(X, dtype=self.dtype)
         if not np.isfinite(X).all():
             raise ValueError("X holds NaN or inf")
+        with np.errstate(over="ignore"):
+            X = np.require(X, self.dtype, ["C", "A"])  # contiguous and aligned
+        if not np.isfinite(X).all():
+            raise ValueError(f"X holds values beyond the range of {self.dtype}")
         return X
 
     def _targets(self, y: Any, n_rows: int) -> np.ndarray:
@@ -296,6 +299,8 @@ class MLP:
                             f"{type(target_loss).__name__}")
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+        if not isinstance(verbose, (bool, np.bool_, int, np.integer)):
+            raise TypeError(f"verbose must be a bool, got {type(verbose).__name__}")
         lr_of = _schedule(lr if lr_schedule is None else lr_schedule,
                           "lr" if lr_schedule is None else "lr_schedule")
         momentum_of = _schedule(momentum if momentum_schedule is None else momentum_schedule,

@@ -111,21 +111,26 @@ class SGD:
         _core.check_hyperparameters(lr=d["lr"], momentum=d["momentum"], rule=d["rule"],
                                     dampening=d["dampening"], weight_decay=d["weight_decay"],
                                     nonfinite=d["nonfinite"])
+        steps = d["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise ValueError(f"state_dict['steps'] must be a non-negative integer, got "
+                             f"{steps!r}")
         saved = list(d["state"])
         if len(saved) != len(self.state):
             raise ValueError(f"state_dict holds {len(saved)} state arrays; this optimizer "
                              f"has {len(self.state)} parameters")
+        saved = [np.asarray(theirs) for theirs in saved]
         for i, (mine, theirs) in enumerate(zip(self.state, saved)):
-            theirs = np.asarray(theirs)
             if theirs.shape != mine.shape or theirs.dtype != mine.dtype:
                 raise ValueError(f"state[{i}] is {theirs.dtype}{list(theirs.shape)}; "
                                  f"expected {mine.dtype}{list(mine.shape)}")
+        # Everything is checked: only now does anything change.
         for mine, theirs in zip(self.state, saved):
             np.copyto(mine, theirs)
         self._lr, self._momentum = float(d["lr"]), float(d["momentum"])
         self.rule, self.nonfinite = d["rule"], d["nonfinite"]
         self.dampening, self.weight_decay = float(d["dampening"]), float(d["weight_decay"])
-        self.steps = int(d["steps"])
+        self.steps = int(steps)
 
     def __repr__(self) -> str:
         return (f"SGD({len(self.params)} arrays, lr={self._lr:g}, momentum={self._momentum:g}, "

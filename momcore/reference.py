@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import isfinite
+from numbers import Real
 
 import numpy as np
 
@@ -18,12 +19,13 @@ _NAMES = {"w": "ws", "g": "gs", "state": "states"}
 
 
 def _real(x: object, name: str) -> float:
-    if isinstance(x, (str, bytes)):
+    if not (isinstance(x, Real) or (isinstance(x, np.ndarray) and x.ndim == 0
+                                    and x.dtype.kind in "biuf")):
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
     try:
         return float(x)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}") from None
+    except OverflowError:
+        raise ValueError(f"{name} is beyond the range of a float: {x!r}") from None
 
 
 def _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite) -> tuple:
@@ -48,6 +50,9 @@ def _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite) -> tupl
 def _check_array(a: object, name: str, written: bool) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; momcore updates every element, so pass "
+                        f"its .data (or .filled(...))")
     if a.dtype.type not in (np.float32, np.float64):
         raise TypeError(f"{name} has dtype {a.dtype}; momcore supports float32 and float64")
     if not a.dtype.isnative:

@@ -45,7 +45,7 @@ MC_TARGET static void MC_NAME(bias_activate_row)(MC_T *z, const MC_T *b, size_t 
     case MC_RELU:
         for (j = 0; j < O; j++) {
             const MC_T x = z[j] + b[j];
-            z[j] = x > 0 ? x : (MC_T)0;
+            z[j] = x < 0 ? (MC_T)0 : x; /* NaN stays NaN */
         }
         break;
     case MC_SOFTMAX: {
@@ -152,9 +152,10 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
         for (j = 0; j < O; j++) {
             d[j] = yr[j] - t[j];
             if (output == MC_SOFTMAX) {
-                /* a zero target adds nothing (y is finite or the row is all NaN) */
+                /* a zero target adds nothing (y is finite or the row is all NaN); the
+                 * clamp keeps log finite and lets a NaN output through */
                 if (t[j] != 0)
-                    loss -= t[j] * MC_MATH_LOG(yr[j] > MC_TINY ? yr[j] : MC_TINY);
+                    loss -= t[j] * MC_MATH_LOG(yr[j] < MC_TINY ? MC_TINY : yr[j]);
             } else {
                 loss += d[j] * d[j];
                 if (output == MC_SIGMOID)
