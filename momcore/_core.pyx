@@ -34,9 +34,9 @@ cdef double _real(object x, str name) except? -1.0:
     """x as a double if it is a real number (a Python or numpy real scalar, or a 0-d
     real array); a TypeError naming the argument otherwise, never a parse or a cast
     that drops an imaginary part."""
-    if type(x) is float:
+    if isinstance(x, float):  # float and numpy.float64: the fast path
         return <double>x
-    if not (isinstance(x, _Real) or (isinstance(x, np.ndarray) and x.ndim == 0
+    if not (isinstance(x, (int, _Real)) or (isinstance(x, np.ndarray) and x.ndim == 0
                                      and x.dtype.kind in "biuf")):
         raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
     try:
