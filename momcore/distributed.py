@@ -176,12 +176,14 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
                 acc = f"  accuracy {logs['accuracy']:.4f}" if classify else ""
                 print(f"epoch {epoch + 1:>4}  loss {logs['loss']:.6f}{acc}  ranks {size}  "
                       f"{seconds * 1e3:.1f} ms", flush=True)
-            stop = target_loss is not None and logs["loss"] <= target_loss
-            if not stop and callback is not None and rank == 0:
-                stop = callback(epoch, logs) is False
-                history.stopped = "callback" if stop else ""
-            if comm.bcast(stop, root=0):
-                history.stopped = history.stopped or "target_loss"
+            reason = ""
+            if target_loss is not None and logs["loss"] <= target_loss:
+                reason = "target_loss"
+            elif callback is not None and rank == 0 and callback(epoch, logs) is False:
+                reason = "callback"
+            reason = comm.bcast(reason, root=0)
+            if reason:
+                history.stopped = reason
                 return history
         history.stopped = "epochs"
         return history
