@@ -42,7 +42,7 @@ import numpy as np
 
 from momcore import _core, reference
 from momcore import _mlp_numpy as ref
-from momcore.mlp import MLP, History, _schedule
+from momcore.mlp import MLP, History
 
 
 def _mpi() -> Any:
@@ -85,20 +85,11 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
     error: BaseException | None = None
     try:
         _check_replicas(comm, net)
-        if (isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer))
-                or epochs < 0):
-            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-        if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        X = net._inputs(X)
-        T = net._targets(y, X.shape[0])
-        classify = np.asarray(y).ndim == 1
-        lr_of = _schedule(lr if lr_schedule is None else lr_schedule, "lr")
-        momentum_of = _schedule(momentum if momentum_schedule is None else momentum_schedule,
-                                "momentum")
-        _core.check_hyperparameters(lr=lr_of(net.epochs), momentum=momentum_of(net.epochs),
-                                    rule=rule, dampening=dampening, weight_decay=weight_decay)
+        X, T, classify, lr_of, momentum_of = net._fit_arguments(
+            X, y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, rule=rule,
+            lr_schedule=lr_schedule, momentum_schedule=momentum_schedule,
+            target_loss=target_loss, verbose=verbose, callback=callback, dampening=dampening,
+            weight_decay=weight_decay)
     except (TypeError, ValueError) as exc:
         error = exc
     _agree(comm, error)

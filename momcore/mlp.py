@@ -279,12 +279,13 @@ class MLP:
         finally:
             self._training.release()
 
-    def _fit(self, X: Any, y: Any, *, epochs: int, batch_size: int, lr: float,
-             momentum: float, rule: str, lr_schedule: Callable[[int], float] | None,
-             momentum_schedule: Callable[[int], float] | None, shuffle: bool,
-             target_loss: float | None, verbose: bool,
-             callback: Callable[[int, dict[str, float]], Any] | None, dampening: float,
-             weight_decay: float) -> History:
+    def _fit_arguments(self, X: Any, y: Any, *, epochs: Any, batch_size: Any, lr: Any,
+                       momentum: Any, rule: Any, lr_schedule: Any, momentum_schedule: Any,
+                       target_loss: Any, verbose: Any, callback: Any, dampening: Any,
+                       weight_decay: Any) -> tuple:
+        """Checks fit's arguments before anything changes; returns X and the encoded
+        targets T as the network's dtype, whether this is classification, and the lr
+        and momentum schedules."""
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
@@ -292,7 +293,6 @@ class MLP:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         X = self._inputs(X)
         T = self._targets(y, X.shape[0])
-        classify = np.asarray(y).ndim == 1
         if target_loss is not None and not isinstance(target_loss, (int, float, np.floating,
                                                                     np.integer)):
             raise TypeError(f"target_loss must be a number or None, got "
@@ -307,6 +307,19 @@ class MLP:
                                 "momentum" if momentum_schedule is None else "momentum_schedule")
         _core.check_hyperparameters(lr=lr_of(self.epochs), momentum=momentum_of(self.epochs),
                                     rule=rule, dampening=dampening, weight_decay=weight_decay)
+        return X, T, np.asarray(y).ndim == 1, lr_of, momentum_of
+
+    def _fit(self, X: Any, y: Any, *, epochs: int, batch_size: int, lr: float,
+             momentum: float, rule: str, lr_schedule: Callable[[int], float] | None,
+             momentum_schedule: Callable[[int], float] | None, shuffle: bool,
+             target_loss: float | None, verbose: bool,
+             callback: Callable[[int, dict[str, float]], Any] | None, dampening: float,
+             weight_decay: float) -> History:
+        X, T, classify, lr_of, momentum_of = self._fit_arguments(
+            X, y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, rule=rule,
+            lr_schedule=lr_schedule, momentum_schedule=momentum_schedule,
+            target_loss=target_loss, verbose=verbose, callback=callback, dampening=dampening,
+            weight_decay=weight_decay)
         batch = min(int(batch_size), X.shape[0])
         fold = rule == "classical" and weight_decay == 0.0
         if rule != self._state_rule:
