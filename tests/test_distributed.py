@@ -33,8 +33,8 @@ def _run(scenario: str, tmp_path: pathlib.Path, ranks: int = 2) -> subprocess.Co
                           text=True, timeout=120)
 
 
-def _result(scenario: str, tmp_path: pathlib.Path) -> dict:
-    proc = _run(scenario, tmp_path)
+def _result(scenario: str, tmp_path: pathlib.Path, ranks: int = 2) -> dict:
+    proc = _run(scenario, tmp_path, ranks)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads((tmp_path / "result.json").read_text())
 
@@ -44,9 +44,9 @@ def _close(a, b) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-def _replicas_identical(tmp_path: pathlib.Path) -> bool:
+def _replicas_identical(tmp_path: pathlib.Path, ranks: int = 2) -> bool:
     blobs = {p.read_bytes() for p in tmp_path.glob("params-*.bin")}
-    return len(blobs) == 1 and len(list(tmp_path.glob("params-*.bin"))) == 2
+    return len(blobs) == 1 and len(list(tmp_path.glob("params-*.bin"))) == ranks
 
 
 @pytest.mark.parametrize("scenario", ["same", "odd_batch", "numpy", "nesterov_wd"])
@@ -58,6 +58,15 @@ def test_equals_single_process_training(scenario, tmp_path):
     assert r["steps"] == r["ref_steps"] == 3 * -(-500 // {"odd_batch": 25, "nesterov_wd": 16}
                                                   .get(scenario, 30))
     assert _replicas_identical(tmp_path)
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_other_rank_counts_equal_single_process_training(ranks, tmp_path):
+    # 3 ranks on 2 cores: oversubscribed, slower, and still the same result; 30 rows a
+    # batch split 10/10/10, the last batch of 20 split 6/7/7.
+    r = _result("same", tmp_path, ranks)
+    assert _close(r["params"], r["ref"]) < RTOL
+    assert _replicas_identical(tmp_path, ranks)
 
 
 def test_unequal_shards_equal_training_on_their_concatenation(tmp_path):
