@@ -40,13 +40,16 @@ int main(void)
 
 def _compiles_with(code, flags):
     """True when the C compiler builds and links code with flags."""
-    cc = sysconfig.get_config_var("CC") or "cc"
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write(code)
         cmd = cc.split() + [src, "-o", os.path.join(tmp, "probe")] + flags
-        return subprocess.run(cmd, capture_output=True).returncode == 0
+        try:
+            return subprocess.run(cmd, capture_output=True).returncode == 0
+        except OSError:  # no such compiler: the probe fails, the build says why later
+            return False
 
 
 def _openmp_flags():

@@ -20,7 +20,7 @@ from momcore._core import (
     momentum_step_many,
     set_num_threads,
 )
-from momcore import datasets, schedules, theory
+from momcore import datasets, reference, schedules, theory
 from momcore.mlp import MLP
 from momcore.optim import SGD
 
@@ -33,6 +33,7 @@ __all__ = [
     "get_num_threads",
     "momentum_step",
     "momentum_step_many",
+    "reference",
     "schedules",
     "set_num_threads",
     "show_config",

@@ -328,7 +328,8 @@ def momentum_step_many(ws, gs, states, *, lr, momentum, rule="classical", dampen
 
 
 def set_num_threads(int n):
-    """Sets the number of threads the kernels use for large arrays (n >= 1).
+    """Sets the number of threads the kernels use for large arrays (n >= 1; more than
+    the machine's processors counts as that many).
 
     Arrays smaller than OMP_MIN_ELEMENTS always run on the calling thread.
     Without OpenMP in the build this has no effect and get_num_threads() is 1.
@@ -360,7 +361,8 @@ def simd_supported():
 def select_simd(str name):
     """Selects a SIMD path ("auto" = the best supported); returns the previous one.
 
-    All paths give bit-identical results; this exists for testing and
+    The momentum kernel gives bit-identical results on every path; the MLP passes,
+    which follow the same switch, agree to rounding. This exists for testing and
     benchmarking. Not thread-safe: call it while no step runs.
     """
     previous = simd_path()
@@ -387,6 +389,10 @@ def _stream5(w, g, s):
 
 if mc_select_isa(os.environ.get("MOMCORE_SIMD", "auto").encode()) != 0:
     mc_select_isa(b"auto")
+
+# OpenMP's thread pool does not survive fork(): a child process (multiprocessing's
+# default on Linux) runs the kernels on one thread instead of hanging.
+os.register_at_fork(after_in_child=lambda: mc_set_num_threads(1))
 
 
 # ---- multilayer perceptron ---------------------------------------------------------
@@ -429,6 +435,8 @@ cdef class NetCore:
 
     def __init__(self, params, state, grad, sizes, str hidden, str output,
                  Py_ssize_t max_batch):
+        if self._act_ptrs != NULL:
+            raise TypeError("a NetCore is initialised once")
         cdef cnp.ndarray p = _checked(params, ROLE_W, -1, "params")
         cdef cnp.ndarray s = _checked(state, ROLE_S, -1, "state")
         cdef Py_ssize_t i, total = 0
@@ -484,12 +492,17 @@ cdef class NetCore:
         PyMem_Free(self._act_ptrs)
 
     cdef cnp.ndarray _rows(self, object a, str name, Py_ssize_t width, bint written=False):
-        """a as a C-contiguous (n, width) array of the network's dtype, or an error."""
+        """a as a C-contiguous (n, width) array of the network's dtype, not sharing
+        memory with the network's buffers, or an error."""
         cdef cnp.ndarray arr = _checked(a, ROLE_S if written else ROLE_G, -1, name)
         if cnp.PyArray_TYPE(arr) != self._typenum:
             raise TypeError(f"{name} must have dtype {self.params.dtype}, got {arr.dtype}")
         if arr.ndim != 2 or arr.shape[1] != width:
             raise ValueError(f"{name} must have shape (n, {width}), got {(<object>arr).shape}")
+        if (_overlap(arr, self.params) or _overlap(arr, self.state)
+                or (self.grad is not None and _overlap(arr, self.grad))):
+            raise ValueError(f"{name} shares memory with the network's parameters, state or "
+                             f"gradient")
         return arr
 
     def predict(self, X, out):
@@ -498,8 +511,8 @@ cdef class NetCore:
         cdef cnp.ndarray y = self._rows(out, "out", self._n_out, True)
         if y.shape[0] != x.shape[0]:
             raise ValueError("X and out must have the same number of rows")
-        if _overlap(y, x) or _overlap(y, self.params):
-            raise ValueError("out shares memory with X or the parameters")
+        if _overlap(y, x):
+            raise ValueError("out shares memory with X")
         with nogil:
             mc_mlp_predict(&self.net, cnp.PyArray_DATA(x), x.shape[0], cnp.PyArray_DATA(y))
         return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import threading
 import time
 import zipfile
@@ -36,8 +36,8 @@ class History:
     ``loss`` is the mean training loss of each epoch (each sample's loss taken at its
     own forward pass, before its update), ``accuracy`` the fraction of training rows
     classified right in those passes (classification only), ``seconds`` the wall time
-    of each epoch; ``stopped`` says why training ended: "epochs", "target_loss" or
-    "callback".
+    of each epoch; ``stopped`` says why training ended: "epochs", "target_loss",
+    "callback" or "nonfinite" (fit raised FloatingPointError).
     """
 
     loss: list[float] = field(default_factory=list)
@@ -90,7 +90,11 @@ class MLP:
     def __init__(self, sizes: Sequence[int], *, hidden: str = "sigmoid",
                  output: str = "softmax", dtype: Any = np.float64, seed: int = 0,
                  backend: str = "c") -> None:
-        sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
+        try:
+            sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
+        except TypeError:
+            raise ValueError(f"sizes must be a list of at least two positive integers, "
+                             f"got {sizes!r}") from None
         if (not isinstance(sizes, list) or len(sizes) < 2
                 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
                            and s >= 1 for s in sizes)):
@@ -141,6 +145,20 @@ class MLP:
     def optimizer_state(self) -> np.ndarray:
         """The momentum state, one flat buffer in the layout of :attr:`params` (a view)."""
         return self._state
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workspaces, locks and thread-local caches are per object and made again.
+        state = self.__dict__.copy()
+        for key in ("_fit_core", "_local", "_training", "weights", "biases"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fit_core = None
+        self._local = threading.local()
+        self._training = threading.Lock()
+        self.weights, self.biases = ref.views(self.params, self.sizes)
 
     def __repr__(self) -> str:
         return (f"MLP({self.sizes}, hidden={self.hidden!r}, output={self.output!r}, "
@@ -349,8 +367,9 @@ class MLP:
                         self.hidden, self.output, grad_buf=self._grad, **hyper)
             self.steps += steps
             if stopped:
+                history.stopped = "nonfinite"
                 raise FloatingPointError(
-                    f"the training loss became non-finite in epoch {epoch} after {steps} "
+                    f"the training loss became non-finite in epoch {epoch + 1} after {steps} "
                     f"steps; training stopped and the weights of the last finite step "
                     f"were kept (try a smaller lr)")
             seconds = time.perf_counter() - start
@@ -395,11 +414,10 @@ class MLP:
         then a rename, so an interrupted save never leaves a half-written file."""
         path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".momcore-", suffix=".tmp", dir=directory)
-        umask = os.umask(0)
-        os.umask(umask)
+        tmp = os.path.join(directory, f".momcore-{secrets.token_hex(8)}.tmp")
+        # the mode a plain open() would give: 0o666 less the umask
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
-            os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would give
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, params=self.params, state=self._state,
                          metadata=np.array(json.dumps(self._metadata())))
@@ -423,11 +441,14 @@ class MLP:
                 if {"params", "state", "metadata"} <= files:
                     meta = json.loads(str(data["metadata"][()]))
                     params, state = data["params"], data["state"]
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
             raise
         except (ValueError, zipfile.BadZipFile, EOFError, KeyError, TypeError,
                 OSError) as exc:
-            # numpy's own ValueError for a non-npz file suggests allow_pickle: never that.
+            # numpy's own ValueError for object arrays suggests allow_pickle: never that.
+            if "allow_pickle" in str(exc) and zipfile.is_zipfile(path):
+                raise ValueError(f"{path}: holds object arrays (pickled data), which momcore "
+                                 f"never loads") from None
             raise ValueError(f"{path}: corrupt or truncated model file "
                              f"({type(exc).__name__})") from None
         missing = {"params", "state", "metadata"} - files
@@ -446,8 +467,13 @@ class MLP:
                 if arr.shape != (n,) or arr.dtype != dt:
                     raise ValueError(f"{name} is {arr.dtype}{list(arr.shape)}, expected "
                                      f"{dt}[{n}] for sizes {net.sizes}")
+            for key in ("steps", "epochs"):
+                if type(meta[key]) is not int or meta[key] < 0:
+                    raise ValueError(f"{key} must be a non-negative integer, got {meta[key]!r}")
+            if meta["state_rule"] is not None and meta["state_rule"] not in _core.RULES:
+                raise ValueError(f"unknown rule {meta['state_rule']!r}")
             net._rng.bit_generator.state = meta["rng"]
-            net.steps, net.epochs = int(meta["steps"]), int(meta["epochs"])
+            net.steps, net.epochs = meta["steps"], meta["epochs"]
             net._state_rule = meta["state_rule"]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: mismatched model file ({exc})") from None

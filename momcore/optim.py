@@ -10,6 +10,12 @@ import numpy as np
 from momcore import _core
 
 
+def _our_names(message: str) -> str:
+    """A momentum_step_many message in SGD's words: params, grads, state."""
+    return (message.replace("ws[", "params[").replace("gs[", "grads[")
+            .replace("states[", "state[").replace("ws, gs and states", "params, grads and state"))
+
+
 class SGD:
     """Gradient descent with a momentum term for a fixed list of numpy arrays.
 
@@ -73,17 +79,26 @@ class SGD:
 
     def step(self, grads: Sequence[np.ndarray]) -> bool:
         """Applies one step with ``grads[i] = dE/dparams[i]``; True if applied."""
+        if isinstance(grads, np.ndarray):
+            raise TypeError("grads must be a sequence of numpy arrays, one per parameter, "
+                            "not one array")
+        grads = list(grads)
+        if len(grads) != len(self.params):
+            raise ValueError(f"grads holds {len(grads)} arrays; this optimizer has "
+                             f"{len(self.params)} parameters")
         if not self._stepping.acquire(blocking=False):
             raise RuntimeError("SGD.step is already running in another thread; one "
                                "optimizer steps in one thread at a time")
         try:
             applied = _core.momentum_step_many(
-                self.params, list(grads), self.state, lr=self._lr, momentum=self._momentum,
+                self.params, grads, self.state, lr=self._lr, momentum=self._momentum,
                 rule=self.rule, dampening=self.dampening, weight_decay=self.weight_decay,
                 nonfinite=self.nonfinite)
-            self.steps += applied
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(_our_names(str(exc))) from None
         finally:
             self._stepping.release()
+        self.steps += applied
         return applied
 
     def zero_state(self) -> None:
@@ -131,6 +146,15 @@ class SGD:
         self.rule, self.nonfinite = d["rule"], d["nonfinite"]
         self.dampening, self.weight_decay = float(d["dampening"]), float(d["weight_decay"])
         self.steps = int(steps)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_stepping"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._stepping = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"SGD({len(self.params)} arrays, lr={self._lr:g}, momentum={self._momentum:g}, "

@@ -125,9 +125,9 @@ MC_TARGET static void MC_NAME(times_derivative)(MC_T *delta, const MC_T *a, size
         for (i = 0; i < n; i++)
             delta[i] *= (MC_T)1 - a[i] * a[i];
         break;
-    case MC_RELU:
+    case MC_RELU: /* multiplied, not selected: a NaN delta stays NaN */
         for (i = 0; i < n; i++)
-            delta[i] = a[i] > 0 ? delta[i] : (MC_T)0;
+            delta[i] *= (MC_T)(a[i] > 0);
         break;
     default:
         break;

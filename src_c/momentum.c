@@ -51,8 +51,8 @@ int mc_isa_supported(const char *name)
     __builtin_cpu_init();
     if (strcmp(name, "avx2") == 0) /* the MLP passes of this path use FMA too */
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (strcmp(name, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f");
+    if (strcmp(name, "avx512") == 0) /* the path's code assumes AVX2 and FMA too */
+        return __builtin_cpu_supports("avx512f") && mc_isa_supported("avx2");
 #endif
     return 0;
 }
@@ -96,7 +96,15 @@ int mc_have_openmp(void)
 #endif
 }
 
-void mc_set_num_threads(int n) { mc_threads = n < 1 ? 0 : n; }
+void mc_set_num_threads(int n)
+{
+#ifdef _OPENMP
+    /* more threads than processors never help a bandwidth-bound loop */
+    if (n > omp_get_num_procs())
+        n = omp_get_num_procs();
+#endif
+    mc_threads = n < 1 ? 0 : n;
+}
 
 int mc_get_num_threads(void)
 {

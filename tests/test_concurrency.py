@@ -2,6 +2,8 @@
 released during the C work, and what is not thread-safe is refused, not corrupted."""
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -132,9 +134,15 @@ def test_one_model_fitting_in_two_threads_is_refused():
     X, y = np.tile(digits.X / 16, (4, 1)), np.tile(digits.y, 4)
     net = momcore.MLP([64, 64, 10], seed=0)
     outcome = []
-    thread = threading.Thread(target=lambda: outcome.append(net.fit(X, y, epochs=3)))
+    training = threading.Event()
+
+    def first_epoch_done(epoch, logs):
+        training.set()  # the first fit holds the model from here on
+
+    thread = threading.Thread(target=lambda: outcome.append(
+        net.fit(X, y, epochs=3, callback=first_epoch_done)))
     thread.start()
-    time.sleep(0.005)
+    assert training.wait(timeout=60)
     try:
         with pytest.raises(RuntimeError, match="one model trains in one thread"):
             while thread.is_alive():
@@ -143,3 +151,36 @@ def test_one_model_fitting_in_two_threads_is_refused():
     finally:
         thread.join()
     assert outcome and outcome[0].epochs == 3
+
+
+def test_thread_count_is_capped_at_the_processors(threads):
+    momcore.set_num_threads(100_000)
+    assert momcore.get_num_threads() <= max(1, os.cpu_count() or 1)
+    w, g, s = np.zeros(2**17), np.ones(2**17), np.zeros(2**17)
+    momcore.momentum_step(w, g, s, lr=0.5, momentum=0.0)
+    assert np.all(w == -0.5)
+
+
+def _child_step(queue):
+    n = 2**20
+    w, g, s = np.zeros(n), np.ones(n), np.zeros(n)
+    momcore.momentum_step(w, g, s, lr=0.5, momentum=0.0)
+    queue.put(float(w.sum()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_steps_instead_of_hanging(threads):
+    momcore.set_num_threads(2)
+    n = 2**20
+    momcore.momentum_step(np.zeros(n), np.ones(n), np.zeros(n), lr=0.1, momentum=0.0)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_step, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked child hung in the kernel"
+    assert queue.get(timeout=5) == -0.5 * n

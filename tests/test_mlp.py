@@ -458,7 +458,7 @@ def test_load_never_unpickles(tmp_path):
     for name in ("params", "metadata"):
         _write_npz(tmp_path / f"{name}.npz", dict(arrays, **{name: payload}),
                    meta if name != "metadata" else None)
-        with pytest.raises(ValueError, match="[Oo]bject|pickle"):
+        with pytest.raises(ValueError, match=r"npz: holds object arrays \(pickled data\)"):
             MLP.load(tmp_path / f"{name}.npz")
     (tmp_path / "raw.pkl").write_bytes(pickle.dumps(_Exploit(marker)))
     with pytest.raises(ValueError):

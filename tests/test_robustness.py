@@ -515,3 +515,17 @@ def test_relu_propagates_nan(backend, output):
         out = net.predict_proba(X_EXTREME)
     rows = X_EXTREME[:, 0] != 0
     assert np.isnan(out[rows]).all(), out
+
+
+def test_relu_backward_keeps_a_nan_delta_at_a_dead_unit():
+    # A dead relu unit (a = 0) multiplies its delta by 0; a NaN delta stays NaN, as in
+    # the numpy backend, instead of being selected away.
+    grads = []
+    for backend in ("c", "numpy"):
+        net = momcore.MLP([2, 3, 2], hidden="relu", output="identity", seed=0, backend=backend)
+        net.weights[0][:, 0] = -1.0  # unit 0 is dead for positive inputs
+        net.biases[1][0] = np.nan
+        dW, _ = net.gradients(np.ones((2, 2)), np.zeros((2, 2)))
+        grads.append(dW[0])
+    assert np.isnan(grads[0][:, 0]).all()
+    np.testing.assert_array_equal(np.isnan(grads[0]), np.isnan(grads[1]))
