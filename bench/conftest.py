@@ -1,4 +1,4 @@
-"""Prints the SPEC's ratios after a pytest-benchmark run: each group's contenders
+"""Prints momcore's target ratios after a pytest-benchmark run: each group's contenders
 against its baseline, measured in the same run on the same buffers."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from momcore import _bench
 # group -> contender -> best time (s); filled by the benchmarks as they finish.
 RESULTS: dict[str, dict[str, float]] = {}
 
-# (group prefix, numerator, denominator, label, target) — the SPEC section 5 rows.
+# (group prefix, numerator, denominator, label, target): momcore's performance targets.
 RATIOS = [
     ("step ", "reference", "momcore", "speed-up over the numpy reference", ">= 5x (n >= 1e6), >= 3x (1e3)"),
     ("step ", "roofline", "momcore", "fraction of the 5-stream roofline", ">= 90 % (n >= 1e6)"),

@@ -73,7 +73,9 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
         dampening: float = 0.0, weight_decay: float = 0.0) -> History:
     """``net.fit`` on every rank of ``comm`` (default ``MPI.COMM_WORLD``), data-parallel.
 
-    Arguments as in :meth:`momcore.MLP.fit`; call it on every rank with the same
+    Arguments as in :meth:`momcore.MLP.fit`, except that ``batch_size`` defaults to
+    32 (a global batch shared by the ranks; one row would leave all but one rank
+    idle). Call it on every rank with the same
     model (same sizes and seed, or the same loaded file) and the same arguments. See
     the module docstring for how batches are split and ordered. Returns the History
     (identical on every rank); ``callback`` runs on rank 0 only, and its decision to

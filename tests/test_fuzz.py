@@ -1018,7 +1018,7 @@ def test_subprocess_imports_the_momcore_under_test(tmp_path):
     assert pathlib.Path(proc.stdout.strip()).parent == PACKAGE_DIR
 
 
-# ---- bugs the fuzzing above found, now fixed: one test each -------------------------------
+# ---- inputs that once crashed or misled: one test each -------------------------------------
 
 FRESH_ARRAYS = textwrap.dedent("""\
     import numpy as np, momcore
