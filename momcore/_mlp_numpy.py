@@ -259,10 +259,13 @@ def encode_targets(y: np.ndarray, n_out: int, output: str, dtype: np.dtype) -> n
                 f"1-D targets must be integer class labels, got dtype {y.dtype}; pass "
                 f"real-valued targets as a 2-D (n, {n_out}) array"
             )
-        if y.size and (y.min() < 0 or y.max() >= n_out):
+        classes = max(n_out, 2)  # one output unit: two classes, the unit says "class 1"
+        if y.size and (y.min() < 0 or y.max() >= classes):
             raise ValueError(
-                f"class labels must lie in [0, {n_out}), got values in [{y.min()}, {y.max()}]"
+                f"class labels must lie in [0, {classes}), got values in [{y.min()}, {y.max()}]"
             )
+        if n_out == 1:
+            return y.astype(dtype).reshape(-1, 1)
         T = np.zeros((y.shape[0], n_out), dtype=dtype)
         T[np.arange(y.shape[0]), y] = 1
         return T
@@ -290,6 +293,14 @@ def encode_targets(y: np.ndarray, n_out: int, output: str, dtype: np.dtype) -> n
     raise ValueError(
         f"targets must be 1-D integer labels or a 2-D (n, {n_out}) array, got shape {y.shape}"
     )
+
+
+def predicted_class(out: np.ndarray) -> np.ndarray:
+    """The class of each row: the argmax (first maximum on ties); with one output
+    column, 1 where it is >= 1/2."""
+    if out.shape[1] == 1:
+        return (out[:, 0] >= 0.5).astype(np.intp)
+    return out.argmax(axis=1)
 
 
 def per_sample_loss(out: np.ndarray, T: np.ndarray, output: str) -> np.ndarray:
@@ -481,7 +492,7 @@ def train_epoch(
         activations = _forward(flat, sizes, X_batch, hidden, output)
         out = activations[-1]
         batch_loss = float(per_sample_loss(out, T_batch, output).sum())
-        n_correct += int(np.count_nonzero(out.argmax(axis=1) == T_batch.argmax(axis=1)))
+        n_correct += int(np.count_nonzero(predicted_class(out) == predicted_class(T_batch)))
         if not np.isfinite(batch_loss):
             return sum_loss, n_correct, n_steps, True
         sum_loss += batch_loss

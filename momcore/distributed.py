@@ -200,7 +200,7 @@ def _gradient(net: MLP, core: Any, X: np.ndarray, T: np.ndarray,
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output, grad)
         out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
-    return loss, int(np.count_nonzero(out.argmax(axis=1) == T.argmax(axis=1)))
+    return loss, int(np.count_nonzero(ref.predicted_class(out) == ref.predicted_class(T)))
 
 
 def _check_replicas(comm: Any, net: MLP) -> None:

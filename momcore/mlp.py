@@ -218,10 +218,11 @@ class MLP:
         return core.predict(X, out)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Class labels (argmax of the outputs) for softmax and sigmoid outputs; the
-        outputs themselves for an identity output."""
+        """Class labels for softmax and sigmoid outputs (the argmax of the outputs; with
+        a single output unit, 1 where it is >= 1/2); the outputs themselves for an
+        identity output."""
         out = self.predict_proba(X)
-        return out if self.output == "identity" else out.argmax(axis=1)
+        return out if self.output == "identity" else ref.predicted_class(out)
 
     def loss(self, X: Any, y: Any) -> float:
         """Mean loss over the rows of X."""
@@ -237,7 +238,7 @@ class MLP:
         T = self._targets(y, X.shape[0])
         out = self.predict_proba(X)
         if y.ndim == 1:
-            return float(np.mean(out.argmax(axis=1) == y))
+            return float(np.mean(ref.predicted_class(out) == y))
         residual = np.sum((T - out) ** 2, dtype=np.float64)
         total = np.sum((T - T.mean(axis=0)) ** 2, dtype=np.float64)
         return float(1.0 - residual / total) if total > 0 else float("nan")

@@ -166,7 +166,10 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
             best_t = t[j] > t[best_t] ? j : best_t;
         }
         total += output == MC_SOFTMAX ? (double)loss : 0.5 * (double)loss;
-        *n_correct += best_y == best_t;
+        if (O == 1) /* one output unit: class 1 where it is >= 1/2 */
+            *n_correct += (yr[0] >= (MC_T)0.5) == (t[0] >= (MC_T)0.5);
+        else
+            *n_correct += best_y == best_t;
     }
     return total;
 }

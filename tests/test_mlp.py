@@ -841,3 +841,20 @@ def test_any_memory_order_of_targets_is_accepted(backend):
     for a, b in zip(dW_c + db_c, dW_f + db_f):
         np.testing.assert_array_equal(a, b)
     assert net.loss(X, np.asfortranarray(Y)) == net.loss(X, Y)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_binary_classification_with_one_sigmoid_unit(backend):
+    # Labels 0/1 with a single sigmoid output: the unit says "class 1".
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 2))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    net = MLP([2, 4, 1], output="sigmoid", seed=0, backend=backend)
+    history = net.fit(X, y, epochs=20, lr=0.1, momentum=0.9)
+    predicted = net.predict(X)
+    assert set(np.unique(predicted)) <= {0, 1}
+    np.testing.assert_array_equal(predicted, (net.predict_proba(X)[:, 0] >= 0.5).astype(int))
+    assert net.score(X, y) == np.mean(predicted == y) > 0.95
+    assert history.accuracy[-1] > 0.9
+    with pytest.raises(ValueError, match=r"class labels must lie in \[0, 2\)"):
+        net.fit(X, y + 1, epochs=1)
