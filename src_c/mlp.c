@@ -5,7 +5,11 @@
 /* The MLP passes are checked against the numpy backend to a tolerance, not bit for
  * bit (BLAS and the vector math library reorder and round differently anyway), so
  * here, unlike in the momentum kernel, a*b + c may become one fused multiply-add. */
+#if defined(__clang__)
+#pragma clang fp contract(fast)
+#elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=fast")
+#endif
 
 #include "mlp.h"
 

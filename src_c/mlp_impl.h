@@ -1,5 +1,6 @@
 /*
- * MLP passes template: included by mlp.c once per element type.
+ * MLP passes template: included (through mlp_types.h) once per element type and
+ * SIMD path.
  *
  * Before including, define MC_T (float or double), MC_NAME(x) (x with a type
  * suffix), MC_GEMM (the registered ?gemm pointer), MC_MATH_EXP, MC_MATH_LOG, MC_MATH_TANH,
@@ -176,7 +177,7 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
 
 /* gb[O] := sum over rows of delta[B,O]; with fold, the classical step on the
  * bias state instead: gb = momentum*gb - lr*sum. The rows are summed in order,
- * contiguously, into sum[O] (scratch; may be gb itself when not folding). */
+ * contiguously, into gb, or with fold into sum[O] (scratch, not gb). */
 MC_TARGET static void MC_NAME(bias_gradient)(MC_T *restrict gb, const MC_T *restrict delta,
                                              size_t B, size_t O, int fold, MC_T lr,
                                              MC_T momentum, MC_T *restrict sum)

@@ -121,9 +121,9 @@ static int threads_for(size_t n, int max_threads)
 }
 
 #ifdef _OPENMP
-/* [lo, hi) of thread t of nt: equal blocks, each a multiple of 64 bytes of
- * float (16 elements), so a split never changes which element sits where in a
- * vector relative to the array start more than the alignment already does. */
+/* [lo, hi) of thread t of nt: equal blocks of a multiple of 16 elements, so that
+ * the threads' boundaries fall on cache-line boundaries (when the array starts on
+ * one) and no line is written by two threads. */
 static void thread_range(size_t n, int t, int nt, size_t *lo, size_t *hi)
 {
     size_t block = (n + (size_t)nt - 1) / (size_t)nt;

@@ -14,8 +14,12 @@
 
 #define MC_TARGET_baseline
 #define MC_TARGET_avx2 __attribute__((target("avx2,fma")))
+#if defined(__clang__)
+#define MC_TARGET_avx512 __attribute__((target("avx512f")))
+#else
 /* 512-bit vectors: without prefer-vector-width GCC would stay at 256 bits. */
 #define MC_TARGET_avx512 __attribute__((target("avx512f,prefer-vector-width=512")))
+#endif
 
 #define MC_TARGET_OF_(isa) MC_TARGET_##isa
 #define MC_TARGET_OF(isa) MC_TARGET_OF_(isa)
