@@ -477,6 +477,7 @@ cdef class NetCore:
         self.net.dtype = MC_FLOAT32 if self._typenum == cnp.NPY_FLOAT32 else MC_FLOAT64
         self.net.n_layers = sizes.shape[0] - 1
         self.net.sizes = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>sizes)
+        self.net.n_params = <size_t>total
         self.net.hidden = ACTIVATIONS[hidden]
         self.net.output = ACTIVATIONS[output]
         self.net.params = cnp.PyArray_DATA(p)
@@ -543,7 +544,7 @@ cdef class NetCore:
         if self.grad is None:
             raise ValueError("this NetCore has no gradient buffer")
         b.w, b.g, b.s = self.net.params, self.net.grad, self.net.state
-        b.n = <size_t>cnp.PyArray_SIZE(<cnp.ndarray>self.params)
+        b.n = self.net.n_params
         b.dtype = self.net.dtype
         with nogil:
             mc_momentum_step_threads(&b, 1, &h, 0, 1)

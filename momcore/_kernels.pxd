@@ -32,7 +32,6 @@ cdef extern from "momcore_kernels.h" nogil:
                          int check_finite)
     int mc_momentum_step_threads(const mc_buffer *buffers, size_t count,
                                  const mc_hyper *hyper, int check_finite, int max_threads)
-    int mc_all_finite(const mc_buffer *buffers, size_t count)
     void mc_set_num_threads(int n)
     int mc_get_num_threads()
     int mc_have_openmp()
@@ -63,6 +62,7 @@ cdef extern from "mlp.h" nogil:
         int dtype
         int n_layers
         const int64_t *sizes
+        size_t n_params
         int hidden
         int output
         void *params

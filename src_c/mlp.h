@@ -47,6 +47,7 @@ typedef struct {
     int dtype;            /* mc_dtype */
     int n_layers;         /* L */
     const int64_t *sizes; /* [L+1] */
+    size_t n_params;      /* P = sum of sizes[i]*sizes[i+1] + sizes[i+1] */
     int hidden;           /* mc_activation of layers 0..L-2 */
     int output;           /* MC_SOFTMAX (cross-entropy), MC_SIGMOID or MC_IDENTITY (squared error) */
     void *params;         /* [P] */

@@ -226,10 +226,8 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
                               MC_T lr, MC_T momentum)
 {
     MC_T *delta = (MC_T *)net->delta, *below = (MC_T *)net->delta_prev;
-    size_t offset = 0;
+    size_t offset = net->n_params; /* walked down layer by layer */
     int i;
-    for (i = 0; i < net->n_layers; i++)
-        offset += (size_t)(net->sizes[i] * net->sizes[i + 1] + net->sizes[i + 1]);
     for (i = net->n_layers - 1; i >= 0; i--) {
         const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
         const MC_T *a = i == 0 ? x : (const MC_T *)net->acts[i];
@@ -350,15 +348,12 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
     MC_T *x = (MC_T *)net->acts[0];
     mc_fit_result res = {0, 0, 0, 0};
-    size_t start, r, P = 0;
-    int i;
+    size_t start, r;
     mc_buffer all;
-    for (i = 0; i < net->n_layers; i++)
-        P += (size_t)(net->sizes[i] * net->sizes[i + 1] + net->sizes[i + 1]);
     all.w = net->params;
     all.g = net->grad;
     all.s = net->state;
-    all.n = P;
+    all.n = net->n_params;
     all.dtype = net->dtype;
     for (start = 0; start < n_order; start += batch) {
         const size_t B = n_order - start < batch ? n_order - start : batch;

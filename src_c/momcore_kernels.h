@@ -60,9 +60,6 @@ int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyp
 int mc_momentum_step_threads(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                              int check_finite, int max_threads);
 
-/* 1 when no element of any gradient is NaN or +-inf. */
-int mc_all_finite(const mc_buffer *buffers, size_t count);
-
 /* Threads used above MC_OMP_MIN_ELEMENTS (1 without OpenMP). n < 1 restores the
  * default (the OpenMP runtime's maximum). */
 void mc_set_num_threads(int n);

@@ -196,11 +196,6 @@ static int all_finite(const mc_isa_table *isa, const mc_buffer *buffers, size_t 
     return 1;
 }
 
-int mc_all_finite(const mc_buffer *buffers, size_t count)
-{
-    return all_finite(current_isa(), buffers, count, mc_get_num_threads());
-}
-
 int mc_momentum_step_threads(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                              int check_finite, int max_threads)
 {
