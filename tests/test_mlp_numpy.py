@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from momcore import _mlp_numpy as mlp
+from momcore import _network as network
+from momcore import registry
 from momcore.datasets import load_iris
 
 DTYPES = [np.float32, np.float64]
@@ -23,12 +25,14 @@ def sizes_id(sizes):
 
 def random_params(sizes, rng, dtype=np.float64, scale=0.7):
     """A flat buffer with random weights and nonzero biases."""
-    return rng.normal(scale=scale, size=mlp.n_params(sizes)).astype(dtype)
+    return rng.normal(scale=scale, size=network.n_params(sizes)).astype(dtype)
 
 
-def random_targets(output, n_rows, n_out, rng, dtype=np.float64):
+def random_targets(output, n_rows, n_out, rng, dtype=np.float64, loss=None):
     if output == "softmax":
-        return mlp.encode_targets(rng.integers(0, n_out, size=n_rows), n_out, output, dtype)
+        return network.encode_targets(rng.integers(0, n_out, size=n_rows), n_out, output, dtype)
+    if loss == "binary_cross_entropy":  # multilabel 0/1 indicators
+        return rng.integers(0, 2, size=(n_rows, n_out)).astype(dtype)
     if output == "sigmoid":
         return rng.uniform(0.05, 0.95, size=(n_rows, n_out)).astype(dtype)
     return rng.normal(size=(n_rows, n_out)).astype(dtype)
@@ -36,111 +40,45 @@ def random_targets(output, n_rows, n_out, rng, dtype=np.float64):
 
 def pre_activations(flat, sizes, X, hidden, output):
     """The pre-activations z[i+1] = a[i] @ W[i] + b[i] of every layer."""
-    weights, biases = mlp.views(flat, sizes)
+    weights, biases = network.views(flat, sizes)
     activations = mlp.forward(flat, sizes, X, hidden, output)
     return [a @ W + b for a, W, b in zip(activations[:-1], weights, biases)]
 
 
-def central_differences(flat, sizes, X, T, hidden, output, eps=FD_EPS):
+def central_differences(flat, sizes, X, T, hidden, output, eps=FD_EPS, loss=None):
     """dE/dparams by central differences of the mean loss."""
+
+    def mean_loss(params):
+        out = mlp.forward(params, sizes, X, hidden, output)[-1]
+        return mlp.loss_from_output(out, T, output, loss)
+
     approx = np.empty_like(flat)
     probe = flat.copy()
     for k in range(flat.size):
         probe[k] = flat[k] + eps
-        plus = mlp.loss_from_output(mlp.forward(probe, sizes, X, hidden, output)[-1], T, output)
+        plus = mean_loss(probe)
         probe[k] = flat[k] - eps
-        minus = mlp.loss_from_output(mlp.forward(probe, sizes, X, hidden, output)[-1], T, output)
+        minus = mean_loss(probe)
         probe[k] = flat[k]
         approx[k] = (plus - minus) / (2 * eps)
     return approx
 
 
+def relative_error(grad, approx):
+    return np.linalg.norm(grad - approx) / max(np.linalg.norm(grad), np.linalg.norm(approx))
+
+
+# Every output/loss pair of the registry; None where the loss is the output's default, so
+# that the default path is the one exercised there.
+OUTPUT_LOSS = [
+    (output, None if name == registry.DEFAULT_LOSS[output] else name)
+    for name, loss in registry.LOSSES.items()
+    for output in loss.outputs
+]
+
+
 def sigmoid_scalar(z):
     return 1.0 / (1.0 + np.exp(-z))
-
-
-# --------------------------------------------------------------------------- layout
-
-
-def test_n_params_and_offsets():
-    assert mlp.n_params([3, 4, 2]) == 3 * 4 + 4 + 4 * 2 + 2
-    assert mlp.layer_offsets([3, 4, 2]) == [(0, 12), (16, 24)]
-    assert mlp.n_params([5, 7, 6, 3]) == 35 + 7 + 42 + 6 + 18 + 3
-    assert mlp.layer_offsets([5, 7, 6, 3]) == [(0, 35), (42, 84), (90, 108)]
-
-
-@pytest.mark.parametrize("sizes", [[3], [], [3, 0, 2], [3, 2.0], "ab"])
-def test_bad_sizes(sizes):
-    with pytest.raises(ValueError, match="sizes|width"):
-        mlp.n_params(sizes)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("sizes", SIZES, ids=sizes_id)
-def test_views_are_views(sizes, dtype):
-    flat = np.arange(mlp.n_params(sizes), dtype=dtype)
-    weights, biases = mlp.views(flat, sizes)
-    offsets = mlp.layer_offsets(sizes)
-    for i, (W, b) in enumerate(zip(weights, biases)):
-        assert W.shape == (sizes[i], sizes[i + 1]) and b.shape == (sizes[i + 1],)
-        assert W.dtype == dtype and b.dtype == dtype
-        assert np.shares_memory(W, flat) and np.shares_memory(b, flat)
-        assert W.flags.c_contiguous
-        # Row-major W[i] starts at its offset, b[i] right after it.
-        w_offset, b_offset = offsets[i]
-        np.testing.assert_array_equal(W.ravel(), np.arange(w_offset, w_offset + W.size))
-        np.testing.assert_array_equal(b, np.arange(b_offset, b_offset + b.size))
-        assert b_offset == w_offset + W.size
-    weights[-1][-1, -1] = -1.0
-    biases[0][0] = -2.0
-    assert flat[offsets[-1][1] - 1] == -1.0
-    assert flat[offsets[0][1]] == -2.0
-
-
-def test_views_reject_bad_buffers():
-    sizes = [3, 4, 2]
-    n = mlp.n_params(sizes)
-    with pytest.raises(ValueError, match="n_params"):
-        mlp.views(np.zeros(n + 1), sizes)
-    with pytest.raises(ValueError, match="contiguous"):
-        mlp.views(np.zeros(2 * n)[::2], sizes)
-    with pytest.raises(TypeError, match="float32 or float64"):
-        mlp.views(np.zeros(n, dtype=np.int64), sizes)
-
-
-# --------------------------------------------------------------------------- init
-
-
-@pytest.mark.parametrize("hidden", mlp.HIDDEN)
-def test_init_matches_documented_draw_order(hidden):
-    sizes = [5, 7, 6, 3]
-    flat = np.full(mlp.n_params(sizes), np.nan)
-    mlp.init_params(flat, sizes, hidden, np.random.default_rng(42))
-    rng = np.random.default_rng(42)
-    weights, biases = mlp.views(flat, sizes)
-    for i, (W, b) in enumerate(zip(weights, biases)):
-        fan_in, fan_out = sizes[i], sizes[i + 1]
-        is_hidden = i < len(weights) - 1
-        he = hidden == "relu" and is_hidden
-        r = np.sqrt(6 / fan_in) if he else np.sqrt(6 / (fan_in + fan_out))
-        np.testing.assert_array_equal(W, rng.uniform(-r, r, size=(fan_in, fan_out)))
-        assert np.abs(W).max() <= r
-        np.testing.assert_array_equal(b, 0)
-
-
-def test_init_reproducible_and_cast():
-    sizes = [4, 8, 3]
-    first = np.empty(mlp.n_params(sizes))
-    second = np.empty(mlp.n_params(sizes))
-    single = np.empty(mlp.n_params(sizes), dtype=np.float32)
-    mlp.init_params(first, sizes, "sigmoid", np.random.default_rng(7))
-    mlp.init_params(second, sizes, "sigmoid", np.random.default_rng(7))
-    mlp.init_params(single, sizes, "sigmoid", np.random.default_rng(7))
-    np.testing.assert_array_equal(first, second)
-    np.testing.assert_array_equal(single, first.astype(np.float32))
-    other = np.empty(mlp.n_params(sizes))
-    mlp.init_params(other, sizes, "sigmoid", np.random.default_rng(8))
-    assert not np.array_equal(first, other)
 
 
 # --------------------------------------------------------------------------- activations
@@ -172,15 +110,15 @@ def test_softmax_values():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("output", mlp.OUTPUT)
-@pytest.mark.parametrize("hidden", mlp.HIDDEN)
+@pytest.mark.parametrize("output", registry.OUTPUTS)
+@pytest.mark.parametrize("hidden", registry.HIDDEN)
 def test_forward_huge_inputs_finite(hidden, output, dtype):
     sizes = [3, 4, 2]
     flat = random_params(sizes, np.random.default_rng(0), dtype, scale=3.0)
     X = np.array([[1e4, -1e4, 1e4], [-1e4, 1e4, -1e4]])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         activations = mlp.forward(flat, sizes, X, hidden, output)
-        T = mlp.encode_targets(np.array([0, 1]), 2, output, dtype)
+        T = network.encode_targets(np.array([0, 1]), 2, output, dtype)
         loss = mlp.loss_from_output(activations[-1], T, output)
     assert all(np.all(np.isfinite(a)) and a.dtype == dtype for a in activations)
     assert np.isfinite(loss)
@@ -192,7 +130,7 @@ def test_forward_layers(dtype):
     rng = np.random.default_rng(1)
     flat = random_params(sizes, rng, dtype)
     X = rng.normal(size=(5, 3))
-    (W0, W1), (b0, b1) = mlp.views(flat, sizes)
+    (W0, W1), (b0, b1) = network.views(flat, sizes)
     activations = mlp.forward(flat, sizes, X, "tanh", "softmax")
     assert len(activations) == 3
     np.testing.assert_array_equal(activations[0], X.astype(dtype))
@@ -203,48 +141,7 @@ def test_forward_layers(dtype):
     assert [a.shape for a in activations] == [(5, 3), (5, 4), (5, 2)]
 
 
-# --------------------------------------------------------------------------- targets and losses
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_encode_labels_one_hot(dtype):
-    T = mlp.encode_targets(np.array([2, 0, 1, 2]), 3, "softmax", dtype)
-    assert T.dtype == dtype
-    np.testing.assert_array_equal(T, [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
-
-
-def test_encode_2d_is_cast_copy():
-    y = np.array([[0.5, -2.0], [1.0, 3.0]])
-    T = mlp.encode_targets(y, 2, "identity", np.float32)
-    assert T.dtype == np.float32 and not np.shares_memory(T, y)
-    np.testing.assert_array_equal(T, y)
-    same_dtype = mlp.encode_targets(y, 2, "identity", np.float64)
-    assert not np.shares_memory(same_dtype, y)
-    soft = np.array([[0.2, 0.8], [0.5, 0.5]])
-    np.testing.assert_array_equal(mlp.encode_targets(soft, 2, "softmax", np.float64), soft)
-
-
-@pytest.mark.parametrize(
-    "y, n_out, output, match",
-    [
-        (np.array([0, 3]), 3, "softmax", r"\[0, 3\)"),
-        (np.array([-1, 0]), 3, "softmax", r"\[0, 3\)"),
-        (np.array([0.0, 1.0]), 3, "softmax", "integer class labels"),
-        (np.array([True, False]), 2, "sigmoid", "integer class labels"),
-        (np.zeros((2, 4)), 3, "identity", "3 columns"),
-        (np.zeros((2, 3, 1)), 3, "identity", "1-D integer labels or a 2-D"),
-        (np.array(1), 3, "identity", "1-D integer labels or a 2-D"),
-        (np.array([[np.nan, 0.0]]), 2, "identity", "finite"),
-        (np.array([[0.5, 0.6]]), 2, "softmax", "probability"),
-        (np.array([[1.5, -0.5]]), 2, "softmax", "probability"),
-        (np.array([["a", "b"]]), 2, "identity", "real numbers"),
-        (np.array([0, 1]), 0, "softmax", "n_out"),
-        (np.array([0, 1]), 2, "tanh", "output"),
-    ],
-)
-def test_encode_errors(y, n_out, output, match):
-    with pytest.raises(ValueError, match=match):
-        mlp.encode_targets(y, n_out, output, np.float64)
+# --------------------------------------------------------------------------- losses
 
 
 def test_cross_entropy_by_hand():
@@ -274,6 +171,62 @@ def test_squared_error_by_hand(output):
     assert mlp.loss_from_output(out, T, output) == pytest.approx(0.325, rel=1e-15)
 
 
+def test_binary_cross_entropy_by_hand():
+    out = np.array([[0.8, 0.3], [0.6, 0.1], [0.5, 0.5]])
+    T = np.array([[1.0, 0.0], [0.0, 1.0], [0.25, 1.0]])
+    # Row 0: -(log 0.8 + log 0.7); row 1: -(log 0.4 + log 0.1);
+    # row 2 (a soft target): -(0.25 log 0.5 + 0.75 log 0.5) - log 0.5 = 2 log 2.
+    expected = [-np.log(0.8) - np.log(0.7), -np.log(0.4) - np.log(0.1), 2 * np.log(2)]
+    per_row = mlp.per_sample_loss(out, T, "sigmoid", "binary_cross_entropy")
+    np.testing.assert_allclose(per_row, expected, rtol=1e-15)
+    mean = mlp.loss_from_output(out, T, "sigmoid", "binary_cross_entropy")
+    assert isinstance(mean, float)
+    assert mean == pytest.approx(sum(expected) / 3, rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binary_cross_entropy_zero_coefficient_adds_nothing(dtype):
+    """Outputs of exactly 0 and 1: a term whose coefficient is 0 adds nothing (no 0 * inf),
+    and a term whose log would be -inf is clamped at log(tiny)."""
+    out = np.array([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]], dtype=dtype)
+    T = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.25]], dtype=dtype)
+    log_tiny = float(np.log(np.finfo(dtype).tiny))
+    with np.errstate(divide="raise", invalid="raise", over="raise"):
+        per_row = mlp.per_sample_loss(out, T, "sigmoid", "binary_cross_entropy")
+    assert per_row.dtype == dtype
+    assert per_row[0] == 0  # every output is exactly on its target
+    # t = 1, y = 0 and t = 0, y = 1 each cost -log(tiny); t = 1/4, y = 0 costs -1/4 log(tiny).
+    assert per_row[1] == pytest.approx(-2.25 * log_tiny, rel=1e-6)
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "identity"])
+def test_squared_error_named_or_default_agree(output):
+    out = np.array([[0.5, 0.2], [0.9, 0.0]])
+    T = np.array([[1.0, 0.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(mlp.per_sample_loss(out, T, output, "squared_error"),
+                                  mlp.per_sample_loss(out, T, output))
+    np.testing.assert_allclose(mlp.per_sample_loss(out, T, output, "squared_error"),
+                               [0.145, 0.505], rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "output, loss",
+    [("softmax", "binary_cross_entropy"), ("identity", "cross_entropy"),
+     ("softmax", "squared_error"), ("identity", "binary_cross_entropy")],
+)
+def test_loss_must_pair_with_output(output, loss):
+    sizes = [2, 3, 2]
+    flat = np.zeros(network.n_params(sizes))
+    X = np.zeros((2, 2))
+    T = np.full((2, 2), 0.5)
+    with pytest.raises(ValueError, match="does not pair"):
+        mlp.per_sample_loss(T, T, output, loss)
+    with pytest.raises(ValueError, match="does not pair"):
+        mlp.gradients(flat, sizes, X, T, "sigmoid", output, np.zeros_like(flat), loss=loss)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        mlp.loss_from_output(T, T, output, "hinge")
+
+
 def test_loss_of_empty_batch_rejected():
     with pytest.raises(ValueError, match="empty"):
         mlp.loss_from_output(np.zeros((0, 2)), np.zeros((0, 2)), "identity")
@@ -284,11 +237,13 @@ def test_loss_of_empty_batch_rejected():
 
 @pytest.mark.parametrize("sizes", SIZES, ids=sizes_id)
 @pytest.mark.parametrize(
-    "hidden, output", list(itertools.product(mlp.HIDDEN, mlp.OUTPUT)), ids=lambda name: name
+    "hidden, output, loss",
+    [(hidden, output, loss) for hidden in registry.HIDDEN for output, loss in OUTPUT_LOSS],
+    ids=lambda name: name or "default",
 )
-def test_gradients_match_central_differences(hidden, output, sizes):
+def test_gradients_match_central_differences(hidden, output, loss, sizes):
     n_rows = 6
-    rng = np.random.default_rng(sum(map(ord, hidden + output)) + 100 * len(sizes))
+    rng = np.random.default_rng(sum(map(ord, hidden + output + (loss or ""))) + 100 * len(sizes))
     for _ in range(100):
         flat = random_params(sizes, rng)
         X = rng.normal(size=(n_rows, sizes[0]))
@@ -297,17 +252,64 @@ def test_gradients_match_central_differences(hidden, output, sizes):
             break
     else:
         pytest.fail("no draw kept every relu pre-activation away from the kink")
-    T = random_targets(output, n_rows, sizes[-1], rng)
+    T = random_targets(output, n_rows, sizes[-1], rng, loss=loss)
 
     grad = np.full_like(flat, np.nan)
-    loss = mlp.gradients(flat, sizes, X, T, hidden, output, grad)
-    approx = central_differences(flat, sizes, X, T, hidden, output)
+    mean_loss = mlp.gradients(flat, sizes, X, T, hidden, output, grad, loss=loss)
+    approx = central_differences(flat, sizes, X, T, hidden, output, loss=loss)
 
-    expected_loss = mlp.loss_from_output(mlp.forward(flat, sizes, X, hidden, output)[-1], T, output)
-    assert loss == expected_loss
+    out = mlp.forward(flat, sizes, X, hidden, output)[-1]
+    assert mean_loss == mlp.loss_from_output(out, T, output, loss)
     assert np.linalg.norm(grad) > 1e-3  # a check on a zero gradient would prove nothing
-    error = np.linalg.norm(grad - approx) / max(np.linalg.norm(grad), np.linalg.norm(approx))
+    error = relative_error(grad, approx)
     assert error < GRAD_RTOL, f"relative error {error:.3g}"
+
+
+@pytest.mark.parametrize("batch", [1, 2, 9])
+@pytest.mark.parametrize("targets", ["multilabel", "soft", "labels"])
+@pytest.mark.parametrize("hidden", ["sigmoid", "tanh"])
+def test_binary_cross_entropy_gradients_match_central_differences(hidden, targets, batch):
+    """dE/dz = (y - t)/B at the output, against central differences of the mean BCE."""
+    sizes = [4, 5, 3] if targets != "labels" else [4, 5, 1]
+    rng = np.random.default_rng(batch + 10 * len(targets) + 100 * len(hidden))
+    flat = random_params(sizes, rng, scale=1.0)
+    X = rng.normal(size=(batch, sizes[0]))
+    if targets == "multilabel":
+        y = rng.integers(0, 2, size=(batch, sizes[-1]))
+    elif targets == "soft":
+        y = rng.uniform(0, 1, size=(batch, sizes[-1]))
+    else:
+        y = rng.integers(0, 2, size=batch)
+    T = network.encode_targets(y, sizes[-1], "sigmoid", np.float64, loss="binary_cross_entropy")
+
+    grad = np.full_like(flat, np.nan)
+    mean_loss = mlp.gradients(flat, sizes, X, T, hidden, "sigmoid", grad,
+                              loss="binary_cross_entropy")
+    approx = central_differences(flat, sizes, X, T, hidden, "sigmoid",
+                                 loss="binary_cross_entropy")
+    # The loss from its definition, written out here.
+    out = mlp.forward(flat, sizes, X, hidden, "sigmoid")[-1]
+    by_definition = -np.mean(np.sum(T * np.log(out) + (1 - T) * np.log(1 - out), axis=1))
+    assert mean_loss == pytest.approx(by_definition, rel=1e-13)
+    assert np.linalg.norm(grad) > 1e-3
+    error = relative_error(grad, approx)
+    assert error < GRAD_RTOL, f"relative error {error:.3g}"
+    # The output-layer bias gradient is the column mean of y - t.
+    _, (*_, grad_b_out) = network.views(grad, sizes)
+    np.testing.assert_allclose(grad_b_out, (out - T).mean(axis=0), rtol=1e-13, atol=1e-16)
+
+
+def test_default_loss_equals_named_default():
+    sizes = [3, 4, 2]
+    rng = np.random.default_rng(5)
+    flat = random_params(sizes, rng)
+    X = rng.normal(size=(4, 3))
+    for output, loss in registry.DEFAULT_LOSS.items():
+        T = random_targets(output, 4, 2, rng)
+        named, default = np.empty_like(flat), np.empty_like(flat)
+        assert (mlp.gradients(flat, sizes, X, T, "tanh", output, named, loss=loss)
+                == mlp.gradients(flat, sizes, X, T, "tanh", output, default))
+        np.testing.assert_array_equal(named, default)
 
 
 def test_gradients_float32_match_float64():
@@ -326,7 +328,7 @@ def test_gradients_float32_match_float64():
 
 def test_gradients_reject_bad_buffers():
     sizes = [3, 4, 2]
-    flat = np.zeros(mlp.n_params(sizes))
+    flat = np.zeros(network.n_params(sizes))
     X = np.zeros((2, 3))
     T = np.zeros((2, 2))
     with pytest.raises(TypeError, match="dtype"):
@@ -357,7 +359,7 @@ def test_lecture_note_rule_one_sigmoid_step():
     delta_prev = rng.normal(scale=0.1, size=flat.size)  # the previous weight change
     x = np.array([0.35, 0.9])
     t = np.array([0.5])
-    (W0, W1), (b0, b1) = mlp.views(flat, sizes)
+    (W0, W1), (b0, b1) = network.views(flat, sizes)
 
     # Forward by hand; a bias is a weight from a unit whose output is always 1.
     y_hidden = [sigmoid_scalar(sum(x[k] * W0[k, j] for k in range(2)) + b0[j]) for j in range(2)]
@@ -373,8 +375,8 @@ def test_lecture_note_rule_one_sigmoid_step():
     ]
     # Delta w_kj = lr delta_j y_k + momentum Delta w_kj(previous), in the flat layout.
     expected_delta = np.empty_like(flat)
-    (dW0, dW1), (db0, db1) = mlp.views(expected_delta, sizes)
-    (pW0, pW1), (pb0, pb1) = mlp.views(delta_prev, sizes)
+    (dW0, dW1), (db0, db1) = network.views(expected_delta, sizes)
+    (pW0, pW1), (pb0, pb1) = network.views(delta_prev, sizes)
     for k in range(2):
         for j in range(2):
             dW0[k, j] = lr * delta_hidden[j] * x[k] + momentum * pW0[k, j]
@@ -418,7 +420,7 @@ def test_train_epoch_walks_order_in_chunks(batch_size, dtype):
     state = rng.normal(scale=0.01, size=flat.size).astype(dtype)
     X = rng.normal(size=(10, 3))
     y = rng.integers(0, 4, size=10)
-    T = mlp.encode_targets(y, 4, "softmax", dtype)
+    T = network.encode_targets(y, 4, "softmax", dtype)
     order = rng.permutation(10)
 
     expected_flat, expected_state = flat.copy(), state.copy()
@@ -461,7 +463,7 @@ def test_train_epoch_forwards_optimizer_arguments(monkeypatch):
     sizes = [2, 3, 2]
     flat = random_params(sizes, np.random.default_rng(0))
     X = np.arange(10.0).reshape(5, 2) / 10
-    T = mlp.encode_targets(np.array([0, 1, 1, 0, 1]), 2, "sigmoid", np.float64)
+    T = network.encode_targets(np.array([0, 1, 1, 0, 1]), 2, "sigmoid", np.float64)
     settings = dict(lr=0.05, momentum=0.5, rule="velocity", dampening=0.25, weight_decay=1e-3)
     mlp.train_epoch(
         flat, np.zeros_like(flat), sizes, X, T, np.array([4, 0, 2, 1, 3]), 2, "relu",
@@ -477,7 +479,7 @@ def test_train_epoch_forwards_optimizer_arguments(monkeypatch):
 
 def test_train_epoch_rejects_bad_arguments():
     sizes = [2, 3, 2]
-    flat = np.zeros(mlp.n_params(sizes))
+    flat = np.zeros(network.n_params(sizes))
     X = np.zeros((4, 2))
     T = np.zeros((4, 2))
     common = dict(lr=0.1, momentum=0.9, rule="classical", dampening=0.0, weight_decay=0.0)
@@ -509,11 +511,11 @@ def test_online_training_learns_iris():
     data = load_iris()
     X = (data.X - data.X.mean(axis=0)) / data.X.std(axis=0)
     sizes = [4, 8, 3]
-    flat = np.empty(mlp.n_params(sizes))
-    mlp.init_params(flat, sizes, "sigmoid", np.random.default_rng(0))
+    flat = np.empty(network.n_params(sizes))
+    network.init_params(flat, sizes, "sigmoid", np.random.default_rng(0))
     state = np.zeros_like(flat)
     grad_buf = np.empty_like(flat)
-    T = mlp.encode_targets(data.y, 3, "softmax", flat.dtype)
+    T = network.encode_targets(data.y, 3, "softmax", flat.dtype)
     shuffle = np.random.default_rng(1)
     losses, accuracy = [], 0.0
     for _ in range(40):
