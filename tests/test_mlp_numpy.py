@@ -403,7 +403,7 @@ def test_lecture_note_rule_one_sigmoid_step():
     np.testing.assert_allclose(state, expected_delta, rtol=1e-12, atol=1e-16)
     np.testing.assert_allclose(flat, weights_before + expected_delta, rtol=1e-12, atol=1e-16)
     assert sum_loss == pytest.approx(loss, rel=1e-14)
-    assert n_correct == 1  # one output column: argmax always agrees
+    assert n_correct == 1  # one output unit: y and t = 1/2 lie on one side of 1/2
 
 
 # --------------------------------------------------------------------------- train_epoch
@@ -531,3 +531,99 @@ def test_online_training_learns_iris():
             break
     assert accuracy >= 0.95, f"training accuracy {accuracy:.3f} after {len(losses)} epochs"
     assert losses[-1] < 0.5 * np.log(3)  # well below the loss of a uniform guess
+
+
+def multilabel_problem(n_rows=32, seed=0):
+    """Inputs (n, 4) and three labels per row, each a different function of the inputs."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_rows, 4))
+    Y = np.stack([X[:, 0] > 0, X[:, 1] + X[:, 2] > 0, X[:, 3] < 0.5], axis=1).astype(np.int64)
+    return X, Y
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_train_epoch_binary_cross_entropy_steps_are_gradients_plus_momentum_step(batch_size):
+    from momcore.reference import momentum_step
+
+    sizes = [4, 6, 3]
+    X, Y = multilabel_problem(13)
+    T = network.encode_targets(Y, 3, "sigmoid", np.float64, loss="binary_cross_entropy")
+    rng = np.random.default_rng(batch_size)
+    flat = random_params(sizes, rng)
+    state = rng.normal(scale=0.01, size=flat.size)
+    order = rng.permutation(13)
+    settings = dict(lr=0.3, momentum=0.8, rule="nesterov", dampening=0.0, weight_decay=1e-3)
+
+    expected_flat, expected_state = flat.copy(), state.copy()
+    expected_loss, expected_correct = 0.0, 0
+    grad = np.empty_like(flat)
+    for start in range(0, 13, batch_size):
+        rows = order[start:start + batch_size]
+        out = mlp.forward(expected_flat, sizes, X[rows], "tanh", "sigmoid")[-1]
+        for y_row, t_row in zip(out, Y[rows]):
+            expected_correct += all(int(y >= 0.5) == t for y, t in zip(y_row, t_row))
+        expected_loss += len(rows) * mlp.gradients(
+            expected_flat, sizes, X[rows], T[rows], "tanh", "sigmoid", grad,
+            loss="binary_cross_entropy")
+        momentum_step(expected_flat, grad, expected_state, **settings)
+
+    sum_loss, n_correct, n_steps, stopped = mlp.train_epoch(
+        flat, state, sizes, X, T, order, batch_size, "tanh", "sigmoid",
+        grad_buf=np.empty_like(flat), loss="binary_cross_entropy", accuracy="threshold",
+        **settings)
+    assert (n_steps, stopped) == (-(-13 // batch_size), False)
+    np.testing.assert_array_equal(flat, expected_flat)
+    np.testing.assert_array_equal(state, expected_state)
+    assert sum_loss == pytest.approx(expected_loss, rel=1e-12)
+    assert n_correct == expected_correct
+
+
+def test_train_epoch_binary_cross_entropy_learns_multilabel():
+    sizes = [4, 8, 3]
+    X, Y = multilabel_problem(64)
+    T = network.encode_targets(Y, 3, "sigmoid", np.float64, loss="binary_cross_entropy")
+    flat = np.empty(network.n_params(sizes))
+    network.init_params(flat, sizes, "tanh", np.random.default_rng(0))
+    state, grad_buf = np.zeros_like(flat), np.empty_like(flat)
+    shuffle = np.random.default_rng(1)
+    losses, accuracies = [], []
+    for _ in range(60):
+        sum_loss, n_correct, _, stopped = mlp.train_epoch(
+            flat, state, sizes, X, T, shuffle.permutation(64), 4, "tanh", "sigmoid",
+            lr=0.2, momentum=0.9, rule="classical", dampening=0.0, weight_decay=0.0,
+            grad_buf=grad_buf, loss="binary_cross_entropy", accuracy="threshold")
+        assert not stopped
+        losses.append(sum_loss / 64)
+        accuracies.append(n_correct / 64)
+    # A constant 1/2 on every unit costs 3 log 2 per row.
+    assert losses[0] < 3 * np.log(2) + 0.5
+    assert losses[-1] < 0.25 * losses[0], losses
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    out = mlp.forward(flat, sizes, X, "tanh", "sigmoid")[-1]
+    labels = network.predict_labels(out, multilabel=True)
+    assert np.mean(np.all(labels == Y, axis=1)) >= 0.9
+    assert accuracies[-1] >= 0.8
+
+
+def test_train_epoch_default_accuracy_and_bad_names():
+    sizes = [2, 3, 2]
+    flat = random_params(sizes, np.random.default_rng(2))
+    X = np.array([[0.5, -1.0], [1.0, 2.0], [-0.5, 0.3]])
+    T = np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])  # multilabel rows
+
+    def run(**kwargs):
+        return mlp.train_epoch(
+            flat.copy(), np.zeros_like(flat), sizes, X, T, np.arange(3), 3, "tanh", "sigmoid",
+            lr=0.0, momentum=0.0, rule="classical", dampening=0.0, weight_decay=0.0,
+            grad_buf=np.empty_like(flat), loss="binary_cross_entropy", **kwargs)
+
+    out = mlp.forward(flat, sizes, X, "tanh", "sigmoid")[-1]
+    argmax_hits = sum(int(np.argmax(y) == np.argmax(t)) for y, t in zip(out, T))
+    threshold_hits = sum(int(np.all((y >= 0.5) == (t >= 0.5))) for y, t in zip(out, T))
+    assert argmax_hits != threshold_hits  # so that the two modes are told apart below
+    assert run()[1] == argmax_hits  # two output units: argmax by default
+    assert run(accuracy="argmax")[1] == argmax_hits
+    assert run(accuracy="threshold")[1] == threshold_hits
+    assert run(accuracy="none")[1] == 0
+    with pytest.raises(ValueError, match="accuracy"):
+        run(accuracy="top1")

@@ -141,3 +141,123 @@ def test_encode_2d_is_cast_copy():
 def test_encode_errors(y, n_out, output, match):
     with pytest.raises(ValueError, match=match):
         network.encode_targets(y, n_out, output, np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_encode_multilabel_indicators(dtype):
+    y = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 1]])
+    T = network.encode_targets(y, 3, "sigmoid", dtype, loss="binary_cross_entropy")
+    assert T.dtype == dtype and T.shape == (3, 3) and not np.shares_memory(T, y)
+    np.testing.assert_array_equal(T, y)
+    as_bool = network.encode_targets(y.astype(bool), 3, "sigmoid", dtype,
+                                     loss="binary_cross_entropy")
+    np.testing.assert_array_equal(as_bool, y)
+    soft = np.array([[0.0, 0.3, 1.0]])
+    np.testing.assert_array_equal(
+        network.encode_targets(soft, 3, "sigmoid", np.float64, loss="binary_cross_entropy"), soft)
+
+
+def test_encode_labels_for_binary_cross_entropy():
+    # One output unit: 0/1 labels give a 0/1 column; several units: one-hot rows.
+    T = network.encode_targets(np.array([1, 0, 1]), 1, "sigmoid", np.float64,
+                               loss="binary_cross_entropy")
+    np.testing.assert_array_equal(T, [[1], [0], [1]])
+    T = network.encode_targets(np.array([2, 0]), 3, "sigmoid", np.float64,
+                               loss="binary_cross_entropy")
+    np.testing.assert_array_equal(T, [[0, 0, 1], [1, 0, 0]])
+
+
+@pytest.mark.parametrize(
+    "y, dtype, match",
+    [
+        (np.array([[1, 2, 0]]), np.float64, r"\[0, 1\]"),
+        (np.array([[0.5, -0.1, 0.0]]), np.float64, r"\[0, 1\]"),
+        # rounds to 1 in float32, but the values given lie outside [0, 1]
+        (np.array([[1 + 1e-9, 0.0, 0.0]]), np.float32, r"\[0, 1\]"),
+        (np.array([[0.5, np.nan, 0.0]]), np.float64, "finite"),
+        (np.array([[0.5, 0.5]]), np.float64, "3 columns"),
+        (np.array([0, 2]), np.float64, r"\[0, 2\)"),  # labels for one output unit
+    ],
+)
+def test_encode_binary_cross_entropy_errors(y, dtype, match):
+    n_out = 1 if y.ndim == 1 else 3
+    with pytest.raises(ValueError, match=match):
+        network.encode_targets(y, n_out, "sigmoid", dtype, loss="binary_cross_entropy")
+
+
+def test_encode_squared_error_takes_any_real_targets():
+    y = np.array([[1.5, -0.5]])
+    for output in ("sigmoid", "identity"):
+        np.testing.assert_array_equal(network.encode_targets(y, 2, output, np.float64), y)
+        np.testing.assert_array_equal(
+            network.encode_targets(y, 2, output, np.float64, loss="squared_error"), y)
+
+
+@pytest.mark.parametrize(
+    "output, loss",
+    [("softmax", "binary_cross_entropy"), ("identity", "binary_cross_entropy"),
+     ("sigmoid", "cross_entropy")],
+)
+def test_encode_rejects_unpaired_loss(output, loss):
+    with pytest.raises(ValueError, match="does not pair"):
+        network.encode_targets(np.array([[0.0, 1.0]]), 2, output, np.float64, loss=loss)
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def test_predicted_class():
+    out = np.array([[0.1, 0.7, 0.2], [0.4, 0.2, 0.4], [0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(network.predicted_class(out), [1, 0, 2])  # first max on ties
+    column = np.array([[0.49], [0.5], [0.9]])
+    np.testing.assert_array_equal(network.predicted_class(column), [0, 1, 1])
+
+
+def test_predict_labels_multilabel_thresholds_every_unit():
+    out = np.array([[0.2, 0.5, 0.9], [0.49, 0.51, 0.0]], dtype=np.float32)
+    labels = network.predict_labels(out, multilabel=True)
+    assert labels.shape == (2, 3) and labels.dtype.kind == "i"
+    np.testing.assert_array_equal(labels, [[0, 1, 1], [0, 1, 0]])
+    np.testing.assert_array_equal(network.predict_labels(out), [2, 1])  # one label per row
+    with pytest.raises(ValueError, match="2-D"):
+        network.predict_labels(np.zeros(3), multilabel=True)
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def test_count_correct_argmax():
+    out = np.array([[0.1, 0.7, 0.2], [0.5, 0.5, 0.0], [0.3, 0.3, 0.4], [0.6, 0.3, 0.1]])
+    T = np.array([[0, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]], dtype=float)
+    # row 0 right; row 1 a tie resolved to unit 0, wrong; row 2 right; row 3 wrong
+    assert network.count_correct(out, T, "argmax") == 2
+    assert network.count_correct(out, out, "argmax") == 4
+    soft = np.array([[0.2, 0.5, 0.3]] * 4)  # argmax of soft targets: unit 1
+    assert network.count_correct(out, soft, "argmax") == 1
+
+
+def test_count_correct_threshold():
+    out = np.array([[0.9, 0.1, 0.5], [0.9, 0.6, 0.2], [0.49, 0.0, 1.0], [0.2, 0.2, 0.2]])
+    T = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1], [0, 0, 1]], dtype=float)
+    # row 0: every unit on its target's side (0.5 counts as on); row 1: unit 1 wrong;
+    # row 2: right; row 3: unit 2 wrong
+    assert network.count_correct(out, T, "threshold") == 2
+    single = np.array([[0.7], [0.3], [0.5]])
+    assert network.count_correct(single, np.array([[1.0], [1.0], [0.0]]), "threshold") == 1
+
+
+def test_count_correct_none_and_errors():
+    out = np.array([[0.9, 0.1]])
+    assert network.count_correct(out, np.array([[1.0, 0.0]]), "none") == 0
+    assert type(network.count_correct(out, np.array([[1.0, 0.0]]), "argmax")) is int
+    with pytest.raises(ValueError, match="accuracy must be one of"):
+        network.count_correct(out, out, "top5")
+    with pytest.raises(ValueError, match="one shape"):
+        network.count_correct(out, out.T, "argmax")
+
+
+def test_default_accuracy():
+    assert network.default_accuracy(1) == "threshold"
+    assert network.default_accuracy(2) == "argmax"
+    assert network.default_accuracy(10) == "argmax"
+    assert set(map(network.default_accuracy, [1, 2])) <= set(network.ACCURACY)
