@@ -25,7 +25,8 @@ the mean over its B rows; ``tiny = np.finfo(dtype).tiny``, the smallest normal n
     z is the output layer's pre-activation. The clamp to ``tiny`` keeps ``log`` finite when
     an output underflows to 0 (or reaches 1, for ``1 - y``); the gradient ignores it. A
     term whose coefficient (``t_j`` or ``1 - t_j``) is 0 adds nothing, so outputs of
-    exactly 0 or 1 never produce ``0 * inf``. The cross-entropy gradient ``y - t`` assumes
+    exactly 0 or 1 never produce ``0 * inf``. ``max`` propagates NaN (``np.maximum``, not
+    C's ``fmax``), so a NaN output gives a NaN loss, which stops training. The cross-entropy gradient ``y - t`` assumes
     target rows that sum to 1; the binary cross-entropy one holds for any t in [0, 1].
     Each function takes the ``output`` activation and a ``loss`` name; ``loss=None`` means
     the output's default (``registry.DEFAULT_LOSS``: softmax -> cross_entropy, sigmoid and

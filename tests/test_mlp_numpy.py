@@ -627,3 +627,13 @@ def test_train_epoch_default_accuracy_and_bad_names():
     assert run(accuracy="none")[1] == 0
     with pytest.raises(ValueError, match="accuracy"):
         run(accuracy="top1")
+
+
+@pytest.mark.parametrize("output, loss", [("softmax", None), ("sigmoid", "binary_cross_entropy")])
+def test_nan_output_gives_nan_loss(output, loss):
+    """The clamp at tiny must not hide a NaN output (np.maximum propagates NaN)."""
+    out = np.array([[np.nan, 0.5], [0.5, 0.5]])
+    T = np.array([[0.0, 1.0], [1.0, 0.0]])
+    with np.errstate(invalid="ignore"):
+        per_row = mlp.per_sample_loss(out, T, output, loss)
+    assert np.isnan(per_row[0]) and np.isfinite(per_row[1])
