@@ -607,8 +607,11 @@ def _to_float(value: Any, name: str, t: int) -> float:
         raise refuse("not a number")
     if isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real):
         raise refuse("a complex number")
-    if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind not in "fiu":
-        raise refuse(f"of dtype {value.dtype}")
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype.kind not in "fiu":
+            raise refuse(f"of dtype {value.dtype}")
+    elif any(kind in str(getattr(value, "dtype", "")) for kind in ("bool", "complex")):
+        raise refuse(f"of dtype {value.dtype}")  # torch.bool, torch.complex64, ...
     ndim = getattr(value, "ndim", 0)
     if isinstance(ndim, int) and ndim != 0:
         raise refuse(f"an array with {ndim} dimension(s), not a scalar")

@@ -26,7 +26,7 @@ from momcore.schedules import (
     value_at,
 )
 
-NO_TORCH = "torch is not installed (pip install torch) : the comparison needs it"
+NO_TORCH = "torch is not installed (pip install torch); the comparison with PyTorch needs it"
 
 
 def test_constant():
@@ -372,8 +372,10 @@ def test_value_at_torch_scalar():
     assert value_at(lambda t: torch.tensor(0.25, dtype=torch.float32), 0, "lr") == 0.25
     with pytest.raises(ValueError, match="lr"):
         value_at(lambda t: torch.tensor(float("nan")), 0, "lr")
-    with pytest.raises(TypeError, match="lr"):
-        value_at(lambda t: torch.tensor([0.1, 0.2]), 0, "lr")
+    for bad in (torch.tensor([0.1, 0.2]), torch.tensor([0.1]), torch.tensor(True),
+                torch.tensor(1 + 1j)):
+        with pytest.raises(TypeError, match="lr.*t=0"):
+            value_at(lambda t: bad, 0, "lr")
 
 
 # ---- Cosine -------------------------------------------------------------------------------
