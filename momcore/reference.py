@@ -13,8 +13,11 @@ from numbers import Real
 
 import numpy as np
 
-RULES = ("classical", "nesterov", "velocity", "ema", "one_step")
-NONFINITE = ("propagate", "raise", "skip")
+from momcore import registry
+
+RULES = tuple(registry.RULES)
+NONFINITE = registry.NONFINITE
+_DAMPENING_RULES = registry.rules_taking("dampening")
 _NAMES = {"w": "ws", "g": "gs", "state": "states"}
 
 
@@ -39,11 +42,13 @@ def _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite) -> tupl
         raise ValueError(f"dampening must lie in [0, 1), got {dampening!r}")
     if not (isfinite(wd) and wd >= 0.0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-    if not (isinstance(rule, str) and rule in RULES):
-        raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}; got {rule!r}")
-    if not (isinstance(nonfinite, str) and nonfinite in NONFINITE):
-        raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}; "
-                         f"got {nonfinite!r}")
+    registry.check_name("rule", rule)
+    if damp != 0.0 and rule not in _DAMPENING_RULES:
+        which = (("rule " if len(_DAMPENING_RULES) == 1 else "rules ")
+                 + ", ".join(map(repr, _DAMPENING_RULES)))
+        raise ValueError(f"dampening is taken only by {which}; rule {rule!r} ignores it "
+                         f"(leave it at 0)")
+    registry.check_name("nonfinite", nonfinite)
     return lr_, mom, damp, wd
 
 
@@ -106,6 +111,10 @@ def _raise_shared(a: str, b: str) -> None:
 
 
 def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay) -> None:
+    """One step of `rule` in place. The operation order is the C kernel's
+    (src_c/kernel_impl.h), written out per rule in momcore_kernels.h: each
+    right-hand side evaluated as its parentheses and left-to-right reading give,
+    every operation rounded to the dtype."""
     t = w.dtype.type
     lr_, mom = t(lr), t(momentum)
     if weight_decay != 0.0:
@@ -123,6 +132,11 @@ def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay) -> None:
         state *= mom
         state += keep * g
         w -= lr_ * state
+    elif rule == "nesterov_velocity":
+        # s = m*s + g' ; w = w - lr*(g' + m*s)
+        state *= mom
+        state += g
+        w -= lr_ * (g + mom * state)
     else:  # one_step
         step = t(-lr) * g
         w += step
