@@ -64,7 +64,9 @@ def test_c_program_matches_reference_bit_for_bit(c_program):
     result = subprocess.run([str(exe), *cases], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MISMATCH" not in result.stdout
-    assert f"{len(cases) * len(_core.simd_supported())} passed, 0 failed" in result.stdout
+    # each case alone through mc_momentum_step, then all in one mc_momentum_step_each
+    assert f"{2 * len(cases) * len(_core.simd_supported())} passed, 0 failed" in result.stdout
+    assert result.stdout.count(" each ") == len(cases) * len(_core.simd_supported())
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
