@@ -18,7 +18,6 @@ from momcore import registry
 RULES = tuple(registry.RULES)
 NONFINITE = registry.NONFINITE
 _DAMPENING_RULES = registry.rules_taking("dampening")
-_NAMES = {"w": "ws", "g": "gs", "state": "states"}
 
 
 def _real(x: object, name: str) -> float:
@@ -71,9 +70,12 @@ def _check_array(a: object, name: str, written: bool) -> np.ndarray:
     return a
 
 
-def _check_operands(triples: list[tuple], many: bool) -> None:
+def _check_operands(triples: list[tuple], many: bool,
+                    names: tuple[str, str, str] = ("ws", "gs", "states")) -> None:
+    called = dict(zip(("w", "g", "state"), names))
+
     def label(role: str, i: int) -> str:
-        return f"{_NAMES[role]}[{i}]" if many else role
+        return f"{called[role]}[{i}]" if many else role
 
     extents = []
     for i, (w, g, s) in enumerate(triples):
@@ -150,7 +152,7 @@ def momentum_step(w: np.ndarray, g: np.ndarray, state: np.ndarray, *, lr: float,
     """One momentum step in place on w and state (see momcore.momentum_step)."""
     hyper = _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite)
     _check_operands([(w, g, state)], many=False)
-    return _step_all([(w, g, state)], rule, nonfinite, *hyper)
+    return _step_all([(w, g, state)], [(rule, *hyper)], nonfinite)
 
 
 def momentum_step_many(ws: Sequence[np.ndarray], gs: Sequence[np.ndarray],
@@ -159,25 +161,73 @@ def momentum_step_many(ws: Sequence[np.ndarray], gs: Sequence[np.ndarray],
                        weight_decay: float = 0.0, nonfinite: str = "propagate") -> bool:
     """momentum_step over lists of arrays; all or none updated (see momcore)."""
     hyper = _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite)
-    for name, seq in (("ws", ws), ("gs", gs), ("states", states)):
+    triples = _collect(ws, gs, states, ("ws", "gs", "states"), None)
+    _check_operands(triples, many=True)
+    return _step_all(triples, [(rule, *hyper)] * len(triples), nonfinite)
+
+
+_HYPER_KEYS = ("lr", "momentum", "rule", "dampening", "weight_decay")
+
+
+def step_groups(groups: Sequence[tuple], *, nonfinite: str = "propagate",
+                names: tuple[str, str, str] = ("ws", "gs", "states")) -> bool:
+    """Groups (ws, gs, states, hyper), each stepped with its own hyper dict; arrays
+    numbered across groups by names; all or none updated (see momcore._core)."""
+    registry.check_name("nonfinite", nonfinite)
+    if not (isinstance(names, tuple) and len(names) == 3
+            and all(isinstance(n, str) for n in names)):
+        raise TypeError(f"names must be a tuple of three strings, got {names!r}")
+    if not isinstance(groups, (list, tuple)):
+        raise TypeError(f"groups must be a list or tuple of (ws, gs, states, hyper), got "
+                        f"{type(groups).__name__}")
+    triples: list[tuple] = []
+    hypers: list[tuple] = []
+    for k, group in enumerate(groups):
+        if not (isinstance(group, (list, tuple)) and len(group) == 4):
+            raise TypeError(f"groups[{k}] must be a tuple (ws, gs, states, hyper), got "
+                            f"{type(group).__name__}"
+                            + (f" of length {len(group)}" if isinstance(group, (list, tuple))
+                               else ""))
+        ws, gs, states, hyper = group
+        if not isinstance(hyper, dict):
+            raise TypeError(f"groups[{k}] hyper must be a dict, got {type(hyper).__name__}")
+        missing = [key for key in _HYPER_KEYS if key not in hyper]
+        unknown = [key for key in hyper if key not in _HYPER_KEYS]
+        if missing or unknown:
+            raise ValueError(
+                f"groups[{k}] hyper must have exactly the keys {', '.join(_HYPER_KEYS)}; "
+                + "; ".join(([f"missing {', '.join(map(repr, missing))}"] if missing else [])
+                            + ([f"unknown {', '.join(map(repr, unknown))}"] if unknown
+                               else [])))
+        checked = _check_hyper(hyper["lr"], hyper["momentum"], hyper["rule"],
+                               hyper["dampening"], hyper["weight_decay"], "propagate")
+        group_triples = _collect(ws, gs, states, names, k)
+        triples += group_triples
+        hypers += [(hyper["rule"], *checked)] * len(group_triples)
+    _check_operands(triples, many=True, names=names)
+    return _step_all(triples, hypers, nonfinite)
+
+
+def _collect(ws, gs, states, names, group) -> list[tuple]:
+    where = "" if group is None else f" of groups[{group}]"
+    for name, seq in zip(names, (ws, gs, states)):
         if not isinstance(seq, (list, tuple)):
-            raise TypeError(f"{name} must be a list or tuple of numpy arrays, got "
+            raise TypeError(f"{name}{where} must be a list or tuple of numpy arrays, got "
                             f"{type(seq).__name__}")
     if not len(ws) == len(gs) == len(states):
-        raise ValueError(f"ws, gs and states must have one length; got "
-                         f"{len(ws)}, {len(gs)} and {len(states)}")
-    triples = list(zip(ws, gs, states))
-    _check_operands(triples, many=True)
-    return _step_all(triples, rule, nonfinite, *hyper)
+        raise ValueError(f"{names[0]}, {names[1]} and {names[2]}{where} must have one "
+                         f"length; got {len(ws)}, {len(gs)} and {len(states)}")
+    return list(zip(ws, gs, states))
 
 
-def _step_all(triples, rule, nonfinite, lr, momentum, dampening, weight_decay) -> bool:
+def _step_all(triples, hypers, nonfinite) -> bool:
+    """triples[i] stepped with hypers[i] = (rule, lr, momentum, dampening, weight_decay)."""
     if nonfinite != "propagate" and not all(np.isfinite(g).all() for _, g, _ in triples):
         if nonfinite == "raise":
             raise FloatingPointError("the gradient holds NaN or inf; w and state were left "
                                      "unchanged (nonfinite='raise')")
         return False
-    for w, g, s in triples:
+    for (w, g, s), (rule, lr, momentum, dampening, weight_decay) in zip(triples, hypers):
         if w.size:
             _apply(w, g, s, rule, lr, momentum, dampening, weight_decay)
     return True
