@@ -1,13 +1,31 @@
 from collections.abc import Sequence
+from typing import TypedDict
 
 import numpy as np
 
 RULES: tuple[str, ...]
+RULE_CODES: dict[str, int]
+N_RULES: int
 NONFINITE: tuple[str, ...]
+NONFINITE_CODES: dict[str, int]
+N_NONFINITE: int
 OMP_MIN_ELEMENTS: int
 SIMD_PATHS: tuple[str, ...]
 GEMM_MIN_MACS: int
-ACTIVATIONS: dict[str, int]
+ACTIVATION_CODES: dict[str, int]
+N_ACTIVATIONS: int
+LOSS_CODES: dict[str, int]
+N_LOSSES: int
+ACCURACIES: tuple[str, ...]
+ACCURACY_CODES: dict[str, int]
+N_ACCURACIES: int
+
+class Hyper(TypedDict):
+    lr: float
+    momentum: float
+    rule: str
+    dampening: float
+    weight_decay: float
 
 def momentum_step(
     w: np.ndarray, g: np.ndarray, state: np.ndarray, *, lr: float, momentum: float,
@@ -17,6 +35,11 @@ def momentum_step_many(
     ws: Sequence[np.ndarray], gs: Sequence[np.ndarray], states: Sequence[np.ndarray], *,
     lr: float, momentum: float, rule: str = ..., dampening: float = ...,
     weight_decay: float = ..., nonfinite: str = ...,
+) -> bool: ...
+def step_groups(
+    groups: Sequence[tuple[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[np.ndarray],
+                           Hyper]],
+    *, nonfinite: str = ..., names: tuple[str, str, str] = ...,
 ) -> bool: ...
 def check_hyperparameters(
     *, lr: float, momentum: float, rule: str = ..., dampening: float = ...,
@@ -37,9 +60,12 @@ class NetCore:
     grad: np.ndarray | None
     sizes: np.ndarray
     max_batch: int
+    loss: str
+    accuracy: str
     def __init__(
         self, params: np.ndarray, state: np.ndarray, grad: np.ndarray | None,
-        sizes: Sequence[int], hidden: str, output: str, max_batch: int,
+        sizes: Sequence[int], hidden: str, output: str, max_batch: int, *,
+        loss: str | None = ..., accuracy: str | None = ...,
     ) -> None: ...
     def predict(self, X: np.ndarray, out: np.ndarray) -> np.ndarray: ...
     def gradients(self, X: np.ndarray, T: np.ndarray) -> tuple[float, int]: ...

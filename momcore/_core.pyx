@@ -18,14 +18,35 @@ from momcore._kernels cimport *
 
 cnp.import_array()
 
-RULES = ("classical", "nesterov", "velocity", "ema", "one_step")
-NONFINITE = ("propagate", "raise", "skip")
-cdef dict _RULE_CODES = {name: code for code, name in enumerate(RULES)}
-cdef dict _NONFINITE_CODES = {name: code for code, name in enumerate(NONFINITE)}
+from momcore import registry as _registry
+
+# Each name of momcore.registry mapped to its C code, explicitly (tests/test_registry.py
+# checks that the two sides cover each other).
+RULE_CODES = {
+    "classical": MC_CLASSICAL,
+    "nesterov": MC_NESTEROV,
+    "velocity": MC_VELOCITY,
+    "ema": MC_EMA,
+    "one_step": MC_ONE_STEP,
+    "nesterov_velocity": MC_NESTEROV_VELOCITY,
+}
+N_RULES = MC_N_RULES
+RULES = tuple(_registry.RULES)
+"""The update rules, in registry order."""
+
 cdef enum:
     PROPAGATE = 0
     RAISE = 1
     SKIP = 2
+    N_NONFINITE_MODES = 3
+
+NONFINITE_CODES = {"propagate": PROPAGATE, "raise": RAISE, "skip": SKIP}
+N_NONFINITE = N_NONFINITE_MODES
+NONFINITE = tuple(_registry.NONFINITE)
+
+cdef tuple _DAMPENING_RULES = _registry.rules_taking("dampening")
+cdef dict _RULE_CODES = RULE_CODES
+cdef dict _NONFINITE_CODES = NONFINITE_CODES
 
 # ---- hyperparameters -----------------------------------------------------------
 
@@ -64,13 +85,28 @@ cdef int _parse_hyper(mc_hyper *h, object lr, object momentum, object rule,
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
     code = _RULE_CODES.get(rule) if isinstance(rule, str) else None
     if code is None:
-        raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}; got {rule!r}")
+        _registry.check_name("rule", rule)
+        raise ValueError(f"rule {rule!r} has no C code")  # tests/test_registry.py
     h.rule = code
+    if h.dampening != 0.0 and rule not in _DAMPENING_RULES:
+        raise ValueError(_not_taken("dampening", _DAMPENING_RULES, rule))
+    return _parse_nonfinite(nonfinite)
+
+
+cdef int _parse_nonfinite(object nonfinite) except -1:
     mode = _NONFINITE_CODES.get(nonfinite) if isinstance(nonfinite, str) else None
     if mode is None:
-        raise ValueError(
-            f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}; got {nonfinite!r}")
+        _registry.check_name("nonfinite", nonfinite)
+        raise ValueError(f"nonfinite {nonfinite!r} has no C code")
     return mode
+
+
+cdef str _not_taken(str hyperparameter, tuple taking, object rule):
+    """The message for a hyperparameter given to a rule that ignores it (the same
+    words as momcore.reference)."""
+    which = ("rule " if len(taking) == 1 else "rules ") + ", ".join(map(repr, taking))
+    return (f"{hyperparameter} is taken only by {which}; rule {rule!r} ignores it "
+            f"(leave it at 0)")
 
 
 def check_hyperparameters(*, lr, momentum, rule="classical", dampening=0.0,
@@ -88,60 +124,69 @@ cdef enum:
     ROLE_S = 2
 
 
-cdef str _name(int role, Py_ssize_t index):
+cdef tuple _ONE_NAMES = ("w", "g", "state")
+cdef tuple _MANY_NAMES = ("ws", "gs", "states")
+
+
+cdef str _name(tuple names, int role, Py_ssize_t index):
+    """The caller's name of an operand: names[role], indexed unless index < 0."""
     if index < 0:
-        return ("w", "g", "state")[role]
-    return f"{('ws', 'gs', 'states')[role]}[{index}]"
+        return names[role]
+    return f"{names[role]}[{index}]"
 
 
-cdef str _label(str label, int role, Py_ssize_t index):
-    return label if label is not None else _name(role, index)
+cdef str _where(str label, tuple names, int role, Py_ssize_t index):
+    return label if names is None else _name(names, role, index)
 
 
-cdef cnp.ndarray _checked(object obj, int role, Py_ssize_t index, str label=None):
-    """obj as an ndarray the kernels can work on in place, or a clear exception."""
+cdef cnp.ndarray _checked(object obj, int role, str label, tuple names=None,
+                          Py_ssize_t index=-1):
+    """obj as an ndarray the kernels can work on in place, or a clear exception
+    that calls it ``label`` (or, given names, _name(names, role, index): formatted
+    only on error)."""
     if not cnp.PyArray_Check(obj):
-        raise TypeError(f"{_label(label, role, index)} must be a numpy.ndarray, got "
+        raise TypeError(f"{_where(label, names, role, index)} must be a numpy.ndarray, got "
                         f"{type(obj).__name__} (momcore never copies its operands)")
     if not cnp.PyArray_CheckExact(obj) and isinstance(obj, np.ma.MaskedArray):
-        raise TypeError(f"{_label(label, role, index)} is a masked array; momcore updates "
+        raise TypeError(f"{_where(label, names, role, index)} is a masked array; momcore updates "
                         f"every element, so pass its .data (or .filled(...))")
     cdef cnp.ndarray a = <cnp.ndarray>obj
     cdef int t = cnp.PyArray_TYPE(a)
     if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-        raise TypeError(f"{_label(label, role, index)} has dtype {a.dtype}; momcore supports "
+        raise TypeError(f"{_where(label, names, role, index)} has dtype {a.dtype}; momcore supports "
                         f"float32 and float64")
     if not cnp.PyArray_ISNOTSWAPPED(a):
-        raise TypeError(f"{_label(label, role, index)} has non-native byte order "
+        raise TypeError(f"{_where(label, names, role, index)} has non-native byte order "
                         f"(dtype {a.dtype.str!r}); convert it with .astype({a.dtype.name!r})")
     if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError(f"{_label(label, role, index)} must be C-contiguous (momcore works in "
+        raise ValueError(f"{_where(label, names, role, index)} must be C-contiguous (momcore works in "
                          f"place and never copies); pass np.ascontiguousarray(...) "
                          f"and keep using that array")
     if not cnp.PyArray_ISALIGNED(a):
-        raise ValueError(f"{_label(label, role, index)} is not aligned to its dtype")
+        raise ValueError(f"{_where(label, names, role, index)} is not aligned to its dtype")
     if role != ROLE_G and not cnp.PyArray_ISWRITEABLE(a):
-        raise ValueError(f"{_label(label, role, index)} is read-only; it is updated in place")
+        raise ValueError(f"{_where(label, names, role, index)} is read-only; it is updated in place")
     return a
 
 
 def check_array(obj, *, name="w", writable=True):
     """Raises the error momentum_step would raise for ``obj`` as an operand."""
-    _checked(obj, ROLE_W if writable else ROLE_G, -1, name)
+    _checked(obj, ROLE_W if writable else ROLE_G, name)
 
 
-cdef int _fill(mc_buffer *b, object w, object g, object s, Py_ssize_t index) except -1:
-    cdef cnp.ndarray aw = _checked(w, ROLE_W, index)
-    cdef cnp.ndarray ag = _checked(g, ROLE_G, index)
-    cdef cnp.ndarray as_ = _checked(s, ROLE_S, index)
+cdef int _fill(mc_buffer *b, object w, object g, object s, tuple names,
+               Py_ssize_t index) except -1:
+    cdef cnp.ndarray aw = _checked(w, ROLE_W, None, names, index)
+    cdef cnp.ndarray ag = _checked(g, ROLE_G, None, names, index)
+    cdef cnp.ndarray as_ = _checked(s, ROLE_S, None, names, index)
     cdef int t = cnp.PyArray_TYPE(aw)
     if cnp.PyArray_TYPE(ag) != t or cnp.PyArray_TYPE(as_) != t:
-        raise TypeError(f"{_name(ROLE_W, index)}, {_name(ROLE_G, index)} and "
-                        f"{_name(ROLE_S, index)} must share one dtype; got "
+        raise TypeError(f"{_name(names, ROLE_W, index)}, {_name(names, ROLE_G, index)} and "
+                        f"{_name(names, ROLE_S, index)} must share one dtype; got "
                         f"{aw.dtype}, {ag.dtype} and {as_.dtype}")
     if not (_same_shape(aw, ag) and _same_shape(aw, as_)):
-        raise ValueError(f"{_name(ROLE_W, index)}, {_name(ROLE_G, index)} and "
-                         f"{_name(ROLE_S, index)} must share one shape; got "
+        raise ValueError(f"{_name(names, ROLE_W, index)}, {_name(names, ROLE_G, index)} and "
+                         f"{_name(names, ROLE_S, index)} must share one shape; got "
                          f"{(<object>aw).shape}, {(<object>ag).shape} and {(<object>as_).shape}")
     b.w = cnp.PyArray_DATA(aw)
     b.g = cnp.PyArray_DATA(ag)
@@ -178,7 +223,7 @@ cdef int _by_start(const void *a, const void *b) noexcept nogil:
 
 
 cdef int _check_disjoint(const mc_buffer *bufs, Py_ssize_t count, _extent *ext,
-                         bint many) except -1:
+                         tuple names, bint many) except -1:
     """Raises unless every written extent (w, state) is disjoint from every other.
 
     Gradients may overlap one another (they are only read). Sorting the extents by
@@ -201,9 +246,9 @@ cdef int _check_disjoint(const mc_buffer *bufs, Py_ssize_t count, _extent *ext,
     cdef Py_ssize_t last_any = -1, last_written = -1
     for i in range(k):
         if ext[i].role != ROLE_G and ext[i].lo < end_any:
-            _raise_shared(&ext[i], &ext[last_any])
+            _raise_shared(&ext[i], &ext[last_any], names)
         if ext[i].role == ROLE_G and ext[i].lo < end_written:
-            _raise_shared(&ext[i], &ext[last_written])
+            _raise_shared(&ext[i], &ext[last_written], names)
         if ext[i].hi > end_any:
             end_any = ext[i].hi; last_any = i
         if ext[i].role != ROLE_G and ext[i].hi > end_written:
@@ -211,8 +256,9 @@ cdef int _check_disjoint(const mc_buffer *bufs, Py_ssize_t count, _extent *ext,
     return 0
 
 
-cdef int _raise_shared(const _extent *a, const _extent *b) except -1:
-    raise ValueError(f"{_name(b.role, b.index)} and {_name(a.role, a.index)} share memory; "
+cdef int _raise_shared(const _extent *a, const _extent *b, tuple names) except -1:
+    raise ValueError(f"{_name(names, b.role, b.index)} and {_name(names, a.role, a.index)} "
+                     f"share memory; "
                      f"w and state are written in place and must not overlap any "
                      f"other operand")
 
@@ -226,11 +272,17 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
 
     With ``g' = g + weight_decay*w``, ``rule`` is one of::
 
-        classical   state = momentum*state - lr*g' ; w = w + state
-        nesterov    state = momentum*state - lr*g' ; w = w + momentum*state - lr*g'
-        velocity    state = momentum*state + (1-dampening)*g' ; w = w - lr*state
-        ema         velocity with dampening = momentum
-        one_step    step = -lr*g' ; w = w + step + momentum*state ; state = step
+        classical          state = momentum*state - lr*g' ; w = w + state
+        nesterov           state = momentum*state - lr*g' ;
+                           w = w + momentum*state - lr*g'
+        velocity           state = momentum*state + (1-dampening)*g' ; w = w - lr*state
+        ema                velocity with dampening = momentum
+        one_step           step = -lr*g' ; w = w + step + momentum*state ; state = step
+        nesterov_velocity  state = momentum*state + g' ;
+                           w = w - lr*(g' + momentum*state)
+
+    (``nesterov_velocity`` is PyTorch's and optax's Nesterov form, lr outside the
+    state.)
 
     Parameters
     ----------
@@ -243,7 +295,8 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     momentum : float
         Momentum coefficient in (-1, 1).
     dampening : float
-        In [0, 1); used by ``velocity``.
+        In [0, 1); taken by ``velocity`` only: nonzero with any other rule is a
+        ValueError.
     weight_decay : float
         Coupled L2 weight decay, >= 0.
     nonfinite : {"propagate", "raise", "skip"}
@@ -264,8 +317,8 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     cdef _extent ext[3]
     cdef int applied
     cdef int mode = _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
-    _fill(&b, w, g, state, -1)
-    _check_disjoint(&b, 1, ext, False)
+    _fill(&b, w, g, state, _ONE_NAMES, -1)
+    _check_disjoint(&b, 1, ext, _ONE_NAMES, False)
     if b.n == 0:
         return True
     with nogil:
@@ -294,17 +347,113 @@ def momentum_step_many(ws, gs, states, *, lr, momentum, rule="classical", dampen
     """
     cdef mc_hyper h
     cdef int mode = _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
-    for name, seq in (("ws", ws), ("gs", gs), ("states", states)):
+    cdef list all_ws = [], all_gs = [], all_states = []
+    _collect(all_ws, all_gs, all_states, ws, gs, states, _MANY_NAMES, -1)
+    return _step_arrays(all_ws, all_gs, all_states, &h, False, mode, _MANY_NAMES)
+
+
+_HYPER_KEYS = ("lr", "momentum", "rule", "dampening", "weight_decay")
+
+
+def step_groups(groups, *, nonfinite="propagate", names=("ws", "gs", "states")):
+    """Parameter groups, each with its own hyperparameters, stepped in one C call.
+
+    ``groups`` is a sequence of ``(ws, gs, states, hyper)``: three lists (or
+    tuples) of arrays as in momentum_step_many, and ``hyper`` a dict with exactly
+    the keys ``lr``, ``momentum``, ``rule``, ``dampening`` and ``weight_decay``
+    (all required; the values are checked as by momentum_step). Group k's
+    arrays are stepped with group k's hyperparameters.
+
+    The arrays are numbered across the groups, in order, and error messages call
+    them by ``names`` (the caller's words for ws, gs and states): with
+    ``names=("params", "grads", "state")`` the fourth array of all is
+    ``params[3]``. No w or state may share memory with any other operand of any
+    group. With ``nonfinite`` "raise" or "skip" every gradient of every group is
+    checked before anything is written: all arrays are updated or none is.
+
+    Returns True when the step was applied, False when ``nonfinite="skip"``
+    skipped it; raises FloatingPointError with ``nonfinite="raise"``.
+    """
+    cdef int mode = _parse_nonfinite(nonfinite)
+    if not (isinstance(names, tuple) and len(names) == 3
+            and all(isinstance(n, str) for n in names)):
+        raise TypeError(f"names must be a tuple of three strings, got {names!r}")
+    if not isinstance(groups, (list, tuple)):
+        raise TypeError(f"groups must be a list or tuple of (ws, gs, states, hyper), got "
+                        f"{type(groups).__name__}")
+    groups = tuple(groups)
+    cdef list all_ws = [], all_gs = [], all_states = []
+    cdef Py_ssize_t k, i, n_groups = len(groups), start = 0
+    cdef mc_hyper *group_hypers = <mc_hyper *>PyMem_Malloc((n_groups + 1) * sizeof(mc_hyper))
+    cdef mc_hyper *hypers = NULL
+    cdef list ends = []
+    try:
+        if group_hypers == NULL:
+            raise MemoryError()
+        for k in range(n_groups):
+            group = groups[k]
+            if not (isinstance(group, (list, tuple)) and len(group) == 4):
+                raise TypeError(
+                    f"groups[{k}] must be a tuple (ws, gs, states, hyper), got "
+                    f"{type(group).__name__}"
+                    + (f" of length {len(group)}" if isinstance(group, (list, tuple)) else ""))
+            ws, gs, states, hyper = group
+            if not isinstance(hyper, dict):
+                raise TypeError(f"groups[{k}] hyper must be a dict, got "
+                                f"{type(hyper).__name__}")
+            missing = [key for key in _HYPER_KEYS if key not in hyper]
+            unknown = [key for key in hyper if key not in _HYPER_KEYS]
+            if missing or unknown:
+                raise ValueError(
+                    f"groups[{k}] hyper must have exactly the keys "
+                    f"{', '.join(_HYPER_KEYS)}; "
+                    + "; ".join(([f"missing {', '.join(map(repr, missing))}"] if missing
+                                 else [])
+                                + ([f"unknown {', '.join(map(repr, unknown))}"] if unknown
+                                   else [])))
+            _parse_hyper(&group_hypers[k], hyper["lr"], hyper["momentum"], hyper["rule"],
+                         hyper["dampening"], hyper["weight_decay"], "propagate")
+            _collect(all_ws, all_gs, all_states, ws, gs, states, names, k)
+            ends.append(len(all_ws))
+        hypers = <mc_hyper *>PyMem_Malloc((len(all_ws) + 1) * sizeof(mc_hyper))
+        if hypers == NULL:
+            raise MemoryError()
+        for k in range(n_groups):
+            for i in range(start, <Py_ssize_t>ends[k]):
+                hypers[i] = group_hypers[k]
+            start = ends[k]
+        return _step_arrays(all_ws, all_gs, all_states, hypers, True, mode, names)
+    finally:
+        PyMem_Free(group_hypers)
+        PyMem_Free(hypers)
+
+
+cdef int _collect(list all_ws, list all_gs, list all_states, object ws, object gs,
+                  object states, tuple names, Py_ssize_t group) except -1:
+    """Appends the arrays of one group to the lists after checking that the three
+    sequences are lists or tuples of one length (group < 0: the only group)."""
+    where = "" if group < 0 else f" of groups[{group}]"
+    for name, seq in zip(names, (ws, gs, states)):
         if not isinstance(seq, (list, tuple)):
-            raise TypeError(f"{name} must be a list or tuple of numpy arrays, got "
+            raise TypeError(f"{name}{where} must be a list or tuple of numpy arrays, got "
                             f"{type(seq).__name__}")
-    # Tuples of our own hold every operand alive while the GIL is released, whatever
+    if len(gs) != len(ws) or len(states) != len(ws):
+        raise ValueError(f"{names[0]}, {names[1]} and {names[2]}{where} must have one "
+                         f"length; got {len(ws)}, {len(gs)} and {len(states)}")
+    # Lists of our own hold every operand alive while the GIL is released, whatever
     # the caller's sequences do meanwhile, and their lengths are true.
-    ws, gs, states = tuple(ws), tuple(gs), tuple(states)
+    all_ws.extend(ws)
+    all_gs.extend(gs)
+    all_states.extend(states)
+    return 0
+
+
+cdef object _step_arrays(list ws, list gs, list states, const mc_hyper *hypers, bint each,
+                         int mode, tuple names):
+    """The step behind momentum_step_many and step_groups: checks every operand
+    (called by names, numbered in order), then one C call; array i takes
+    hypers[i] with each, hypers[0] otherwise."""
     cdef Py_ssize_t i, count = len(ws)
-    if len(gs) != count or len(states) != count:
-        raise ValueError(f"ws, gs and states must have one length; got "
-                         f"{len(ws)}, {len(gs)} and {len(states)}")
     if count == 0:
         return True
     cdef int applied
@@ -314,10 +463,14 @@ def momentum_step_many(ws, gs, states, *, lr, momentum, rule="classical", dampen
         if bufs == NULL or ext == NULL:
             raise MemoryError()
         for i in range(count):
-            _fill(&bufs[i], ws[i], gs[i], states[i], i)
-        _check_disjoint(bufs, count, ext, True)
+            _fill(&bufs[i], ws[i], gs[i], states[i], names, i)
+        _check_disjoint(bufs, count, ext, names, True)
         with nogil:
-            applied = mc_momentum_step(bufs, <size_t>count, &h, mode != PROPAGATE)
+            if each:
+                applied = mc_momentum_step_each(bufs, hypers, <size_t>count,
+                                                mode != PROPAGATE)
+            else:
+                applied = mc_momentum_step(bufs, <size_t>count, hypers, mode != PROPAGATE)
     finally:
         PyMem_Free(bufs)
         PyMem_Free(ext)
@@ -381,8 +534,8 @@ def _stream5(w, g, s):
     """Benchmark roofline: w += g; s += g over the same five streams as a step."""
     cdef mc_buffer b
     cdef _extent ext[3]
-    _fill(&b, w, g, s, -1)
-    _check_disjoint(&b, 1, ext, False)
+    _fill(&b, w, g, s, _ONE_NAMES, -1)
+    _check_disjoint(&b, 1, ext, _ONE_NAMES, False)
     with nogil:
         mc_stream5(&b)
 
@@ -402,8 +555,22 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 mc_set_gemm(sgemm, dgemm)
 
 GEMM_MIN_MACS = MC_GEMM_MIN_MACS
-ACTIVATIONS = {"sigmoid": MC_SIGMOID, "tanh": MC_TANH, "relu": MC_RELU,
-               "identity": MC_IDENTITY, "softmax": MC_SOFTMAX}
+
+# Hidden and output activations of momcore.registry share one C enum.
+ACTIVATION_CODES = {"sigmoid": MC_SIGMOID, "tanh": MC_TANH, "relu": MC_RELU,
+                    "identity": MC_IDENTITY, "softmax": MC_SOFTMAX}
+N_ACTIVATIONS = MC_N_ACTIVATIONS
+LOSS_CODES = {"cross_entropy": MC_CROSS_ENTROPY,
+              "binary_cross_entropy": MC_BINARY_CROSS_ENTROPY,
+              "squared_error": MC_SQUARED_ERROR}
+N_LOSSES = MC_N_LOSSES
+ACCURACY_CODES = {"none": MC_ACC_NONE, "argmax": MC_ACC_ARGMAX,
+                  "threshold": MC_ACC_THRESHOLD}
+N_ACCURACIES = MC_N_ACCURACIES
+ACCURACIES = tuple(ACCURACY_CODES)
+"""How training accuracy is counted: "none"; "argmax" (argmax y == argmax t, the
+first maximum on ties); "threshold" (every unit on the same side of 1/2 as its
+target)."""
 
 
 cdef bint _overlap(cnp.ndarray a, cnp.ndarray b):
@@ -421,9 +588,14 @@ cdef class NetCore:
     layer and two delta buffers), allocated once here and reused by every call.
     ``grad`` may be None when every training step folds the momentum update into
     the weight-gradient products. Not thread-safe: one NetCore per thread.
+
+    ``loss`` (a name of momcore.registry.LOSSES) must pair with ``output``; None
+    takes registry.DEFAULT_LOSS[output]. ``accuracy`` is one of ACCURACIES, or
+    None: "argmax" when the output layer has several units, "threshold" when it
+    has one.
     """
     cdef mc_mlp net
-    cdef readonly object params, state, grad, sizes
+    cdef readonly object params, state, grad, sizes, loss, accuracy
     cdef readonly Py_ssize_t max_batch
     cdef list _workspace
     cdef void **_act_ptrs
@@ -434,11 +606,11 @@ cdef class NetCore:
         self._act_ptrs = NULL
 
     def __init__(self, params, state, grad, sizes, str hidden, str output,
-                 Py_ssize_t max_batch):
+                 Py_ssize_t max_batch, *, loss=None, accuracy=None):
         if self._act_ptrs != NULL:
             raise TypeError("a NetCore is initialised once")
-        cdef cnp.ndarray p = _checked(params, ROLE_W, -1, "params")
-        cdef cnp.ndarray s = _checked(state, ROLE_S, -1, "state")
+        cdef cnp.ndarray p = _checked(params, ROLE_W, "params")
+        cdef cnp.ndarray s = _checked(state, ROLE_S, "state")
         cdef Py_ssize_t i, total = 0
         sizes = cnp.PyArray_FROMANY(sizes, cnp.NPY_INT64, 1, 1, cnp.NPY_ARRAY_CARRAY)
         if sizes.shape[0] < 2 or (sizes < 1).any() or (sizes > 2**30).any():
@@ -447,7 +619,7 @@ cdef class NetCore:
             total += sizes[i] * sizes[i + 1] + sizes[i + 1]
         self._typenum = cnp.PyArray_TYPE(p)
         for name, a in (("params", p), ("state", s)) + ((("grad", grad),) if grad is not None else ()):
-            a = _checked(a, ROLE_S, -1, name)
+            a = _checked(a, ROLE_S, name)
             if a.ndim != 1 or a.shape[0] != total or cnp.PyArray_TYPE(a) != self._typenum:
                 raise ValueError(f"{name} must be a 1-D {p.dtype} buffer of {total} elements")
         buffers = [("params", p), ("state", s)] + ([("grad", grad)] if grad is not None else [])
@@ -457,10 +629,15 @@ cdef class NetCore:
                     raise ValueError(f"{name_a} and {name_b} share memory")
         if max_batch < 1 or max_batch * int(sizes.max()) > 2**31 - 1:
             raise ValueError(f"max_batch must be in [1, (2**31-1)/max(sizes)], got {max_batch}")
-        if hidden not in ("sigmoid", "tanh", "relu", "identity"):
-            raise ValueError(f"unknown hidden activation {hidden!r}")
-        if output not in ("softmax", "sigmoid", "identity"):
-            raise ValueError(f"unknown output activation {output!r}")
+        _registry.check_name("hidden", hidden, "hidden")
+        _registry.check_name("output", output, "output")
+        loss = _registry.loss_for(output, loss)
+        if accuracy is None:
+            accuracy = "argmax" if sizes[sizes.shape[0] - 1] > 1 else "threshold"
+        elif not (isinstance(accuracy, str) and accuracy in ACCURACY_CODES):
+            raise ValueError(f"accuracy must be one of "
+                             f"{', '.join(map(repr, ACCURACIES))} or None; got {accuracy!r}")
+        self.loss, self.accuracy = loss, accuracy
         self.params, self.state, self.grad, self.sizes = p, s, grad, sizes
         self._n_in, self._n_out = int(sizes[0]), int(sizes[sizes.shape[0] - 1])
         self.max_batch = max_batch
@@ -478,8 +655,10 @@ cdef class NetCore:
         self.net.n_layers = sizes.shape[0] - 1
         self.net.sizes = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>sizes)
         self.net.n_params = <size_t>total
-        self.net.hidden = ACTIVATIONS[hidden]
-        self.net.output = ACTIVATIONS[output]
+        self.net.hidden = ACTIVATION_CODES[hidden]
+        self.net.output = ACTIVATION_CODES[output]
+        self.net.loss = LOSS_CODES[loss]
+        self.net.accuracy = ACCURACY_CODES[accuracy]
         self.net.params = cnp.PyArray_DATA(p)
         self.net.state = cnp.PyArray_DATA(s)
         self.net.grad = cnp.PyArray_DATA(<cnp.ndarray>grad) if grad is not None else NULL
@@ -495,7 +674,7 @@ cdef class NetCore:
     cdef cnp.ndarray _rows(self, object a, str name, Py_ssize_t width, bint written=False):
         """a as a C-contiguous (n, width) array of the network's dtype, not sharing
         memory with the network's buffers, or an error."""
-        cdef cnp.ndarray arr = _checked(a, ROLE_S if written else ROLE_G, -1, name)
+        cdef cnp.ndarray arr = _checked(a, ROLE_S if written else ROLE_G, name)
         if cnp.PyArray_TYPE(arr) != self._typenum:
             raise TypeError(f"{name} must have dtype {self.params.dtype}, got {arr.dtype}")
         if arr.ndim != 2 or arr.shape[1] != width:
@@ -519,9 +698,9 @@ cdef class NetCore:
         return out
 
     def gradients(self, X, T):
-        """grad := dE/dparams for the mean loss over the rows of X.
+        """grad := dE/dparams for E the mean of the per-sample loss over the rows of X.
 
-        Returns (E, the number of rows with argmax(output) == argmax(T))."""
+        Returns (E, the number of rows the accuracy mode counts correct)."""
         cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
         cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
         cdef double loss
@@ -559,7 +738,7 @@ cdef class NetCore:
         _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, "propagate")
         cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
         cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
-        cdef cnp.ndarray idx = _checked(order, ROLE_G, -1, "order") \
+        cdef cnp.ndarray idx = _checked(order, ROLE_G, "order") \
             if cnp.PyArray_TYPE(order) != cnp.NPY_INT64 else order
         if cnp.PyArray_TYPE(idx) != cnp.NPY_INT64 or idx.ndim != 1 \
                 or not cnp.PyArray_IS_C_CONTIGUOUS(idx):

@@ -9,6 +9,8 @@ cdef extern from "momcore_kernels.h" nogil:
         MC_VELOCITY
         MC_EMA
         MC_ONE_STEP
+        MC_NESTEROV_VELOCITY
+        MC_N_RULES
 
     ctypedef enum mc_dtype:
         MC_FLOAT32
@@ -32,6 +34,10 @@ cdef extern from "momcore_kernels.h" nogil:
                          int check_finite)
     int mc_momentum_step_threads(const mc_buffer *buffers, size_t count,
                                  const mc_hyper *hyper, int check_finite, int max_threads)
+    int mc_momentum_step_each(const mc_buffer *buffers, const mc_hyper *hypers, size_t count,
+                              int check_finite)
+    int mc_momentum_step_each_threads(const mc_buffer *buffers, const mc_hyper *hypers,
+                                      size_t count, int check_finite, int max_threads)
     void mc_set_num_threads(int n)
     int mc_get_num_threads()
     int mc_have_openmp()
@@ -49,6 +55,19 @@ cdef extern from "mlp.h" nogil:
         MC_RELU
         MC_IDENTITY
         MC_SOFTMAX
+        MC_N_ACTIVATIONS
+
+    ctypedef enum mc_loss:
+        MC_CROSS_ENTROPY
+        MC_BINARY_CROSS_ENTROPY
+        MC_SQUARED_ERROR
+        MC_N_LOSSES
+
+    ctypedef enum mc_accuracy:
+        MC_ACC_NONE
+        MC_ACC_ARGMAX
+        MC_ACC_THRESHOLD
+        MC_N_ACCURACIES
 
     size_t MC_GEMM_MIN_MACS
 
@@ -65,6 +84,8 @@ cdef extern from "mlp.h" nogil:
         size_t n_params
         int hidden
         int output
+        int loss
+        int accuracy
         void *params
         void *state
         void *grad

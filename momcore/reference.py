@@ -13,9 +13,11 @@ from numbers import Real
 
 import numpy as np
 
-RULES = ("classical", "nesterov", "velocity", "ema", "one_step")
-NONFINITE = ("propagate", "raise", "skip")
-_NAMES = {"w": "ws", "g": "gs", "state": "states"}
+from momcore import registry
+
+RULES = tuple(registry.RULES)
+NONFINITE = registry.NONFINITE
+_DAMPENING_RULES = registry.rules_taking("dampening")
 
 
 def _real(x: object, name: str) -> float:
@@ -39,11 +41,13 @@ def _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite) -> tupl
         raise ValueError(f"dampening must lie in [0, 1), got {dampening!r}")
     if not (isfinite(wd) and wd >= 0.0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-    if not (isinstance(rule, str) and rule in RULES):
-        raise ValueError(f"rule must be one of {', '.join(map(repr, RULES))}; got {rule!r}")
-    if not (isinstance(nonfinite, str) and nonfinite in NONFINITE):
-        raise ValueError(f"nonfinite must be one of {', '.join(map(repr, NONFINITE))}; "
-                         f"got {nonfinite!r}")
+    registry.check_name("rule", rule)
+    if damp != 0.0 and rule not in _DAMPENING_RULES:
+        which = (("rule " if len(_DAMPENING_RULES) == 1 else "rules ")
+                 + ", ".join(map(repr, _DAMPENING_RULES)))
+        raise ValueError(f"dampening is taken only by {which}; rule {rule!r} ignores it "
+                         f"(leave it at 0)")
+    registry.check_name("nonfinite", nonfinite)
     return lr_, mom, damp, wd
 
 
@@ -66,9 +70,12 @@ def _check_array(a: object, name: str, written: bool) -> np.ndarray:
     return a
 
 
-def _check_operands(triples: list[tuple], many: bool) -> None:
+def _check_operands(triples: list[tuple], many: bool,
+                    names: tuple[str, str, str] = ("ws", "gs", "states")) -> None:
+    called = dict(zip(("w", "g", "state"), names))
+
     def label(role: str, i: int) -> str:
-        return f"{_NAMES[role]}[{i}]" if many else role
+        return f"{called[role]}[{i}]" if many else role
 
     extents = []
     for i, (w, g, s) in enumerate(triples):
@@ -106,6 +113,10 @@ def _raise_shared(a: str, b: str) -> None:
 
 
 def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay) -> None:
+    """One step of `rule` in place. The operation order is the C kernel's
+    (src_c/kernel_impl.h), written out per rule in momcore_kernels.h: each
+    right-hand side evaluated as its parentheses and left-to-right reading give,
+    every operation rounded to the dtype."""
     t = w.dtype.type
     lr_, mom = t(lr), t(momentum)
     if weight_decay != 0.0:
@@ -123,6 +134,11 @@ def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay) -> None:
         state *= mom
         state += keep * g
         w -= lr_ * state
+    elif rule == "nesterov_velocity":
+        # s = m*s + g' ; w = w - lr*(g' + m*s)
+        state *= mom
+        state += g
+        w -= lr_ * (g + mom * state)
     else:  # one_step
         step = t(-lr) * g
         w += step
@@ -136,7 +152,7 @@ def momentum_step(w: np.ndarray, g: np.ndarray, state: np.ndarray, *, lr: float,
     """One momentum step in place on w and state (see momcore.momentum_step)."""
     hyper = _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite)
     _check_operands([(w, g, state)], many=False)
-    return _step_all([(w, g, state)], rule, nonfinite, *hyper)
+    return _step_all([(w, g, state)], [(rule, *hyper)], nonfinite)
 
 
 def momentum_step_many(ws: Sequence[np.ndarray], gs: Sequence[np.ndarray],
@@ -145,25 +161,73 @@ def momentum_step_many(ws: Sequence[np.ndarray], gs: Sequence[np.ndarray],
                        weight_decay: float = 0.0, nonfinite: str = "propagate") -> bool:
     """momentum_step over lists of arrays; all or none updated (see momcore)."""
     hyper = _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite)
-    for name, seq in (("ws", ws), ("gs", gs), ("states", states)):
+    triples = _collect(ws, gs, states, ("ws", "gs", "states"), None)
+    _check_operands(triples, many=True)
+    return _step_all(triples, [(rule, *hyper)] * len(triples), nonfinite)
+
+
+_HYPER_KEYS = ("lr", "momentum", "rule", "dampening", "weight_decay")
+
+
+def step_groups(groups: Sequence[tuple], *, nonfinite: str = "propagate",
+                names: tuple[str, str, str] = ("ws", "gs", "states")) -> bool:
+    """Groups (ws, gs, states, hyper), each stepped with its own hyper dict; arrays
+    numbered across groups by names; all or none updated (see momcore._core)."""
+    registry.check_name("nonfinite", nonfinite)
+    if not (isinstance(names, tuple) and len(names) == 3
+            and all(isinstance(n, str) for n in names)):
+        raise TypeError(f"names must be a tuple of three strings, got {names!r}")
+    if not isinstance(groups, (list, tuple)):
+        raise TypeError(f"groups must be a list or tuple of (ws, gs, states, hyper), got "
+                        f"{type(groups).__name__}")
+    triples: list[tuple] = []
+    hypers: list[tuple] = []
+    for k, group in enumerate(groups):
+        if not (isinstance(group, (list, tuple)) and len(group) == 4):
+            raise TypeError(f"groups[{k}] must be a tuple (ws, gs, states, hyper), got "
+                            f"{type(group).__name__}"
+                            + (f" of length {len(group)}" if isinstance(group, (list, tuple))
+                               else ""))
+        ws, gs, states, hyper = group
+        if not isinstance(hyper, dict):
+            raise TypeError(f"groups[{k}] hyper must be a dict, got {type(hyper).__name__}")
+        missing = [key for key in _HYPER_KEYS if key not in hyper]
+        unknown = [key for key in hyper if key not in _HYPER_KEYS]
+        if missing or unknown:
+            raise ValueError(
+                f"groups[{k}] hyper must have exactly the keys {', '.join(_HYPER_KEYS)}; "
+                + "; ".join(([f"missing {', '.join(map(repr, missing))}"] if missing else [])
+                            + ([f"unknown {', '.join(map(repr, unknown))}"] if unknown
+                               else [])))
+        checked = _check_hyper(hyper["lr"], hyper["momentum"], hyper["rule"],
+                               hyper["dampening"], hyper["weight_decay"], "propagate")
+        group_triples = _collect(ws, gs, states, names, k)
+        triples += group_triples
+        hypers += [(hyper["rule"], *checked)] * len(group_triples)
+    _check_operands(triples, many=True, names=names)
+    return _step_all(triples, hypers, nonfinite)
+
+
+def _collect(ws, gs, states, names, group) -> list[tuple]:
+    where = "" if group is None else f" of groups[{group}]"
+    for name, seq in zip(names, (ws, gs, states)):
         if not isinstance(seq, (list, tuple)):
-            raise TypeError(f"{name} must be a list or tuple of numpy arrays, got "
+            raise TypeError(f"{name}{where} must be a list or tuple of numpy arrays, got "
                             f"{type(seq).__name__}")
     if not len(ws) == len(gs) == len(states):
-        raise ValueError(f"ws, gs and states must have one length; got "
-                         f"{len(ws)}, {len(gs)} and {len(states)}")
-    triples = list(zip(ws, gs, states))
-    _check_operands(triples, many=True)
-    return _step_all(triples, rule, nonfinite, *hyper)
+        raise ValueError(f"{names[0]}, {names[1]} and {names[2]}{where} must have one "
+                         f"length; got {len(ws)}, {len(gs)} and {len(states)}")
+    return list(zip(ws, gs, states))
 
 
-def _step_all(triples, rule, nonfinite, lr, momentum, dampening, weight_decay) -> bool:
+def _step_all(triples, hypers, nonfinite) -> bool:
+    """triples[i] stepped with hypers[i] = (rule, lr, momentum, dampening, weight_decay)."""
     if nonfinite != "propagate" and not all(np.isfinite(g).all() for _, g, _ in triples):
         if nonfinite == "raise":
             raise FloatingPointError("the gradient holds NaN or inf; w and state were left "
                                      "unchanged (nonfinite='raise')")
         return False
-    for w, g, s in triples:
+    for (w, g, s), (rule, lr, momentum, dampening, weight_decay) in zip(triples, hypers):
         if w.size:
             _apply(w, g, s, rule, lr, momentum, dampening, weight_decay)
     return True

@@ -63,6 +63,14 @@ MC_NAME(rule_loop)(MC_T *restrict w,       /* [n] */
             s[i] = step;
         }
         break;
+    case MC_NESTEROV_VELOCITY:
+        for (i = 0; i < n; i++) {
+            const MC_T gi = MC_GRAD(i);
+            const MC_T si = mom * s[i] + gi;
+            s[i] = si;
+            w[i] = w[i] - lr * (gi + mom * si);
+        }
+        break;
     default:
         break;
     }

@@ -23,7 +23,39 @@
 extern "C" {
 #endif
 
-typedef enum { MC_SIGMOID = 0, MC_TANH = 1, MC_RELU = 2, MC_IDENTITY = 3, MC_SOFTMAX = 4 } mc_activation;
+typedef enum {
+    MC_SIGMOID = 0,
+    MC_TANH = 1,
+    MC_RELU = 2,
+    MC_IDENTITY = 3,
+    MC_SOFTMAX = 4,
+    MC_N_ACTIVATIONS = 5 /* the number of activations; codes are 0..MC_N_ACTIVATIONS-1 */
+} mc_activation;
+
+/* The per-sample loss of the output layer (E is its mean over the rows of a batch);
+ * tiny = the smallest normal number of the dtype:
+ *   MC_CROSS_ENTROPY         -sum_j t_j log max(y_j, tiny)          (softmax output)
+ *   MC_BINARY_CROSS_ENTROPY  -sum_j t_j log max(y_j, tiny)
+ *                                 + (1 - t_j) log max(1 - y_j, tiny) (sigmoid output)
+ *   MC_SQUARED_ERROR         1/2 sum_j (t_j - y_j)^2     (sigmoid or identity output)
+ * A log term whose coefficient (t_j or 1 - t_j) is 0 is skipped. */
+typedef enum {
+    MC_CROSS_ENTROPY = 0,
+    MC_BINARY_CROSS_ENTROPY = 1,
+    MC_SQUARED_ERROR = 2,
+    MC_N_LOSSES = 3 /* the number of losses; codes are 0..MC_N_LOSSES-1 */
+} mc_loss;
+
+/* Which rows count as correct in the training accuracy:
+ *   MC_ACC_NONE       none (regression)
+ *   MC_ACC_ARGMAX     argmax y == argmax t, the first maximum on ties (one class per row)
+ *   MC_ACC_THRESHOLD  (y_j >= 1/2) == (t_j >= 1/2) for every unit j (binary, multilabel) */
+typedef enum {
+    MC_ACC_NONE = 0,
+    MC_ACC_ARGMAX = 1,
+    MC_ACC_THRESHOLD = 2,
+    MC_N_ACCURACIES = 3 /* the number of modes; codes are 0..MC_N_ACCURACIES-1 */
+} mc_accuracy;
 
 /* Outputs per register-resident block in the loop forward pass. */
 #define MC_FORWARD_BLOCK 32
@@ -49,7 +81,9 @@ typedef struct {
     const int64_t *sizes; /* [L+1] */
     size_t n_params;      /* P = sum of sizes[i]*sizes[i+1] + sizes[i+1] */
     int hidden;           /* mc_activation of layers 0..L-2 */
-    int output;           /* MC_SOFTMAX (cross-entropy), MC_SIGMOID or MC_IDENTITY (squared error) */
+    int output;           /* mc_activation of layer L-1: MC_SOFTMAX, MC_SIGMOID or MC_IDENTITY */
+    int loss;             /* mc_loss, paired with output by the caller */
+    int accuracy;         /* mc_accuracy */
     void *params;         /* [P] */
     void *state;          /* [P] optimizer state */
     void *grad;           /* [P] gradient; may be NULL when every step is folded */
@@ -63,7 +97,7 @@ typedef struct {
 /* Result of a run of training steps. */
 typedef struct {
     double sum_loss;    /* sum of the per-sample losses, each at its forward pass */
-    int64_t n_correct;  /* rows with argmax(y) == argmax(t) */
+    int64_t n_correct;  /* rows counted correct by net->accuracy */
     int64_t n_steps;    /* steps applied */
     int stopped;        /* 1: a batch's loss was not finite; it was not applied */
 } mc_fit_result;
@@ -73,8 +107,8 @@ typedef struct {
 void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y);
 
 /* dE/dparams into net->grad for E = the mean loss over the n rows of X with
- * targets T[n, sizes[L]] (n <= max_batch); returns E and adds the rows with
- * argmax(y) == argmax(t) to *n_correct. */
+ * targets T[n, sizes[L]] (n <= max_batch); returns E and adds the rows that
+ * net->accuracy counts correct to *n_correct. */
 double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n,
                         int64_t *n_correct);
 

@@ -135,12 +135,16 @@ MC_TARGET static void MC_NAME(times_derivative)(MC_T *delta, const MC_T *a, size
     }
 }
 
-/* The output layer: delta[B,O] = dE/dz for E the mean loss over B rows, from the
- * outputs y[B,O] and targets T (row r at T + rows[r]*O, or T + r*O without
- * rows). Returns the sum of the per-sample losses; counts argmax hits. */
+/* log max(x, tiny): the clamp keeps log finite and lets a NaN through. */
+#define MC_SAFE_LOG(x) MC_MATH_LOG((x) < MC_TINY ? MC_TINY : (x))
+
+/* The output layer: delta[B,O] = dE/dz for E = the mean over B rows of the
+ * per-sample `loss` (see mc_loss), from the outputs y[B,O] (of activation
+ * `output`) and the targets T (row r at T + rows[r]*O, or T + r*O without rows).
+ * Returns the sum of the per-sample losses. */
 MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const MC_T *T,
                                     const int64_t *rows, size_t B, size_t O, int output,
-                                    int64_t *n_correct)
+                                    int loss)
 {
     double total = 0;
     size_t r, j;
@@ -148,31 +152,71 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
         const MC_T *yr = y + r * O;
         const MC_T *t = T + (rows ? (size_t)rows[r] : r) * O;
         MC_T *d = delta + r * O;
-        MC_T loss = 0;
-        size_t best_y = 0, best_t = 0;
-        for (j = 0; j < O; j++) {
-            d[j] = yr[j] - t[j];
-            if (output == MC_SOFTMAX) {
-                /* a zero target adds nothing (y is finite or the row is all NaN); the
-                 * clamp keeps log finite and lets a NaN output through */
+        MC_T sum = 0;
+        switch (loss) {
+        case MC_CROSS_ENTROPY:
+            /* a zero target adds nothing (y is finite or the row is all NaN) */
+            for (j = 0; j < O; j++) {
                 if (t[j] != 0)
-                    loss -= t[j] * MC_MATH_LOG(yr[j] < MC_TINY ? MC_TINY : yr[j]);
-            } else {
-                loss += d[j] * d[j];
-                if (output == MC_SIGMOID)
-                    d[j] *= yr[j] * ((MC_T)1 - yr[j]);
+                    sum -= t[j] * MC_SAFE_LOG(yr[j]);
+                d[j] = (yr[j] - t[j]) / (MC_T)B;
             }
-            d[j] = d[j] / (MC_T)B;
-            best_y = yr[j] > yr[best_y] ? j : best_y;
-            best_t = t[j] > t[best_t] ? j : best_t;
+            total += (double)sum;
+            break;
+        case MC_BINARY_CROSS_ENTROPY:
+            for (j = 0; j < O; j++) {
+                const MC_T off = (MC_T)1 - t[j];
+                if (t[j] != 0)
+                    sum -= t[j] * MC_SAFE_LOG(yr[j]);
+                if (off != 0)
+                    sum -= off * MC_SAFE_LOG((MC_T)1 - yr[j]);
+                d[j] = (yr[j] - t[j]) / (MC_T)B;
+            }
+            total += (double)sum;
+            break;
+        default: /* MC_SQUARED_ERROR */
+            for (j = 0; j < O; j++) {
+                MC_T e = yr[j] - t[j];
+                sum += e * e;
+                if (output == MC_SIGMOID)
+                    e *= yr[j] * ((MC_T)1 - yr[j]);
+                d[j] = e / (MC_T)B;
+            }
+            total += 0.5 * (double)sum;
         }
-        total += output == MC_SOFTMAX ? (double)loss : 0.5 * (double)loss;
-        if (O == 1) /* one output unit: class 1 where it is >= 1/2 */
-            *n_correct += (yr[0] >= (MC_T)0.5) == (t[0] >= (MC_T)0.5);
-        else
-            *n_correct += best_y == best_t;
     }
     return total;
+}
+#undef MC_SAFE_LOG
+
+/* The number of the B rows of y[B,O] that `accuracy` (see mc_accuracy) counts
+ * correct against the targets T (rows as in output_delta). */
+MC_TARGET static int64_t MC_NAME(count_correct)(const MC_T *y, const MC_T *T,
+                                                const int64_t *rows, size_t B, size_t O,
+                                                int accuracy)
+{
+    int64_t correct = 0;
+    size_t r, j;
+    if (accuracy == MC_ACC_NONE)
+        return 0;
+    for (r = 0; r < B; r++) {
+        const MC_T *yr = y + r * O;
+        const MC_T *t = T + (rows ? (size_t)rows[r] : r) * O;
+        if (accuracy == MC_ACC_ARGMAX) {
+            size_t best_y = 0, best_t = 0;
+            for (j = 1; j < O; j++) {
+                best_y = yr[j] > yr[best_y] ? j : best_y;
+                best_t = t[j] > t[best_t] ? j : best_t;
+            }
+            correct += best_y == best_t;
+        } else { /* MC_ACC_THRESHOLD */
+            int all = 1;
+            for (j = 0; j < O; j++)
+                all &= (yr[j] >= (MC_T)0.5) == (t[j] >= (MC_T)0.5);
+            correct += all;
+        }
+    }
+    return correct;
 }
 
 /* gb[O] := sum over rows of delta[B,O]; with fold, the classical step on the
@@ -333,10 +377,12 @@ MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, con
                                            size_t n, int64_t *n_correct)
 {
     const size_t O = (size_t)net->sizes[net->n_layers];
+    const MC_T *y = (const MC_T *)net->acts[net->n_layers];
     double total;
     MC_NAME(forward)(net, X, n);
-    total = MC_NAME(output_delta)((MC_T *)net->delta, (const MC_T *)net->acts[net->n_layers],
-                                  T, NULL, n, O, net->output, n_correct);
+    total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
+                                  net->loss);
+    *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
     MC_NAME(backward)(net, X, n, 0, 0, 0);
     return total / (double)n;
 }
@@ -347,6 +393,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
 {
     const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
     MC_T *x = (MC_T *)net->acts[0];
+    const MC_T *y = (const MC_T *)net->acts[net->n_layers];
     mc_fit_result res = {0, 0, 0, 0};
     size_t start, r;
     mc_buffer all;
@@ -369,8 +416,9 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             in = x;
         }
         MC_NAME(forward)(net, in, B);
-        loss = MC_NAME(output_delta)((MC_T *)net->delta, (const MC_T *)net->acts[net->n_layers],
-                                     T, order + start, B, O, net->output, &res.n_correct);
+        loss = MC_NAME(output_delta)((MC_T *)net->delta, y, T, order + start, B, O,
+                                     net->output, net->loss);
+        res.n_correct += MC_NAME(count_correct)(y, T, order + start, B, O, net->accuracy);
         if (!isfinite(loss)) {
             res.stopped = 1;
             break;

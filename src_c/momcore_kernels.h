@@ -20,12 +20,16 @@
 extern "C" {
 #endif
 
+/* The update rules, with g standing for g' (see mc_hyper); each right-hand side
+ * is evaluated in the order its parentheses and left-to-right reading give. */
 typedef enum {
-    MC_CLASSICAL = 0, /* s = m*s - lr*g ; w = w + s                   */
-    MC_NESTEROV = 1,  /* s = m*s - lr*g ; w = (w + m*s) - lr*g        */
-    MC_VELOCITY = 2,  /* s = m*s + (1-d)*g ; w = w - lr*s             */
-    MC_EMA = 3,       /* MC_VELOCITY with d = m                        */
-    MC_ONE_STEP = 4   /* step = -lr*g ; w = (w + step) + m*s ; s = step */
+    MC_CLASSICAL = 0,         /* s = m*s - lr*g ; w = w + s                    */
+    MC_NESTEROV = 1,          /* s = m*s - lr*g ; w = (w + m*s) - lr*g         */
+    MC_VELOCITY = 2,          /* s = m*s + (1-d)*g ; w = w - lr*s              */
+    MC_EMA = 3,               /* MC_VELOCITY with d = m                         */
+    MC_ONE_STEP = 4,          /* step = -lr*g ; w = (w + step) + m*s ; s = step */
+    MC_NESTEROV_VELOCITY = 5, /* s = m*s + g ; w = w - lr*(g + m*s)            */
+    MC_N_RULES = 6            /* the number of rules; codes are 0..MC_N_RULES-1 */
 } mc_rule;
 
 typedef enum { MC_FLOAT32 = 0, MC_FLOAT64 = 1 } mc_dtype;
@@ -35,7 +39,7 @@ typedef enum { MC_FLOAT32 = 0, MC_FLOAT64 = 1 } mc_dtype;
 typedef struct {
     double lr;
     double momentum;
-    double dampening;    /* MC_VELOCITY only */
+    double dampening;    /* MC_VELOCITY only (the caller keeps it 0 for the others) */
     double weight_decay;
     int rule;            /* an mc_rule */
 } mc_hyper;
@@ -49,16 +53,26 @@ typedef struct {
     int dtype;      /* an mc_dtype */
 } mc_buffer;
 
-/* Applies one step to every buffer. With check_finite != 0, first scans all
- * gradients and, if any element is NaN or +-inf, returns 0 without writing
- * anything; otherwise applies the step and returns 1. Cost: 5 streams of n,
- * plus 1 read stream of g when check_finite. */
+/* Applies one step with `hyper` to every buffer. With check_finite != 0, first
+ * scans all gradients and, if any element is NaN or +-inf, returns 0 without
+ * writing anything; otherwise applies the step and returns 1. Cost: 5 streams of
+ * n, plus 1 read stream of g when check_finite. */
 int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                      int check_finite);
 
 /* mc_momentum_step on at most max_threads threads (1: the calling thread only). */
 int mc_momentum_step_threads(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                              int check_finite, int max_threads);
+
+/* As mc_momentum_step, but buffers[i] is stepped with hypers[i] (parameter groups,
+ * each with its own rule and hyperparameters, in one call). check_finite scans the
+ * gradients of all buffers before anything is written: all are updated or none. */
+int mc_momentum_step_each(const mc_buffer *buffers, const mc_hyper *hypers, size_t count,
+                          int check_finite);
+
+/* mc_momentum_step_each on at most max_threads threads. */
+int mc_momentum_step_each_threads(const mc_buffer *buffers, const mc_hyper *hypers,
+                                  size_t count, int check_finite, int max_threads);
 
 /* Threads used above MC_OMP_MIN_ELEMENTS (1 without OpenMP). n < 1 restores the
  * default (the OpenMP runtime's maximum). */

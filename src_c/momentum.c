@@ -196,23 +196,42 @@ static int all_finite(const mc_isa_table *isa, const mc_buffer *buffers, size_t 
     return 1;
 }
 
-int mc_momentum_step_threads(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
-                             int check_finite, int max_threads)
+/* The one loop behind every entry point: buffers[i] with hypers[i * stride]
+ * (stride 0: one hyper for all). */
+static int step_all(const mc_buffer *buffers, const mc_hyper *hypers, size_t stride,
+                    size_t count, int check_finite, int max_threads)
 {
     const mc_isa_table *isa = current_isa();
     size_t i;
     if (check_finite && !all_finite(isa, buffers, count, max_threads))
         return 0;
     for (i = 0; i < count; i++)
-        step_one(isa, &buffers[i], hyper, max_threads);
+        step_one(isa, &buffers[i], &hypers[i * stride], max_threads);
     return 1;
+}
+
+int mc_momentum_step_each_threads(const mc_buffer *buffers, const mc_hyper *hypers,
+                                  size_t count, int check_finite, int max_threads)
+{
+    return step_all(buffers, hypers, 1, count, check_finite, max_threads);
+}
+
+int mc_momentum_step_each(const mc_buffer *buffers, const mc_hyper *hypers, size_t count,
+                          int check_finite)
+{
+    return step_all(buffers, hypers, 1, count, check_finite, mc_get_num_threads());
+}
+
+int mc_momentum_step_threads(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
+                             int check_finite, int max_threads)
+{
+    return step_all(buffers, hyper, 0, count, check_finite, max_threads);
 }
 
 int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                      int check_finite)
 {
-    return mc_momentum_step_threads(buffers, count, hyper, check_finite,
-                                    mc_get_num_threads());
+    return step_all(buffers, hyper, 0, count, check_finite, mc_get_num_threads());
 }
 
 /* ---- roofline ------------------------------------------------------------------ */

@@ -14,6 +14,9 @@ import pytest
 
 from momcore import _core
 from momcore import reference as ref
+from momcore import registry
+
+DAMPENED = registry.rules_taking("dampening")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CC = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "cc").split()[0]
@@ -24,14 +27,15 @@ pytestmark = pytest.mark.skipif(shutil.which(CC) is None or not (REPO / "src_c")
 
 def _write_case(path: pathlib.Path, dtype, rule: str, n: int, steps: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    hyper = dict(lr=0.03, momentum=0.85, dampening=0.2, weight_decay=0.01 * (seed % 2))
+    hyper = dict(lr=0.03, momentum=0.85, dampening=0.2 if rule in DAMPENED else 0.0,
+                 weight_decay=0.01 * (seed % 2))
     w0 = rng.standard_normal(n).astype(dtype)
     s0 = rng.standard_normal(n).astype(dtype)
     grads = rng.standard_normal((steps, n)).astype(dtype)
     w, s = w0.copy(), s0.copy()
     for g in grads:
         ref.momentum_step(w, g, s, rule=rule, **hyper)
-    header = struct.pack("<iiiq4d", 0 if dtype == np.float32 else 1, _core.RULES.index(rule),
+    header = struct.pack("<iiiq4d", 0 if dtype == np.float32 else 1, _core.RULE_CODES[rule],
                          steps, n, hyper["lr"], hyper["momentum"], hyper["dampening"],
                          hyper["weight_decay"])
     path.write_bytes(header + b"".join(a.tobytes() for a in (w0, s0, grads, w, s)))
@@ -60,7 +64,9 @@ def test_c_program_matches_reference_bit_for_bit(c_program):
     result = subprocess.run([str(exe), *cases], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MISMATCH" not in result.stdout
-    assert f"{len(cases) * len(_core.simd_supported())} passed, 0 failed" in result.stdout
+    # each case alone through mc_momentum_step, then all in one mc_momentum_step_each
+    assert f"{2 * len(cases) * len(_core.simd_supported())} passed, 0 failed" in result.stdout
+    assert result.stdout.count(" each ") == len(cases) * len(_core.simd_supported())
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")

@@ -7,7 +7,9 @@ import pytest
 from conftest import DTYPES, RULES
 
 import momcore
+from momcore import _core
 from momcore import reference as ref
+from momcore import registry
 
 IMPLS = {"compiled": momcore, "reference": ref}
 OK = dict(lr=0.1, momentum=0.9)
@@ -221,3 +223,77 @@ def test_propagate_lets_nan_and_inf_flow_like_the_reference(rule, dtype):
     np.testing.assert_array_equal(s, s_ref, strict=True)
     assert not np.isfinite(w[[3, 500, 1000]]).any()
     assert np.isfinite(np.delete(w, [3, 500, 1000])).all()
+
+
+# ---- a hyperparameter given to a rule that ignores it ------------------------------
+
+IGNORING_DAMPENING = [r for r in RULES if r not in registry.rules_taking("dampening")]
+
+
+def _dampening_message(rule):
+    return (f"dampening is taken only by rule 'velocity'; rule {rule!r} ignores it "
+            f"(leave it at 0)")
+
+
+def test_only_velocity_takes_dampening():
+    # the message below names 'velocity' alone; a second rule taking dampening would
+    # change its words
+    assert registry.rules_taking("dampening") == ("velocity",)
+    assert set(IGNORING_DAMPENING) == set(RULES) - {"velocity"}
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=str)
+@pytest.mark.parametrize("dampening", [0.5, 5e-324])
+@pytest.mark.parametrize("rule", IGNORING_DAMPENING)
+def test_dampening_for_a_rule_that_ignores_it_is_refused(impl, rule, dampening):
+    w, g, s = _fresh()
+    w0, s0 = w.copy(), s.copy()
+    for call in (lambda: IMPLS[impl].momentum_step(w, g, s, rule=rule, dampening=dampening,
+                                                   **OK),
+                 lambda: IMPLS[impl].momentum_step_many([w], [g], [s], rule=rule,
+                                                        dampening=dampening, **OK)):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value) == _dampening_message(rule)
+    np.testing.assert_array_equal(w, w0, strict=True)
+    np.testing.assert_array_equal(s, s0, strict=True)
+
+
+@pytest.mark.parametrize("rule", IGNORING_DAMPENING)
+def test_dampening_refused_by_every_compiled_entry_point(rule):
+    sizes = [2, 3, 1]
+    n = 2 * 3 + 3 + 3 + 1
+    params, state, grad = np.zeros(n), np.zeros(n), np.zeros(n)
+    core = _core.NetCore(params, state, grad, sizes, "sigmoid", "sigmoid", 4)
+    X, T = np.zeros((2, 2)), np.zeros((2, 1))
+    w, g, s = _fresh()
+    calls = {
+        "check_hyperparameters": lambda: _core.check_hyperparameters(
+            rule=rule, dampening=0.25, **OK),
+        "step_groups": lambda: _core.step_groups(
+            [([w], [g], [s], dict(rule=rule, dampening=0.25, weight_decay=0.0, **OK))]),
+        "NetCore.step": lambda: core.step(rule=rule, dampening=0.25, **OK),
+        "NetCore.train_epoch": lambda: core.train_epoch(
+            X, T, np.arange(2, dtype=np.int64), 2, rule=rule, dampening=0.25, **OK),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value) == _dampening_message(rule), name
+    assert not params.any() and not state.any()
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=str)
+@pytest.mark.parametrize("rule", RULES)
+def test_zero_dampening_is_accepted_by_every_rule(impl, rule):
+    w, g, s = _fresh()
+    for zero in (0.0, -0.0, 0):
+        assert IMPLS[impl].momentum_step(w, g, s, rule=rule, dampening=zero, **OK) is True
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=str)
+def test_velocity_takes_dampening(impl):
+    w, g, s = np.ones(3), np.ones(3), np.zeros(3)
+    IMPLS[impl].momentum_step(w, g, s, rule="velocity", dampening=0.75, lr=1.0, momentum=0.5)
+    np.testing.assert_array_equal(s, np.full(3, 0.25))  # (1 - 0.75) * g
+    np.testing.assert_array_equal(w, np.full(3, 0.75))

@@ -8,10 +8,16 @@ from conftest import DTYPES, RTOL, RULES
 import momcore
 from momcore import _core
 from momcore import reference as ref
+from momcore import registry
 
 SIZES = [0, 1, 7, 15, 16, 17, 31, 33, 63, 65, 1000, 65537, 2**20 + 3]
 STEPS = 3
-HYPER = dict(lr=0.05, momentum=0.9, dampening=0.1)
+HYPER = dict(lr=0.05, momentum=0.9)
+
+
+def _hyper(rule):
+    """HYPER, with a dampening for the rules that take one."""
+    return {**HYPER, "dampening": 0.1} if rule in registry.rules_taking("dampening") else HYPER
 
 
 def _operands(n, dtype, seed=0):
@@ -29,9 +35,9 @@ def _run_both(n, dtype, rule, weight_decay, **extra):
     w_ref, s_ref = w.copy(), s.copy()
     for g in grads:
         assert momcore.momentum_step(w, g, s, rule=rule, weight_decay=weight_decay,
-                                     **HYPER, **extra) is True
+                                     **_hyper(rule), **extra) is True
         assert ref.momentum_step(w_ref, g, s_ref, rule=rule, weight_decay=weight_decay,
-                                 **HYPER, **extra) is True
+                                 **_hyper(rule), **extra) is True
     return (w, s), (w_ref, s_ref)
 
 
@@ -128,6 +134,33 @@ def test_nesterov_ema_velocity_first_steps_by_hand():
     assert (s[0], w[0]) == (0.25, 1.0 - 0.0625)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_nesterov_velocity_by_hand(dtype):
+    # PyTorch's Nesterov (lr outside the buffer): buf = m*buf + g' ; w -= lr*(g' + m*buf).
+    # Every value below is a short binary fraction, exact in float32 and float64.
+    w, g, s = (np.array([x], dtype) for x in (1.0, 0.5, 0.25))
+    momcore.momentum_step(w, g, s, lr=0.5, momentum=0.5, weight_decay=0.5,
+                          rule="nesterov_velocity")
+    # g' = 0.5 + 0.5*1 = 1; s = 0.5*0.25 + 1 = 1.125; w = 1 - 0.5*(1 + 0.5625) = 0.21875
+    assert (s[0], w[0], g[0]) == (1.125, 0.21875, 0.5)
+    momcore.momentum_step(w, g, s, lr=0.5, momentum=0.5, rule="nesterov_velocity")
+    # s = 0.5625 + 0.5 = 1.0625; w = 0.21875 - 0.5*(0.5 + 0.53125) = -0.296875
+    assert (s[0], w[0]) == (1.0625, -0.296875)
+
+
+def test_nesterov_velocity_equals_nesterov_at_constant_lr():
+    # With Delta = -lr*v the two Nesterov forms are the same iteration (up to rounding).
+    rng = np.random.default_rng(4)
+    grads = rng.standard_normal((6, 40))
+    w_a, s_a = rng.standard_normal(40), np.zeros(40)
+    w_b, s_b = w_a.copy(), np.zeros(40)
+    for g in grads:
+        momcore.momentum_step(w_a, g, s_a, lr=0.1, momentum=0.9, rule="nesterov")
+        momcore.momentum_step(w_b, g, s_b, lr=0.1, momentum=0.9, rule="nesterov_velocity")
+    np.testing.assert_allclose(w_b, w_a, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(-0.1 * s_b, s_a, rtol=1e-13, atol=1e-15)
+
+
 def test_weight_decay_is_coupled_by_hand():
     w, g, s = np.array([2.0]), np.array([0.5]), np.array([0.0])
     momcore.momentum_step(w, g, s, lr=0.25, momentum=0.5, weight_decay=0.25)
@@ -207,7 +240,7 @@ def test_one_and_two_threads_agree_bit_for_bit(threads, rule, dtype, n):
         momcore.set_num_threads(nt)
         w, s, grads = _operands(n, dtype)
         for g in grads:
-            momcore.momentum_step(w, g, s, rule=rule, **HYPER)
+            momcore.momentum_step(w, g, s, rule=rule, **_hyper(rule))
         results.append((w.tobytes(), s.tobytes()))
     assert results[0] == results[1]
 

@@ -9,15 +9,18 @@ from hypothesis.extra import numpy as hnp
 
 import momcore
 from momcore import reference as ref
+from momcore import registry
 
 dtypes = st.sampled_from([np.float32, np.float64])
-hyper = st.fixed_dictionaries({
+# A rule is given a dampening only if it takes one (any other nonzero value is an error).
+hyper = st.sampled_from(RULES).flatmap(lambda rule: st.fixed_dictionaries({
     "lr": st.floats(0.0, 10.0),
     "momentum": st.floats(-0.999, 0.999),
-    "dampening": st.floats(0.0, 0.999),
+    "dampening": (st.floats(0.0, 0.999) if rule in registry.rules_taking("dampening")
+                  else st.just(0.0)),
     "weight_decay": st.one_of(st.just(0.0), st.floats(0.0, 1.0)),
-    "rule": st.sampled_from(RULES),
-})
+    "rule": st.just(rule),
+}))
 
 
 @st.composite
