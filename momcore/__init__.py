@@ -6,8 +6,10 @@ gradient descent ``Delta w = -lr*g`` into ``Delta w(t) = -lr*g + momentum*Delta 
 Public API
 ----------
 momentum_step, momentum_step_many   the fused in-place update (C, GIL released)
-SGD                                  an optimizer over a list of arrays
+SGD                                  the optimizer: parameter groups, state, state_dict
 MLP                                  a multilayer perceptron trained with momentum
+registry                             the names of rules, activations and losses
+training                             the training loop, History
 reference                            the pure-numpy ground truth, same signatures
 theory                               Qian (1999): eigenvalues, rates, optimal momentum
 schedules, datasets                  lr/momentum schedules; iris and digits
@@ -20,13 +22,15 @@ from momcore._core import (
     momentum_step_many,
     set_num_threads,
 )
-from momcore import datasets, reference, schedules, theory
+from momcore import datasets, reference, registry, schedules, theory, training
 from momcore.mlp import MLP
 from momcore.optim import SGD
+from momcore.training import History
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "History",
     "MLP",
     "SGD",
     "datasets",
@@ -34,8 +38,10 @@ __all__ = [
     "momentum_step",
     "momentum_step_many",
     "reference",
+    "registry",
     "schedules",
     "set_num_threads",
     "show_config",
     "theory",
+    "training",
 ]

@@ -142,17 +142,17 @@ def mlp_online_contenders(dataset: str) -> dict[str, Callable[[], object]]:
     """One online epoch (batch 1, classical momentum, shuffled) of the compiled backend
     and of the numpy backend, each through its epoch function on the same data and
     the same network (iris 4-8-3 or digits 64-128-10)."""
-    from momcore import _mlp_numpy, datasets
+    from momcore import _mlp_numpy, _network, datasets
 
     data = datasets.load_iris() if dataset == "iris" else datasets.load_digits()
     sizes = [4, 8, 3] if dataset == "iris" else [64, 128, 10]
     X = np.ascontiguousarray(_standardised(data.X))
-    T = _mlp_numpy.encode_targets(data.y, sizes[-1], "softmax", np.float64)
+    T = _network.encode_targets(data.y, sizes[-1], "softmax", np.float64)
     order = np.random.default_rng(0).permutation(X.shape[0])
     nets = {}
     for name in ("c", "numpy"):
-        params = np.empty(_mlp_numpy.n_params(sizes))
-        _mlp_numpy.init_params(params, sizes, "sigmoid", np.random.default_rng(0))
+        params = np.empty(_network.n_params(sizes))
+        _network.init_params(params, sizes, "sigmoid", np.random.default_rng(0))
         nets[name] = (params, np.zeros_like(params), np.zeros_like(params))
     core = _core.NetCore(nets["c"][0], nets["c"][1], None, sizes, "sigmoid", "softmax", 1)
     p, s, g = nets["numpy"]
@@ -172,17 +172,17 @@ def mlp_minibatch_contenders(dtype: type) -> dict[str, Callable[[], object]]:
     the compiled backend calls (scipy's), into preallocated outputs."""
     from scipy.linalg import blas
 
-    from momcore import _mlp_numpy
+    from momcore import _mlp_numpy, _network
 
     sizes, B = MINIBATCH_SIZES, MINIBATCH_ROWS
     rng = np.random.default_rng(0)
     X = rng.standard_normal((B, sizes[0])).astype(dtype)
-    T = _mlp_numpy.encode_targets(rng.integers(0, sizes[-1], B), sizes[-1], "softmax", dtype)
+    T = _network.encode_targets(rng.integers(0, sizes[-1], B), sizes[-1], "softmax", dtype)
     order = np.arange(B)
     nets = {}
     for name in ("c", "numpy"):
-        params = np.empty(_mlp_numpy.n_params(sizes), dtype)
-        _mlp_numpy.init_params(params, sizes, "sigmoid", np.random.default_rng(0))
+        params = np.empty(_network.n_params(sizes), dtype)
+        _network.init_params(params, sizes, "sigmoid", np.random.default_rng(0))
         nets[name] = (params, np.zeros_like(params), np.zeros_like(params))
     core = _core.NetCore(nets["c"][0], nets["c"][1], None, sizes, "sigmoid", "softmax", B)
     p, s, g = nets["numpy"]

@@ -33,16 +33,14 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import time
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from momcore import _core, reference
-from momcore import _mlp_numpy as ref
-from momcore.mlp import MLP, History
+from momcore import training
+from momcore.mlp import MLP
+from momcore.training import History
 
 
 def _mpi() -> Any:
@@ -65,12 +63,7 @@ def _agree(comm: Any, error: BaseException | None) -> None:
 
 
 def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
-        epochs: int, batch_size: int = 32, lr: float = 0.1, momentum: float = 0.9,
-        rule: str = "classical", lr_schedule: Callable[[int], float] | None = None,
-        momentum_schedule: Callable[[int], float] | None = None, shuffle: bool = True,
-        target_loss: float | None = None, verbose: bool = False,
-        callback: Callable[[int, dict[str, float]], Any] | None = None,
-        dampening: float = 0.0, weight_decay: float = 0.0) -> History:
+        batch_size: int = 32, **fit_arguments: Any) -> History:
     """``net.fit`` on every rank of ``comm`` (default ``MPI.COMM_WORLD``), data-parallel.
 
     Arguments as in :meth:`momcore.MLP.fit`, except that ``batch_size`` defaults to
@@ -79,136 +72,120 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
     model (same sizes and seed, or the same loaded file) and the same arguments. See
     the module docstring for how batches are split and ordered. Returns the History
     (identical on every rank); ``callback`` runs on rank 0 only, and its decision to
-    stop is passed to every rank.
+    stop is passed to every rank; validation and early stopping run on every rank
+    (the replicas are identical, so they agree).
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
-    rank, size = comm.Get_rank(), comm.Get_size()
+    trainer = _MPITrainer(MPI, comm, sharded)
     error: BaseException | None = None
     try:
         _check_replicas(comm, net)
-        X, T, classify, lr_of, momentum_of = net._fit_arguments(
-            X, y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, rule=rule,
-            lr_schedule=lr_schedule, momentum_schedule=momentum_schedule,
-            target_loss=target_loss, verbose=verbose, callback=callback, dampening=dampening,
-            weight_decay=weight_decay)
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
         error = exc
     _agree(comm, error)
-
-    counts = comm.allgather(X.shape[0])
-    if not sharded and len(set(counts)) != 1:
-        _agree(comm, ValueError(f"without sharded=True every rank passes the same X; "
-                                f"the ranks have {counts} rows"))
-    n_total = sum(counts) if sharded else X.shape[0]
-    first = sum(counts[:rank]) if sharded else 0  # global index of this rank's row 0
-    batch = min(int(batch_size), n_total)
-    max_rows = min(batch, X.shape[0]) if sharded else -(-batch // size)
-    grad = np.zeros_like(net.params)
-    X_rows = np.empty((max(max_rows, 1), X.shape[1]), net.dtype)
-    T_rows = np.empty((max(max_rows, 1), T.shape[1]), net.dtype)
-    core = (_core.NetCore(net.params, net._state, grad, net.sizes, net.hidden, net.output,
-                          max(max_rows, 1)) if net.backend == "c" else None)
-    if rule != net._state_rule:
-        net._state.fill(0)
-        net._state_rule = rule
-    stats = np.zeros(2)  # [sum of per-sample losses, correct rows] of one step
-    totals = np.zeros(2)
-    history = net.history_ = History()
     try:
-        for _ in range(int(epochs)):
-            epoch = net.epochs
-            lr_e, momentum_e = float(lr_of(epoch)), float(momentum_of(epoch))
-            order = net._rng.permutation(n_total) if shuffle else np.arange(n_total)
-            start = time.perf_counter()
-            epoch_totals = np.zeros(2)
-            for b0 in range(0, n_total, batch):
-                rows = order[b0:b0 + batch]
-                if sharded:
-                    mine = rows[(rows >= first) & (rows < first + X.shape[0])] - first
-                else:
-                    k = rows.shape[0]
-                    mine = rows[rank * k // size:(rank + 1) * k // size]
-                m = mine.shape[0]
-                if m:
-                    np.take(X, mine, axis=0, out=X_rows[:m])
-                    np.take(T, mine, axis=0, out=T_rows[:m])
-                    loss, stats[1] = _gradient(net, core, X_rows[:m], T_rows[:m], grad)
-                    stats[0] = m * loss
-                    grad *= m  # the mean over this rank's rows, back to their sum
-                else:
-                    grad.fill(0)
-                    stats[:] = 0
-                comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
-                comm.Allreduce(stats, totals, op=MPI.SUM)
-                if not np.isfinite(totals[0]):
-                    raise FloatingPointError(
-                        f"the training loss became non-finite in epoch {epoch}; training "
-                        f"stopped and the weights of the last finite step were kept")
-                grad /= rows.shape[0]
-                hyper = dict(lr=lr_e, momentum=momentum_e, rule=rule, dampening=dampening,
-                             weight_decay=weight_decay)
-                if core is not None:
-                    core.step(**hyper)  # the step as net.fit takes it, on this thread
-                else:
-                    reference.momentum_step(net.params, grad, net._state, **hyper)
-                net.steps += 1
-                epoch_totals += totals
-            seconds = time.perf_counter() - start
-            net.epochs += 1
-            logs = {"loss": float(epoch_totals[0] / n_total), "seconds": seconds,
-                    "lr": lr_e, "momentum": momentum_e}
-            history.loss.append(logs["loss"])
-            history.seconds.append(seconds)
-            history.lr.append(lr_e)
-            history.momentum.append(momentum_e)
-            if classify:
-                logs["accuracy"] = float(epoch_totals[1] / n_total)
-                history.accuracy.append(logs["accuracy"])
-            if verbose and rank == 0:
-                acc = f"  accuracy {logs['accuracy']:.4f}" if classify else ""
-                print(f"epoch {epoch + 1:>4}  loss {logs['loss']:.6f}{acc}  ranks {size}  "
-                      f"{seconds * 1e3:.1f} ms", flush=True)
-            reason = ""
-            if target_loss is not None and logs["loss"] <= target_loss:
-                reason = "target_loss"
-            elif callback is not None and rank == 0 and callback(epoch, logs) is False:
-                reason = "callback"
-            reason = comm.bcast(reason, root=0)
-            if reason:
-                history.stopped = reason
-                return history
-        history.stopped = "epochs"
-        return history
-    except FloatingPointError:
-        raise  # every rank saw the same reduced loss and raises the same error
+        return net.train(X, y, trainer=trainer, batch_size=batch_size, **fit_arguments)
     except BaseException as exc:
-        sys.stderr.write(f"momcore.distributed: rank {rank} of {size} failed, aborting the "
-                         f"job: {type(exc).__name__}: {exc}\n")
+        if trainer.agreed or isinstance(exc, FloatingPointError):
+            raise  # every rank raises the same error
+        sys.stderr.write(f"momcore.distributed: rank {trainer.rank} of {trainer.size} "
+                         f"failed, aborting the job: {type(exc).__name__}: {exc}\n")
         traceback.print_exc()
         sys.stderr.flush()
         comm.Abort(1)
         raise  # not reached
 
 
-def _gradient(net: MLP, core: Any, X: np.ndarray, T: np.ndarray,
-              grad: np.ndarray) -> tuple[float, int]:
-    """grad := dE/dparams of the mean loss over the rows of X; returns that loss and
-    the number of rows classified right."""
-    if core is not None:
-        return core.gradients(X, T)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output, grad)
-        out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
-    return loss, int(np.count_nonzero(ref.predicted_class(out) == ref.predicted_class(T)))
+class _MPITrainer(training.Trainer):
+    """Ranks that agree: rank 0 prints and runs the callback, its stop decision and
+    every input error reach every rank."""
+
+    def __init__(self, MPI: Any, comm: Any, sharded: bool) -> None:
+        self.MPI, self.comm, self.sharded = MPI, comm, bool(sharded)
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.root = self.rank == 0
+        self.agreed = False
+
+    def agree_on(self, error: BaseException | None) -> None:
+        try:
+            _agree(self.comm, error)
+        except BaseException:
+            self.agreed = True
+            raise
+
+    def decide(self, reason: str) -> str:
+        return self.comm.bcast(reason, root=0)
+
+    def describe(self) -> str:
+        return f"ranks {self.size}"
+
+    def runner(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
+               accuracy: str) -> training.Runner:
+        counts = self.comm.allgather(X.shape[0])
+        if not self.sharded and len(set(counts)) != 1:
+            self.agree_on(ValueError(f"without sharded=True every rank passes the same X; "
+                                     f"the ranks have {counts} rows"))
+        return _MPIRunner(self, net, X, T, counts, accuracy)
+
+
+class _MPIRunner:
+    """Global batches split across the ranks: each rank's gradient of its rows, one
+    Allreduce of the flat gradient, the same step everywhere."""
+
+    def __init__(self, trainer: _MPITrainer, net: MLP, X: np.ndarray, T: np.ndarray,
+                 counts: list[int], accuracy: str) -> None:
+        self.trainer, self.X, self.T = trainer, X, T
+        rank, size = trainer.rank, trainer.size
+        self.n_rows = sum(counts) if trainer.sharded else X.shape[0]
+        self.first = sum(counts[:rank]) if trainer.sharded else 0  # global index of row 0
+        self.grad = np.zeros_like(net.params)
+        self.X_rows = np.empty((max(X.shape[0], 1), X.shape[1]), net.dtype)
+        self.T_rows = np.empty((max(X.shape[0], 1), T.shape[1]), net.dtype)
+        self.kernel = net.gradient_kernel(self.grad, max(X.shape[0], 1), accuracy=accuracy)
+        self.stats = np.zeros(2)  # [sum of per-sample losses, correct rows] of one step
+        self.totals = np.zeros(2)
+
+    def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
+        MPI, comm, trainer = self.trainer.MPI, self.trainer.comm, self.trainer
+        X, grad, stats, totals = self.X, self.grad, self.stats, self.totals
+        run_totals = np.zeros(2)
+        steps = 0
+        for b0 in range(0, rows.shape[0], batch):
+            part = rows[b0:b0 + batch]
+            if trainer.sharded:
+                mine = part[(part >= self.first) & (part < self.first + X.shape[0])] - self.first
+            else:
+                k = part.shape[0]
+                mine = part[trainer.rank * k // trainer.size:(trainer.rank + 1) * k // trainer.size]
+            m = mine.shape[0]
+            if m:
+                np.take(X, mine, axis=0, out=self.X_rows[:m])
+                np.take(self.T, mine, axis=0, out=self.T_rows[:m])
+                loss, stats[1] = self.kernel.gradients(self.X_rows[:m], self.T_rows[:m])
+                stats[0] = m * loss
+                grad *= m  # the mean over this rank's rows, back to their sum
+            else:
+                grad.fill(0)
+                stats[:] = 0
+            comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
+            comm.Allreduce(stats, totals, op=MPI.SUM)
+            if not np.isfinite(totals[0]):  # the same reduced loss on every rank
+                return float(run_totals[0]), int(run_totals[1] + totals[1]), steps, True
+            grad /= part.shape[0]
+            self.kernel.step()
+            steps += 1
+            run_totals += totals
+        return float(run_totals[0]), int(run_totals[1]), steps, False
 
 
 def _check_replicas(comm: Any, net: MLP) -> None:
     """Every rank must start from the same network, weights, state and random state."""
     digest = (tuple(net.sizes), net.hidden, net.output, net.dtype.name, net.backend,
-              net.steps, net.epochs, hashlib.sha256(net.params.tobytes()).hexdigest(),
-              hashlib.sha256(net._state.tobytes()).hexdigest(),
-              repr(net._rng.bit_generator.state))
+              net.loss_name, net.steps, net.epochs,
+              hashlib.sha256(net.params.tobytes()).hexdigest(),
+              hashlib.sha256(net.optimizer_state.tobytes()).hexdigest(),
+              repr(net.rng.bit_generator.state))
     digests = comm.allgather(digest)
     if any(d != digests[0] for d in digests):
         raise ValueError("the ranks hold different networks (sizes, weights, optimizer or "

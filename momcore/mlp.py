@@ -11,54 +11,27 @@ import json
 import os
 import secrets
 import threading
-import time
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from momcore import _core
 from momcore import _mlp_numpy as ref
-from momcore.schedules import as_schedule
+from momcore import _network as layout
+from momcore import training
+from momcore.optim import SGD, checked_hyperparameters
+from momcore.registry import check_name, loss_for
+from momcore.schedules import value_at
+from momcore.training import History
+
+__all__ = ["MLP", "History"]
 
 FORMAT = "momcore.MLP"
 FORMAT_VERSION = 1
 BACKENDS = ("c", "numpy")
 _PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend
-
-
-@dataclass
-class History:
-    """What one ``fit`` call did, epoch by epoch.
-
-    ``loss`` is the mean training loss of each epoch (each sample's loss taken at its
-    own forward pass, before its update), ``accuracy`` the fraction of training rows
-    classified right in those passes (classification only), ``seconds`` the wall time
-    of each epoch; ``stopped`` says why training ended: "epochs", "target_loss",
-    "callback" or "nonfinite" (fit raised FloatingPointError).
-    """
-
-    loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    momentum: list[float] = field(default_factory=list)
-    stopped: str = ""
-
-    @property
-    def epochs(self) -> int:
-        """Number of epochs trained."""
-        return len(self.loss)
-
-
-def _schedule(value: Any, name: str) -> Callable[[int], float]:
-    """value as a schedule, with errors that name the argument."""
-    try:
-        return as_schedule(value)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{name}: {exc}") from None
 
 
 class MLP:
@@ -71,15 +44,22 @@ class MLP:
     hidden : {"sigmoid", "tanh", "relu", "identity"}
         Activation of the hidden layers.
     output : {"softmax", "sigmoid", "identity"}
-        Output activation; the loss is cross-entropy for softmax and squared error
-        ``1/2 sum (t - y)^2`` for sigmoid and identity.
+        Output activation.
+    loss : {"cross_entropy", "binary_cross_entropy", "squared_error"} or None
+        The loss the output pairs with: softmax + cross_entropy (classification),
+        sigmoid + binary_cross_entropy (binary and multilabel classification: one
+        sigmoid per label, ``predict`` thresholds each at 1/2), sigmoid +
+        squared_error ``1/2 sum (t - y)^2`` (the lecture notes; the default for
+        sigmoid), identity + squared_error (regression). None takes the default
+        pair of the output (:data:`momcore.registry.DEFAULT_LOSS`).
     dtype : float32 or float64
     seed : int
         Seeds the generator that draws the initial weights and shuffles every epoch.
     backend : {"c", "numpy"}
 
     All parameters live in one flat buffer (:attr:`params`); :attr:`weights` and
-    :attr:`biases` are views into it. The optimizer state is one buffer of the same
+    :attr:`biases` are views into it. Training goes through one :class:`momcore.SGD`
+    over that buffer (:attr:`optimizer`), whose state is one buffer of the same
     layout. Threads: ``predict``, ``predict_proba``, ``score``, ``loss`` and
     ``gradients`` may run from many threads at once (the compiled work releases the
     GIL); ``fit`` runs in one thread at a time (a second concurrent call raises
@@ -88,8 +68,8 @@ class MLP:
     """
 
     def __init__(self, sizes: Sequence[int], *, hidden: str = "sigmoid",
-                 output: str = "softmax", dtype: Any = np.float64, seed: int = 0,
-                 backend: str = "c") -> None:
+                 output: str = "softmax", loss: str | None = None,
+                 dtype: Any = np.float64, seed: int = 0, backend: str = "c") -> None:
         try:
             sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
         except TypeError:
@@ -100,10 +80,8 @@ class MLP:
                            and s >= 1 for s in sizes)):
             raise ValueError(f"sizes must be a list of at least two positive integers, "
                              f"got {sizes!r}")
-        if not isinstance(hidden, str) or hidden not in ref.HIDDEN:
-            raise ValueError(f"hidden must be one of {ref.HIDDEN}, got {hidden!r}")
-        if not isinstance(output, str) or output not in ref.OUTPUT:
-            raise ValueError(f"output must be one of {ref.OUTPUT}, got {output!r}")
+        check_name("hidden", hidden)
+        loss = loss_for(output, loss)
         dt = np.dtype(dtype)
         if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
@@ -112,29 +90,29 @@ class MLP:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
         self.sizes: list[int] = [int(s) for s in sizes]
-        self.hidden, self.output, self.dtype = hidden, output, dt
+        self.hidden, self.output, self.loss_name, self.dtype = hidden, output, loss, dt
         self.seed, self.backend = int(seed), backend
-        n = ref.n_params(self.sizes)
-        self.params: np.ndarray = np.zeros(n, dt)
-        self._state = np.zeros(n, dt)
+        self.params: np.ndarray = np.zeros(layout.n_params(self.sizes), dt)
         self._grad: np.ndarray | None = None
         self._fit_core: _core.NetCore | None = None
+        self._fit_core_accuracy = ""
         self._local = threading.local()  # per-thread predict workspaces
         self._training = threading.Lock()
-        self.weights, self.biases = ref.views(self.params, self.sizes)
+        self.weights, self.biases = layout.views(self.params, self.sizes)
         self.reset()
 
     # ---- state -------------------------------------------------------------------
 
     def reset(self) -> None:
         """Re-initialises the weights from the seed and forgets all training."""
-        self._rng = np.random.default_rng(self.seed)
-        ref.init_params(self.params, self.sizes, self.hidden, self._rng)
-        self._state.fill(0)
-        self._state_rule: str | None = None
-        self.steps = 0
+        self.rng = np.random.default_rng(self.seed)
+        """The generator that drew the initial weights and shuffles every epoch."""
+        layout.init_params(self.params, self.sizes, self.hidden, self.rng)
+        self.optimizer = SGD([self.params], lr=0.1, momentum=0.0, backend=self.backend)
+        """The optimizer that owns the update: rule, hyperparameters, state, steps."""
         self.epochs = 0
         self.history_: History | None = None
+        self._local = threading.local()
 
     @property
     def n_params(self) -> int:
@@ -144,7 +122,12 @@ class MLP:
     @property
     def optimizer_state(self) -> np.ndarray:
         """The momentum state, one flat buffer in the layout of :attr:`params` (a view)."""
-        return self._state
+        return self.optimizer.state[0]
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps taken since the last reset."""
+        return self.optimizer.steps
 
     def __getstate__(self) -> dict[str, Any]:
         # Workspaces, locks and thread-local caches are per object and made again.
@@ -158,15 +141,18 @@ class MLP:
         self._fit_core = None
         self._local = threading.local()
         self._training = threading.Lock()
-        self.weights, self.biases = ref.views(self.params, self.sizes)
+        self.weights, self.biases = layout.views(self.params, self.sizes)
 
     def __repr__(self) -> str:
-        return (f"MLP({self.sizes}, hidden={self.hidden!r}, output={self.output!r}, "
+        loss = "" if self.loss_name == loss_for(self.output) else f", loss={self.loss_name!r}"
+        return (f"MLP({self.sizes}, hidden={self.hidden!r}, output={self.output!r}{loss}, "
                 f"dtype={self.dtype.name}, backend={self.backend!r})")
 
     # ---- data --------------------------------------------------------------------
 
-    def _inputs(self, X: Any) -> np.ndarray:
+    def check_inputs(self, X: Any) -> np.ndarray:
+        """X as a C-contiguous (n, sizes[0]) array of the network's dtype, or a clear
+        error (never NaN or inf, never empty)."""
         X = np.asarray(X)
         if X.dtype == object or not (np.issubdtype(X.dtype, np.floating)
                                      or np.issubdtype(X.dtype, np.integer)
@@ -184,103 +170,132 @@ class MLP:
             raise ValueError(f"X holds values beyond the range of {self.dtype}")
         return X
 
-    def _targets(self, y: Any, n_rows: int) -> np.ndarray:
+    def encode_targets(self, y: Any, n_rows: int) -> np.ndarray:
+        """y (labels or a 2-D target array, one row per row of X) as the (n_rows,
+        sizes[-1]) targets the loss compares the outputs with."""
         y = np.asarray(y)
         if y.shape[:1] != (n_rows,):
             raise ValueError(f"y must have {n_rows} rows (one per row of X), got shape "
                              f"{y.shape}")
-        return ref.encode_targets(y, self.sizes[-1], self.output, self.dtype)
+        return layout.encode_targets(y, self.sizes[-1], self.output, self.dtype,
+                                     loss=self.loss_name)
 
-    def _core_for_fit(self, batch: int, grad: bool) -> _core.NetCore:
-        """The compiled network with workspaces for batch rows; made again only when the
-        batch size (or the need for a gradient buffer) changes."""
-        core = self._fit_core
-        if core is None or core.max_batch != batch or (core.grad is None) == grad:
-            if grad and self._grad is None:
-                self._grad = np.zeros_like(self.params)
-            core = self._fit_core = _core.NetCore(
-                self.params, self._state, self._grad if grad else None, self.sizes,
-                self.hidden, self.output, batch)
-        return core
+    def _accuracy(self, y: Any) -> str:
+        """How training counts rows classified right for targets like y."""
+        if np.ndim(y) == 1:
+            return layout.default_accuracy(self.sizes[-1])
+        return "threshold" if self._multilabel else "none"
+
+    @property
+    def _multilabel(self) -> bool:
+        return self.loss_name == "binary_cross_entropy" and self.sizes[-1] > 1
 
     # ---- inference ----------------------------------------------------------------
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Outputs of the network, shape (n, sizes[-1])."""
-        X = self._inputs(X)
+        X = self.check_inputs(X)
         if self.backend == "numpy":
             return ref.forward(self.params, self.sizes, X, self.hidden, self.output)[-1]
         out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
         core = getattr(self._local, "core", None)
         if core is None:
-            core = self._local.core = _core.NetCore(self.params, self._state, None, self.sizes,
-                                                    self.hidden, self.output, _PREDICT_ROWS)
+            core = self._local.core = _core.NetCore(
+                self.params, self.optimizer_state, None, self.sizes, self.hidden,
+                self.output, _PREDICT_ROWS)
         return core.predict(X, out)
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels for softmax and sigmoid outputs (the argmax of the outputs; with
-        a single output unit, 1 where it is >= 1/2); the outputs themselves for an
-        identity output."""
+        a single output unit, 1 where it is >= 1/2); for binary cross-entropy over
+        several units (multilabel), a 0/1 matrix with every unit thresholded at 1/2;
+        the outputs themselves for an identity output."""
         out = self.predict_proba(X)
-        return out if self.output == "identity" else ref.predicted_class(out)
+        if self.output == "identity":
+            return out
+        if self._multilabel:
+            return layout.predict_labels(out, multilabel=True)
+        return layout.predicted_class(out)
 
     def loss(self, X: Any, y: Any) -> float:
         """Mean loss over the rows of X."""
-        X = self._inputs(X)
-        T = self._targets(y, X.shape[0])
-        return ref.loss_from_output(self.predict_proba(X), T, self.output)
+        X = self.check_inputs(X)
+        T = self.encode_targets(y, X.shape[0])
+        return ref.loss_from_output(self.predict_proba(X), T, self.output, self.loss_name)
 
     def score(self, X: Any, y: Any) -> float:
-        """Accuracy for integer labels; the coefficient of determination R^2 for a 2-D
-        target array."""
-        X = self._inputs(X)
+        """Accuracy for integer labels; for a 0/1 label matrix of a multilabel network,
+        the fraction of rows with every label right; the coefficient of determination
+        R^2 for a 2-D target array otherwise."""
+        X = self.check_inputs(X)
         y = np.asarray(y)
-        T = self._targets(y, X.shape[0])
+        T = self.encode_targets(y, X.shape[0])
         out = self.predict_proba(X)
         if y.ndim == 1:
-            return float(np.mean(ref.predicted_class(out) == y))
+            return float(np.mean(layout.predicted_class(out) == y))
+        if self._multilabel:
+            return layout.count_correct(out, T, "threshold") / X.shape[0]
         residual = np.sum((T - out) ** 2, dtype=np.float64)
         total = np.sum((T - T.mean(axis=0)) ** 2, dtype=np.float64)
         return float(1.0 - residual / total) if total > 0 else float("nan")
 
     def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(dW, db): dE/dW[i] and dE/db[i] at the current weights, E the mean loss over X."""
-        X = self._inputs(X)
-        T = self._targets(y, X.shape[0])
+        X = self.check_inputs(X)
+        T = self.encode_targets(y, X.shape[0])
         grad = np.empty_like(self.params)
-        if self.backend == "numpy":
-            ref.gradients(self.params, self.sizes, X, T, self.hidden, self.output, grad)
-        else:
-            core = _core.NetCore(self.params, self._state, grad, self.sizes, self.hidden,
-                                 self.output, X.shape[0])
-            core.gradients(X, T)
-        dW, db = ref.views(grad, self.sizes)
+        self.gradient_kernel(grad, X.shape[0]).gradients(X, T)
+        dW, db = layout.views(grad, self.sizes)
         return dW, db
+
+    def gradient_kernel(self, grad: np.ndarray, max_rows: int, *,
+                        accuracy: str | None = None) -> Any:
+        """The passes of this network writing into the flat buffer ``grad``, for
+        training loops of one's own (:mod:`momcore.distributed`): an object with
+        ``gradients(X, T) -> (E, rows right)`` (grad := dE/dparams of the mean loss
+        over the rows of X, at most ``max_rows``, with encoded targets T) and
+        ``step()`` (one step of :attr:`optimizer` with ``grad``, on the calling
+        thread). Workspaces are made once, here."""
+        accuracy = accuracy or layout.default_accuracy(self.sizes[-1])
+        if self.backend == "numpy":
+            return _NumpyKernel(self, grad, accuracy)
+        return _CompiledKernel(_core.NetCore(
+            self.params, self.optimizer_state, grad, self.sizes, self.hidden, self.output,
+            max_rows, loss=self.loss_name, accuracy=accuracy), self.optimizer)
 
     # ---- training -----------------------------------------------------------------
 
-    def fit(self, X: Any, y: Any, *, epochs: int, batch_size: int = 1, lr: float = 0.1,
-            momentum: float = 0.9, rule: str = "classical",
-            lr_schedule: Callable[[int], float] | None = None,
-            momentum_schedule: Callable[[int], float] | None = None, shuffle: bool = True,
+    def fit(self, X: Any, y: Any, *, epochs: int, batch_size: int = 1, lr: Any = 0.1,
+            momentum: Any = 0.9, rule: str = "classical",
+            lr_schedule: Callable[[int], Any] | None = None,
+            momentum_schedule: Callable[[int], Any] | None = None, shuffle: bool = True,
             target_loss: float | None = None, verbose: bool = False,
             callback: Callable[[int, dict[str, float]], Any] | None = None,
-            dampening: float = 0.0, weight_decay: float = 0.0) -> History:
+            dampening: float = 0.0, weight_decay: float = 0.0,
+            validation_data: tuple[Any, Any] | None = None, patience: int | None = None,
+            min_delta: float = 0.0, restore_best: bool = True) -> History:
         """Trains for ``epochs`` epochs of (mini-batch) gradient descent with momentum.
 
         Each epoch shuffles the rows (``shuffle``), walks them in batches of
         ``batch_size`` (1: online learning, the last batch may be smaller) and takes
-        one momentum step per batch (``rule`` etc. as in :func:`momcore.momentum_step`).
-        ``lr_schedule`` / ``momentum_schedule`` map the epoch number (counted across
-        fit calls) to the value of that epoch and override ``lr`` / ``momentum``.
+        one step of :attr:`optimizer` per batch (``rule``, ``dampening``,
+        ``weight_decay`` as in :func:`momcore.momentum_step`).
+        ``lr_schedule`` / ``momentum_schedule`` override ``lr`` / ``momentum``: any
+        callable whose values ``float()`` accepts, evaluated at the epoch number
+        (counted across fit calls) or, for a schedule marked ``per="step"``
+        (:mod:`momcore.schedules`), at the step number, before every step.
         Consecutive calls continue training: weights, optimizer state, step and epoch
         counts carry over; a changed ``rule`` starts a fresh optimizer state.
 
-        Stops early when the epoch's mean loss is <= ``target_loss`` or when
-        ``callback(epoch, logs)`` returns False. A batch whose loss is not finite
-        stops training with FloatingPointError before its update, so the weights
-        of the last finite step stay in place (:attr:`history_` keeps the epochs
-        done). Returns the :class:`History` of this call.
+        Stops early when the epoch's mean loss is <= ``target_loss``, when
+        ``callback(epoch, logs)`` returns False, or, with ``patience``, when the
+        monitored loss (the loss on ``validation_data = (X_val, y_val)`` after each
+        epoch, else the training loss) has not improved by more than ``min_delta``
+        for ``patience`` epochs; then ``restore_best`` puts back the weights and
+        optimizer state of the best epoch. A batch whose loss is not finite stops
+        training with FloatingPointError before its update, so the weights of the
+        last finite step stay in place (:attr:`history_` keeps the epochs done).
+        Returns the :class:`History` of this call.
 
         Predicting from other threads is safe (each thread gets its own workspace), but
         sees the weights as they change; two ``fit`` calls on one model at once raise
@@ -290,123 +305,94 @@ class MLP:
             raise RuntimeError("fit is already running on this model in another thread; "
                                "one model trains in one thread at a time")
         try:
-            return self._fit(X, y, epochs=epochs, batch_size=batch_size, lr=lr,
-                             momentum=momentum, rule=rule, lr_schedule=lr_schedule,
-                             momentum_schedule=momentum_schedule, shuffle=shuffle,
-                             target_loss=target_loss, verbose=verbose, callback=callback,
-                             dampening=dampening, weight_decay=weight_decay)
+            return self.train(
+                X, y, trainer=training.Trainer(), epochs=epochs, batch_size=batch_size,
+                lr=lr, momentum=momentum, rule=rule, lr_schedule=lr_schedule,
+                momentum_schedule=momentum_schedule, shuffle=shuffle,
+                target_loss=target_loss, verbose=verbose, callback=callback,
+                dampening=dampening, weight_decay=weight_decay,
+                validation_data=validation_data, patience=patience, min_delta=min_delta,
+                restore_best=restore_best)
         finally:
             self._training.release()
 
-    def _fit_arguments(self, X: Any, y: Any, *, epochs: Any, batch_size: Any, lr: Any,
-                       momentum: Any, rule: Any, lr_schedule: Any, momentum_schedule: Any,
-                       target_loss: Any, verbose: Any, callback: Any, dampening: Any,
-                       weight_decay: Any) -> tuple:
-        """Checks fit's arguments before anything changes; returns X and the encoded
-        targets T as the network's dtype, whether this is classification, and the lr
-        and momentum schedules."""
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-        if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        X = self._inputs(X)
-        T = self._targets(y, X.shape[0])
-        if target_loss is not None and not isinstance(target_loss, (int, float, np.floating,
-                                                                    np.integer)):
-            raise TypeError(f"target_loss must be a number or None, got "
-                            f"{type(target_loss).__name__}")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-        if not isinstance(verbose, (bool, np.bool_, int, np.integer)):
-            raise TypeError(f"verbose must be a bool, got {type(verbose).__name__}")
-        lr_of = _schedule(lr if lr_schedule is None else lr_schedule,
-                          "lr" if lr_schedule is None else "lr_schedule")
-        momentum_of = _schedule(momentum if momentum_schedule is None else momentum_schedule,
-                                "momentum" if momentum_schedule is None else "momentum_schedule")
-        _core.check_hyperparameters(lr=lr_of(self.epochs), momentum=momentum_of(self.epochs),
-                                    rule=rule, dampening=dampening, weight_decay=weight_decay)
-        return X, T, np.asarray(y).ndim == 1, lr_of, momentum_of
+    def train(self, X: Any, y: Any, *, trainer: training.Trainer, rule: str = "classical",
+              dampening: float = 0.0, weight_decay: float = 0.0,
+              **loop_arguments: Any) -> History:
+        """:meth:`fit` with the processes that train given by ``trainer`` (see
+        :mod:`momcore.training`); :mod:`momcore.distributed` trains through it. Every
+        argument is checked, and the processes agree on any error, before anything
+        changes."""
+        error: BaseException | None = None
+        try:
+            settings = training.check_fit_arguments(**loop_arguments)
+            X = self.check_inputs(X)
+            T = self.encode_targets(y, X.shape[0])
+            if settings.validation_data is not None:
+                X_val = self.check_inputs(settings.validation_data[0])
+                self.encode_targets(settings.validation_data[1], X_val.shape[0])
+            t = self.steps if settings.per_step else self.epochs
+            hyper = checked_hyperparameters(dict(
+                lr=value_at(settings.lr, t, settings.lr_name),
+                momentum=value_at(settings.momentum, t, settings.momentum_name),
+                rule=rule, dampening=dampening, weight_decay=weight_decay))
+        except (TypeError, ValueError) as exc:
+            error = exc
+        trainer.agree_on(error)
+        self._use_rule(hyper)
+        return training.fit_loop(self, X, T, settings, accuracy=self._accuracy(y),
+                                 trainer=trainer)
 
-    def _fit(self, X: Any, y: Any, *, epochs: int, batch_size: int, lr: float,
-             momentum: float, rule: str, lr_schedule: Callable[[int], float] | None,
-             momentum_schedule: Callable[[int], float] | None, shuffle: bool,
-             target_loss: float | None, verbose: bool,
-             callback: Callable[[int, dict[str, float]], Any] | None, dampening: float,
-             weight_decay: float) -> History:
-        X, T, classify, lr_of, momentum_of = self._fit_arguments(
-            X, y, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, rule=rule,
-            lr_schedule=lr_schedule, momentum_schedule=momentum_schedule,
-            target_loss=target_loss, verbose=verbose, callback=callback, dampening=dampening,
-            weight_decay=weight_decay)
-        batch = min(int(batch_size), X.shape[0])
-        fold = rule == "classical" and weight_decay == 0.0
-        if rule != self._state_rule:
-            self._state.fill(0)
-            self._state_rule = rule
-        if self.backend == "c":
-            core = self._core_for_fit(batch, not fold)
-        elif self._grad is None:
-            self._grad = np.zeros_like(self.params)
-        history = self.history_ = History()
-        n = X.shape[0]
-        for _ in range(int(epochs)):
-            epoch = self.epochs
-            lr_e, momentum_e = float(lr_of(epoch)), float(momentum_of(epoch))
-            order = self._rng.permutation(n) if shuffle else np.arange(n)
-            start = time.perf_counter()
-            hyper = dict(lr=lr_e, momentum=momentum_e, rule=rule, dampening=dampening,
-                         weight_decay=weight_decay)
-            if self.backend == "c":
-                sum_loss, correct, steps, stopped = core.train_epoch(X, T, order, batch,
-                                                                     **hyper)
-            else:
-                # a diverging run is reported by its loss below, not by numpy warnings
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    sum_loss, correct, steps, stopped = ref.train_epoch(
-                        self.params, self._state, self.sizes, X, T, order, batch,
-                        self.hidden, self.output, grad_buf=self._grad, **hyper)
-            self.steps += steps
-            if stopped:
-                history.stopped = "nonfinite"
-                raise FloatingPointError(
-                    f"the training loss became non-finite in epoch {epoch + 1} after {steps} "
-                    f"steps; training stopped and the weights of the last finite step "
-                    f"were kept (try a smaller lr)")
-            seconds = time.perf_counter() - start
-            self.epochs += 1
-            history.loss.append(sum_loss / n)
-            history.seconds.append(seconds)
-            history.lr.append(lr_e)
-            history.momentum.append(momentum_e)
-            logs = {"loss": sum_loss / n, "seconds": seconds, "lr": lr_e,
-                    "momentum": momentum_e}
-            if classify:
-                history.accuracy.append(correct / n)
-                logs["accuracy"] = correct / n
-            if verbose:
-                acc = f"  accuracy {logs['accuracy']:.4f}" if classify else ""
-                print(f"epoch {epoch + 1:>4}  loss {logs['loss']:.6f}{acc}  "
-                      f"lr {lr_e:g}  momentum {momentum_e:g}  {seconds * 1e3:.1f} ms",
-                      flush=True)
-            if target_loss is not None and logs["loss"] <= target_loss:
-                history.stopped = "target_loss"
-                return history
-            if callback is not None and callback(epoch, logs) is False:
-                history.stopped = "callback"
-                return history
-        history.stopped = "epochs"
-        return history
+    def _use_rule(self, hyper: dict[str, Any]) -> None:
+        """The optimizer for hyper: the same one with new hyperparameters, or a fresh
+        state when the rule changes (the step count carries over)."""
+        if self.optimizer.rule != hyper["rule"]:
+            steps = self.optimizer.steps
+            self.optimizer = SGD([self.params], **hyper, backend=self.backend)
+            self.optimizer.steps = steps
+        else:
+            self.optimizer.param_groups[0].update(
+                {k: v for k, v in hyper.items() if k != "rule"})
+
+    def make_runner(self, X: np.ndarray, T: np.ndarray, batch: int,
+                    accuracy: str) -> training.Runner:
+        """The runner that trains this network on (X, T) in batches of at most
+        ``batch`` rows (see :class:`momcore.training.Runner`)."""
+        if self.backend == "numpy":
+            if self._grad is None:
+                self._grad = np.zeros_like(self.params)
+            return _NumpyRunner(self, X, T, accuracy)
+        return _CompiledRunner(self._core_for_fit(batch, accuracy), X, T, self.optimizer)
+
+    def _core_for_fit(self, batch: int, accuracy: str) -> _core.NetCore:
+        """The compiled network with workspaces for batch rows; made again only when the
+        batch size, the optimizer, the accuracy counted or the need for a gradient
+        buffer (the step is folded into the backward pass when the optimizer allows)
+        changes."""
+        grad = not self.optimizer.folds
+        core = self._fit_core
+        if (core is None or core.max_batch != batch or (core.grad is None) == grad
+                or core.state is not self.optimizer_state
+                or self._fit_core_accuracy != accuracy):
+            if grad and self._grad is None:
+                self._grad = np.zeros_like(self.params)
+            core = self._fit_core = _core.NetCore(
+                self.params, self.optimizer_state, self._grad if grad else None, self.sizes,
+                self.hidden, self.output, batch, loss=self.loss_name,
+                accuracy=accuracy)
+            self._fit_core_accuracy = accuracy
+        return core
 
     # ---- persistence --------------------------------------------------------------
 
     def _metadata(self) -> dict[str, Any]:
         return {
             "format": FORMAT, "version": FORMAT_VERSION, "sizes": self.sizes,
-            "hidden": self.hidden, "output": self.output, "dtype": self.dtype.name,
+            "hidden": self.hidden, "output": self.output, "loss": self.loss_name,
+            "dtype": self.dtype.name,
             "seed": self.seed, "backend": self.backend, "steps": self.steps,
-            "epochs": self.epochs, "state_rule": self._state_rule,
-            "rng": self._rng.bit_generator.state,
+            "epochs": self.epochs, "state_rule": self.optimizer.rule,
+            "rng": self.rng.bit_generator.state,
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -420,7 +406,7 @@ class MLP:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, params=self.params, state=self._state,
+                np.savez(f, params=self.params, state=self.optimizer_state,
                          metadata=np.array(json.dumps(self._metadata())))
                 f.flush()
                 os.fsync(f.fileno())
@@ -462,7 +448,8 @@ class MLP:
                              f"supported (this momcore reads version {FORMAT_VERSION})")
         try:
             net = cls(meta["sizes"], hidden=meta["hidden"], output=meta["output"],
-                      dtype=meta["dtype"], seed=meta["seed"], backend=meta["backend"])
+                      loss=meta.get("loss"), dtype=meta["dtype"], seed=meta["seed"],
+                      backend=meta["backend"])
             n, dt = net.n_params, net.dtype
             for name, arr in (("params", params), ("state", state)):
                 if arr.shape != (n,) or arr.dtype != dt:
@@ -471,13 +458,83 @@ class MLP:
             for key in ("steps", "epochs"):
                 if type(meta[key]) is not int or meta[key] < 0:
                     raise ValueError(f"{key} must be a non-negative integer, got {meta[key]!r}")
-            if meta["state_rule"] is not None and meta["state_rule"] not in _core.RULES:
-                raise ValueError(f"unknown rule {meta['state_rule']!r}")
-            net._rng.bit_generator.state = meta["rng"]
-            net.steps, net.epochs = meta["steps"], meta["epochs"]
-            net._state_rule = meta["state_rule"]
+            rule = "classical" if meta["state_rule"] is None else meta["state_rule"]
+            check_name("rule", rule, "state_rule")
+            net.rng.bit_generator.state = meta["rng"]
+            net.optimizer = SGD([net.params], lr=0.1, rule=rule, backend=net.backend)
+            net.optimizer.steps, net.epochs = meta["steps"], meta["epochs"]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: mismatched model file ({exc})") from None
         np.copyto(net.params, params)
-        np.copyto(net._state, state)
+        np.copyto(net.optimizer_state, state)
         return net
+
+
+# ---- runners: the steps of a run of batches, for the training loop ----------------
+
+
+class _CompiledRunner:
+    """Runs of batches in C (one call, the GIL released), with the optimizer's
+    hyperparameters."""
+
+    def __init__(self, core: _core.NetCore, X: np.ndarray, T: np.ndarray,
+                 optimizer: SGD) -> None:
+        self.core, self.X, self.T, self.optimizer = core, X, T, optimizer
+        self.n_rows = X.shape[0]
+
+    def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
+        result = self.core.train_epoch(self.X, self.T, rows, batch,
+                                       **self.optimizer.hyperparameters())
+        self.optimizer.steps += result[2]
+        return result
+
+
+class _NumpyRunner:
+    """Runs of batches in the numpy reference."""
+
+    def __init__(self, net: MLP, X: np.ndarray, T: np.ndarray, accuracy: str) -> None:
+        self.net, self.X, self.T, self.accuracy = net, X, T, accuracy
+        self.n_rows = X.shape[0]
+
+    def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
+        net = self.net
+        # a diverging run is reported by its loss, not by numpy warnings
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            result = ref.train_epoch(
+                net.params, net.optimizer_state, net.sizes, self.X, self.T, rows, batch,
+                net.hidden, net.output, grad_buf=net._grad, loss=net.loss_name,
+                accuracy=self.accuracy, **net.optimizer.hyperparameters())
+        net.optimizer.steps += result[2]
+        return result
+
+
+class _CompiledKernel:
+    """MLP.gradient_kernel of the compiled backend."""
+
+    def __init__(self, core: _core.NetCore, optimizer: SGD) -> None:
+        self.core, self.optimizer = core, optimizer
+
+    def gradients(self, X: np.ndarray, T: np.ndarray) -> tuple[float, int]:
+        return self.core.gradients(X, T)
+
+    def step(self) -> None:
+        self.core.step(**self.optimizer.hyperparameters())  # on this thread, as fit does
+        self.optimizer.steps += 1
+
+
+class _NumpyKernel:
+    """MLP.gradient_kernel of the numpy backend."""
+
+    def __init__(self, net: MLP, grad: np.ndarray, accuracy: str) -> None:
+        self.net, self.grad, self.accuracy = net, grad, accuracy
+
+    def gradients(self, X: np.ndarray, T: np.ndarray) -> tuple[float, int]:
+        net = self.net
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
+                                 self.grad, loss=net.loss_name)
+            out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
+        return loss, layout.count_correct(out, T, self.accuracy)
+
+    def step(self) -> None:
+        self.net.optimizer.step([self.grad])

@@ -1,84 +1,242 @@
-"""SGD with momentum over a list of parameter arrays, on the fused kernel."""
+"""SGD with momentum over groups of parameter arrays, on the fused kernel.
+
+:class:`SGD` owns the update: the rule, the hyperparameters of each parameter group,
+one state buffer per parameter, the step count and the state_dict. Every ``step``
+is one call into the compiled kernel, whatever the number of groups.
+"""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from momcore import _core
+from momcore import reference as _reference
+from momcore.registry import check_name
+
+HYPERPARAMETERS = ("lr", "momentum", "rule", "dampening", "weight_decay")
+"""The keys of a parameter group that the kernel reads, and their order."""
+_NUMBERS = ("lr", "momentum", "dampening", "weight_decay")
+_NAMES = ("params", "grads", "state")  # what the kernel's messages call the operands
+BACKENDS = ("c", "numpy")
 
 
-def _our_names(message: str) -> str:
-    """A momentum_step_many message in SGD's words: params, grads, state."""
-    return (message.replace("ws[", "params[").replace("gs[", "grads[")
-            .replace("states[", "state[").replace("ws, gs and states", "params, grads and state"))
+def checked_hyperparameters(hyper: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """hyper's five hyperparameters, checked by the kernel's own rules, numbers as
+    floats; errors start with ``where`` (e.g. "param_groups[1]: ")."""
+    values = {key: hyper[key] for key in HYPERPARAMETERS}
+    try:
+        _core.check_hyperparameters(**values)
+    except (TypeError, ValueError) as exc:
+        if not where:
+            raise
+        raise type(exc)(f"{where}{exc}") from None
+    for key in _NUMBERS:
+        values[key] = float(values[key])
+    return values
+
+
+class ParamGroup(dict):
+    """One parameter group: its arrays under ``"params"`` and its hyperparameters
+    (``lr``, ``momentum``, ``rule``, ``dampening``, ``weight_decay``).
+
+    A plain dict to read, as in PyTorch; assigning ``lr``, ``momentum``,
+    ``dampening`` or ``weight_decay`` checks the value first (a bad one raises and
+    changes nothing). ``params`` and ``rule`` are fixed: the state's meaning
+    depends on the rule, so a new rule takes a new optimizer. Other keys are the
+    caller's own and are kept as they are.
+    """
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in ("params", "rule"):
+            raise ValueError(f"the {key!r} of a parameter group is fixed once the optimizer "
+                             f"is made; make a new SGD to change it")
+        if key in _NUMBERS:
+            value = checked_hyperparameters({**self, key: value})[key]
+        super().__setitem__(key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def __reduce__(self) -> tuple:
+        return (_group_from_dict, (dict(self),))
+
+
+def _group_from_dict(d: dict) -> ParamGroup:
+    group = ParamGroup()
+    dict.update(group, d)
+    return group
 
 
 class SGD:
-    """Gradient descent with a momentum term for a fixed list of numpy arrays.
+    """Gradient descent with a momentum term for groups of numpy arrays.
 
-    Holds one state buffer per parameter (zeros of its shape and dtype) and
-    updates every parameter in place with one C call per ``step``.
+    Holds one state buffer per parameter (zeros of its shape and dtype) and updates
+    every parameter in place with one C call per :meth:`step`.
 
     Parameters
     ----------
-    params : sequence of numpy.ndarray
+    params : sequence of numpy.ndarray, or sequence of dict
         The arrays to train, updated in place (float32/float64, C-contiguous,
-        writable, not overlapping).
-    lr, momentum, rule, dampening, weight_decay, nonfinite
-        As in :func:`momcore.momentum_step`. ``lr`` and ``momentum`` may be
-        changed between steps (schedules); ``rule`` is fixed.
+        writable, not overlapping); or parameter groups, as in PyTorch: dicts with
+        the group's arrays under ``"params"`` and any of ``lr``, ``momentum``,
+        ``dampening`` and ``weight_decay`` to override the defaults below.
+    lr, momentum, rule, dampening, weight_decay
+        The defaults of every group; as in :func:`momcore.momentum_step`.
+        ``dampening`` is taken only by rules that use it (``velocity``).
+    nonfinite : {"propagate", "raise", "skip"}
+        What a NaN or inf in any gradient does; with "raise" and "skip" every
+        gradient of every group is checked before anything is written.
+    backend : {"c", "numpy"}
+        "numpy" steps with :mod:`momcore.reference` (the ground truth, slower).
 
-    One optimizer steps in one thread at a time: a ``step`` while another is running
-    raises RuntimeError (separate optimizers on separate arrays run in parallel; the
-    C work releases the GIL).
+    Attributes
+    ----------
+    param_groups : list of ParamGroup
+        Settable per group between steps: ``opt.param_groups[1]["lr"] = 0.01``.
+    params, state : list of numpy.ndarray
+        Every parameter and its state buffer, group after group.
+    steps : int
+        Steps applied (a skipped step does not count).
+
+    ``opt.lr`` and ``opt.momentum`` read the value all groups share and set it in
+    every group (schedules). One optimizer steps in one thread at a time: a
+    ``step`` while another is running raises RuntimeError.
     """
 
-    def __init__(self, params: Sequence[np.ndarray], *, lr: float, momentum: float = 0.0,
-                 rule: str = "classical", dampening: float = 0.0, weight_decay: float = 0.0,
-                 nonfinite: str = "propagate") -> None:
+    def __init__(self, params: Sequence[np.ndarray] | Sequence[Mapping[str, Any]], *,
+                 lr: float, momentum: float = 0.0, rule: str = "classical",
+                 dampening: float = 0.0, weight_decay: float = 0.0,
+                 nonfinite: str = "propagate", backend: str = "c") -> None:
         if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
-            raise TypeError("params must be a list or tuple of numpy arrays, got "
-                            f"{type(params).__name__}")
-        _core.check_hyperparameters(lr=lr, momentum=momentum, rule=rule, dampening=dampening,
-                                    weight_decay=weight_decay, nonfinite=nonfinite)
-        for i, p in enumerate(params):
-            _core.check_array(p, name=f"params[{i}]")
-        self.params: list[np.ndarray] = list(params)
+            raise TypeError("params must be a list or tuple of numpy arrays or of parameter "
+                            f"groups (dicts), got {type(params).__name__}")
+        self.defaults: dict[str, Any] = checked_hyperparameters(
+            dict(lr=lr, momentum=momentum, rule=rule, dampening=dampening,
+                 weight_decay=weight_decay))
+        check_name("nonfinite", nonfinite)
+        if not isinstance(backend, str) or backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        groups = list(params)
+        if groups and all(isinstance(g, Mapping) for g in groups):
+            specs = groups
+        elif any(isinstance(g, Mapping) for g in groups):
+            raise TypeError("params must hold either arrays or parameter groups (dicts), "
+                            "not both")
+        else:
+            specs = [{"params": groups}]
+        self.param_groups: list[ParamGroup] = []
+        self.params: list[np.ndarray] = []
+        for i, spec in enumerate(specs):
+            self.param_groups.append(self._group(spec, i if len(specs) > 1 else None))
         self.state: list[np.ndarray] = [np.zeros_like(p) for p in self.params]
-        self._lr = float(lr)
-        self._momentum = float(momentum)
-        self.rule = rule
-        self.dampening = float(dampening)
-        self.weight_decay = float(weight_decay)
-        self.nonfinite = nonfinite
+        self._nonfinite = nonfinite
+        self.backend = backend
         self.steps = 0
         self._stepping = threading.Lock()
 
+    def _group(self, spec: Mapping[str, Any], index: int | None) -> ParamGroup:
+        where = "" if index is None else f"param_groups[{index}]: "
+        if "params" not in spec:
+            raise ValueError(f"{where}a parameter group needs its arrays under 'params'")
+        arrays = spec["params"]
+        if isinstance(arrays, np.ndarray):
+            arrays = [arrays]
+        if not isinstance(arrays, (list, tuple)):
+            raise TypeError(f"{where}'params' must be a list of numpy arrays, got "
+                            f"{type(arrays).__name__}")
+        for p in arrays:
+            _core.check_array(p, name=f"params[{len(self.params)}]")
+            self.params.append(p)
+        hyper = checked_hyperparameters({**self.defaults, **{k: v for k, v in spec.items()
+                                                    if k in HYPERPARAMETERS}}, where)
+        extra = {k: v for k, v in spec.items() if k not in HYPERPARAMETERS and k != "params"}
+        return _group_from_dict({"params": list(arrays), **hyper, **extra})
+
+    # ---- hyperparameters shared by every group (schedules) -----------------------
+
+    def _shared(self, key: str) -> Any:
+        values = {g[key] for g in self.param_groups}
+        if len(values) > 1:
+            raise ValueError(f"the parameter groups have different {key} values; read "
+                             f"param_groups[i][{key!r}]")
+        return values.pop() if values else self.defaults[key]
+
+    def _set_everywhere(self, key: str, value: Any) -> None:
+        checked = [checked_hyperparameters({**g, key: value})[key] for g in self.param_groups]
+        checked.append(checked_hyperparameters({**self.defaults, key: value})[key])
+        for g in self.param_groups:
+            dict.__setitem__(g, key, checked[0])
+        self.defaults[key] = checked[0]
+
     @property
     def lr(self) -> float:
-        """The learning rate of the next step."""
-        return self._lr
+        """The learning rate of the next step (the one all groups share)."""
+        return self._shared("lr")
 
     @lr.setter
     def lr(self, value: float) -> None:
-        _core.check_hyperparameters(lr=value, momentum=self._momentum)
-        self._lr = float(value)
+        self._set_everywhere("lr", value)
 
     @property
     def momentum(self) -> float:
-        """The momentum coefficient of the next step."""
-        return self._momentum
+        """The momentum coefficient of the next step (the one all groups share)."""
+        return self._shared("momentum")
 
     @momentum.setter
     def momentum(self, value: float) -> None:
-        _core.check_hyperparameters(lr=self._lr, momentum=value)
-        self._momentum = float(value)
+        self._set_everywhere("momentum", value)
 
-    def step(self, grads: Sequence[np.ndarray]) -> bool:
-        """Applies one step with ``grads[i] = dE/dparams[i]``; True if applied."""
+    @property
+    def nonfinite(self) -> str:
+        """What a NaN or inf in a gradient does: "propagate", "raise" or "skip"."""
+        return self._nonfinite
+
+    @nonfinite.setter
+    def nonfinite(self, value: str) -> None:
+        self._nonfinite = check_name("nonfinite", value)
+
+    @property
+    def rule(self) -> str:
+        """The update rule (the one all groups share)."""
+        return self._shared("rule")
+
+    @property
+    def dampening(self) -> float:
+        return self._shared("dampening")
+
+    @property
+    def weight_decay(self) -> float:
+        return self._shared("weight_decay")
+
+    def hyperparameters(self, group: int = 0) -> dict[str, Any]:
+        """The hyperparameters of one group as keywords of momentum_step."""
+        g = self.param_groups[group]
+        return {key: g[key] for key in HYPERPARAMETERS}
+
+    @property
+    def folds(self) -> bool:
+        """Whether the update can be folded into a weight-gradient product
+        (``state = momentum*state - lr*grad`` as gemm's beta): one group, the
+        classical rule, no weight decay, non-finite values propagated. The MLP's
+        compiled backward pass then needs no gradient buffer."""
+        return (len(self.param_groups) == 1 and self.nonfinite == "propagate"
+                and self.param_groups[0]["rule"] == "classical"
+                and self.param_groups[0]["weight_decay"] == 0.0)
+
+    # ---- the step ------------------------------------------------------------------
+
+    def step(self, grads: Iterable[np.ndarray]) -> bool:
+        """Applies one step with ``grads[i] = dE/dparams[i]`` (one per parameter, in the
+        order of :attr:`params`); True if applied."""
         if isinstance(grads, np.ndarray):
             raise TypeError("grads must be a sequence of numpy arrays, one per parameter, "
                             "not one array")
@@ -90,47 +248,66 @@ class SGD:
             raise RuntimeError("SGD.step is already running in another thread; one "
                                "optimizer steps in one thread at a time")
         try:
-            applied = _core.momentum_step_many(
-                self.params, grads, self.state, lr=self._lr, momentum=self._momentum,
-                rule=self.rule, dampening=self.dampening, weight_decay=self.weight_decay,
-                nonfinite=self.nonfinite)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(_our_names(str(exc))) from None
+            applied = self._apply(grads)
         finally:
             self._stepping.release()
         self.steps += applied
         return applied
+
+    def _apply(self, grads: list[np.ndarray]) -> bool:
+        groups, start = [], 0
+        for g in self.param_groups:
+            stop = start + len(g["params"])
+            groups.append((self.params[start:stop], grads[start:stop], self.state[start:stop],
+                           self.hyperparameters(len(groups))))
+            start = stop
+        if self.backend == "c":
+            return _core.step_groups(groups, nonfinite=self.nonfinite, names=_NAMES)
+        return _reference.step_groups(groups, nonfinite=self.nonfinite, names=_NAMES)
 
     def zero_state(self) -> None:
         """Forgets the momentum history (state back to zero)."""
         for s in self.state:
             s.fill(0)
 
-    def state_dict(self) -> dict[str, Any]:
-        """A copy of everything needed to resume: hyperparameters, step count, state."""
-        return {
-            "lr": self._lr, "momentum": self._momentum, "rule": self.rule,
-            "dampening": self.dampening, "weight_decay": self.weight_decay,
-            "nonfinite": self.nonfinite, "steps": self.steps,
-            "state": [s.copy() for s in self.state],
-        }
+    # ---- state_dict ----------------------------------------------------------------
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores a state_dict() of an optimizer over parameters of the same shapes."""
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of everything needed to resume: the defaults, each group's
+        hyperparameters (``"param_groups"``, arrays given as indices into
+        :attr:`params`), the non-finite policy, the step count and the state."""
+        groups, start = [], 0
+        for g in self.param_groups:
+            n = len(g["params"])
+            groups.append({**{k: v for k, v in g.items() if k != "params"},
+                           "params": list(range(start, start + n))})
+            start += n
+        return {**self.defaults, "nonfinite": self.nonfinite, "steps": self.steps,
+                "state": [s.copy() for s in self.state], "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restores a :meth:`state_dict` of an optimizer over parameters of the same
+        shapes and groups. A dict without ``"param_groups"`` (one group, the earlier
+        format) sets every group to its hyperparameters. Everything is checked before
+        anything changes."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         keys = {"lr", "momentum", "rule", "dampening", "weight_decay", "nonfinite", "steps",
                 "state"}
         missing = keys - set(state_dict)
         if missing:
             raise ValueError(f"state_dict lacks {sorted(missing)}")
         d = state_dict
-        _core.check_hyperparameters(lr=d["lr"], momentum=d["momentum"], rule=d["rule"],
-                                    dampening=d["dampening"], weight_decay=d["weight_decay"],
-                                    nonfinite=d["nonfinite"])
+        defaults = checked_hyperparameters(d)
+        check_name("nonfinite", d["nonfinite"])
         steps = d["steps"]
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
             raise ValueError(f"state_dict['steps'] must be a non-negative integer, got "
                              f"{steps!r}")
-        saved = list(d["state"])
+        saved = d["state"]
+        if not isinstance(saved, (list, tuple)):
+            raise TypeError(f"state_dict['state'] must be a list of arrays, got "
+                            f"{type(saved).__name__}")
         if len(saved) != len(self.state):
             raise ValueError(f"state_dict holds {len(saved)} state arrays; this optimizer "
                              f"has {len(self.state)} parameters")
@@ -139,13 +316,40 @@ class SGD:
             if theirs.shape != mine.shape or theirs.dtype != mine.dtype:
                 raise ValueError(f"state[{i}] is {theirs.dtype}{list(theirs.shape)}; "
                                  f"expected {mine.dtype}{list(mine.shape)}")
+        groups = self._loaded_groups(d.get("param_groups"), defaults)
         # Everything is checked: only now does anything change.
         for mine, theirs in zip(self.state, saved):
             np.copyto(mine, theirs)
-        self._lr, self._momentum = float(d["lr"]), float(d["momentum"])
-        self.rule, self.nonfinite = d["rule"], d["nonfinite"]
-        self.dampening, self.weight_decay = float(d["dampening"]), float(d["weight_decay"])
+        for mine, theirs in zip(self.param_groups, groups):
+            dict.update(mine, theirs)
+        self.defaults = defaults
+        self._nonfinite = d["nonfinite"]
         self.steps = int(steps)
+
+    def _loaded_groups(self, saved: Any, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each group's new hyperparameters from a state_dict's "param_groups"."""
+        if saved is None:
+            return [dict(defaults) for _ in self.param_groups]
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(self.param_groups):
+            raise ValueError(f"state_dict['param_groups'] must list {len(self.param_groups)} "
+                             f"groups, got {saved!r:.80}")
+        groups, start = [], 0
+        for i, (mine, theirs) in enumerate(zip(self.param_groups, saved)):
+            n = len(mine["params"])
+            if not isinstance(theirs, Mapping) or list(theirs.get("params", ())) != list(
+                    range(start, start + n)):
+                raise ValueError(f"state_dict['param_groups'][{i}] does not hold the "
+                                 f"parameters {start}..{start + n - 1} of this optimizer")
+            start += n
+            hyper = checked_hyperparameters({**defaults, **{k: v for k, v in theirs.items()
+                                                   if k in HYPERPARAMETERS}},
+                                   f"state_dict['param_groups'][{i}]: ")
+            extra = {k: v for k, v in theirs.items() if k not in HYPERPARAMETERS
+                     and k != "params"}
+            groups.append({**hyper, **extra})
+        return groups
+
+    # ---- copies and pickling -------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -157,5 +361,7 @@ class SGD:
         self._stepping = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"SGD({len(self.params)} arrays, lr={self._lr:g}, momentum={self._momentum:g}, "
-                f"rule={self.rule!r})")
+        groups = "" if len(self.param_groups) == 1 else f", {len(self.param_groups)} groups"
+        d = self.param_groups[0] if len(self.param_groups) == 1 else self.defaults
+        return (f"SGD({len(self.params)} arrays{groups}, lr={d['lr']:g}, "
+                f"momentum={d['momentum']:g}, rule={d['rule']!r})")

@@ -77,7 +77,9 @@ elif scenario == "bad_input":
 elif scenario == "crash":
     net = momcore.MLP([64, 32, 10], seed=3)
     if comm.rank == 1:  # an unexpected failure inside training on one rank only
-        distributed._gradient = lambda *a: (_ for _ in ()).throw(MemoryError("simulated"))
+        def fail(*args):
+            raise MemoryError("simulated")
+        distributed._MPIRunner.run = fail
     distributed.fit(net, X, y, batch_size=30, **FIT)
     result = dict(finished=True)
 else:

@@ -1,0 +1,332 @@
+"""The training loop: one place for epochs, schedules, History, verbose output,
+callbacks, the target loss, the non-finite stop, validation and early stopping.
+
+:meth:`momcore.MLP.fit` and :func:`momcore.distributed.fit` both run
+:func:`fit_loop`; they differ only in the :class:`Runner` that takes the steps of a
+run of batches (compiled, numpy, or data-parallel over MPI) and in the
+:class:`Trainer` that says which process prints and how processes agree.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from momcore import schedules as _schedules
+
+if TYPE_CHECKING:  # pragma: no cover
+    from momcore.mlp import MLP
+    from momcore.optim import SGD
+
+STOP_REASONS = ("epochs", "target_loss", "callback", "early_stopping", "nonfinite")
+
+
+@dataclass
+class History:
+    """What one ``fit`` call did, epoch by epoch.
+
+    ``loss`` is the mean training loss of each epoch (each sample's loss taken at its
+    own forward pass, before its update), ``accuracy`` the fraction of training rows
+    classified right in those passes (classification only), ``seconds`` the wall time
+    of each epoch, ``lr`` and ``momentum`` the values in force at the epoch's first
+    step; ``val_loss`` and ``val_accuracy`` the loss and accuracy on the validation
+    data after each epoch (when given). ``stopped`` says why training ended:
+    "epochs", "target_loss", "callback", "early_stopping" or "nonfinite" (fit raised
+    FloatingPointError); ``best_epoch`` is the epoch (0-based, within this call) whose
+    weights early stopping kept, or None.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    momentum: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    stopped: str = ""
+    best_epoch: int | None = None
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs trained."""
+        return len(self.loss)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """The checked arguments of a fit call that the loop itself uses."""
+
+    epochs: int
+    batch_size: int
+    lr: Callable[[int], Any]
+    momentum: Callable[[int], Any]
+    shuffle: bool
+    target_loss: float | None
+    verbose: bool
+    callback: Callable[[int, dict[str, float]], Any] | None
+    validation_data: tuple[Any, Any] | None
+    patience: int | None
+    min_delta: float
+    restore_best: bool
+    lr_name: str = "lr"
+    momentum_name: str = "momentum"
+
+    @property
+    def per_step(self) -> bool:
+        """Whether a schedule changes its value every step (else once per epoch)."""
+        return "step" in (_schedules.unit_of(self.lr), _schedules.unit_of(self.momentum))
+
+
+def _count(value: Any, name: str, minimum: int) -> int:
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+            or value < minimum):
+        kind = "positive" if minimum else "non-negative"
+        raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
+    return int(value)
+
+
+def _schedule(value: Any, name: str) -> Callable[[int], Any]:
+    try:
+        return _schedules.as_schedule(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+
+
+def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
+                        momentum: Any = 0.9, lr_schedule: Any = None,
+                        momentum_schedule: Any = None, shuffle: Any = True,
+                        target_loss: Any = None, verbose: Any = False, callback: Any = None,
+                        validation_data: Any = None, patience: Any = None,
+                        min_delta: Any = 0.0, restore_best: Any = True) -> FitSettings:
+    """The checks of fit's loop arguments, before anything changes (the data and the
+    hyperparameters are checked by the model and the optimizer); the defaults are
+    :meth:`momcore.MLP.fit`'s."""
+    epochs = _count(epochs, "epochs", 0)
+    batch_size = _count(batch_size, "batch_size", 1)
+    if target_loss is not None and (isinstance(target_loss, bool)
+                                    or not isinstance(target_loss, numbers.Real)):
+        raise TypeError(f"target_loss must be a number or None, got "
+                        f"{type(target_loss).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    for name, flag in (("verbose", verbose), ("shuffle", shuffle),
+                       ("restore_best", restore_best)):
+        if not isinstance(flag, (bool, np.bool_, int, np.integer)):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if validation_data is not None and (not isinstance(validation_data, (tuple, list))
+                                        or len(validation_data) != 2):
+        raise TypeError("validation_data must be a pair (X_val, y_val) or None")
+    if patience is not None:
+        patience = _count(patience, "patience", 1)
+    if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
+            or not (math.isfinite(min_delta) and min_delta >= 0):
+        raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
+    lr_of = _schedule(lr if lr_schedule is None else lr_schedule,
+                      "lr" if lr_schedule is None else "lr_schedule")
+    momentum_of = _schedule(momentum if momentum_schedule is None else momentum_schedule,
+                            "momentum" if momentum_schedule is None else "momentum_schedule")
+    return FitSettings(epochs, batch_size, lr_of, momentum_of, bool(shuffle),
+                       None if target_loss is None else float(target_loss), bool(verbose),
+                       callback, None if validation_data is None else tuple(validation_data),
+                       patience, float(min_delta), bool(restore_best),
+                       "lr" if lr_schedule is None else "lr_schedule",
+                       "momentum" if momentum_schedule is None else "momentum_schedule")
+
+
+def set_hyperparameters(optimizer: SGD, settings: FitSettings, t: int) -> tuple[float, float]:
+    """optimizer.lr, optimizer.momentum := the schedules' values at t; returns them.
+    A value the optimizer refuses raises with the schedule and t named."""
+    values = []
+    for key, schedule, name in (("lr", settings.lr, settings.lr_name),
+                                ("momentum", settings.momentum, settings.momentum_name)):
+        value = _schedules.value_at(schedule, t, name)
+        try:
+            setattr(optimizer, key, value)
+        except ValueError as exc:
+            raise ValueError(f"{name} at {_schedules.unit_of(schedule)} {t}: {exc}") from None
+        values.append(value)
+    return values[0], values[1]
+
+
+class Runner(Protocol):
+    """Takes the training steps of a run of rows."""
+
+    n_rows: int
+    """Rows of the data set: an epoch's order is a permutation of range(n_rows)."""
+
+    def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
+        """Consecutive batches of ``batch`` rows of ``rows`` (int64, contiguous), each a
+        forward pass, its loss, the backward pass and one step with the optimizer's
+        current hyperparameters, counted in the optimizer's ``steps``. Returns (sum of
+        the per-sample losses, rows classified right, steps applied, stopped on a
+        non-finite loss)."""
+
+
+class Trainer:
+    """How one process trains: it prints, decides and raises alone. A data-parallel
+    trainer (momcore.distributed) overrides these to make processes agree."""
+
+    root = True
+    """Whether this process prints progress and runs the callback."""
+
+    def agree_on(self, error: BaseException | None) -> None:
+        """Raises ``error`` (on every process, when there are several)."""
+        if error is not None:
+            raise error
+
+    def decide(self, reason: str) -> str:
+        """The stop decision every process takes: the root's."""
+        return reason
+
+    def runner(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
+               accuracy: str) -> Runner:
+        """The runner of this kind of training; ``accuracy`` says how rows classified
+        right are counted ("none", "argmax" or "threshold")."""
+        return net.make_runner(X, T, batch, accuracy)
+
+    def describe(self) -> str:
+        """Words for the verbose line."""
+        return ""
+
+
+def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
+             accuracy: str, trainer: Trainer) -> History:
+    """Trains ``net`` through its optimizer for settings.epochs epochs; see MLP.fit.
+    Accuracy is reported unless ``accuracy`` is "none"."""
+    optimizer = net.optimizer
+    classify = accuracy != "none"
+    runner = trainer.runner(net, X, T, min(settings.batch_size, X.shape[0]), accuracy)
+    n = runner.n_rows
+    batch = min(settings.batch_size, n)
+    history = net.history_ = History()
+    monitor = _Monitor(net, settings)
+    for _ in range(settings.epochs):
+        epoch = net.epochs
+        order = net.rng.permutation(n) if settings.shuffle else np.arange(n)
+        start = time.perf_counter()
+        t0 = optimizer.steps if settings.per_step else epoch
+        lr, momentum = set_hyperparameters(optimizer, settings, t0)
+        if settings.per_step:
+            sum_loss, correct, steps, stopped = 0.0, 0, 0, False
+            for b0 in range(0, n, batch):
+                if b0:
+                    set_hyperparameters(optimizer, settings, optimizer.steps)
+                part = runner.run(order[b0:b0 + batch], batch)
+                sum_loss, correct = sum_loss + part[0], correct + part[1]
+                steps += part[2]
+                if part[3]:
+                    stopped = True
+                    break
+        else:
+            sum_loss, correct, steps, stopped = runner.run(order, batch)
+        if stopped:
+            history.stopped = "nonfinite"
+            raise FloatingPointError(
+                f"the training loss became non-finite in epoch {epoch + 1} after {steps} "
+                f"steps; training stopped and the weights of the last finite step "
+                f"were kept (try a smaller lr)")
+        seconds = time.perf_counter() - start
+        net.epochs += 1
+        logs = {"loss": sum_loss / n, "seconds": seconds, "lr": lr, "momentum": momentum}
+        history.loss.append(logs["loss"])
+        history.seconds.append(seconds)
+        history.lr.append(lr)
+        history.momentum.append(momentum)
+        if classify:
+            logs["accuracy"] = correct / n
+            history.accuracy.append(logs["accuracy"])
+        if settings.validation_data is not None:
+            logs.update(monitor.validate(classify))
+            history.val_loss.append(logs["val_loss"])
+            if classify:
+                history.val_accuracy.append(logs["val_accuracy"])
+        if settings.verbose and trainer.root:
+            print(_progress_line(epoch, logs, trainer), flush=True)
+        reason = ""
+        if settings.target_loss is not None and logs["loss"] <= settings.target_loss:
+            reason = "target_loss"
+        elif (settings.callback is not None and trainer.root
+              and settings.callback(epoch, logs) is False):
+            reason = "callback"
+        elif monitor.exhausted(logs, history.epochs - 1):
+            reason = "early_stopping"
+        reason = trainer.decide(reason)
+        if reason:
+            history.stopped = reason
+            break
+    else:
+        history.stopped = "epochs"
+    history.best_epoch = monitor.restore(history.stopped)
+    return history
+
+
+def _progress_line(epoch: int, logs: dict[str, float], trainer: Trainer) -> str:
+    parts = [f"epoch {epoch + 1:>4}", f"loss {logs['loss']:.6f}"]
+    if "accuracy" in logs:
+        parts.append(f"accuracy {logs['accuracy']:.4f}")
+    if "val_loss" in logs:
+        parts.append(f"val_loss {logs['val_loss']:.6f}")
+    if "val_accuracy" in logs:
+        parts.append(f"val_accuracy {logs['val_accuracy']:.4f}")
+    parts += [f"lr {logs['lr']:g}", f"momentum {logs['momentum']:g}"]
+    if trainer.describe():
+        parts.append(trainer.describe())
+    parts.append(f"{logs['seconds'] * 1e3:.1f} ms")
+    return "  ".join(parts)
+
+
+class _Monitor:
+    """Validation after each epoch and early stopping on the monitored loss (the
+    validation loss when validation data is given, else the training loss)."""
+
+    def __init__(self, net: MLP, settings: FitSettings) -> None:
+        self.net, self.settings = net, settings
+        self.best = math.inf
+        self.best_epoch: int | None = None
+        self.waited = 0
+        self.saved: tuple[np.ndarray, list[np.ndarray]] | None = None
+        if settings.validation_data is not None:
+            self.X_val, self.y_val = settings.validation_data
+
+    def validate(self, classify: bool) -> dict[str, float]:
+        logs = {"val_loss": self.net.loss(self.X_val, self.y_val)}
+        if classify:
+            logs["val_accuracy"] = self.net.score(self.X_val, self.y_val)
+        return logs
+
+    def exhausted(self, logs: dict[str, float], epoch: int) -> bool:
+        """Records the epoch; True when ``patience`` epochs passed without an
+        improvement of more than min_delta."""
+        if self.settings.patience is None:
+            return False
+        value = logs["val_loss" if "val_loss" in logs else "loss"]
+        if value < self.best - self.settings.min_delta:
+            self.best, self.best_epoch, self.waited = value, epoch, 0
+            if self.settings.restore_best:
+                self._save()
+            return False
+        self.waited += 1
+        return self.waited >= self.settings.patience
+
+    def _save(self) -> None:
+        params, state = self.net.params, self.net.optimizer.state
+        if self.saved is None:
+            self.saved = (params.copy(), [s.copy() for s in state])
+        else:
+            np.copyto(self.saved[0], params)
+            for mine, theirs in zip(self.saved[1], state):
+                np.copyto(mine, theirs)
+
+    def restore(self, stopped: str) -> int | None:
+        """Puts back the best epoch's weights and optimizer state when early stopping
+        ended training; returns the best epoch."""
+        if stopped == "early_stopping" and self.saved is not None:
+            np.copyto(self.net.params, self.saved[0])
+            for mine, theirs in zip(self.net.optimizer.state, self.saved[1]):
+                np.copyto(mine, theirs)
+        return self.best_epoch
