@@ -567,10 +567,8 @@ N_LOSSES = MC_N_LOSSES
 ACCURACY_CODES = {"none": MC_ACC_NONE, "argmax": MC_ACC_ARGMAX,
                   "threshold": MC_ACC_THRESHOLD}
 N_ACCURACIES = MC_N_ACCURACIES
-ACCURACIES = tuple(ACCURACY_CODES)
-"""How training accuracy is counted: "none"; "argmax" (argmax y == argmax t, the
-first maximum on ties); "threshold" (every unit on the same side of 1/2 as its
-target)."""
+ACCURACIES = tuple(_registry.ACCURACY)
+"""How training accuracy is counted (registry.ACCURACY)."""
 
 
 cdef bint _overlap(cnp.ndarray a, cnp.ndarray b):

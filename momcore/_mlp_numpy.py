@@ -54,15 +54,10 @@ from momcore._network import (
     check_sizes,
     count_correct,
     default_accuracy,
-    encode_targets,
-    init_params,
-    layer_offsets,
     n_params,
-    predict_labels,
-    predicted_class,
     views,
 )
-from momcore.registry import HIDDEN, OUTPUTS, check_name, loss_for
+from momcore.registry import check_name, loss_for
 
 __all__ = [
     "sigmoid",
@@ -72,23 +67,7 @@ __all__ = [
     "loss_from_output",
     "gradients",
     "train_epoch",
-    # Shared with the compiled backend; defined in momcore._network and the registry, and
-    # re-exported here until every caller imports them from there.
-    "HIDDEN",
-    "OUTPUT",
-    "n_params",
-    "layer_offsets",
-    "views",
-    "init_params",
-    "encode_targets",
-    "predicted_class",
-    "predict_labels",
-    "count_correct",
-    "default_accuracy",
 ]
-
-OUTPUT = OUTPUTS
-"""The output activations under their former name here (``registry.OUTPUTS``)."""
 
 
 # --------------------------------------------------------------------------- checks

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from momcore import registry
 from momcore.registry import check_name, loss_for
 
 __all__ = [
@@ -53,7 +54,7 @@ __all__ = [
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 """The dtypes of parameter buffers."""
 
-ACCURACY: tuple[str, ...] = ("none", "argmax", "threshold")
+ACCURACY = registry.ACCURACY
 """How rows are counted as correct: not at all; the argmax of the outputs equals the
 argmax of the targets; every unit is on the same side of 1/2 as its target."""
 
@@ -267,10 +268,7 @@ def default_accuracy(n_out: int) -> str:
 
 def check_accuracy(accuracy: str) -> str:
     """``accuracy`` if it is one of :data:`ACCURACY`; a ValueError listing them otherwise."""
-    if isinstance(accuracy, str) and accuracy in ACCURACY:
-        return accuracy
-    listed = ", ".join(repr(a) for a in ACCURACY)
-    raise ValueError(f"accuracy must be one of {listed}; got {accuracy!r}")
+    return check_name("accuracy", accuracy)
 
 
 def count_correct(out: np.ndarray, T: np.ndarray, accuracy: str) -> int:

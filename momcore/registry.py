@@ -83,10 +83,15 @@ DEFAULT_LOSS: dict[str, str] = {
 }
 """The loss an output activation pairs with when none is named."""
 
+ACCURACY: tuple[str, ...] = ("none", "argmax", "threshold")
+"""How training counts rows classified right: not at all (regression); argmax of the
+outputs equals argmax of the targets (first maximum on ties); every unit on the same
+side of 1/2 as its target (binary and multilabel)."""
+
 
 def check_name(kind: str, value: Any, argument: str | None = None) -> str:
     """``value`` if it names a registered ``kind`` ("rule", "nonfinite", "hidden",
-    "output" or "loss"); a ValueError naming the argument and the choices otherwise."""
+    "output", "loss" or "accuracy"); a ValueError naming the argument and the choices otherwise."""
     choices = _CHOICES[kind]
     if isinstance(value, str) and value in choices:
         return value
@@ -120,4 +125,5 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "hidden": HIDDEN,
     "output": OUTPUTS,
     "loss": tuple(LOSSES),
+    "accuracy": ACCURACY,
 }

@@ -1143,7 +1143,7 @@ def test_mlp_rejects_an_array_as_an_activation_name(kwargs):
 
 @pytest.mark.parametrize("method", ["score", "loss", "gradients", "fit"])
 def test_timedelta_labels_get_a_clear_error(method):
-    # _mlp_numpy.encode_targets: np.issubdtype(y.dtype, np.integer) is True for m8.
+    # _network.encode_targets: np.issubdtype(y.dtype, np.integer) is True for m8.
     X, y = _iris_subset()
     net = momcore.MLP([4, 3, 3])
     with pytest.raises(ValueError, match="labels"):
@@ -1152,7 +1152,7 @@ def test_timedelta_labels_get_a_clear_error(method):
 
 @pytest.mark.parametrize("what", ["X", "y"])
 def test_float32_overflowing_input_gets_a_clear_error(what):
-    # mlp.py _inputs: np.ascontiguousarray(X, dtype=float32); _mlp_numpy.encode_targets:
+    # mlp.py _inputs: np.ascontiguousarray(X, dtype=float32); _network.encode_targets:
     # np.array(y, dtype=float32) -- both without np.errstate.
     net = momcore.MLP([2, 2], output="identity", dtype=np.float32)
     X, Y = np.ones((3, 2)), np.ones((3, 2))
