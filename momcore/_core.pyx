@@ -22,14 +22,21 @@ from momcore import registry as _registry
 
 # Each name of momcore.registry mapped to its C code, explicitly (tests/test_registry.py
 # checks that the two sides cover each other).
-RULE_CODES = {
-    "classical": MC_CLASSICAL,
-    "nesterov": MC_NESTEROV,
-    "velocity": MC_VELOCITY,
-    "ema": MC_EMA,
-    "one_step": MC_ONE_STEP,
-    "nesterov_velocity": MC_NESTEROV_VELOCITY,
-}
+ctypedef int (*_code_of)(const char *name) noexcept nogil
+
+
+cdef dict _codes(tuple names, _code_of code_of, str kind):
+    """Each registry name of a kind with its C code, looked up by name in the C lists;
+    a name the C code does not know stops the import (the two sides must agree)."""
+    codes = {name: code_of(name.encode()) for name in names}
+    unknown = [name for name, code in codes.items() if code < 0]
+    if unknown:
+        raise ImportError(f"momcore.registry names {kind} {unknown} that the compiled "
+                          f"core does not know; rebuild it")
+    return codes
+
+
+RULE_CODES = _codes(tuple(_registry.RULES), mc_rule_code, "rules")
 N_RULES = MC_N_RULES
 RULES = tuple(_registry.RULES)
 """The update rules, in registry order."""
@@ -557,15 +564,13 @@ mc_set_gemm(sgemm, dgemm)
 GEMM_MIN_MACS = MC_GEMM_MIN_MACS
 
 # Hidden and output activations of momcore.registry share one C enum.
-ACTIVATION_CODES = {"sigmoid": MC_SIGMOID, "tanh": MC_TANH, "relu": MC_RELU,
-                    "identity": MC_IDENTITY, "softmax": MC_SOFTMAX}
+ACTIVATION_CODES = _codes(_registry.HIDDEN + tuple(o for o in _registry.OUTPUTS
+                                                   if o not in _registry.HIDDEN),
+                          mc_activation_code, "activations")
 N_ACTIVATIONS = MC_N_ACTIVATIONS
-LOSS_CODES = {"cross_entropy": MC_CROSS_ENTROPY,
-              "binary_cross_entropy": MC_BINARY_CROSS_ENTROPY,
-              "squared_error": MC_SQUARED_ERROR}
+LOSS_CODES = _codes(tuple(_registry.LOSSES), mc_loss_code, "losses")
 N_LOSSES = MC_N_LOSSES
-ACCURACY_CODES = {"none": MC_ACC_NONE, "argmax": MC_ACC_ARGMAX,
-                  "threshold": MC_ACC_THRESHOLD}
+ACCURACY_CODES = _codes(_registry.ACCURACY, mc_accuracy_code, "accuracy modes")
 N_ACCURACIES = MC_N_ACCURACIES
 ACCURACIES = tuple(_registry.ACCURACY)
 """How training accuracy is counted (registry.ACCURACY)."""

@@ -3,14 +3,13 @@ from libc.stdint cimport int64_t
 
 
 cdef extern from "momcore_kernels.h" nogil:
+    # Only the codes the wrapper needs by name; names map to codes through
+    # mc_rule_code and its kin (the lists in the headers).
     ctypedef enum mc_rule:
         MC_CLASSICAL
-        MC_NESTEROV
-        MC_VELOCITY
-        MC_EMA
-        MC_ONE_STEP
-        MC_NESTEROV_VELOCITY
         MC_N_RULES
+
+    int mc_rule_code(const char *name)
 
     ctypedef enum mc_dtype:
         MC_FLOAT32
@@ -50,24 +49,17 @@ cdef extern from "momcore_kernels.h" nogil:
 
 cdef extern from "mlp.h" nogil:
     ctypedef enum mc_activation:
-        MC_SIGMOID
-        MC_TANH
-        MC_RELU
-        MC_IDENTITY
-        MC_SOFTMAX
         MC_N_ACTIVATIONS
 
     ctypedef enum mc_loss:
-        MC_CROSS_ENTROPY
-        MC_BINARY_CROSS_ENTROPY
-        MC_SQUARED_ERROR
         MC_N_LOSSES
 
     ctypedef enum mc_accuracy:
-        MC_ACC_NONE
-        MC_ACC_ARGMAX
-        MC_ACC_THRESHOLD
         MC_N_ACCURACIES
+
+    int mc_activation_code(const char *name)
+    int mc_loss_code(const char *name)
+    int mc_accuracy_code(const char *name)
 
     size_t MC_GEMM_MIN_MACS
 

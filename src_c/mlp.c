@@ -113,3 +113,23 @@ mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T
     return current_table()->train_epoch_f64(net, (const double *)X, (const double *)T, order, n_order, batch,
                            hyper, fold);
 }
+
+/* ---- names ------------------------------------------------------------------- */
+
+int mc_activation_code(const char *name)
+{
+    static const char *const names[] = {MC_ACTIVATION_LIST(MC_NAME_OF_ENTRY)};
+    return mc_find_name(names, MC_N_ACTIVATIONS, name);
+}
+
+int mc_loss_code(const char *name)
+{
+    static const char *const names[] = {MC_LOSS_LIST(MC_NAME_OF_ENTRY)};
+    return mc_find_name(names, MC_N_LOSSES, name);
+}
+
+int mc_accuracy_code(const char *name)
+{
+    static const char *const names[] = {MC_ACCURACY_LIST(MC_NAME_OF_ENTRY)};
+    return mc_find_name(names, MC_N_ACCURACIES, name);
+}

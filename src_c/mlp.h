@@ -23,13 +23,17 @@
 extern "C" {
 #endif
 
+/* Activations of hidden and output layers: the C code and the registry's name. */
+#define MC_ACTIVATION_LIST(X)                                                            \
+    X(MC_SIGMOID, "sigmoid")                                                             \
+    X(MC_TANH, "tanh")                                                                   \
+    X(MC_RELU, "relu")                                                                   \
+    X(MC_IDENTITY, "identity")                                                           \
+    X(MC_SOFTMAX, "softmax")
+
 typedef enum {
-    MC_SIGMOID = 0,
-    MC_TANH = 1,
-    MC_RELU = 2,
-    MC_IDENTITY = 3,
-    MC_SOFTMAX = 4,
-    MC_N_ACTIVATIONS = 5 /* the number of activations; codes are 0..MC_N_ACTIVATIONS-1 */
+    MC_ACTIVATION_LIST(MC_CODE_OF_ENTRY)
+    MC_N_ACTIVATIONS /* the number of activations; codes are 0..MC_N_ACTIVATIONS-1 */
 } mc_activation;
 
 /* The per-sample loss of the output layer (E is its mean over the rows of a batch);
@@ -39,23 +43,34 @@ typedef enum {
  *                                 + (1 - t_j) log max(1 - y_j, tiny) (sigmoid output)
  *   MC_SQUARED_ERROR         1/2 sum_j (t_j - y_j)^2     (sigmoid or identity output)
  * A log term whose coefficient (t_j or 1 - t_j) is 0 is skipped. */
+#define MC_LOSS_LIST(X)                                                                  \
+    X(MC_CROSS_ENTROPY, "cross_entropy")                                                 \
+    X(MC_BINARY_CROSS_ENTROPY, "binary_cross_entropy")                                   \
+    X(MC_SQUARED_ERROR, "squared_error")
+
 typedef enum {
-    MC_CROSS_ENTROPY = 0,
-    MC_BINARY_CROSS_ENTROPY = 1,
-    MC_SQUARED_ERROR = 2,
-    MC_N_LOSSES = 3 /* the number of losses; codes are 0..MC_N_LOSSES-1 */
+    MC_LOSS_LIST(MC_CODE_OF_ENTRY)
+    MC_N_LOSSES /* the number of losses; codes are 0..MC_N_LOSSES-1 */
 } mc_loss;
 
 /* Which rows count as correct in the training accuracy:
  *   MC_ACC_NONE       none (regression)
  *   MC_ACC_ARGMAX     argmax y == argmax t, the first maximum on ties (one class per row)
  *   MC_ACC_THRESHOLD  (y_j >= 1/2) == (t_j >= 1/2) for every unit j (binary, multilabel) */
+#define MC_ACCURACY_LIST(X)                                                              \
+    X(MC_ACC_NONE, "none")                                                               \
+    X(MC_ACC_ARGMAX, "argmax")                                                           \
+    X(MC_ACC_THRESHOLD, "threshold")
+
 typedef enum {
-    MC_ACC_NONE = 0,
-    MC_ACC_ARGMAX = 1,
-    MC_ACC_THRESHOLD = 2,
-    MC_N_ACCURACIES = 3 /* the number of modes; codes are 0..MC_N_ACCURACIES-1 */
+    MC_ACCURACY_LIST(MC_CODE_OF_ENTRY)
+    MC_N_ACCURACIES /* the number of modes; codes are 0..MC_N_ACCURACIES-1 */
 } mc_accuracy;
+
+/* The code of an activation, loss or accuracy mode called `name`, or -1. */
+int mc_activation_code(const char *name);
+int mc_loss_code(const char *name);
+int mc_accuracy_code(const char *name);
 
 /* Outputs per register-resident block in the loop forward pass. */
 #define MC_FORWARD_BLOCK 32

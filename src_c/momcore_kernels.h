@@ -20,17 +20,32 @@
 extern "C" {
 #endif
 
-/* The update rules, with g standing for g' (see mc_hyper); each right-hand side
- * is evaluated in the order its parentheses and left-to-right reading give. */
+/* The update rules: each line gives the C code and the name momcore.registry gives
+ * the rule (the order fixes the codes). With g standing for g' (see mc_hyper), each
+ * right-hand side is evaluated in the order its parentheses and left-to-right
+ * reading give. */
+#define MC_RULE_LIST(X)                                                                  \
+    X(MC_CLASSICAL, "classical")                 /* s = m*s - lr*g ; w = w + s */         \
+    X(MC_NESTEROV, "nesterov")                   /* s = m*s - lr*g ; w = (w + m*s) - lr*g */ \
+    X(MC_VELOCITY, "velocity")                   /* s = m*s + (1-d)*g ; w = w - lr*s */   \
+    X(MC_EMA, "ema")                             /* MC_VELOCITY with d = m */              \
+    X(MC_ONE_STEP, "one_step")     /* step = -lr*g ; w = (w + step) + m*s ; s = step */   \
+    X(MC_NESTEROV_VELOCITY, "nesterov_velocity") /* s = m*s + g ; w = w - lr*(g + m*s) */
+
+/* X-macro helpers: the enum entry, and the name, of one line of a list. */
+#define MC_CODE_OF_ENTRY(code, name) code,
+#define MC_NAME_OF_ENTRY(code, name) name,
+
 typedef enum {
-    MC_CLASSICAL = 0,         /* s = m*s - lr*g ; w = w + s                    */
-    MC_NESTEROV = 1,          /* s = m*s - lr*g ; w = (w + m*s) - lr*g         */
-    MC_VELOCITY = 2,          /* s = m*s + (1-d)*g ; w = w - lr*s              */
-    MC_EMA = 3,               /* MC_VELOCITY with d = m                         */
-    MC_ONE_STEP = 4,          /* step = -lr*g ; w = (w + step) + m*s ; s = step */
-    MC_NESTEROV_VELOCITY = 5, /* s = m*s + g ; w = w - lr*(g + m*s)            */
-    MC_N_RULES = 6            /* the number of rules; codes are 0..MC_N_RULES-1 */
+    MC_RULE_LIST(MC_CODE_OF_ENTRY)
+    MC_N_RULES /* the number of rules; codes are 0..MC_N_RULES-1 */
 } mc_rule;
+
+/* The index of `name` among names[0..count-1], or -1. */
+int mc_find_name(const char *const *names, int count, const char *name);
+
+/* The mc_rule called `name` (momcore.registry's name), or -1. */
+int mc_rule_code(const char *name);
 
 typedef enum { MC_FLOAT32 = 0, MC_FLOAT64 = 1 } mc_dtype;
 

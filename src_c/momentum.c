@@ -272,3 +272,20 @@ void mc_stream5(const mc_buffer *b)
     }
 #endif
 }
+
+/* ---- names ------------------------------------------------------------------- */
+
+int mc_find_name(const char *const *names, int count, const char *name)
+{
+    int i;
+    for (i = 0; i < count; i++)
+        if (strcmp(names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+int mc_rule_code(const char *name)
+{
+    static const char *const names[] = {MC_RULE_LIST(MC_NAME_OF_ENTRY)};
+    return mc_find_name(names, MC_N_RULES, name);
+}
