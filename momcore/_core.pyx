@@ -734,6 +734,7 @@ cdef class NetCore:
     def train_epoch(self, X, T, order, Py_ssize_t batch, *, lr, momentum, rule="classical",
                     dampening=0.0, weight_decay=0.0):
         """One epoch over the rows ``order`` in batches of ``batch``; see mc_mlp_train_epoch.
+        Without a gradient buffer the classical step is folded into the backward pass.
 
         Returns (sum of per-sample losses, correct predictions, steps applied,
         stopped on a non-finite loss)."""
@@ -755,8 +756,11 @@ cdef class NetCore:
         for i in range(n_order):
             if not 0 <= o[i] < n_rows:
                 raise ValueError(f"order[{i}] = {o[i]} is not a row of X")
-        cdef int fold = h.rule == MC_CLASSICAL and h.weight_decay == 0.0
-        if not fold and self.grad is None:
+        # Whether to fold is the caller's choice, made when it gave no gradient buffer
+        # (momcore.SGD.folds decides it for MLP); only the classical rule without weight
+        # decay can be folded into the weight-gradient products.
+        cdef int fold = self.grad is None
+        if fold and not (h.rule == MC_CLASSICAL and h.weight_decay == 0.0):
             raise ValueError(f"rule {rule!r} with weight_decay={weight_decay} needs a "
                              f"gradient buffer")
         cdef mc_fit_result r
