@@ -23,7 +23,6 @@ from momcore import _network as layout
 from momcore import training
 from momcore.optim import SGD, checked_hyperparameters
 from momcore.registry import check_name, loss_for
-from momcore.schedules import value_at
 from momcore.training import History
 
 __all__ = ["MLP", "History"]
@@ -331,10 +330,8 @@ class MLP:
             if settings.validation_data is not None:
                 X_val = self.check_inputs(settings.validation_data[0])
                 self.encode_targets(settings.validation_data[1], X_val.shape[0])
-            t = self.steps if settings.per_step else self.epochs
             hyper = checked_hyperparameters(dict(
-                lr=value_at(settings.lr, t, settings.lr_name),
-                momentum=value_at(settings.momentum, t, settings.momentum_name),
+                **training.schedule_values(settings, self.epochs, self.steps),
                 rule=rule, dampening=dampening, weight_decay=weight_decay))
         except (TypeError, ValueError) as exc:
             error = exc

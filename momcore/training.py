@@ -138,19 +138,29 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
                        "momentum" if momentum_schedule is None else "momentum_schedule")
 
 
-def set_hyperparameters(optimizer: SGD, settings: FitSettings, t: int) -> tuple[float, float]:
-    """optimizer.lr, optimizer.momentum := the schedules' values at t; returns them.
-    A value the optimizer refuses raises with the schedule and t named."""
-    values = []
+def schedule_values(settings: FitSettings, epoch: int, step: int) -> dict[str, float]:
+    """The lr and momentum the schedules give, each at its own unit's count: the epoch
+    number, or the step number for a schedule marked ``per="step"``. A value that
+    float() refuses, or that is not finite, raises naming the schedule."""
+    values = {}
     for key, schedule, name in (("lr", settings.lr, settings.lr_name),
                                 ("momentum", settings.momentum, settings.momentum_name)):
-        value = _schedules.value_at(schedule, t, name)
+        t = step if _schedules.unit_of(schedule) == "step" else epoch
+        values[key] = _schedules.value_at(schedule, t, name)
+    return values
+
+
+def set_hyperparameters(optimizer: SGD, settings: FitSettings, epoch: int,
+                        step: int) -> tuple[float, float]:
+    """optimizer.lr, optimizer.momentum := the schedules' values (see schedule_values);
+    returns them. A value the optimizer refuses raises with the schedule named."""
+    values = schedule_values(settings, epoch, step)
+    for key, name in (("lr", settings.lr_name), ("momentum", settings.momentum_name)):
         try:
-            setattr(optimizer, key, value)
+            setattr(optimizer, key, values[key])
         except ValueError as exc:
-            raise ValueError(f"{name} at {_schedules.unit_of(schedule)} {t}: {exc}") from None
-        values.append(value)
-    return values[0], values[1]
+            raise ValueError(f"{name} at epoch {epoch}, step {step}: {exc}") from None
+    return values["lr"], values["momentum"]
 
 
 class Runner(Protocol):
@@ -209,13 +219,12 @@ def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
         epoch = net.epochs
         order = net.rng.permutation(n) if settings.shuffle else np.arange(n)
         start = time.perf_counter()
-        t0 = optimizer.steps if settings.per_step else epoch
-        lr, momentum = set_hyperparameters(optimizer, settings, t0)
+        lr, momentum = set_hyperparameters(optimizer, settings, epoch, optimizer.steps)
         if settings.per_step:
             sum_loss, correct, steps, stopped = 0.0, 0, 0, False
             for b0 in range(0, n, batch):
                 if b0:
-                    set_hyperparameters(optimizer, settings, optimizer.steps)
+                    set_hyperparameters(optimizer, settings, epoch, optimizer.steps)
                 part = runner.run(order[b0:b0 + batch], batch)
                 sum_loss, correct = sum_loss + part[0], correct + part[1]
                 steps += part[2]

@@ -63,6 +63,22 @@ def test_per_step_schedules_change_the_value_before_every_step(iris, backend, ru
                                              rel=1e-15)
 
 
+def test_a_per_epoch_schedule_beside_a_per_step_one_counts_epochs(iris):
+    X, y = iris
+    batch, epochs = 25, 3
+    per_epoch = X.shape[0] // batch
+    net = MLP([4, 6, 3], seed=7, backend="numpy")
+    net.fit(X, y, epochs=epochs, batch_size=batch, shuffle=False,
+            lr_schedule=schedules.per_step(lambda t: 0.1 / (1 + 0.1 * t)),
+            momentum_schedule=lambda e: (0.3, 0.6, 0.9)[e])
+    twin = MLP([4, 6, 3], seed=7, backend="numpy")
+    lrs = [0.1 / (1 + 0.1 * t) for t in range(epochs * per_epoch)]
+    momentums = [m for m in (0.3, 0.6, 0.9) for _ in range(per_epoch)]
+    _by_hand(twin, X, y, batch, epochs, lrs, momentums, "classical")
+    np.testing.assert_allclose(net.params, twin.params, rtol=1e-12, atol=1e-15)
+    assert net.history_.momentum == [0.3, 0.6, 0.9]
+
+
 @pytest.mark.parametrize("value", [np.float32(0.05), np.array(0.05), np.float64(0.05)],
                          ids=["float32", "0-d", "float64"])
 def test_schedules_may_return_anything_float_accepts(iris, value):
