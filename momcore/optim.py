@@ -161,6 +161,21 @@ class SGD:
         extra = {k: v for k, v in spec.items() if k not in HYPERPARAMETERS and k != "params"}
         return _group_from_dict({"params": list(arrays), **hyper, **extra})
 
+    def add_param_group(self, group: Mapping[str, Any]) -> None:
+        """Adds a parameter group (a dict with its arrays under ``"params"`` and any
+        hyperparameters that differ from :attr:`defaults`), with zero state; as
+        PyTorch's ``Optimizer.add_param_group``. Nothing changes if it is refused."""
+        if not isinstance(group, Mapping):
+            raise TypeError(f"a parameter group is a dict, got {type(group).__name__}")
+        count = len(self.params)
+        try:
+            made = self._group(group, len(self.param_groups))
+        except BaseException:
+            del self.params[count:]
+            raise
+        self.param_groups.append(made)
+        self.state.extend(np.zeros_like(p) for p in self.params[count:])
+
     # ---- hyperparameters shared by every group (schedules) -----------------------
 
     def _shared(self, key: str) -> Any:

@@ -98,6 +98,22 @@ def test_group_errors_name_the_group_and_the_array():
         opt.step(grads)
 
 
+def test_add_param_group_steps_the_new_arrays_from_zero_state():
+    a, b = _arrays(), _arrays()
+    opt = momcore.SGD([{"params": a[:2], **GROUPS[0]}], lr=1.0)
+    opt.add_param_group({"params": a[2:], "lr": 0.02, "momentum": 0.9})
+    with pytest.raises(ValueError, match=r"param_groups\[2\]: lr must be"):
+        opt.add_param_group({"params": [np.zeros(2)], "lr": -1.0})
+    assert len(opt.params) == len(opt.state) == 4 and len(opt.param_groups) == 2
+    states = [np.zeros_like(p) for p in b]
+    grads = [np.full(p.shape, 0.5, p.dtype) for p in a]
+    opt.step(grads)
+    ref.momentum_step_many(b[:2], grads[:2], states[:2], rule="classical", **GROUPS[0])
+    ref.momentum_step_many(b[2:], grads[2:], states[2:], lr=0.02, momentum=0.9)
+    for x, y in zip(a + opt.state, b + states):
+        assert x.tobytes() == y.tobytes()
+
+
 def test_an_array_in_two_groups_is_refused_at_the_step():
     w = np.zeros(4)
     opt = momcore.SGD([{"params": [w]}, {"params": [w[1:3]]}], lr=0.1)

@@ -169,8 +169,9 @@ chmod +x "$CCWRAP"
 # ---------------------------------------------------------------- 4. the tests
 if ((FAST)); then
     SELECTION=(tests/test_kernel.py tests/test_errors.py tests/test_sgd.py
-               tests/test_properties.py tests/test_mlp.py tests/test_c_kernels.py
-               tests/test_theory_kernel.py)
+               tests/test_sgd_groups.py tests/test_step_groups.py tests/test_registry.py
+               tests/test_properties.py tests/test_mlp.py tests/test_losses_c.py
+               tests/test_training.py tests/test_c_kernels.py tests/test_theory_kernel.py)
 else
     SELECTION=(tests)
 fi
