@@ -305,7 +305,8 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        return self._net.predict_proba(X)
+        # outputs in X's dtype, as scikit-learn's (a float32 network widens exactly)
+        return self._net.predict_proba(X).astype(X.dtype, copy=False)
 
     # ---- copies -------------------------------------------------------------------
 
