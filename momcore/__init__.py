@@ -8,6 +8,8 @@ Public API
 momentum_step, momentum_step_many   the fused in-place update (C, GIL released)
 SGD                                  the optimizer: parameter groups, state, state_dict
 MLP                                  a multilayer perceptron trained with momentum
+MLPClassifier, MLPRegressor          scikit-learn estimators (momcore.sklearn; needs
+                                     scikit-learn: pip install 'momcore[sklearn]')
 registry                             the names of rules, activations and losses
 training                             the training loop, History
 reference                            the pure-numpy ground truth, same signatures
@@ -32,6 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "History",
     "MLP",
+    "MLPClassifier",
+    "MLPRegressor",
     "SGD",
     "datasets",
     "get_num_threads",
@@ -45,3 +49,11 @@ __all__ = [
     "theory",
     "training",
 ]
+
+
+def __getattr__(name: str):
+    # scikit-learn is an optional dependency: imported on first use of its estimators.
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from momcore import sklearn as _sklearn
+        return getattr(_sklearn, name)
+    raise AttributeError(f"module 'momcore' has no attribute {name!r}")

@@ -133,6 +133,7 @@ class MLP:
         state = self.__dict__.copy()
         for key in ("_fit_core", "_local", "_training", "weights", "biases"):
             state.pop(key)
+        state.pop("_readonly_copy", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -199,10 +200,24 @@ class MLP:
         out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
         core = getattr(self._local, "core", None)
         if core is None:
+            params, state = self.params, self.optimizer_state
+            if not (params.flags.writeable and state.flags.writeable):
+                params, state = self._writable_buffers()
             core = self._local.core = _core.NetCore(
-                self.params, self.optimizer_state, None, self.sizes, self.hidden,
-                self.output, _PREDICT_ROWS)
+                params, state, None, self.sizes, self.hidden, self.output, _PREDICT_ROWS)
         return core.predict(X, out)
+
+    def _writable_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """A private writable copy of read-only parameters (a model loaded with
+        ``joblib.load(path, mmap_mode="r")``, or frozen with ``setflags``), made once per
+        model and shared by every thread's predict workspace: the compiled passes take
+        writable buffers only. Costs one copy of :attr:`params` and one buffer of the
+        same size (the state, which prediction never reads)."""
+        copy = self.__dict__.get("_readonly_copy")
+        if copy is None or copy[0] is not self.params:
+            copy = (self.params, self.params.copy(), np.zeros_like(self.params))
+            self._readonly_copy = copy
+        return copy[1], copy[2]
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels for softmax and sigmoid outputs (the argmax of the outputs; with

@@ -199,6 +199,12 @@ class Trainer:
         right are counted ("none", "argmax" or "threshold")."""
         return net.make_runner(X, T, batch, accuracy)
 
+    def epoch_order(self, net: MLP, n: int, shuffle: bool) -> np.ndarray:
+        """The order in which an epoch visits the n rows (int64): a permutation drawn
+        from ``net.rng`` when ``shuffle``, else 0..n-1. A trainer that must reproduce
+        another library's shuffling (momcore.sklearn) overrides this."""
+        return net.rng.permutation(n) if shuffle else np.arange(n)
+
     def describe(self) -> str:
         """Words for the verbose line."""
         return ""
@@ -217,7 +223,7 @@ def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
     monitor = _Monitor(net, settings)
     for _ in range(settings.epochs):
         epoch = net.epochs
-        order = net.rng.permutation(n) if settings.shuffle else np.arange(n)
+        order = trainer.epoch_order(net, n, settings.shuffle)
         start = time.perf_counter()
         lr, momentum = set_hyperparameters(optimizer, settings, epoch, optimizer.steps)
         if settings.per_step:
