@@ -601,6 +601,8 @@ cdef class NetCore:
     cdef readonly object params, state, grad, sizes, loss, accuracy
     cdef readonly Py_ssize_t max_batch
     cdef list _workspace
+    cdef list _curvature_workspace
+    cdef mc_curvature_work _curvature_work
     cdef void **_act_ptrs
     cdef int _typenum
     cdef Py_ssize_t _n_in, _n_out
@@ -715,6 +717,46 @@ cdef class NetCore:
         with nogil:
             loss = mc_mlp_gradients(&self.net, cnp.PyArray_DATA(x), cnp.PyArray_DATA(t),
                                     x.shape[0], &correct)
+        return loss, correct
+
+    def curvature(self, X, T, out):
+        """out := the diagonal Gauss-Newton curvature of E, the mean loss over the rows
+        of X (Becker & LeCun's second-order back-propagation; see mc_mlp_curvature),
+        in the flat layout; from the same forward pass, grad := dE/dparams when this
+        NetCore has a gradient buffer.
+
+        Returns (E, the number of rows the accuracy mode counts correct). The
+        workspaces of the pass are made at the first call and kept."""
+        cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
+        cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
+        cdef cnp.ndarray c = _checked(out, ROLE_S, "out")
+        cdef double loss
+        cdef int64_t correct = 0
+        if (cnp.PyArray_TYPE(c) != self._typenum or c.ndim != 1
+                or c.shape[0] != <Py_ssize_t>self.net.n_params):
+            raise ValueError(f"out must be a 1-D {self.params.dtype} buffer of "
+                             f"{self.net.n_params} elements")
+        if (_overlap(c, self.params) or _overlap(c, self.state) or _overlap(c, x)
+                or _overlap(c, t) or (self.grad is not None and _overlap(c, self.grad))):
+            raise ValueError("out shares memory with another operand")
+        if x.shape[0] != t.shape[0] or not 0 < x.shape[0] <= self.max_batch:
+            raise ValueError(f"X and T must have the same number of rows, 1..{self.max_batch}")
+        if self._curvature_workspace is None:
+            sizes = self.sizes
+            rows = self.max_batch * int(sizes.max())
+            layer = max(int(sizes[i]) * int(sizes[i + 1]) for i in range(len(sizes) - 1))
+            self._curvature_workspace = [np.empty(rows, self.params.dtype),
+                                         np.empty(rows, self.params.dtype),
+                                         np.empty(max(rows, layer), self.params.dtype)]
+            self._curvature_work.h = cnp.PyArray_DATA(<cnp.ndarray>self._curvature_workspace[0])
+            self._curvature_work.h_below = cnp.PyArray_DATA(
+                <cnp.ndarray>self._curvature_workspace[1])
+            self._curvature_work.squares = cnp.PyArray_DATA(
+                <cnp.ndarray>self._curvature_workspace[2])
+        with nogil:
+            loss = mc_mlp_curvature(&self.net, &self._curvature_work, cnp.PyArray_DATA(x),
+                                    cnp.PyArray_DATA(t), x.shape[0], cnp.PyArray_DATA(c),
+                                    &correct)
         return loss, correct
 
     def step(self, *, lr, momentum, rule="classical", dampening=0.0, weight_decay=0.0):

@@ -247,6 +247,39 @@ class MLP:
         dW, db = layout.views(grad, self.sizes)
         return dW, db
 
+    def curvature(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(cW, cb): the diagonal of the Gauss-Newton matrix of E, the mean loss over X,
+        per weight and bias, shaped like :meth:`gradients`.
+
+        Becker and LeCun's second-order back-propagation, computed in the compiled
+        backward pass (the numpy backend: :func:`momcore._mlp_numpy.curvature`): each
+        unit's ``d^2E/dz^2`` is back-propagated with the off-diagonal terms and the
+        ``f''`` terms dropped, and ``c(W[k,j]) = mean over rows of a_k^2 h_j``. The
+        output layer's ``h`` is ``y (1 - y)`` for softmax + cross-entropy (the diagonal
+        of ``diag(y) - y y^T``) and for sigmoid + binary cross-entropy, ``(y (1 - y))^2``
+        for sigmoid + squared error, 1 for identity + squared error. Every entry is
+        >= 0; it equals the exact Hessian diagonal for identity units with squared error
+        and at most one hidden layer (tests/test_curvature.py measures how close it is
+        elsewhere). These are the curvatures k_i of Qian's Eq. 25 per weight.
+        """
+        X = self.check_inputs(X)
+        T = self.encode_targets(y, X.shape[0])
+        curv = np.empty_like(self.params)
+        if self.backend == "numpy":
+            ref.curvature(self.params, self.sizes, X, T, self.hidden, self.output, curv,
+                          loss=self.loss_name)
+        else:
+            rows = min(X.shape[0], _PREDICT_ROWS)
+            core = _core.NetCore(self.params, self.optimizer_state, None, self.sizes,
+                                 self.hidden, self.output, rows, loss=self.loss_name)
+            part = np.empty_like(self.params)
+            curv.fill(0)
+            for start in range(0, X.shape[0], rows):  # the mean over chunks of rows
+                stop = min(start + rows, X.shape[0])
+                core.curvature(X[start:stop], T[start:stop], part)
+                curv += part * ((stop - start) / X.shape[0])
+        return layout.views(curv, self.sizes)
+
     def gradient_kernel(self, grad: np.ndarray, max_rows: int, *,
                         accuracy: str | None = None) -> Any:
         """The passes of this network writing into the flat buffer ``grad``, for
