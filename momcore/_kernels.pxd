@@ -28,6 +28,7 @@ cdef extern from "momcore_kernels.h" nogil:
         void *s
         size_t n
         int dtype
+        const void *p
 
     int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                          int check_finite)

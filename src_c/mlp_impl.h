@@ -402,6 +402,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     all.s = net->state;
     all.n = net->n_params;
     all.dtype = net->dtype;
+    all.p = NULL;
     for (start = 0; start < n_order; start += batch) {
         const size_t B = n_order - start < batch ? n_order - start : batch;
         const MC_T *in = X + (size_t)order[start] * I;
