@@ -207,3 +207,47 @@ def test_mlp_fit_with_qian_agrees_between_backends_and_learns():
     np.testing.assert_allclose(nets[0].params, nets[1].params, rtol=1e-8, atol=1e-10)
     assert nets[0].score(X, y) > 0.9
     assert nets[0].optimizer.curvature_observations == nets[0].steps
+
+
+# ---- the tuner -------------------------------------------------------------------------
+
+
+def test_the_cubic_root_solves_yellowfins_equation():
+    from momcore.curvature import _cubic_momentum
+    for q in (1e-3, 0.5, 3.0, 100.0):
+        x = np.sqrt(_cubic_momentum(1.0, np.sqrt(2 * q), 1.0))  # D^2 k^2 / (2C) = q
+        y = x - 1
+        assert abs(y ** 3 + q * y + q) < 1e-9 * max(1, q)
+
+
+def test_tuner_with_exact_curvature_sets_polyaks_pair_and_reaches_its_rate():
+    from momcore.curvature import Tuner
+    k = np.geomspace(1e-3, 1.0, 10)
+    w = np.ones(10)
+    opt = momcore.SGD([w], lr=0.1, momentum=0.0)
+    tuner = Tuner(opt, stochastic=False)
+    norms = []
+    for _ in range(301):
+        g = k * w
+        tuner.observe([g], curvature=[k])
+        opt.step([g])
+        norms.append(np.linalg.norm(w))
+    want = theory.tune(k.min(), k.max())
+    assert opt.lr == pytest.approx(want.lr, rel=1e-12)
+    assert opt.momentum == pytest.approx(want.momentum, rel=1e-12)
+    measured = (norms[300] / norms[150]) ** (1 / 150)
+    assert measured == pytest.approx(want.rate, rel=0.01)
+
+
+def test_tuner_from_gradient_norms_alone_converges_on_a_quadratic():
+    from momcore.curvature import Tuner
+    k = np.geomspace(1e-2, 1.0, 10)
+    w = np.ones(10)
+    opt = momcore.SGD([w], lr=0.1, momentum=0.0)
+    tuner = Tuner(opt, stochastic=False)
+    start = 0.5 * np.sum(k * w * w)
+    for _ in range(2000):
+        g = k * w
+        tuner.observe([g])
+        opt.step([g])
+    assert 0.5 * np.sum(k * w * w) < 1e-6 * start
