@@ -313,7 +313,8 @@ class SGD:
             stop = start + len(g["params"])
             group = (self.params[start:stop], grads[start:stop], self.state[start:stop],
                      self.hyperparameters(len(groups)))
-            if self.momenta is not None:
+            if self.momenta is not None and self.curvature_observations:
+                # before the first observation the group's momentum serves every weight
                 group += (self.momenta[start:stop],)
             groups.append(group)
             start = stop
