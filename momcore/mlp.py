@@ -262,6 +262,39 @@ class MLP:
         dW, db = layout.views(grad, self.sizes)
         return dW, db
 
+    def curvature(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(cW, cb): the diagonal of the Gauss-Newton matrix of E, the mean loss over X,
+        per weight and bias, shaped like :meth:`gradients`.
+
+        Becker and LeCun's second-order back-propagation, computed in the compiled
+        backward pass (the numpy backend: :func:`momcore._mlp_numpy.curvature`): each
+        unit's ``d^2E/dz^2`` is back-propagated with the off-diagonal terms and the
+        ``f''`` terms dropped, and ``c(W[k,j]) = mean over rows of a_k^2 h_j``. The
+        output layer's ``h`` is ``y (1 - y)`` for softmax + cross-entropy (the diagonal
+        of ``diag(y) - y y^T``) and for sigmoid + binary cross-entropy, ``(y (1 - y))^2``
+        for sigmoid + squared error, 1 for identity + squared error. Every entry is
+        >= 0; it equals the exact Hessian diagonal for identity units with squared error
+        and at most one hidden layer (tests/test_curvature.py measures how close it is
+        elsewhere). These are the curvatures k_i of Qian's Eq. 25 per weight.
+        """
+        X = self.check_inputs(X)
+        T = self.encode_targets(y, X.shape[0])
+        curv = np.empty_like(self.params)
+        if self.backend == "numpy":
+            ref.curvature(self.params, self.sizes, X, T, self.hidden, self.output, curv,
+                          loss=self.loss_name)
+        else:
+            rows = min(X.shape[0], _PREDICT_ROWS)
+            core = _core.NetCore(self.params, self.optimizer_state, None, self.sizes,
+                                 self.hidden, self.output, rows, loss=self.loss_name)
+            part = np.empty_like(self.params)
+            curv.fill(0)
+            for start in range(0, X.shape[0], rows):  # the mean over chunks of rows
+                stop = min(start + rows, X.shape[0])
+                core.curvature(X[start:stop], T[start:stop], part)
+                curv += part * ((stop - start) / X.shape[0])
+        return layout.views(curv, self.sizes)
+
     def gradient_kernel(self, grad: np.ndarray, max_rows: int, *,
                         accuracy: str | None = None) -> Any:
         """The passes of this network writing into the flat buffer ``grad``, for
@@ -370,6 +403,10 @@ class MLP:
                     accuracy: str) -> training.Runner:
         """The runner that trains this network on (X, T) in batches of at most
         ``batch`` rows (see :class:`momcore.training.Runner`)."""
+        if self.optimizer.momenta is not None:  # rule "qian": curvature every few steps
+            if self._grad is None:
+                self._grad = np.zeros_like(self.params)
+            return _CurvatureRunner(self, X, T, batch, accuracy)
         if self.backend == "numpy":
             if self._grad is None:
                 self._grad = np.zeros_like(self.params)
@@ -518,6 +555,57 @@ class _NumpyRunner:
                 accuracy=self.accuracy, **net.optimizer.hyperparameters())
         net.optimizer.steps += result[2]
         return result
+
+
+class _CurvatureRunner:
+    """Runs of batches for per-weight momentum (rule "qian"): per batch one forward
+    pass and the gradient, with the diagonal Gauss-Newton curvature from the same
+    pass every ``optimizer.per_weight.every`` steps, fed to
+    ``optimizer.observe_curvature``; then one step of the optimizer, whose kernel
+    reads the per-weight momenta. The batch loop runs in Python (one or two C calls
+    per batch), so it suits mini-batches better than online learning."""
+
+    def __init__(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
+                 accuracy: str) -> None:
+        self.net, self.X, self.T, self.accuracy = net, X, T, accuracy
+        self.n_rows = X.shape[0]
+        self.curv = np.zeros_like(net.params)
+        self.core = None if net.backend == "numpy" else _core.NetCore(
+            net.params, net.optimizer_state, net._grad, net.sizes, net.hidden, net.output,
+            batch, loss=net.loss_name, accuracy=accuracy)
+
+    def _pass(self, X: np.ndarray, T: np.ndarray, curvature: bool) -> tuple[float, int]:
+        net = self.net
+        if self.core is not None:
+            if curvature:
+                return self.core.curvature(X, T, self.curv)
+            return self.core.gradients(X, T)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if curvature:
+                ref.curvature(net.params, net.sizes, X, T, net.hidden, net.output,
+                              self.curv, loss=net.loss_name)
+            loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
+                                 net._grad, loss=net.loss_name)
+            out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
+        return loss, layout.count_correct(out, T, self.accuracy)
+
+    def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
+        optimizer = self.net.optimizer
+        every = optimizer.per_weight.every
+        sum_loss, correct, steps = 0.0, 0, 0
+        for start in range(0, rows.shape[0], batch):
+            chunk = rows[start:start + batch]
+            curvature = optimizer.steps % every == 0
+            loss, right = self._pass(self.X[chunk], self.T[chunk], curvature)
+            correct += right
+            if not np.isfinite(loss):
+                return sum_loss, correct, steps, True
+            sum_loss += loss * chunk.shape[0]
+            if curvature:
+                optimizer.observe_curvature([self.curv])
+            optimizer.step([self.net._grad])
+            steps += 1
+        return sum_loss, correct, steps, False
 
 
 class _CompiledKernel:

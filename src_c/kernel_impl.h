@@ -18,6 +18,7 @@ MC_TARGET static inline __attribute__((always_inline)) void
 MC_NAME(rule_loop)(MC_T *restrict w,       /* [n] */
                    const MC_T *restrict g, /* [n] */
                    MC_T *restrict s,       /* [n] */
+                   const MC_T *restrict p, /* [n] per-weight momentum (MC_QIAN), or NULL */
                    size_t n, const mc_hyper *h, const int has_wd)
 {
     const MC_T lr = (MC_T)h->lr;
@@ -71,6 +72,25 @@ MC_NAME(rule_loop)(MC_T *restrict w,       /* [n] */
             w[i] = w[i] - lr * (gi + mom * si);
         }
         break;
+    case MC_QIAN:
+        /* classical with the momentum of each weight read from p: one more read
+         * stream, the same operations in the same order */
+        if (p == NULL) {
+            for (i = 0; i < n; i++) {
+                const MC_T gi = MC_GRAD(i);
+                const MC_T si = mom * s[i] - lr * gi;
+                s[i] = si;
+                w[i] = w[i] + si;
+            }
+        } else {
+            for (i = 0; i < n; i++) {
+                const MC_T gi = MC_GRAD(i);
+                const MC_T si = p[i] * s[i] - lr * gi;
+                s[i] = si;
+                w[i] = w[i] + si;
+            }
+        }
+        break;
     default:
         break;
     }
@@ -79,12 +99,12 @@ MC_NAME(rule_loop)(MC_T *restrict w,       /* [n] */
 
 MC_TARGET static void
 MC_NAME(step)(MC_T *restrict w, const MC_T *restrict g, MC_T *restrict s,
-              size_t n, const mc_hyper *h)
+              const MC_T *restrict p, size_t n, const mc_hyper *h)
 {
     if (h->weight_decay != 0.0)
-        MC_NAME(rule_loop)(w, g, s, n, h, 1);
+        MC_NAME(rule_loop)(w, g, s, p, n, h, 1);
     else
-        MC_NAME(rule_loop)(w, g, s, n, h, 0);
+        MC_NAME(rule_loop)(w, g, s, p, n, h, 0);
 }
 
 /* 1 if some element of g[0:n] is NaN or +-inf. Looks at the exponent bits only,

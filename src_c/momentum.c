@@ -23,8 +23,9 @@
 
 typedef struct {
     const char *name;
-    void (*step_f32)(float *, const float *, float *, size_t, const mc_hyper *);
-    void (*step_f64)(double *, const double *, double *, size_t, const mc_hyper *);
+    void (*step_f32)(float *, const float *, float *, const float *, size_t, const mc_hyper *);
+    void (*step_f64)(double *, const double *, double *, const double *, size_t,
+                     const mc_hyper *);
     int (*any_nonfinite_f32)(const float *, size_t);
     int (*any_nonfinite_f64)(const double *, size_t);
 } mc_isa_table;
@@ -136,12 +137,13 @@ static void thread_range(size_t n, int t, int nt, size_t *lo, size_t *hi)
 static void step_range(const mc_isa_table *isa, const mc_buffer *b, size_t lo, size_t hi,
                        const mc_hyper *h)
 {
+    const int per_weight = h->rule == MC_QIAN && b->p != NULL; /* p is read by MC_QIAN only */
     if (b->dtype == MC_FLOAT32)
         isa->step_f32((float *)b->w + lo, (const float *)b->g + lo, (float *)b->s + lo,
-                      hi - lo, h);
+                      per_weight ? (const float *)b->p + lo : NULL, hi - lo, h);
     else
         isa->step_f64((double *)b->w + lo, (const double *)b->g + lo, (double *)b->s + lo,
-                      hi - lo, h);
+                      per_weight ? (const double *)b->p + lo : NULL, hi - lo, h);
 }
 
 static int nonfinite_range(const mc_isa_table *isa, const mc_buffer *b, size_t lo, size_t hi)
