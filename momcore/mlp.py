@@ -333,13 +333,24 @@ class MLP:
             hyper = checked_hyperparameters(dict(
                 lr=value_at(settings.lr, t, settings.lr_name),
                 momentum=value_at(settings.momentum, t, settings.momentum_name),
-                rule=rule, dampening=dampening, weight_decay=weight_decay))
+                rule=rule, dampening=dampening, weight_decay=weight_decay), dtype=self.dtype)
         except (TypeError, ValueError) as exc:
             error = exc
         trainer.agree_on(error)
+        # A failure before the first step (the runner's own checks) leaves the model as
+        # it was: the previous optimizer (its state untouched) and history.
+        previous = (self.optimizer, dict(self.optimizer.param_groups[0]), self.history_,
+                    self.optimizer.steps, self.epochs)
         self._use_rule(hyper)
-        return training.fit_loop(self, X, T, settings, accuracy=self._accuracy(y),
-                                 trainer=trainer)
+        try:
+            return training.fit_loop(self, X, T, settings, accuracy=self._accuracy(y),
+                                     trainer=trainer)
+        except BaseException as exc:
+            if (not isinstance(exc, FloatingPointError)
+                    and (self.optimizer.steps, self.epochs) == previous[3:]):
+                self.optimizer, groups, self.history_ = previous[:3]
+                dict.update(self.optimizer.param_groups[0], groups)
+            raise
 
     def _use_rule(self, hyper: dict[str, Any]) -> None:
         """The optimizer for hyper: the same one with new hyperparameters, or a fresh
