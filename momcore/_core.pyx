@@ -117,11 +117,38 @@ cdef str _not_taken(str hyperparameter, tuple taking, object rule):
             f"(leave it at 0)")
 
 
+# float32 rounds a double x to +-inf exactly when |x| >= 2**128 - 2**103 (the midpoint
+# between FLT_MAX and 2**128 rounds to the even 2**128), and to +-1 when
+# 1 - 2**-25 <= |x| < 1.
+cdef double _F32_OVERFLOW = 340282356779733661637539395458142568448.0
+cdef double _F32_BELOW_ONE = 1.0 - 2.0 ** -25
+
+
+cdef int _check_in_dtype(const mc_hyper *h, int dtype) except -1:
+    """Raises unless the hyperparameters keep their meaning in the arrays' dtype (the
+    kernel computes in it): lr and weight_decay finite, momentum inside (-1, 1)."""
+    if dtype != MC_FLOAT32:
+        return 0
+    if h.lr >= _F32_OVERFLOW:
+        raise ValueError(f"lr={h.lr!r} is beyond the range of float32, the dtype of the "
+                         f"arrays (the step computes in it)")
+    if h.weight_decay >= _F32_OVERFLOW:
+        raise ValueError(f"weight_decay={h.weight_decay!r} is beyond the range of float32, "
+                         f"the dtype of the arrays (the step computes in it)")
+    if not (-_F32_BELOW_ONE < h.momentum < _F32_BELOW_ONE):
+        raise ValueError(f"momentum={h.momentum!r} rounds to {1 if h.momentum > 0 else -1} "
+                         f"in float32, the dtype of the arrays; it must lie in (-1, 1)")
+    return 0
+
+
 def check_hyperparameters(*, lr, momentum, rule="classical", dampening=0.0,
-                          weight_decay=0.0, nonfinite="propagate"):
-    """Raises the error momentum_step would raise for these hyperparameters."""
+                          weight_decay=0.0, nonfinite="propagate", dtype=None):
+    """Raises the error momentum_step would raise for these hyperparameters (with
+    arrays of ``dtype``, float32 or float64, when given)."""
     cdef mc_hyper h
     _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
+    if dtype is not None and np.dtype(dtype) == np.float32:
+        _check_in_dtype(&h, MC_FLOAT32)
 
 
 # ---- arrays ------------------------------------------------------------------------
@@ -326,8 +353,11 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
         Coupled L2 weight decay, >= 0.
     nonfinite : {"propagate", "raise", "skip"}
         What a NaN or inf in ``g`` does: flow into ``w``; raise
-        FloatingPointError; or return False. With "raise" and "skip" ``w`` and
-        ``state`` are left bit for bit untouched.
+        FloatingPointError; or return False. With "raise" and "skip" the step
+        is first computed without writing: when any element of ``g``, or any new
+        value of ``w`` or ``state`` (an overflow of finite values), would be NaN
+        or inf, ``w`` and ``state`` are left bit for bit untouched, so a step that
+        is applied stays finite.
     momenta : numpy.ndarray or None
         Taken by ``qian`` only: the momentum of each weight, of ``w``'s shape and
         dtype, read in the same pass (``state = momenta*state - lr*g' ; w = w +
@@ -340,9 +370,13 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     bool
         True when the step was applied.
 
-    Cost: one pass over memory (read w, g, state; write w, state; read momenta),
-    plus one read of g with ``nonfinite`` "raise" or "skip". The GIL is released
-    meanwhile.
+    lr, weight_decay and momentum must keep their meaning in the arrays' dtype:
+    with float32 arrays an lr or weight_decay beyond float32's range, or a
+    momentum that rounds to +-1, is a ValueError.
+
+    Cost: one pass over memory (read w, g, state; write w, state; read momenta
+    with ``qian``), plus one read of w, g and state (the dry run) with
+    ``nonfinite`` "raise" or "skip". The GIL is released meanwhile.
     """
     cdef mc_hyper h
     cdef mc_buffer b
@@ -352,6 +386,7 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     _check_momenta_taken(rule, momenta)
     _fill(&b, w, g, state, _ONE_NAMES, -1, momenta)
     _check_disjoint(&b, 1, ext, _ONE_NAMES, False)
+    _check_in_dtype(&h, b.dtype)
     if b.n == 0:
         return True
     with nogil:
@@ -373,8 +408,8 @@ cdef object _outcome(int applied, int mode):
         return True
     if mode == RAISE:
         raise FloatingPointError(
-            "the gradient holds NaN or inf; w and state were left unchanged "
-            "(nonfinite='raise')")
+            "the gradient holds NaN or inf, or the step would overflow to inf; w and state "
+            "were left unchanged (nonfinite='raise')")
     return False
 
 
@@ -532,6 +567,8 @@ cdef object _step_arrays(list ws, list gs, list states, const mc_hyper *hypers, 
         for i in range(count):
             _fill(&bufs[i], ws[i], gs[i], states[i], names, i, momenta[i])
         _check_disjoint(bufs, count, ext, names, True)
+        for i in range(count):
+            _check_in_dtype(&hypers[i if each else 0], bufs[i].dtype)
         with nogil:
             if each:
                 applied = mc_momentum_step_each(bufs, hypers, <size_t>count,
@@ -829,6 +866,7 @@ cdef class NetCore:
         cdef cnp.ndarray ap
         _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, "propagate")
         _check_momenta_taken(rule, momenta)
+        _check_in_dtype(&h, self.net.dtype)
         if self.grad is None:
             raise ValueError("this NetCore has no gradient buffer")
         b.w, b.g, b.s = self.net.params, self.net.grad, self.net.state
@@ -856,6 +894,7 @@ cdef class NetCore:
         stopped on a non-finite loss)."""
         cdef mc_hyper h
         _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, "propagate")
+        _check_in_dtype(&h, self.net.dtype)
         cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
         cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
         cdef cnp.ndarray idx = _checked(order, ROLE_G, "order") \

@@ -24,12 +24,14 @@ _NAMES = ("params", "grads", "state")  # what the kernel's messages call the ope
 BACKENDS = ("c", "numpy")
 
 
-def checked_hyperparameters(hyper: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    """hyper's five hyperparameters, checked by the kernel's own rules, numbers as
-    floats; errors start with ``where`` (e.g. "param_groups[1]: ")."""
+def checked_hyperparameters(hyper: Mapping[str, Any], where: str = "",
+                            dtype: Any = None) -> dict[str, Any]:
+    """hyper's five hyperparameters, checked by the kernel's own rules (in arrays of
+    ``dtype`` when given), numbers as floats; errors start with ``where`` (e.g.
+    "param_groups[1]: ")."""
     values = {key: hyper[key] for key in HYPERPARAMETERS}
     try:
-        _core.check_hyperparameters(**values)
+        _core.check_hyperparameters(**values, dtype=dtype)
     except (TypeError, ValueError) as exc:
         if not where:
             raise

@@ -260,14 +260,57 @@ def _collect(ws, gs, states, names, group) -> list[tuple]:
     return list(zip(ws, gs, states))
 
 
+_F32_OVERFLOW = 2.0**128 - 2.0**103  # float32 rounds |x| >= this to inf
+_F32_BELOW_ONE = 1.0 - 2.0**-25  # and 1 - 2**-25 <= |x| < 1 to 1
+
+
+def _check_in_dtype(dtype: np.dtype, lr: float, momentum: float, weight_decay: float) -> None:
+    """The hyperparameters must keep their meaning in the arrays' dtype."""
+    if dtype != np.float32:
+        return
+    if lr >= _F32_OVERFLOW:
+        raise ValueError(f"lr={lr!r} is beyond the range of float32, the dtype of the "
+                         f"arrays (the step computes in it)")
+    if weight_decay >= _F32_OVERFLOW:
+        raise ValueError(f"weight_decay={weight_decay!r} is beyond the range of float32, "
+                         f"the dtype of the arrays (the step computes in it)")
+    if not -_F32_BELOW_ONE < momentum < _F32_BELOW_ONE:
+        raise ValueError(f"momentum={momentum!r} rounds to {1 if momentum > 0 else -1} in "
+                         f"float32, the dtype of the arrays; it must lie in (-1, 1)")
+
+
+NONFINITE_MESSAGE = ("the gradient holds NaN or inf, or the step would overflow to inf; w "
+                     "and state were left unchanged (nonfinite='raise')")
+
+
 def _step_all(triples, hypers, nonfinite, momenta=None) -> bool:
-    """triples[i] stepped with hypers[i] = (rule, lr, momentum, dampening, weight_decay)."""
-    if nonfinite != "propagate" and not all(np.isfinite(g).all() for _, g, _ in triples):
-        if nonfinite == "raise":
-            raise FloatingPointError("the gradient holds NaN or inf; w and state were left "
-                                     "unchanged (nonfinite='raise')")
-        return False
+    """triples[i] stepped with hypers[i] = (rule, lr, momentum, dampening, weight_decay)
+    and, for qian, the per-weight momenta[i] (or None).
+
+    With nonfinite "raise" or "skip" the step is first computed on copies: if any
+    gradient element, or any new value of w or state, is NaN or inf, nothing is
+    written."""
+    for (w, _, _), (_, lr, momentum, _, weight_decay) in zip(triples, hypers):
+        _check_in_dtype(w.dtype, lr, momentum, weight_decay)
     momenta = [None] * len(triples) if momenta is None else momenta
+    if nonfinite != "propagate":
+        results = []
+        with np.errstate(all="ignore"):
+            for (w, g, s), (rule, lr, momentum, dampening, weight_decay), p in zip(
+                    triples, hypers, momenta):
+                w2, s2 = w.copy(), s.copy()
+                if w.size:
+                    _apply(w2, g, s2, rule, lr, momentum, dampening, weight_decay, p)
+                if not (np.isfinite(g).all() and np.isfinite(w2).all()
+                        and np.isfinite(s2).all()):
+                    if nonfinite == "raise":
+                        raise FloatingPointError(NONFINITE_MESSAGE)
+                    return False
+                results.append((w2, s2))
+        for (w, _, s), (w2, s2) in zip(triples, results):
+            np.copyto(w, w2)
+            np.copyto(s, s2)
+        return True
     for (w, g, s), (rule, lr, momentum, dampening, weight_decay), p in zip(triples, hypers,
                                                                          momenta):
         if w.size:

@@ -73,9 +73,11 @@ typedef struct {
 } mc_buffer;
 
 /* Applies one step with `hyper` to every buffer. With check_finite != 0, first
- * scans all gradients and, if any element is NaN or +-inf, returns 0 without
- * writing anything; otherwise applies the step and returns 1. Cost: 5 streams of
- * n (6 for MC_QIAN with per-weight momentum), plus 1 read stream of g when
+ * runs the step dry (computing, not writing) over all buffers and, if any
+ * gradient element is NaN or +-inf or the step would write one into w or the
+ * state (an overflow from finite values), returns 0 without writing anything;
+ * otherwise applies the step and returns 1. Cost: 5 streams of n (6 for MC_QIAN
+ * with per-weight momentum), plus 3 read streams (w, g, state; 4 with p) when
  * check_finite. */
 int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                      int check_finite);
@@ -85,8 +87,8 @@ int mc_momentum_step_threads(const mc_buffer *buffers, size_t count, const mc_hy
                              int check_finite, int max_threads);
 
 /* As mc_momentum_step, but buffers[i] is stepped with hypers[i] (parameter groups,
- * each with its own rule and hyperparameters, in one call). check_finite scans the
- * gradients of all buffers before anything is written: all are updated or none. */
+ * each with its own rule and hyperparameters, in one call). check_finite runs every
+ * buffer's step dry before anything is written: all are updated or none. */
 int mc_momentum_step_each(const mc_buffer *buffers, const mc_hyper *hypers, size_t count,
                           int check_finite);
 
