@@ -61,10 +61,17 @@ def _rule(group: Mapping[str, Any]) -> str:
 def _hyper(group: Mapping[str, Any]) -> dict[str, Any]:
     """The five hyperparameters of momcore's kernel for one group's step. Without
     momentum a step is plain gradient descent, whatever the dampening, as in torch."""
-    momentum = _number(group["momentum"])
-    return {"lr": _number(group["lr"]), "momentum": momentum, "rule": _rule(group),
+    lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+    if type(lr) is not float:  # noqa: E721  (the common case stays cheap)
+        lr = _number(lr)
+    if type(momentum) is not float:  # noqa: E721
+        momentum = _number(momentum)
+    if type(weight_decay) is not float:  # noqa: E721
+        weight_decay = _number(weight_decay)
+    rule = group["rule"] or ("nesterov_velocity" if group["nesterov"] else "velocity")
+    return {"lr": lr, "momentum": momentum, "rule": rule,
             "dampening": _number(group["dampening"]) if momentum != 0 else 0.0,
-            "weight_decay": _number(group["weight_decay"])}
+            "weight_decay": weight_decay}
 
 
 def _label(group: Mapping[str, Any], k: int, i: int) -> str:
@@ -205,6 +212,7 @@ class _Plan:
             for first, (ws, gs, ss) in runs.items():
                 self.operands.append((k, first, ws, gs, ss))
         _check_disjoint(extents)
+        self.all_present = all(self.present)
         self.param_ptrs = [p.data_ptr() for p in flat]
         self.numels = [p.numel() for p in flat]
         self.state_ids = list(map(id, opt.state.values()))
@@ -241,7 +249,9 @@ class _Plan:
         a gradient's memory moved; None if the plan no longer fits the optimizer."""
         if flags != self.flags or opt.state is not self.state:
             return None
-        flat = list(chain.from_iterable(g["params"] for g in opt.param_groups))
+        groups = opt.param_groups
+        flat = (groups[0]["params"] if len(groups) == 1
+                else list(chain.from_iterable(g["params"] for g in groups)))
         if [p.data_ptr() for p in flat] != self.param_ptrs \
                 or [p.numel() for p in flat] != self.numels:
             return None
@@ -253,7 +263,8 @@ class _Plan:
         grads = list(map(_GRAD, flat))
         if list(map(is_not, grads, repeat(None))) != self.present:
             return None
-        grads = list(compress(grads, self.present))
+        if not self.all_present:
+            grads = list(compress(grads, self.present))
         ptrs = [g.data_ptr() for g in grads]
         if ptrs != self.grad_ptrs:
             self._renew(grads, ptrs)
@@ -422,14 +433,16 @@ class SGD(Optimizer):
             np.negative(grad, out=scratch)
         for s in plan.zeroed:
             s.fill(0)
-        operands = []
-        for k, first, ws, gs, ss in plan.operands:
-            hyper = hypers[k]
-            if first:
-                hyper = {**hyper, "dampening": 0.0}
-            operands.append((ws, gs, ss, hyper))
         try:
-            applied = _core.step_groups(operands, nonfinite=self._nonfinite, names=_NAMES)
+            if len(plan.operands) == 1 and not plan.operands[0][1]:
+                k, _, ws, gs, ss = plan.operands[0]
+                applied = _core.momentum_step_many(ws, gs, ss, **hypers[k],
+                                                   nonfinite=self._nonfinite)
+            else:
+                operands = [(ws, gs, ss, {**hypers[k], "dampening": 0.0} if first
+                             else hypers[k]) for k, first, ws, gs, ss in plan.operands]
+                applied = _core.step_groups(operands, nonfinite=self._nonfinite,
+                                            names=_NAMES)
         except (TypeError, ValueError) as exc:
             plan.forget_new_buffers()
             self._plan = None
