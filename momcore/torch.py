@@ -15,7 +15,7 @@ import ctypes
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from itertools import chain, compress, repeat
-from operator import attrgetter, is_, is_not
+from operator import attrgetter, is_not
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,6 @@ _DTYPES = {torch.float32: (np.float32, ctypes.c_float),
 _HALF = (torch.float16, torch.bfloat16)
 _NAMES = ("params", "grads", "momentum_buffers")  # the kernel's words, if it ever raises
 _GRAD = attrgetter("grad")
-_MOMENTUM_BUFFER = repeat("momentum_buffer")
 
 
 def _number(x: Any) -> Any:
@@ -213,10 +212,9 @@ class _Plan:
                 self.operands.append((k, first, ws, gs, ss))
         _check_disjoint(extents)
         self.all_present = all(self.present)
-        self.param_ptrs = [p.data_ptr() for p in flat]
-        self.numels = [p.numel() for p in flat]
+        self.param_extents = [(p.data_ptr(), p.numel()) for p in flat]
         self.state_ids = list(map(id, opt.state.values()))
-        self.buffer_ptrs = [b.data_ptr() for b in self.buffers]
+        self.buffer_ptrs = [b.data_ptr() for b in self.buffers]  # held: no address reuse
         self.grad_ptrs: list[int] = []
 
     def _buffer(self, state: dict, p: torch.Tensor, label: str) -> tuple[torch.Tensor, bool]:
@@ -252,20 +250,26 @@ class _Plan:
         groups = opt.param_groups
         flat = (groups[0]["params"] if len(groups) == 1
                 else list(chain.from_iterable(g["params"] for g in groups)))
-        if [p.data_ptr() for p in flat] != self.param_ptrs \
-                or [p.numel() for p in flat] != self.numels:
+        if [(p.data_ptr(), p.numel()) for p in flat] != self.param_extents \
+                or list(map(id, opt.state.values())) != self.state_ids:
             return None
-        if list(map(id, opt.state.values())) != self.state_ids \
-                or not all(map(is_, map(dict.get, self.buffer_states, _MOMENTUM_BUFFER),
-                               self.buffers)) \
-                or [b.data_ptr() for b in self.buffers] != self.buffer_ptrs:
+        try:
+            # The buffer each state holds now: a buffer replaced, taken out or moved
+            # in memory shows as another pointer (or a KeyError, an AttributeError).
+            if [s["momentum_buffer"].data_ptr() for s in self.buffer_states] \
+                    != self.buffer_ptrs:
+                return None
+            if self.all_present:
+                grads = list(map(_GRAD, flat))
+                ptrs = [g.data_ptr() for g in grads]  # AttributeError: a grad is None
+            else:
+                grads = list(map(_GRAD, flat))
+                if list(map(is_not, grads, repeat(None))) != self.present:
+                    return None
+                grads = list(compress(grads, self.present))
+                ptrs = [g.data_ptr() for g in grads]
+        except (KeyError, AttributeError):
             return None
-        grads = list(map(_GRAD, flat))
-        if list(map(is_not, grads, repeat(None))) != self.present:
-            return None
-        if not self.all_present:
-            grads = list(compress(grads, self.present))
-        ptrs = [g.data_ptr() for g in grads]
         if ptrs != self.grad_ptrs:
             self._renew(grads, ptrs)
         return grads
