@@ -249,6 +249,60 @@ def test_schedulers_drive_it_as_torch_sgd(make):
         _assert_close(mine, theirs, dtype, t)
 
 
+def _every_scheduler():
+    lrs = torch.optim.lr_scheduler
+    return {
+        "LambdaLR": lambda o: lrs.LambdaLR(o, lambda t: 1 / (1 + t)),
+        "MultiplicativeLR": lambda o: lrs.MultiplicativeLR(o, lambda t: 0.9),
+        "MultiStepLR": lambda o: lrs.MultiStepLR(o, milestones=[1, 3]),
+        "ConstantLR": lambda o: lrs.ConstantLR(o, factor=0.5, total_iters=2),
+        "LinearLR": lambda o: lrs.LinearLR(o, start_factor=0.2, total_iters=3),
+        "PolynomialLR": lambda o: lrs.PolynomialLR(o, total_iters=4, power=2.0),
+        "CosineAnnealingLR": lambda o: lrs.CosineAnnealingLR(o, T_max=3),
+        "SequentialLR": lambda o: lrs.SequentialLR(
+            o, [lrs.ConstantLR(o, factor=0.5, total_iters=2), lrs.ExponentialLR(o, 0.9)],
+            milestones=[2]),
+        "ChainedScheduler": lambda o: lrs.ChainedScheduler(
+            [lrs.ConstantLR(o, factor=0.5, total_iters=2), lrs.ExponentialLR(o, 0.9)]),
+        "SWALR": lambda o: torch.optim.swa_utils.SWALR(o, swa_lr=0.01, anneal_epochs=2),
+    }
+
+
+@pytest.mark.parametrize("name", list(_every_scheduler()))
+def test_every_lr_scheduler_sets_the_lr_torch_would(name):
+    make = _every_scheduler()[name]
+    theirs, mine = _pair([15], torch.float64)
+    reference = torch.optim.SGD(theirs, lr=0.1, momentum=0.9)
+    opt = mt.SGD(mine, lr=0.1, momentum=0.9)
+    schedules = [make(reference), make(opt)]
+    gen = torch.Generator().manual_seed(12)
+    for t in range(1, 6):
+        _set_grads(theirs, mine, gen)
+        reference.step()
+        opt.step()
+        for s in schedules:
+            s.step()
+        assert opt.param_groups[0]["lr"] == reference.param_groups[0]["lr"]
+        _assert_close(mine, theirs, torch.float64, t)
+
+
+def test_grad_scaler_steps_it_as_torch_sgd():
+    """torch.amp.GradScaler unscales the gradients in place, then calls step()."""
+    theirs, mine = _pair([17], torch.float32)
+    target = torch.randn(17)
+    results = []
+    for params, make in ((theirs, torch.optim.SGD), (mine, mt.SGD)):
+        opt = make(params, lr=0.1, momentum=0.9)
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        for _ in range(3):
+            opt.zero_grad()
+            scaler.scale(((params[0] - target) ** 2).sum()).backward()
+            scaler.step(opt)
+            scaler.update()
+        results.append(params[0].detach())
+    _assert_close(results[:1], results[1:], torch.float32, 3)
+
+
 @pytest.mark.parametrize("rule", ["classical", "one_step", "ema"])
 def test_one_cycle_cycles_momentum_of_any_rule(rule):
     p = torch.nn.Parameter(torch.ones(9))
