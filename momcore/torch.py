@@ -112,15 +112,28 @@ def _check_tensor(t: torch.Tensor, what: str) -> None:
                          f"resolve_conj()/resolve_neg() on it first")
 
 
-def _borrowed_view(t: torch.Tensor) -> np.ndarray:
-    """A numpy array over ``t``'s memory that holds no reference to ``t``: valid only
-    while ``t`` is alive and keeps its storage and size, which the caller checks
-    before every use (see :class:`_Plan`)."""
-    dtype, ctype = _DTYPES[t.dtype]
-    n = t.numel()
-    if n == 0:
-        return np.empty(tuple(t.shape), dtype)
-    return np.ndarray((n,), dtype, (ctype * n).from_address(t.data_ptr()))
+def _grad_viewer(p: torch.Tensor, label: str) -> Callable[[torch.Tensor, int], np.ndarray]:
+    """A maker of numpy arrays over the memory of p's gradients (given the gradient and
+    its data pointer) that hold no reference to the gradient: each is valid only while
+    its tensor is alive and keeps its memory, which :class:`_Plan` checks before every
+    use. About 0.3 us a view (``Tensor.numpy()`` takes 0.5 us and keeps the tensor
+    alive)."""
+    dtype, ctype = _DTYPES[p.dtype]
+    dtype, size, torch_dtype = np.dtype(dtype), p.numel(), p.dtype
+    at = (ctype * size).from_address
+    frombuffer, strided = np.frombuffer, torch.strided
+
+    def view(g: torch.Tensor, ptr: int) -> np.ndarray:
+        # torch gives a gradient its parameter's dtype, device and size, but not
+        # always its layout (sparse, or assigned with other strides).
+        if g.layout is not strided or not g.is_contiguous() or g.numel() != size \
+                or g.dtype != torch_dtype:
+            _check_tensor(g, f"{label}.grad")
+            raise ValueError(f"{label}.grad is {g.dtype}{list(g.shape)}; expected the "
+                             f"parameter's dtype and size")
+        return frombuffer(at(ptr), dtype) if size else np.empty(0, dtype)
+
+    return view
 
 
 def _check_disjoint(extents: list[tuple[int, int, str]]) -> None:
@@ -161,7 +174,8 @@ class _Plan:
         self.flags = flags
         self.state = opt.state
         self.present: list[bool] = []            # which of them have a gradient
-        self.slots: list[tuple[list, int, str]] = []  # per gradient: where its view goes
+        self.slots: list[tuple[list, int, Callable]] = []  # per gradient: where its
+        # view goes and what makes it
         self.buffers: list[torch.Tensor] = []    # momentum buffers in use
         self.buffer_states: list[dict] = []      # the state dicts holding them
         self.stepped: list[torch.Tensor] = []    # parameters stepped (version counters)
@@ -202,10 +216,10 @@ class _Plan:
                 if maximize:
                     scratch = np.empty_like(w)
                     self.negated.append([None, scratch])
-                    self.slots.append((self.negated[-1], 0, label))
+                    self.slots.append((self.negated[-1], 0, _grad_viewer(p, label)))
                     gs.append(scratch)
                 else:
-                    self.slots.append((gs, len(gs), label))
+                    self.slots.append((gs, len(gs), _grad_viewer(p, label)))
                     gs.append(None)
                 ws.append(w), ss.append(s)
             for first, (ws, gs, ss) in runs.items():
@@ -277,12 +291,9 @@ class _Plan:
     def _renew(self, grads: list[torch.Tensor], ptrs: list[int]) -> None:
         """New views of the gradients whose memory moved."""
         old = self.grad_ptrs or [None] * len(ptrs)
-        for (seq, i, label), g, ptr, was in zip(self.slots, grads, ptrs, old):
+        for (seq, i, view), g, ptr, was in zip(self.slots, grads, ptrs, old):
             if ptr != was:
-                # torch gives a gradient its parameter's dtype, device and shape.
-                if g.layout != torch.strided or not g.is_contiguous():
-                    _check_tensor(g, f"{label}.grad")
-                seq[i] = _borrowed_view(g)
+                seq[i] = view(g, ptr)
         self.grad_ptrs = ptrs
 
     def forget_new_buffers(self) -> None:
