@@ -156,10 +156,12 @@ class _Plan:
     optimizer keeps alive anyway. Gradients are seen through borrowed views (no
     reference): a ``zero_grad`` elsewhere (``model.zero_grad()``) frees them at once,
     as with torch's optimizers, and a view is renewed whenever its gradient's memory
-    is not where it was. Each step checks, per parameter: its data pointer and size,
-    its gradient's presence and data pointer, its buffer's identity in the state and
-    data pointer. That is what ``p.data = ...``, a new gradient, ``load_state_dict``,
-    ``state.clear()`` or a buffer put in the state change.
+    is not where it was. Each step checks the groups (their lists of parameters, which
+    have momentum or maximize), the state (its per-parameter dicts), and per parameter
+    the data pointer and size of the parameter, its gradient and the buffer its state
+    holds now: what ``p.data = ...``, a new gradient, ``load_state_dict``,
+    ``state.clear()``, a buffer put in the state or ``share_memory_()`` change. This
+    costs about 0.3 us a parameter; a new gradient tensor about 0.5 us more.
     """
 
     def __init__(self, opt: SGD, flags: list[tuple]) -> None:
@@ -185,7 +187,7 @@ class _Plan:
         extents: list[tuple[int, int, str]] = []
         flat: list[torch.Tensor] = []  # every parameter, group after group
         for k, group in enumerate(opt.param_groups):
-            _, length, no_momentum, maximize = flags[k]
+            _, _, no_momentum, maximize = flags[k]
             first_step = (_rule(group) == "velocity" and not no_momentum
                           and _number(group["dampening"]) != 0)
             runs: dict[bool, tuple[list, list, list]] = {}
