@@ -15,7 +15,7 @@ import ctypes
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from itertools import chain, compress, repeat
-from operator import attrgetter, is_not
+from operator import attrgetter, is_not, itemgetter
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,8 @@ _DTYPES = {torch.float32: (np.float32, ctypes.c_float),
 _HALF = (torch.float16, torch.bfloat16)
 _NAMES = ("params", "grads", "momentum_buffers")  # the kernel's words, if it ever raises
 _GRAD = attrgetter("grad")
+_GROUP_VALUES = itemgetter("lr", "momentum", "dampening", "weight_decay", "nesterov",
+                           "maximize", "rule")
 
 
 def _number(x: Any) -> Any:
@@ -380,6 +382,7 @@ class SGD(Optimizer):
                  maximize: bool = False, rule: str | None = None,
                  nonfinite: str = "propagate") -> None:
         self._plan: _Plan | None = None
+        self._last_hyperparameters: tuple | None = None
         self.nonfinite = nonfinite
         self.skipped_steps = 0
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
@@ -422,10 +425,28 @@ class SGD(Optimizer):
         self.__dict__.setdefault("_nonfinite", "propagate")
         self.__dict__.setdefault("skipped_steps", 0)
         self._plan = None
+        self._last_hyperparameters = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "_nonfinite": self._nonfinite,
                 "skipped_steps": self.skipped_steps}
+
+    def _hyperparameters(self) -> tuple[list[dict[str, Any]], list[tuple]]:
+        """Each group's hyperparameters for the kernel, and the flags a plan is made
+        for (each group's list of parameters, whether it has momentum and maximize);
+        kept from the last step while the groups hold the same numbers."""
+        groups = self.param_groups
+        values = [(*_GROUP_VALUES(g), id(g["params"]), len(g["params"])) for g in groups]
+        last = self._last_hyperparameters
+        if last is not None and last[0] == values:
+            return last[1], last[2]
+        hypers = list(map(_hyper, groups))
+        flags = [(id(g["params"]), len(g["params"]), h["momentum"] == 0, bool(g["maximize"]))
+                 for g, h in zip(groups, hypers)]
+        # A tensor (an lr) may change in place: only numbers are kept.
+        tensors = any(isinstance(v, torch.Tensor) for vs in values for v in vs)
+        self._last_hyperparameters = None if tensors else (values, hypers, flags)
+        return hypers, flags
 
     @_with_step_hooks
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -435,10 +456,7 @@ class SGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        groups = self.param_groups
-        hypers = list(map(_hyper, groups))
-        flags = [(id(g["params"]), len(g["params"]), h["momentum"] == 0, bool(g["maximize"]))
-                 for g, h in zip(groups, hypers)]
+        hypers, flags = self._hyperparameters()
         plan = self._plan
         grads = None if plan is None else plan.fits(self, flags)
         if grads is None:
