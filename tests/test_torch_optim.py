@@ -577,6 +577,38 @@ def test_group_params_replaced_is_seen():
     _assert_close(mine, theirs, torch.float64, 2)
 
 
+def test_views_are_made_once_and_kept_while_nothing_changes():
+    """The plan of views survives steps with the same tensors (new gradient tensors
+    only renew their views) and is remade when a parameter's memory moves."""
+    p = torch.nn.Parameter(torch.ones(17))
+    opt = mt.SGD([p], lr=0.1, momentum=0.9)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    opt.step()  # the first step's plan held a new buffer: remade once
+    plan = opt._plan
+    opt.step()
+    p.grad = torch.full_like(p, 2.0)
+    opt.step()
+    assert opt._plan is plan
+    p.data = p.data.clone()
+    opt.step()
+    assert opt._plan is not plan
+
+
+def test_momentum_set_to_zero_leaves_the_buffers_as_torch_does():
+    theirs, mine, reference, opt = _velocity_pair()
+    gen = torch.Generator().manual_seed(13)
+    for t in range(1, 7):
+        if t in (3, 5):
+            for o in (reference, opt):
+                o.param_groups[0]["momentum"] = 0.0 if t == 3 else 0.9
+        _set_grads(theirs, mine, gen)
+        reference.step()
+        opt.step()
+        _assert_close(mine, theirs, torch.float64, t)
+        _assert_close(_buffers(opt, mine), _buffers(reference, theirs), torch.float64, t)
+
+
 # ---- errors ----------------------------------------------------------------------------
 
 
