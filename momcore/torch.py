@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised without torch only
     raise ImportError("momcore.torch needs PyTorch: pip install 'momcore[torch]'") from exc
 
 from momcore import _core
-from momcore.registry import check_name
+from momcore.registry import RULES, check_name
 
 __all__ = ["SGD"]
 
@@ -357,6 +357,7 @@ class SGD(Optimizer):
         that ignores ``dampening`` refuses a nonzero one. Only "velocity" (the
         default) starts a buffer at the first gradient; the other rules start from a
         zero state, as in momcore. The rule of each group is its ``"rule"`` key.
+        Rules that read a momentum per weight are refused (no such state here).
     nonfinite : {"propagate", "raise", "skip"}
         What a NaN or inf in any gradient does: flow into the parameters (torch's
         behaviour); raise FloatingPointError; or skip the whole step, every group,
@@ -513,6 +514,9 @@ def _check_group(group: Mapping[str, Any], where: str) -> None:
     rule = group["rule"]
     if rule is not None:
         check_name("rule", rule)
+        if getattr(RULES[rule], "takes_momenta", False):
+            raise ValueError(f"{where}rule {rule!r} reads a momentum per weight, which "
+                             f"momcore.torch.SGD does not hold; use momcore.SGD for it")
         if group["nesterov"] and rule != "nesterov_velocity":
             raise ValueError(f"{where}nesterov=True is torch's Nesterov, the rule "
                              f"'nesterov_velocity'; with rule={rule!r} leave nesterov False")
