@@ -308,21 +308,37 @@ class _Plan:
 
 
 def _with_step_hooks(step: Callable) -> Callable:
-    """``step`` wrapped as ``torch.optim.Optimizer`` wraps every optimizer's step
-    (global and per-optimizer pre/post hooks, a profiler range), entering torch's own
-    wrapper only when some hook is registered or a profiler runs: its
-    ``record_function`` range costs microseconds, more than momcore's whole step of a
-    small model."""
-    hooked = Optimizer.profile_hook_step(step)
+    """``step`` wrapped as ``torch.optim.Optimizer.profile_hook_step`` wraps every
+    optimizer's step: global and per-optimizer pre-hooks (which may replace the
+    arguments), the step, ``_optimizer_step_code``, post-hooks. Torch's wrapper also
+    opens a ``record_function`` range, which costs microseconds, more than momcore's
+    whole step of a small model: it is entered only while a profiler runs."""
+    profiled = Optimizer.profile_hook_step(step)
     profiling = torch._C._autograd._profiler_enabled
 
     @functools.wraps(step)
-    def wrapper(self: SGD, *args: Any, **kwargs: Any) -> Any:
-        if (_global_optimizer_pre_hooks or _global_optimizer_post_hooks
-                or self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
-                or profiling()):
-            return hooked(self, *args, **kwargs)
-        return step(self, *args, **kwargs)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        self = args[0]
+        if profiling():
+            return profiled(*args, **kwargs)
+        if not (_global_optimizer_pre_hooks or self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks or _global_optimizer_post_hooks):
+            return step(*args, **kwargs)
+        for pre_hook in chain(_global_optimizer_pre_hooks.values(),
+                              self._optimizer_step_pre_hooks.values()):
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(f"{step} must return None or a tuple of (new_args, "
+                                       f"new_kwargs), but got {result}.")
+        out = step(*args, **kwargs)
+        self._optimizer_step_code()
+        for post_hook in chain(self._optimizer_step_post_hooks.values(),
+                               _global_optimizer_post_hooks.values()):
+            post_hook(self, args, kwargs)
+        return out
 
     wrapper.hooked = True  # type: ignore[attr-defined]  # Optimizer wraps it no further
     return wrapper

@@ -420,6 +420,35 @@ def test_step_hooks_and_the_profiler_see_every_step():
     assert any(e.name == "Optimizer.step#SGD.step" for e in prof.events())
 
 
+def test_step_hooks_see_and_may_replace_the_arguments_as_with_torch_sgd():
+    seen = {}
+    for make in (torch.optim.SGD, mt.SGD):
+        p = torch.nn.Parameter(torch.zeros(3))
+        opt = make([p], lr=0.1)
+
+        def closure():
+            p.grad = torch.ones_like(p)
+            return 7.0
+
+        def pre(o, args, kwargs):
+            seen[make, "pre"] = (args[0] is o, len(args), dict(kwargs))
+            return args, {"closure": closure}  # a hook may replace the arguments
+
+        def post(o, args, kwargs):
+            seen[make, "post"] = (args[0] is o, len(args), sorted(kwargs))
+
+        opt.register_step_pre_hook(pre)
+        opt.register_step_post_hook(post)
+        assert opt.step() == 7.0
+        torch.testing.assert_close(p.detach(), torch.full((3,), -0.1))
+    assert seen[mt.SGD, "pre"] == seen[torch.optim.SGD, "pre"]
+    assert seen[mt.SGD, "post"] == seen[torch.optim.SGD, "post"]
+    bad = mt.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    bad.register_step_pre_hook(lambda o, a, k: "not a tuple")
+    with pytest.raises(RuntimeError, match="must return None or a tuple"):
+        bad.step()
+
+
 def test_deepcopy_and_pickle_keep_state_and_policy():
     p = torch.nn.Parameter(torch.ones(5))
     opt = mt.SGD([p], lr=0.1, momentum=0.9, nonfinite="skip")
