@@ -257,7 +257,7 @@ def torch_optimizer_contenders(case: str) -> dict[str, Callable[[], object]]:
     same float32 parameters and gradients (momentum 0.9, torch's velocity form), with
     torch on momcore's thread count. Each optimizer keeps its own momentum buffers.
 
-    'momcore_hooked' has a step pre-hook registered (torch's hook wrapper runs);
+    'momcore_hooked' has a step pre-hook registered (a no-op: the cost of the hook path);
     'momcore_new_grads' and 'torch_foreach_new_grads' see new gradient tensors every
     step, as after zero_grad() + backward() (two sets, swapped in before each step)."""
     import torch
