@@ -20,6 +20,14 @@ def _bench(args: argparse.Namespace) -> int:
                                                   settle=args.settle)))
     print("\nMLP (speed-up = numpy backend time / compiled backend time)\n")
     print(_bench.format_mlp_table(_bench.mlp_table(budget=args.budget, settle=args.settle)))
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("\n(PyTorch is not installed: no comparison with torch.optim.SGD)")
+    else:
+        print("\nmomcore.torch.SGD against torch.optim.SGD on the same tensors\n")
+        print(_bench.format_torch_table(_bench.torch_table(budget=args.budget,
+                                                           settle=args.settle)))
     return 0
 
 
