@@ -342,6 +342,15 @@ class MLP:
         last finite step stay in place (:attr:`history_` keeps the epochs done).
         Returns the :class:`History` of this call.
 
+        Ctrl-C (KeyboardInterrupt, or any exception a signal handler raises) stops a
+        compiled epoch within a few milliseconds, after the step in progress, and
+        propagates; the model stays consistent: :attr:`steps` counts every step
+        applied, the interrupted epoch included; :attr:`epochs` and
+        :attr:`history_` (``stopped == "interrupted"``) count only the epochs
+        completed; :attr:`rng` has drawn the interrupted epoch's shuffle. ``save``,
+        ``load`` and ``fit`` then continue from exactly these weights and counts.
+        A single batch is never cut in two (a full-batch epoch stops after its step).
+
         Predicting from other threads is safe (each thread gets its own workspace), but
         sees the weights as they change; two ``fit`` calls on one model at once raise
         RuntimeError.
@@ -509,10 +518,15 @@ class _CompiledRunner:
         self.n_rows = X.shape[0]
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
-        result = self.core.train_epoch(self.X, self.T, rows, batch,
-                                       **self.optimizer.hyperparameters())
-        self.optimizer.steps += result[2]
-        return result
+        # The steps are counted from the core's own count in a finally: a Ctrl-C that
+        # ends the epoch early (or arrives just as it returns) still counts every step
+        # applied.
+        core, before = self.core, self.core.steps_applied
+        try:
+            return core.train_epoch(self.X, self.T, rows, batch,
+                                    **self.optimizer.hyperparameters())
+        finally:
+            self.optimizer.steps += core.steps_applied - before
 
 
 class _NumpyRunner:
