@@ -388,9 +388,17 @@ class MLP:
             hyper = checked_hyperparameters(dict(
                 **training.schedule_values(settings, self.epochs, self.steps),
                 rule=rule, dampening=dampening, weight_decay=weight_decay), dtype=self.dtype)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every process raises it (agree_on)
             error = exc
         trainer.agree_on(error)
+        trainer.agree_on_arguments({
+            "epochs": settings.epochs, "batch_size": settings.batch_size,
+            "shuffle": settings.shuffle, **hyper, "per_step": settings.per_step,
+            "target_loss": settings.target_loss, "patience": settings.patience,
+            "min_delta": settings.min_delta, "restore_best": settings.restore_best,
+            "validation_data": settings.validation_data is not None,
+            "inputs": (X.shape[1], X.dtype.name), "targets": (T.shape[1], T.dtype.name),
+            "accuracy": self._accuracy(y)})
         # A failure before the first step (the runner's own checks) leaves the model as
         # it was: the previous optimizer (its state untouched) and history.
         previous = (self.optimizer, dict(self.optimizer.param_groups[0]), self.history_,

@@ -192,6 +192,11 @@ class Trainer:
         if error is not None:
             raise error
 
+    def agree_on_arguments(self, arguments: dict[str, Any]) -> None:
+        """Checks that every process trains with the same ``arguments`` (the checked
+        training arguments, before the first step); raises on every process when they
+        differ. One process has nothing to compare."""
+
     def decide(self, reason: str) -> str:
         """The stop decision every process takes: the root's."""
         return reason
