@@ -28,7 +28,17 @@ __all__ = ["MLP", "History"]
 FORMAT = _checkpoint.FORMAT
 FORMAT_VERSION = _checkpoint.FORMAT_VERSION
 BACKENDS = ("c", "numpy")
-_PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend
+_PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend, at most
+_PREDICT_ELEMENTS = 1 << 22  # ...and fewer for wide layers: rows x sum(sizes) about this
+_MAX_WORKSPACE = 2**31 - 1  # rows x max(sizes) the compiled passes accept (int indexing)
+
+
+def _sweep_rows(sizes: Sequence[int], n: int = _PREDICT_ROWS) -> int:
+    """Rows per forward sweep for a network of these layer widths: up to n, fewer when
+    the layers are wide (the workspaces hold every layer's outputs for each row), and
+    at least one."""
+    rows = min(n, _PREDICT_ELEMENTS // sum(sizes), _MAX_WORKSPACE // max(sizes))
+    return max(1, rows)
 
 
 class MLP:
@@ -202,7 +212,8 @@ class MLP:
             if not (params.flags.writeable and state.flags.writeable):
                 params, state = self._writable_buffers()
             core = self._local.core = _core.NetCore(
-                params, state, None, self.sizes, self.hidden, self.output, _PREDICT_ROWS)
+                params, state, None, self.sizes, self.hidden, self.output,
+                _sweep_rows(self.sizes))
         return core.predict(X, out)
 
     def _writable_buffers(self) -> tuple[np.ndarray, np.ndarray]:
@@ -282,7 +293,7 @@ class MLP:
             ref.curvature(self.params, self.sizes, X, T, self.hidden, self.output, curv,
                           loss=self.loss_name)
         else:
-            rows = min(X.shape[0], _PREDICT_ROWS)
+            rows = _sweep_rows(self.sizes, min(X.shape[0], _PREDICT_ROWS))
             core = _core.NetCore(self.params, self.optimizer_state, None, self.sizes,
                                  self.hidden, self.output, rows, loss=self.loss_name)
             part = np.empty_like(self.params)

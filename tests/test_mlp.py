@@ -858,3 +858,18 @@ def test_binary_classification_with_one_sigmoid_unit(backend):
     assert history.accuracy[-1] > 0.9
     with pytest.raises(ValueError, match=r"class labels must lie in \[0, 2\)"):
         net.fit(X, y + 1, epochs=1)
+
+
+def test_very_wide_layers_predict_and_score():
+    """The compiled predict workspace is sized from the layer widths: 256 rows of a
+    2**23-wide layer would pass the workspace limit (and take 8 GiB)."""
+    net = MLP([1, 2**23, 1], output="identity", dtype=np.float32, seed=0)
+    X = np.array([[0.5], [-1.0], [2.0]], np.float32)
+    out = net.predict(X)
+    assert out.shape == (3, 1) and np.isfinite(out).all()
+    ref = MLP([1, 2**23, 1], output="identity", dtype=np.float32, seed=0,
+                      backend="numpy")
+    np.testing.assert_allclose(out, ref.predict(X), rtol=1e-3, atol=1e-3)
+    assert np.isfinite(net.score(X, np.array([[1.0], [2.0], [3.0]])))
+    cW, _ = net.curvature(X, np.ones((3, 1)))
+    assert cW[0].shape == (1, 2**23)
