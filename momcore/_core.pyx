@@ -67,9 +67,13 @@ cdef double _real(object x, str name) except? -1.0:
     that drops an imaginary part."""
     if isinstance(x, float):  # float and numpy.float64: the fast path
         return <double>x
-    if not (isinstance(x, (int, _Real)) or (isinstance(x, np.ndarray) and x.ndim == 0
-                                     and x.dtype.kind in "biuf")):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    # Booleans are not numbers here (True and numpy.True_ alike, as in the schedules),
+    # nor are times (numpy counts timedelta64 among its integers).
+    if (isinstance(x, (bool, np.bool_, np.timedelta64, np.datetime64))
+            or not (isinstance(x, (int, _Real)) or (isinstance(x, np.ndarray) and x.ndim == 0
+                                                    and x.dtype.kind in "iuf"))):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}"
+                        + (f" of dtype {x.dtype}" if isinstance(x, np.ndarray) else ""))
     try:
         return float(x)
     except OverflowError:
@@ -586,16 +590,20 @@ cdef object _step_arrays(list ws, list gs, list states, const mc_hyper *hypers, 
 # ---- configuration ------------------------------------------------------------------
 
 
-def set_num_threads(int n):
-    """Sets the number of threads the kernels use for large arrays (n >= 1; more than
-    the machine's processors counts as that many).
+def set_num_threads(n):
+    """Sets the number of threads the kernels use for large arrays (an integer n >= 1;
+    more than the machine's processors counts as that many). Anything but an integer
+    (2.5, True, "2") is a TypeError, not truncated.
 
     Arrays smaller than OMP_MIN_ELEMENTS always run on the calling thread.
     Without OpenMP in the build this has no effect and get_num_threads() is 1.
     """
+    if (isinstance(n, (bool, np.bool_, np.timedelta64))
+            or not isinstance(n, (int, np.integer))):
+        raise TypeError(f"n must be an integer, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    mc_set_num_threads(n)
+    mc_set_num_threads(min(int(n), 2**31 - 1))
 
 
 def get_num_threads():

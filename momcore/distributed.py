@@ -92,13 +92,13 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
     trainer = _MPITrainer(MPI, comm, sharded)
-    locked = net._training.acquire(blocking=False)
+    busy = net._lock_for_training()
+    locked = busy is None
     try:
         error: BaseException | None = None
         try:
-            if not locked:
-                raise RuntimeError("fit is already running on this model; one model "
-                                   "trains in one thread at a time")
+            if busy is not None:
+                raise busy
             digest = _replica_digest(net)
         except Exception as exc:  # noqa: BLE001 - agreed below, raised on every rank
             error, digest = exc, None
@@ -121,7 +121,7 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
         raise  # not reached
     finally:
         if locked:
-            net._training.release()
+            net._unlock_training()
 
 
 def _agreed_stop(net: MLP, exc: BaseException) -> bool:
