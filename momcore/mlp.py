@@ -7,6 +7,7 @@ seeded generator, so their weights agree to rounding after any number of epochs.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -28,7 +29,17 @@ __all__ = ["MLP", "History"]
 FORMAT = _checkpoint.FORMAT
 FORMAT_VERSION = _checkpoint.FORMAT_VERSION
 BACKENDS = ("c", "numpy")
-_PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend
+_PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend, at most
+_PREDICT_ELEMENTS = 1 << 22  # ...and fewer for wide layers: rows x sum(sizes) about this
+_MAX_WORKSPACE = 2**31 - 1  # rows x max(sizes) the compiled passes accept (int indexing)
+
+
+def _sweep_rows(sizes: Sequence[int], n: int = _PREDICT_ROWS) -> int:
+    """Rows per forward sweep for a network of these layer widths: up to n, fewer when
+    the layers are wide (the workspaces hold every layer's outputs for each row), and
+    at least one."""
+    rows = min(n, _PREDICT_ELEMENTS // sum(sizes), _MAX_WORKSPACE // max(sizes))
+    return max(1, rows)
 
 
 class MLP:
@@ -84,18 +95,22 @@ class MLP:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        if (not isinstance(seed, (int, np.integer))
+                or isinstance(seed, (bool, np.bool_, np.timedelta64))):
             raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         self.sizes: list[int] = [int(s) for s in sizes]
         self.hidden, self.output, self.loss_name, self.dtype = hidden, output, loss, dt
         self.seed, self.backend = int(seed), backend
-        self.params: np.ndarray = np.zeros(layout.n_params(self.sizes), dt)
+        self._params: np.ndarray = np.zeros(layout.n_params(self.sizes), dt)
         self._grad: np.ndarray | None = None
         self._fit_core: _core.NetCore | None = None
         self._fit_core_accuracy = ""
         self._local = threading.local()  # per-thread predict workspaces
         self._training = threading.Lock()
-        self.weights, self.biases = layout.views(self.params, self.sizes)
+        self._training_thread: int | None = None  # the thread holding _training
+        self._weights, self._biases = layout.views(self._params, self.sizes)
         self.reset()
 
     # ---- state -------------------------------------------------------------------
@@ -110,6 +125,40 @@ class MLP:
         self.epochs = 0
         self.history_: History | None = None
         self._local = threading.local()
+
+    # The buffers are the model's own: the optimizer, the compiled workspaces and save
+    # all hold this one array, so it is written into (net.params[:] = ...), never rebound.
+
+    @property
+    def params(self) -> np.ndarray:
+        """All weights and biases, one flat buffer (:attr:`weights` and :attr:`biases` are
+        views into it). Write into it (``net.params[:] = values``); it cannot be rebound."""
+        return self._params
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        raise AttributeError("MLP.params cannot be rebound: the optimizer and save use this "
+                             "buffer; write into it instead (net.params[:] = values)")
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """The weight matrices, views into :attr:`params` (sizes[i] x sizes[i+1])."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: Any) -> None:
+        raise AttributeError("MLP.weights cannot be rebound: they are views into params; "
+                             "write into them instead (net.weights[0][:] = values)")
+
+    @property
+    def biases(self) -> list[np.ndarray]:
+        """The bias vectors, views into :attr:`params`."""
+        return self._biases
+
+    @biases.setter
+    def biases(self, value: Any) -> None:
+        raise AttributeError("MLP.biases cannot be rebound: they are views into params; "
+                             "write into them instead (net.biases[0][:] = values)")
 
     @property
     def n_params(self) -> int:
@@ -128,18 +177,29 @@ class MLP:
 
     def __getstate__(self) -> dict[str, Any]:
         # Workspaces, locks and thread-local caches are per object and made again.
+        # The buffer is stored under "params", as before it became a property.
         state = self.__dict__.copy()
-        for key in ("_fit_core", "_local", "_training", "weights", "biases"):
+        for key in ("_fit_core", "_local", "_training", "_weights", "_biases"):
             state.pop(key)
+        state.pop("_training_thread", None)
         state.pop("_readonly_copy", None)
+        state["params"] = state.pop("_params")
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["_params"] = state.pop("params")
         self.__dict__.update(state)
         self._fit_core = None
         self._local = threading.local()
         self._training = threading.Lock()
-        self.weights, self.biases = layout.views(self.params, self.sizes)
+        self._training_thread = None
+        self._weights, self._biases = layout.views(self._params, self.sizes)
+
+    def __copy__(self) -> MLP:
+        """A deep copy: two models never share weights (nor would they share the lock
+        that keeps one ``fit`` at a time on them)."""
+        return copy.deepcopy(self)
 
     def __repr__(self) -> str:
         loss = "" if self.loss_name == loss_for(self.output) else f", loss={self.loss_name!r}"
@@ -151,10 +211,14 @@ class MLP:
     def check_inputs(self, X: Any) -> np.ndarray:
         """X as a C-contiguous (n, sizes[0]) array of the network's dtype, or a clear
         error (never NaN or inf, never empty)."""
+        if isinstance(X, np.ma.MaskedArray) and np.ma.is_masked(X):
+            raise ValueError("X is a masked array with masked values; fill or drop them "
+                             "first (X.filled(value), or the rows of ~X.mask.any(axis=1))")
         X = np.asarray(X)
-        if X.dtype == object or not (np.issubdtype(X.dtype, np.floating)
-                                     or np.issubdtype(X.dtype, np.integer)
-                                     or X.dtype == bool):
+        # Times are not numbers (numpy counts timedelta64 among its integers).
+        if X.dtype == object or X.dtype.kind in "mM" or not (
+                np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)
+                or X.dtype == bool):
             raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
         if X.ndim != 2 or X.shape[1] != self.sizes[0]:
             raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
@@ -202,7 +266,8 @@ class MLP:
             if not (params.flags.writeable and state.flags.writeable):
                 params, state = self._writable_buffers()
             core = self._local.core = _core.NetCore(
-                params, state, None, self.sizes, self.hidden, self.output, _PREDICT_ROWS)
+                params, state, None, self.sizes, self.hidden, self.output,
+                _sweep_rows(self.sizes))
         return core.predict(X, out)
 
     def _writable_buffers(self) -> tuple[np.ndarray, np.ndarray]:
@@ -282,7 +347,7 @@ class MLP:
             ref.curvature(self.params, self.sizes, X, T, self.hidden, self.output, curv,
                           loss=self.loss_name)
         else:
-            rows = min(X.shape[0], _PREDICT_ROWS)
+            rows = _sweep_rows(self.sizes, min(X.shape[0], _PREDICT_ROWS))
             core = _core.NetCore(self.params, self.optimizer_state, None, self.sizes,
                                  self.hidden, self.output, rows, loss=self.loss_name)
             part = np.empty_like(self.params)
@@ -342,13 +407,22 @@ class MLP:
         last finite step stay in place (:attr:`history_` keeps the epochs done).
         Returns the :class:`History` of this call.
 
+        Ctrl-C (KeyboardInterrupt, or any exception a signal handler raises) stops a
+        compiled epoch within a few milliseconds, after the step in progress, and
+        propagates; the model stays consistent: :attr:`steps` counts every step
+        applied, the interrupted epoch included; :attr:`epochs` and
+        :attr:`history_` (``stopped == "interrupted"``) count only the epochs
+        completed; :attr:`rng` has drawn the interrupted epoch's shuffle. ``save``,
+        ``load`` and ``fit`` then continue from exactly these weights and counts.
+        A single batch is never cut in two (a full-batch epoch stops after its step).
+
         Predicting from other threads is safe (each thread gets its own workspace), but
         sees the weights as they change; two ``fit`` calls on one model at once raise
         RuntimeError.
         """
-        if not self._training.acquire(blocking=False):
-            raise RuntimeError("fit is already running on this model in another thread; "
-                               "one model trains in one thread at a time")
+        busy = self._lock_for_training()
+        if busy is not None:
+            raise busy
         try:
             return self.train(
                 X, y, trainer=training.Trainer(), epochs=epochs, batch_size=batch_size,
@@ -359,7 +433,22 @@ class MLP:
                 validation_data=validation_data, patience=patience, min_delta=min_delta,
                 restore_best=restore_best)
         finally:
-            self._training.release()
+            self._unlock_training()
+
+    def _lock_for_training(self) -> RuntimeError | None:
+        """Takes the training lock (without waiting); or the error that says why not."""
+        if self._training.acquire(blocking=False):
+            self._training_thread = threading.get_ident()
+            return None
+        if self._training_thread == threading.get_ident():
+            return RuntimeError("fit was called again from inside this model's own fit (a "
+                                "callback or a schedule); one fit runs on a model at a time")
+        return RuntimeError("fit is already running on this model in another thread; "
+                            "one model trains in one thread at a time")
+
+    def _unlock_training(self) -> None:
+        self._training_thread = None
+        self._training.release()
 
     def train(self, X: Any, y: Any, *, trainer: training.Trainer, rule: str = "classical",
               dampening: float = 0.0, weight_decay: float = 0.0,
@@ -379,9 +468,17 @@ class MLP:
             hyper = checked_hyperparameters(dict(
                 **training.schedule_values(settings, self.epochs, self.steps),
                 rule=rule, dampening=dampening, weight_decay=weight_decay), dtype=self.dtype)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every process raises it (agree_on)
             error = exc
         trainer.agree_on(error)
+        trainer.agree_on_arguments({
+            "epochs": settings.epochs, "batch_size": settings.batch_size,
+            "shuffle": settings.shuffle, **hyper, "per_step": settings.per_step,
+            "target_loss": settings.target_loss, "patience": settings.patience,
+            "min_delta": settings.min_delta, "restore_best": settings.restore_best,
+            "validation_data": settings.validation_data is not None,
+            "inputs": (X.shape[1], X.dtype.name), "targets": (T.shape[1], T.dtype.name),
+            "accuracy": self._accuracy(y)})
         # A failure before the first step (the runner's own checks) leaves the model as
         # it was: the previous optimizer (its state untouched) and history.
         previous = (self.optimizer, dict(self.optimizer.param_groups[0]), self.history_,
@@ -509,10 +606,15 @@ class _CompiledRunner:
         self.n_rows = X.shape[0]
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
-        result = self.core.train_epoch(self.X, self.T, rows, batch,
-                                       **self.optimizer.hyperparameters())
-        self.optimizer.steps += result[2]
-        return result
+        # The steps are counted from the core's own count in a finally: a Ctrl-C that
+        # ends the epoch early (or arrives just as it returns) still counts every step
+        # applied.
+        core, before = self.core, self.core.steps_applied
+        try:
+            return core.train_epoch(self.X, self.T, rows, batch,
+                                    **self.optimizer.hyperparameters())
+        finally:
+            self.optimizer.steps += core.steps_applied - before
 
 
 class _NumpyRunner:

@@ -107,6 +107,13 @@ typedef struct {
     void *delta;          /* [max_batch * max(sizes)] */
     void *delta_prev;     /* [max_batch * max(sizes)] */
     void *scratch;        /* [max(sizes)] one row of a weight gradient */
+    /* Interrupts of mc_mlp_train_epoch: after a batch, once at least check_work units
+     * of work (rows x P) were done since the last call, check(check_ctx) runs; a
+     * nonzero result ends the epoch there, with every step so far applied and
+     * counted. check NULL: never. */
+    int (*check)(void *ctx);
+    void *check_ctx;
+    size_t check_work;
 } mc_mlp;
 
 /* Result of a run of training steps. */
@@ -115,6 +122,7 @@ typedef struct {
     int64_t n_correct;  /* rows counted correct by net->accuracy */
     int64_t n_steps;    /* steps applied */
     int stopped;        /* 1: a batch's loss was not finite; it was not applied */
+    int interrupted;    /* 1: net->check asked to stop; the steps before it were applied */
 } mc_fit_result;
 
 /* Outputs of the network for X[n, sizes[0]] into Y[n, sizes[L]], max_batch rows
@@ -133,7 +141,8 @@ double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t 
  * decay) the step is folded into the weight-gradient products
  * (state = momentum*state - lr*a^T delta; w += state) and net->grad is unused;
  * otherwise the gradient goes to net->grad and mc_momentum_step applies `hyper`.
- * Stops before applying a batch whose loss is not finite. */
+ * Stops before applying a batch whose loss is not finite, and after the batch at
+ * which net->check (when set) returns nonzero. */
 /* Workspaces of the curvature pass, owned by the caller: h and h_below hold
  * [max_batch * max(sizes)] each, squares [max(max_batch * max(sizes),
  * max_i sizes[i]*sizes[i+1])]. */

@@ -394,8 +394,8 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
     MC_T *x = (MC_T *)net->acts[0];
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
-    mc_fit_result res = {0, 0, 0, 0};
-    size_t start, r;
+    mc_fit_result res = {0, 0, 0, 0, 0};
+    size_t start, r, work = 0;
     mc_buffer all;
     all.w = net->params;
     all.g = net->grad;
@@ -431,6 +431,13 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
         if (!fold)
             mc_momentum_step_threads(&all, 1, hyper, 0, 1);
         res.n_steps++;
+        if (net->check != NULL && (work += B * net->n_params) >= net->check_work) {
+            work = 0;
+            if (net->check(net->check_ctx)) {
+                res.interrupted = 1;
+                break;
+            }
+        }
     }
     return res;
 }
