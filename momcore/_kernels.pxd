@@ -86,9 +86,11 @@ cdef extern from "mlp.h" nogil:
         void *delta
         void *delta_prev
         void *scratch
+        double l2
 
     ctypedef struct mc_fit_result:
         double sum_loss
+        double sum_penalty
         int64_t n_correct
         int64_t n_steps
         int stopped

@@ -51,6 +51,13 @@ class MLP:
         squared_error ``1/2 sum (t - y)^2`` (the lecture notes; the default for
         sigmoid), identity + squared_error (regression). None takes the default
         pair of the output (:data:`momcore.registry.DEFAULT_LOSS`).
+    l2 : float, default 0
+        L2 penalty on the weights (not the biases), part of the objective: a batch of B
+        rows has ``E = mean loss + l2/(2B) sum_i ||W_i||^2``, so ``dE/dW_i`` gains
+        ``(l2/B) W_i`` (scikit-learn's ``alpha``). ``loss``, ``gradients`` and ``fit``
+        all use it; :attr:`history_` reports per epoch the mean per-sample loss plus,
+        per batch, ``l2/2 sum_i ||W_i||^2`` at that batch's weights over the rows, as
+        scikit-learn's ``loss_curve_``. Settable between fits.
     dtype : float32 or float64
     seed : int
         Seeds the generator that draws the initial weights and shuffles every epoch.
@@ -67,7 +74,7 @@ class MLP:
     """
 
     def __init__(self, sizes: Sequence[int], *, hidden: str = "sigmoid",
-                 output: str = "softmax", loss: str | None = None,
+                 output: str = "softmax", loss: str | None = None, l2: float = 0.0,
                  dtype: Any = np.float64, seed: int = 0, backend: str = "c") -> None:
         try:
             sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
@@ -91,6 +98,7 @@ class MLP:
         self.sizes: list[int] = [int(s) for s in sizes]
         self.hidden, self.output, self.loss_name, self.dtype = hidden, output, loss, dt
         self.seed, self.backend = int(seed), backend
+        self.l2 = l2
         self.params: np.ndarray = np.zeros(layout.n_params(self.sizes), dt)
         self._grad: np.ndarray | None = None
         self._fit_core: _core.NetCore | None = None
@@ -112,6 +120,19 @@ class MLP:
         self.epochs = 0
         self.history_: History | None = None
         self._local = threading.local()
+
+    @property
+    def l2(self) -> float:
+        """The L2 penalty factor on the weights (see the class docstring)."""
+        return self._l2
+
+    @l2.setter
+    def l2(self, value: Any) -> None:
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                              np.floating))
+                or not (np.isfinite(value) and value >= 0)):
+            raise ValueError(f"l2 must be a finite number >= 0, got {value!r}")
+        self._l2 = float(value)
 
     @property
     def n_params(self) -> int:
@@ -138,6 +159,7 @@ class MLP:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_l2", 0.0)  # pickled before l2 existed
         self._fit_core = None
         self._local = threading.local()
         self._training = threading.Lock()
@@ -145,6 +167,8 @@ class MLP:
 
     def __repr__(self) -> str:
         loss = "" if self.loss_name == loss_for(self.output) else f", loss={self.loss_name!r}"
+        if self.l2:
+            loss += f", l2={self.l2!r}"
         return (f"MLP({self.sizes}, hidden={self.hidden!r}, output={self.output!r}{loss}, "
                 f"dtype={self.dtype.name}, backend={self.backend!r})")
 
@@ -232,10 +256,13 @@ class MLP:
         return layout.predicted_class(out)
 
     def loss(self, X: Any, y: Any) -> float:
-        """Mean loss over the rows of X."""
+        """Mean loss over the rows of X, plus ``l2/(2n) sum_i ||W_i||^2`` for its n rows."""
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
-        return ref.loss_from_output(self.predict_proba(X), T, self.output, self.loss_name)
+        mean = ref.loss_from_output(self.predict_proba(X), T, self.output, self.loss_name)
+        if self.l2:
+            mean += 0.5 * self.l2 * ref.weight_squares(self.params, self.sizes) / X.shape[0]
+        return mean
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy for integer labels; for a 0/1 label matrix of a multilabel network,
@@ -254,7 +281,8 @@ class MLP:
         return float(1.0 - residual / total) if total > 0 else float("nan")
 
     def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """(dW, db): dE/dW[i] and dE/db[i] at the current weights, E the mean loss over X."""
+        """(dW, db): dE/dW[i] and dE/db[i] at the current weights, E the mean loss over X
+        plus the l2 term."""
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
         grad = np.empty_like(self.params)
@@ -275,7 +303,7 @@ class MLP:
             return _NumpyKernel(self, grad, accuracy)
         return _CompiledKernel(_core.NetCore(
             self.params, self.optimizer_state, grad, self.sizes, self.hidden, self.output,
-            max_rows, loss=self.loss_name, accuracy=accuracy), self.optimizer)
+            max_rows, loss=self.loss_name, accuracy=accuracy, l2=self.l2), self.optimizer)
 
     # ---- training -----------------------------------------------------------------
 
@@ -393,6 +421,7 @@ class MLP:
                 self.hidden, self.output, batch, loss=self.loss_name,
                 accuracy=accuracy)
             self._fit_core_accuracy = accuracy
+        core.l2 = self.l2
         return core
 
     # ---- persistence --------------------------------------------------------------
@@ -401,7 +430,7 @@ class MLP:
         return {
             "format": FORMAT, "version": FORMAT_VERSION, "sizes": self.sizes,
             "hidden": self.hidden, "output": self.output, "loss": self.loss_name,
-            "dtype": self.dtype.name,
+            "l2": self.l2, "dtype": self.dtype.name,
             "seed": self.seed, "backend": self.backend, "steps": self.steps,
             "epochs": self.epochs, "state_rule": self.optimizer.rule,
             "rng": self.rng.bit_generator.state,
@@ -460,7 +489,8 @@ class MLP:
                              f"supported (this momcore reads version {FORMAT_VERSION})")
         try:
             net = cls(meta["sizes"], hidden=meta["hidden"], output=meta["output"],
-                      loss=meta.get("loss"), dtype=meta["dtype"], seed=meta["seed"],
+                      loss=meta.get("loss"), l2=meta.get("l2", 0.0), dtype=meta["dtype"],
+                      seed=meta["seed"],
                       backend=meta["backend"])
             n, dt = net.n_params, net.dtype
             for name, arr in (("params", params), ("state", state)):
@@ -515,7 +545,7 @@ class _NumpyRunner:
             result = ref.train_epoch(
                 net.params, net.optimizer_state, net.sizes, self.X, self.T, rows, batch,
                 net.hidden, net.output, grad_buf=net._grad, loss=net.loss_name,
-                accuracy=self.accuracy, **net.optimizer.hyperparameters())
+                accuracy=self.accuracy, l2=net.l2, **net.optimizer.hyperparameters())
         net.optimizer.steps += result[2]
         return result
 
@@ -544,7 +574,7 @@ class _NumpyKernel:
         net = self.net
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
-                                 self.grad, loss=net.loss_name)
+                                 self.grad, loss=net.loss_name, l2=net.l2)
             out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
         return loss, layout.count_correct(out, T, self.accuracy)
 

@@ -246,6 +246,47 @@ MC_TARGET static void MC_NAME(add)(MC_T *restrict w, const MC_T *restrict s, siz
         w[i] = w[i] + s[i];
 }
 
+/* g[n] += decay * w[n]: the l2 term of a weight gradient */
+MC_TARGET static void MC_NAME(add_decay)(MC_T *restrict g, const MC_T *restrict w, size_t n,
+                                         MC_T decay)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        g[i] = g[i] + decay * w[i];
+}
+
+/* s[n] -= lr_decay * w[n]; w[n] += s[n]: the l2 term of a folded step (s already holds
+ * momentum*s - lr*a^T delta) and the weight update, in one sweep */
+MC_TARGET static void MC_NAME(decay_add)(MC_T *restrict w, MC_T *restrict s, size_t n,
+                                         MC_T lr_decay)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        const MC_T si = s[i] - lr_decay * w[i];
+        s[i] = si;
+        w[i] = w[i] + si;
+    }
+}
+
+/* sum_i ||W_i||^2 over the weight blocks of the flat buffer p (not the biases). */
+MC_TARGET static double MC_NAME(weight_squares)(const mc_mlp *net)
+{
+    const MC_T *p = (const MC_T *)net->params;
+    double total = 0;
+    int i;
+    for (i = 0; i < net->n_layers; i++) {
+        const size_t n = (size_t)net->sizes[i] * (size_t)net->sizes[i + 1];
+        MC_T acc = 0;
+        size_t k;
+#pragma omp simd reduction(+ : acc)
+        for (k = 0; k < n; k++)
+            acc += p[k] * p[k];
+        total += (double)acc;
+        p += n + (size_t)net->sizes[i + 1];
+    }
+    return total;
+}
+
 /* Forward pass of all layers for B rows of x[B, sizes[0]] into net->acts[1..L]. */
 MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t B)
 {
@@ -263,9 +304,10 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
 }
 
 /* Backward pass from net->delta (the output delta of B rows), with x the input
- * rows. Without fold: dE/dparams into net->grad. With fold: the classical step
- * state = momentum*state - lr*dE/dparams, w += state, layer by layer, each
- * layer's weights changed only after the delta below it has been computed. */
+ * rows; dE/dW includes the l2 term (net->l2/B) W. Without fold: dE/dparams into
+ * net->grad. With fold: the classical step state = momentum*state - lr*dE/dparams,
+ * w += state, layer by layer, each layer's weights changed only after the delta
+ * below it (and its own l2 term) has been computed. */
 MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t B, int fold,
                               MC_T lr, MC_T momentum)
 {
@@ -280,6 +322,7 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
         MC_T *gb = gW + I * O;
         MC_T *row = (MC_T *)net->scratch;
         const MC_T alpha = fold ? -lr : (MC_T)1, beta = fold ? momentum : (MC_T)0;
+        const MC_T decay = (MC_T)(net->l2 / (double)B);
         size_t r, k, j;
 
         if (i > 0) { /* below[B,I] = delta[B,O] W^T [O,I] * f'(a), before W changes */
@@ -306,8 +349,14 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
              * state and the gemm itself is the step state = m*state - lr*grad */
             MC_NAME(gemm_rm)(1, 0, I, O, B, alpha, a, I, delta, O, beta, gW, O);
             MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
-            if (fold)
+            if (fold && decay != 0) {
+                MC_NAME(decay_add)(W, gW, I * O, lr * decay);
+                MC_NAME(add)(W + I * O, gb, O);
+            } else if (fold) {
                 MC_NAME(add)(W, gW, I * O + O);
+            } else if (decay != 0) {
+                MC_NAME(add_decay)(gW, W, I * O, decay);
+            }
         } else if (B == 1) {
             /* online: each weight's gradient a_k delta_j, and (fold) its step, in
              * one pass over the layer */
@@ -315,12 +364,21 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
                 const MC_T c = a[k];
                 const MC_T *restrict d = delta;
                 MC_T *restrict g = gW + k * O, *restrict w = W + k * O;
-                if (fold) {
+                if (fold && decay != 0) {
+                    for (j = 0; j < O; j++) {
+                        const MC_T sj = momentum * g[j] - lr * (c * d[j] + decay * w[j]);
+                        g[j] = sj;
+                        w[j] = w[j] + sj;
+                    }
+                } else if (fold) {
                     for (j = 0; j < O; j++) {
                         const MC_T sj = momentum * g[j] - lr * (c * d[j]);
                         g[j] = sj;
                         w[j] = w[j] + sj;
                     }
+                } else if (decay != 0) {
+                    for (j = 0; j < O; j++)
+                        g[j] = c * d[j] + decay * w[j];
                 } else {
                     for (j = 0; j < O; j++)
                         g[j] = c * d[j];
@@ -343,11 +401,15 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
                 }
                 if (fold) {
                     MC_T *restrict s = gW + k * O, *restrict w = W + k * O;
+                    if (decay != 0)
+                        MC_NAME(add_decay)(g, w, O, decay);
                     for (j = 0; j < O; j++) {
                         const MC_T sj = momentum * s[j] - lr * g[j];
                         s[j] = sj;
                         w[j] = w[j] + sj;
                     }
+                } else if (decay != 0) {
+                    MC_NAME(add_decay)(g, W + k * O, O, decay);
                 }
             }
             MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
@@ -384,6 +446,8 @@ MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, con
                                   net->loss);
     *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
     MC_NAME(backward)(net, X, n, 0, 0, 0);
+    if (net->l2 != 0)
+        total += 0.5 * net->l2 * MC_NAME(weight_squares)(net);
     return total / (double)n;
 }
 
@@ -394,7 +458,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
     MC_T *x = (MC_T *)net->acts[0];
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
-    mc_fit_result res = {0, 0, 0, 0};
+    mc_fit_result res = {0, 0, 0, 0, 0};
     size_t start, r;
     mc_buffer all;
     all.w = net->params;
@@ -405,7 +469,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     for (start = 0; start < n_order; start += batch) {
         const size_t B = n_order - start < batch ? n_order - start : batch;
         const MC_T *in = X + (size_t)order[start] * I;
-        double loss;
+        double loss, penalty;
         /* rows that follow one another in X (no shuffling, full batch) are used in
          * place; others are gathered into the input workspace */
         for (r = 1; r < B && order[start + r] == order[start] + (int64_t)r; r++)
@@ -419,11 +483,14 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
         loss = MC_NAME(output_delta)((MC_T *)net->delta, y, T, order + start, B, O,
                                      net->output, net->loss);
         res.n_correct += MC_NAME(count_correct)(y, T, order + start, B, O, net->accuracy);
-        if (!isfinite(loss)) {
+        /* the l2 term of E times B, at the weights of this forward pass */
+        penalty = net->l2 != 0 ? 0.5 * net->l2 * MC_NAME(weight_squares)(net) : 0;
+        if (!isfinite(loss + penalty)) {
             res.stopped = 1;
             break;
         }
-        res.sum_loss += loss;
+        res.sum_loss += loss + penalty;
+        res.sum_penalty += penalty;
         MC_NAME(backward)(net, in, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum);
         /* On the calling thread: between two BLAS calls, whose thread pool is still
          * spinning on the other cores, an OpenMP team costs more than it saves. */
