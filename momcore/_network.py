@@ -208,11 +208,13 @@ def encode_targets(
             raise ValueError(f"2-D targets must have {n_out} columns, got shape {y.shape}")
         if y.dtype.kind not in "biuf":
             raise ValueError(f"2-D targets must be real numbers, got dtype {y.dtype}")
-        if not np.all(np.isfinite(y)):
+        # booleans and integers are finite, and stay finite in float32 and float64
+        exact = y.dtype.kind in "biu"
+        if not exact and not np.all(np.isfinite(y)):
             raise ValueError("targets must be finite (found NaN or inf)")
         with np.errstate(over="ignore"):
             T = np.array(y, dtype=dtype, copy=True, order="C")
-        if not np.all(np.isfinite(T)):
+        if not exact and not np.all(np.isfinite(T)):
             raise ValueError(f"targets hold values beyond the range of {dtype}")
         if loss == "cross_entropy" and T.size:
             row_sums = T.sum(axis=1, dtype=np.float64)

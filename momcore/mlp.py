@@ -33,6 +33,18 @@ BACKENDS = ("c", "numpy")
 _PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend
 
 
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether every element of the real array a is finite: a sum first (one pass, no
+    boolean temporary; NaN and inf make it non-finite), the element test only when the
+    sum is not finite (NaN, inf, or finite values whose sum overflows)."""
+    if a.dtype.kind in "biu":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(a.sum()):
+            return True
+    return bool(np.isfinite(a).all())
+
+
 class MLP:
     """A fully connected network ``a[i+1] = f(a[i] @ W[i] + b[i])``.
 
@@ -186,11 +198,12 @@ class MLP:
             raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
         if X.shape[0] == 0:
             raise ValueError("X is empty")
-        if not np.isfinite(X).all():
+        if not _all_finite(X):
             raise ValueError("X holds NaN or inf")
+        cast = X.dtype != self.dtype
         with np.errstate(over="ignore"):
             X = np.require(X, self.dtype, ["C", "A"])  # contiguous and aligned
-        if not np.isfinite(X).all():
+        if cast and not _all_finite(X):
             raise ValueError(f"X holds values beyond the range of {self.dtype}")
         return X
 

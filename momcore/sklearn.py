@@ -33,7 +33,6 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state
-    from sklearn.utils import shuffle as _sklearn_shuffle
     from sklearn.utils.multiclass import (
         _check_partial_fit_first_call,
         type_of_target,
@@ -273,7 +272,7 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         epoch_end = _EpochEnd(self, n_samples, X_val, Y_val, sw_val, incremental)
         trainer = _Trainer(self, sample_weight)
-        T = np.ascontiguousarray(Y, dtype=net.dtype)
+        T = Y  # MLP.train casts it to the network's dtype, one copy
         net.l2 = float(self.alpha)  # may have changed since the last fit (set_params)
         self.n_iter_ = 0
         try:
@@ -408,12 +407,15 @@ class _Trainer(training.Trainer):
     def epoch_order(self, net: MLP, n: int, shuffle: bool) -> np.ndarray:
         # scikit-learn shuffles the previous epoch's order with the estimator's
         # RandomState (sklearn.utils.shuffle); the same draws give the same order.
+        # sklearn.utils.shuffle(order, random_state=rs) is order[p] with p = arange(n)
+        # shuffled in place by rs.shuffle (sklearn.utils.resample, replace=False): the
+        # same draws, without resample's argument checks on every epoch.
         if self._order is None:
             self._order = np.arange(n, dtype=np.int64)
         if shuffle:
-            self._order = np.ascontiguousarray(
-                _sklearn_shuffle(self._order, random_state=self.est._random_state),
-                dtype=np.int64)
+            permutation = np.arange(n)
+            self.est._random_state.shuffle(permutation)
+            self._order = self._order[permutation]
         return self._order
 
     def runner(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
@@ -498,6 +500,33 @@ class _BatchRunner:
         return sum_loss, 0, steps, False
 
 
+def _binarized_labels(y: np.ndarray) -> tuple[LabelBinarizer, np.ndarray] | None:
+    """(LabelBinarizer().fit(y), its transform(y) as bool) for 1-D real labels of at
+    least two classes, from one np.unique instead of the checks of fit and transform
+    (type_of_target, unique_labels, label_binarize), which cost more than an online
+    epoch on small data; None for anything else (strings, objects, one class,
+    non-integral floats, 2-D y), which takes LabelBinarizer's own path.
+
+    For finite 1-D numbers (validate_data has checked them) type_of_target is "binary"
+    for two distinct values and "multiclass" for more when every value is integral
+    (otherwise "continuous", which LabelBinarizer refuses), and unique_labels is the
+    sorted distinct values: np.unique's."""
+    if y.ndim != 1 or y.dtype.kind not in "biuf":
+        return None
+    classes, inverse = np.unique(y, return_inverse=True)
+    if classes.shape[0] < 2 or (y.dtype.kind == "f" and not np.all(classes == np.round(classes))):
+        return None
+    binarizer = LabelBinarizer()
+    binarizer.classes_ = classes
+    binarizer.y_type_ = "binary" if classes.shape[0] == 2 else "multiclass"
+    binarizer.sparse_input_ = False
+    if classes.shape[0] == 2:
+        return binarizer, (inverse == 1).reshape(-1, 1)
+    Y = np.zeros((y.shape[0], classes.shape[0]), dtype=bool)
+    Y[np.arange(y.shape[0]), inverse] = True
+    return binarizer, Y
+
+
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained by gradient descent with momentum:
     ``sklearn.neural_network.MLPClassifier(solver="sgd")`` on momcore's compiled passes.
@@ -543,6 +572,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            encoded = _binarized_labels(y)
+            if encoded is not None:
+                self._label_binarizer, Y = encoded
+                self.classes_ = self._label_binarizer.classes_
+                return X, Y
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
