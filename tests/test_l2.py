@@ -148,3 +148,20 @@ def test_l2_is_saved(tmp_path):
     net.save(tmp_path / "m.npz")
     assert MLP.load(tmp_path / "m.npz").l2 == 0.125
     assert "l2=0.125" in repr(net)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("rule", ["classical", "nesterov"], ids=["fold", "no-fold"])
+def test_overflowing_penalty_stops_before_the_step(backend, rule):
+    """A weight whose square overflows, on an input that is always 0: the data loss is
+    finite, the l2 term is not; training stops before any step."""
+    X = np.zeros((6, 3))
+    X[:, 1:] = np.random.default_rng(0).normal(size=(6, 2))
+    y = np.arange(6) % 2
+    net = MLP([3, 4, 2], hidden="tanh", l2=1e-3, backend=backend)
+    net.weights[0][0, 0] = 1e200
+    before = net.params.copy()
+    with pytest.raises(FloatingPointError):
+        net.fit(X, y, epochs=1, batch_size=2, lr=0.1, rule=rule)
+    assert net.params.tobytes() == before.tobytes()
+    assert net.steps == 0
