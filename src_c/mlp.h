@@ -138,7 +138,9 @@ double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t 
  * the step is folded into the weight-gradient products (state = momentum*state -
  * lr*a^T delta as gemm's beta, then state -= lr*(l2/B)*W and w += state in one
  * sweep) and net->grad is unused; otherwise the gradient goes to net->grad and
- * mc_momentum_step applies `hyper`.
+ * mc_momentum_step applies `hyper`, except for online Nesterov steps (batch 1,
+ * rule MC_NESTEROV, no weight decay) on a network whose layers all run as loops at
+ * one row, which are folded into the backward pass's loops the same way.
  * Stops before applying a batch whose loss is not finite. */
 mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
                                  const int64_t *order, size_t n_order, size_t batch,

@@ -315,11 +315,19 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
     }
 }
 
+#ifndef MC_FOLD_NESTEROV
+/* backward's fold for the Nesterov step (1 is the classical one): online batches
+ * whose layers all run as loops only */
+#define MC_FOLD_NESTEROV 2
+#endif
+
 /* Backward pass from net->delta (the output delta of B rows), with x the input
  * rows; dE/dW includes the l2 term (net->l2/B) W. Without fold: dE/dparams into
  * net->grad. With fold: the classical step state = momentum*state - lr*dE/dparams,
  * w += state, layer by layer, each layer's weights changed only after the delta
- * below it (and its own l2 term) has been computed. With net->l2 != 0, returns
+ * below it (and its own l2 term) has been computed; with fold = MC_FOLD_NESTEROV
+ * (B = 1, no layer on gemm) the Nesterov step of mc_momentum_step instead,
+ * w = (w + momentum*state) - lr*dE/dparams. With net->l2 != 0, returns
  * sum_i ||W_i||^2 read in the same sweeps as the l2 term: of the weights before the
  * step without fold, after it with fold; 0 otherwise. */
 MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t B, int fold,
@@ -382,7 +390,24 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
                 const MC_T *restrict d = delta;
                 MC_T *restrict g = gW + k * O, *restrict w = W + k * O;
                 MC_T row_squares = 0;
-                if (fold && penalised) {
+                if (fold == MC_FOLD_NESTEROV && penalised) {
+#pragma omp simd reduction(+ : row_squares)
+                    for (j = 0; j < O; j++) {
+                        const MC_T gj = c * d[j] + decay * w[j];
+                        const MC_T sj = momentum * g[j] - lr * gj;
+                        const MC_T wj = (w[j] + momentum * sj) - lr * gj;
+                        g[j] = sj;
+                        w[j] = wj;
+                        row_squares += wj * wj;
+                    }
+                } else if (fold == MC_FOLD_NESTEROV) {
+                    for (j = 0; j < O; j++) {
+                        const MC_T gj = c * d[j];
+                        const MC_T sj = momentum * g[j] - lr * gj;
+                        g[j] = sj;
+                        w[j] = (w[j] + momentum * sj) - lr * gj;
+                    }
+                } else if (fold && penalised) {
 #pragma omp simd reduction(+ : row_squares)
                     for (j = 0; j < O; j++) {
                         const MC_T sj = momentum * g[j] - lr * (c * d[j] + decay * w[j]);
@@ -409,9 +434,18 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
                 }
                 layer_squares += row_squares;
             }
-            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
-            if (fold)
-                MC_NAME(add)(W + I * O, gb, O);
+            if (fold == MC_FOLD_NESTEROV) {
+                MC_T *restrict b = W + I * O;
+                for (j = 0; j < O; j++) {
+                    const MC_T sj = momentum * gb[j] - lr * delta[j];
+                    gb[j] = sj;
+                    b[j] = (b[j] + momentum * sj) - lr * delta[j];
+                }
+            } else {
+                MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
+                if (fold)
+                    MC_NAME(add)(W + I * O, gb, O);
+            }
         } else {
             /* one pass per weight row: the row's gradient, then (fold) its step */
             for (k = 0; k < I; k++) {
@@ -499,6 +533,15 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     mc_fit_result res = {0, 0, 0, 0, 0};
     double squares = -1; /* with fold and l2: sum ||W||^2 that the last step's sweep left */
     size_t start, r;
+    int i;
+    /* Online Nesterov steps fold into the backward pass's loops too (not into gemm,
+     * whose beta gives the classical step only): no gradient buffer pass, no step. */
+    if (!fold && batch == 1 && hyper->rule == MC_NESTEROV && hyper->weight_decay == 0) {
+        fold = MC_FOLD_NESTEROV;
+        for (i = 0; i < net->n_layers; i++)
+            if (MC_NAME(use_gemm)(1, (size_t)net->sizes[i], (size_t)net->sizes[i + 1]))
+                fold = 0;
+    }
     mc_buffer all;
     all.w = net->params;
     all.g = net->grad;

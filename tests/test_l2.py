@@ -165,3 +165,22 @@ def test_overflowing_penalty_stops_before_the_step(backend, rule):
         net.fit(X, y, epochs=1, batch_size=2, lr=0.1, rule=rule)
     assert net.params.tobytes() == before.tobytes()
     assert net.steps == 0
+
+
+@pytest.mark.parametrize("sizes", [[64, 40, 10], [64, 600, 10]],
+                         ids=["loops-nesterov-folded", "gemm-layer-not-folded"])
+@pytest.mark.parametrize("l2", [0.0, 0.5])
+def test_online_nesterov_agrees_with_reference(digits, sizes, l2):
+    """Online Nesterov steps are folded into the backward loops unless a layer runs on
+    gemm at one row (64*600 >= GEMM_MIN_MACS); both agree with the reference."""
+    assert (sizes[0] * sizes[1] >= _core.GEMM_MIN_MACS) == (sizes[1] == 600)
+    X, y = digits[0][:100], digits[1][:100]
+    nets = {}
+    for backend in ("c", "numpy"):
+        net = MLP(sizes, seed=4, l2=l2, backend=backend)
+        net.fit(X, y, epochs=2, batch_size=1, lr=0.01, momentum=0.9, rule="nesterov")
+        nets[backend] = net
+    assert _rel_diff(nets["c"].params, nets["numpy"].params) < BACKEND_RTOL[np.float64]
+    assert _rel_diff(nets["c"].optimizer_state, nets["numpy"].optimizer_state) < 1e-9
+    np.testing.assert_allclose(nets["c"].history_.loss, nets["numpy"].history_.loss,
+                               rtol=1e-12)
