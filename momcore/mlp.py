@@ -200,10 +200,11 @@ class MLP:
             raise ValueError("X is empty")
         if not _all_finite(X):
             raise ValueError("X holds NaN or inf")
-        cast = X.dtype != self.dtype
+        if X.dtype == self.dtype:
+            return np.require(X, None, ["C", "A"])  # contiguous and aligned
         with np.errstate(over="ignore"):
-            X = np.require(X, self.dtype, ["C", "A"])  # contiguous and aligned
-        if cast and not _all_finite(X):
+            X = np.require(X, self.dtype, ["C", "A"])
+        if not _all_finite(X):
             raise ValueError(f"X holds values beyond the range of {self.dtype}")
         return X
 
