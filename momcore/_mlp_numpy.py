@@ -61,6 +61,7 @@ from momcore._network import (
     default_accuracy,
     n_params,
     views,
+    weight_squares,
 )
 from momcore.registry import check_name, loss_for
 
@@ -207,12 +208,6 @@ def _forward(
         z += b
         activations.append(_activate(z, hidden if i < n_layers - 1 else output))
     return activations
-
-
-def weight_squares(flat: np.ndarray, sizes: Sequence[int]) -> float:
-    """``sum_i ||W_i||^2`` over the weight blocks of ``flat`` (not the biases)."""
-    weights, _ = views(flat, list(sizes))
-    return sum(float(np.dot(W.ravel(), W.ravel())) for W in weights)
 
 
 def _output_delta(out: np.ndarray, T: np.ndarray, output: str, loss: str) -> np.ndarray:

@@ -42,6 +42,7 @@ __all__ = [
     "n_params",
     "layer_offsets",
     "views",
+    "weight_squares",
     "init_params",
     "encode_targets",
     "predicted_class",
@@ -131,6 +132,13 @@ def views(flat: np.ndarray, sizes: Sequence[int]) -> tuple[list[np.ndarray], lis
         weights.append(W)
         biases.append(b)
     return weights, biases
+
+
+def weight_squares(flat: np.ndarray, sizes: Sequence[int]) -> float:
+    """``sum_i ||W_i||^2`` over the weight blocks of ``flat`` (not the biases): the
+    squares of the L2 penalty (``MLP(l2=...)``)."""
+    weights, _ = views(flat, sizes)
+    return sum(float(np.dot(W.ravel(), W.ravel())) for W in weights)
 
 
 def init_params(

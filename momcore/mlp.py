@@ -275,7 +275,7 @@ class MLP:
         T = self.encode_targets(y, X.shape[0])
         mean = ref.loss_from_output(self.predict_proba(X), T, self.output, self.loss_name)
         if self.l2:
-            mean += 0.5 * self.l2 * ref.weight_squares(self.params, self.sizes) / X.shape[0]
+            mean += 0.5 * self.l2 * layout.weight_squares(self.params, self.sizes) / X.shape[0]
         return mean
 
     def score(self, X: Any, y: Any) -> float:
@@ -305,19 +305,21 @@ class MLP:
         return dW, db
 
     def gradient_kernel(self, grad: np.ndarray, max_rows: int, *,
-                        accuracy: str | None = None) -> Any:
+                        accuracy: str | None = None, l2: float | None = None) -> Any:
         """The passes of this network writing into the flat buffer ``grad``, for
         training loops of one's own (:mod:`momcore.distributed`): an object with
         ``gradients(X, T) -> (E, rows right)`` (grad := dE/dparams of the mean loss
         over the rows of X, at most ``max_rows``, with encoded targets T) and
         ``step()`` (one step of :attr:`optimizer` with ``grad``, on the calling
-        thread). Workspaces are made once, here."""
+        thread). Workspaces are made once, here. ``l2`` overrides the network's for
+        this kernel (``momcore.distributed`` adds the l2 term after its reduction)."""
         accuracy = accuracy or layout.default_accuracy(self.sizes[-1])
+        l2 = self.l2 if l2 is None else l2
         if self.backend == "numpy":
-            return _NumpyKernel(self, grad, accuracy)
+            return _NumpyKernel(self, grad, accuracy, l2)
         return _CompiledKernel(_core.NetCore(
             self.params, self.optimizer_state, grad, self.sizes, self.hidden, self.output,
-            max_rows, loss=self.loss_name, accuracy=accuracy, l2=self.l2), self.optimizer)
+            max_rows, loss=self.loss_name, accuracy=accuracy, l2=l2), self.optimizer)
 
     # ---- training -----------------------------------------------------------------
 
@@ -581,14 +583,14 @@ class _CompiledKernel:
 class _NumpyKernel:
     """MLP.gradient_kernel of the numpy backend."""
 
-    def __init__(self, net: MLP, grad: np.ndarray, accuracy: str) -> None:
-        self.net, self.grad, self.accuracy = net, grad, accuracy
+    def __init__(self, net: MLP, grad: np.ndarray, accuracy: str, l2: float) -> None:
+        self.net, self.grad, self.accuracy, self.l2 = net, grad, accuracy, l2
 
     def gradients(self, X: np.ndarray, T: np.ndarray) -> tuple[float, int]:
         net = self.net
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
-                                 self.grad, loss=net.loss_name, l2=net.l2)
+                                 self.grad, loss=net.loss_name, l2=self.l2)
             out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
         return loss, layout.count_correct(out, T, self.accuracy)
 

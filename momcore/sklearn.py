@@ -50,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised without scikit-learn 
         "with: pip install 'momcore[sklearn]'") from exc
 
 from momcore import _mlp_numpy as _losses
+from momcore import _network
 from momcore import training
 from momcore.mlp import MLP
 from momcore.registry import check_name
@@ -476,7 +477,7 @@ class _BatchRunner:
         for start in range(0, rows.shape[0], batch):
             index = rows[start:start + batch]
             X, T = self.X[index], self.T[index]
-            squares = _losses.weight_squares(net.params, net.sizes) if alpha else 0.0
+            squares = _network.weight_squares(net.params, net.sizes) if alpha else 0.0
             if self.sample_weight is None:
                 weight_sum = float(index.shape[0])
                 loss, _ = self.kernel.gradients(X, T)
