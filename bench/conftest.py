@@ -15,7 +15,7 @@ RESULTS: dict[str, dict[str, float]] = {}
 RATIOS = [
     ("step ", "reference", "momcore", "speed-up over the numpy reference", ">= 5x (n >= 1e6), >= 3x (1e3)"),
     ("step ", "roofline", "momcore", "fraction of the 5-stream roofline", ">= 90 % (n >= 1e6)"),
-    ("step ", "momcore_raise", "momcore", "nonfinite='raise' / 'propagate'", "<= 1.25x (n = 1e7)"),
+    ("step ", "momcore_raise", "momcore", "nonfinite='raise' / 'propagate'", "1.6x floor (n = 1e7): a dry run reads w, g, state"),
     ("step ", "torch_fused", "momcore", "torch.optim.SGD(fused=True) / momcore", "peer"),
     ("many ", "reference_loop", "momcore_many", "speed-up over a loop of the reference", ">= 10x"),
     ("mlp online", "numpy", "c", "online epoch: numpy backend / compiled", ">= 100x iris, >= 20x digits"),

@@ -52,6 +52,7 @@ N_NONFINITE = N_NONFINITE_MODES
 NONFINITE = tuple(_registry.NONFINITE)
 
 cdef tuple _DAMPENING_RULES = _registry.rules_taking("dampening")
+cdef tuple _MOMENTA_RULES = _registry.rules_taking("momenta")
 cdef dict _RULE_CODES = RULE_CODES
 cdef dict _NONFINITE_CODES = NONFINITE_CODES
 
@@ -116,11 +117,38 @@ cdef str _not_taken(str hyperparameter, tuple taking, object rule):
             f"(leave it at 0)")
 
 
+# float32 rounds a double x to +-inf exactly when |x| >= 2**128 - 2**103 (the midpoint
+# between FLT_MAX and 2**128 rounds to the even 2**128), and to +-1 when
+# 1 - 2**-25 <= |x| < 1.
+cdef double _F32_OVERFLOW = 340282356779733661637539395458142568448.0
+cdef double _F32_BELOW_ONE = 1.0 - 2.0 ** -25
+
+
+cdef int _check_in_dtype(const mc_hyper *h, int dtype) except -1:
+    """Raises unless the hyperparameters keep their meaning in the arrays' dtype (the
+    kernel computes in it): lr and weight_decay finite, momentum inside (-1, 1)."""
+    if dtype != MC_FLOAT32:
+        return 0
+    if h.lr >= _F32_OVERFLOW:
+        raise ValueError(f"lr={h.lr!r} is beyond the range of float32, the dtype of the "
+                         f"arrays (the step computes in it)")
+    if h.weight_decay >= _F32_OVERFLOW:
+        raise ValueError(f"weight_decay={h.weight_decay!r} is beyond the range of float32, "
+                         f"the dtype of the arrays (the step computes in it)")
+    if not (-_F32_BELOW_ONE < h.momentum < _F32_BELOW_ONE):
+        raise ValueError(f"momentum={h.momentum!r} rounds to {1 if h.momentum > 0 else -1} "
+                         f"in float32, the dtype of the arrays; it must lie in (-1, 1)")
+    return 0
+
+
 def check_hyperparameters(*, lr, momentum, rule="classical", dampening=0.0,
-                          weight_decay=0.0, nonfinite="propagate"):
-    """Raises the error momentum_step would raise for these hyperparameters."""
+                          weight_decay=0.0, nonfinite="propagate", dtype=None):
+    """Raises the error momentum_step would raise for these hyperparameters (with
+    arrays of ``dtype``, float32 or float64, when given)."""
     cdef mc_hyper h
     _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
+    if dtype is not None and np.dtype(dtype) == np.float32:
+        _check_in_dtype(&h, MC_FLOAT32)
 
 
 # ---- arrays ------------------------------------------------------------------------
@@ -129,6 +157,7 @@ cdef enum:
     ROLE_W = 0
     ROLE_G = 1
     ROLE_S = 2
+    ROLE_P = 3  # per-weight momenta: read only, like g
 
 
 cdef tuple _ONE_NAMES = ("w", "g", "state")
@@ -137,9 +166,10 @@ cdef tuple _MANY_NAMES = ("ws", "gs", "states")
 
 cdef str _name(tuple names, int role, Py_ssize_t index):
     """The caller's name of an operand: names[role], indexed unless index < 0."""
+    name = "momenta" if role == ROLE_P else names[role]
     if index < 0:
-        return names[role]
-    return f"{names[role]}[{index}]"
+        return name
+    return f"{name}[{index}]"
 
 
 cdef str _where(str label, tuple names, int role, Py_ssize_t index):
@@ -182,7 +212,7 @@ def check_array(obj, *, name="w", writable=True):
 
 
 cdef int _fill(mc_buffer *b, object w, object g, object s, tuple names,
-               Py_ssize_t index) except -1:
+               Py_ssize_t index, object p=None) except -1:
     cdef cnp.ndarray aw = _checked(w, ROLE_W, None, names, index)
     cdef cnp.ndarray ag = _checked(g, ROLE_G, None, names, index)
     cdef cnp.ndarray as_ = _checked(s, ROLE_S, None, names, index)
@@ -198,6 +228,15 @@ cdef int _fill(mc_buffer *b, object w, object g, object s, tuple names,
     b.w = cnp.PyArray_DATA(aw)
     b.g = cnp.PyArray_DATA(ag)
     b.s = cnp.PyArray_DATA(as_)
+    b.p = NULL
+    cdef cnp.ndarray ap
+    if p is not None:
+        ap = _checked(p, ROLE_G, _name(names, ROLE_P, index))
+        if cnp.PyArray_TYPE(ap) != t or not _same_shape(aw, ap):
+            raise ValueError(f"{_name(names, ROLE_P, index)} must have the dtype and shape "
+                             f"of {_name(names, ROLE_W, index)}: {aw.dtype}"
+                             f"{(<object>aw).shape}, got {ap.dtype}{(<object>ap).shape}")
+        b.p = cnp.PyArray_DATA(ap)
     b.n = <size_t>cnp.PyArray_SIZE(aw)
     b.dtype = MC_FLOAT32 if t == cnp.NPY_FLOAT32 else MC_FLOAT64
     return 0
@@ -248,17 +287,23 @@ cdef int _check_disjoint(const mc_buffer *bufs, Py_ssize_t count, _extent *ext,
         ext[k + 2].lo = <size_t>bufs[i].s; ext[k + 2].hi = ext[k + 2].lo + width
         ext[k + 2].role = ROLE_S; ext[k + 2].index = i if many else -1
         k += 3
+        if bufs[i].p != NULL:
+            ext[k].lo = <size_t>bufs[i].p; ext[k].hi = ext[k].lo + width
+            ext[k].role = ROLE_P; ext[k].index = i if many else -1
+            k += 1
     qsort(ext, k, sizeof(_extent), _by_start)
+    cdef bint written
     cdef size_t end_any = 0, end_written = 0
     cdef Py_ssize_t last_any = -1, last_written = -1
     for i in range(k):
-        if ext[i].role != ROLE_G and ext[i].lo < end_any:
+        written = ext[i].role == ROLE_W or ext[i].role == ROLE_S
+        if written and ext[i].lo < end_any:
             _raise_shared(&ext[i], &ext[last_any], names)
-        if ext[i].role == ROLE_G and ext[i].lo < end_written:
+        if not written and ext[i].lo < end_written:
             _raise_shared(&ext[i], &ext[last_written], names)
         if ext[i].hi > end_any:
             end_any = ext[i].hi; last_any = i
-        if ext[i].role != ROLE_G and ext[i].hi > end_written:
+        if written and ext[i].hi > end_written:
             end_written = ext[i].hi; last_written = i
     return 0
 
@@ -274,7 +319,7 @@ cdef int _raise_shared(const _extent *a, const _extent *b, tuple names) except -
 
 
 def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
-                  weight_decay=0.0, nonfinite="propagate"):
+                  weight_decay=0.0, nonfinite="propagate", momenta=None):
     """One momentum step, in place on ``w`` and ``state``; ``g`` is only read.
 
     With ``g' = g + weight_decay*w``, ``rule`` is one of::
@@ -308,24 +353,40 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
         Coupled L2 weight decay, >= 0.
     nonfinite : {"propagate", "raise", "skip"}
         What a NaN or inf in ``g`` does: flow into ``w``; raise
-        FloatingPointError; or return False. With "raise" and "skip" ``w`` and
-        ``state`` are left bit for bit untouched.
+        FloatingPointError; or return False. With "raise" and "skip" the step
+        is first computed without writing: when any element of ``g``, or any new
+        value of ``w`` or ``state`` (an overflow of finite values), would be NaN
+        or inf, ``w`` and ``state`` are left bit for bit untouched, so a step that
+        is applied stays finite.
+    momenta : numpy.ndarray or None
+        Taken by ``qian`` only: the momentum of each weight, of ``w``'s shape and
+        dtype, read in the same pass (``state = momenta*state - lr*g' ; w = w +
+        state``); None uses ``momentum`` for every weight (then ``qian`` is
+        ``classical``). The caller keeps its values in (-1, 1) (momcore.SGD clips
+        them; the kernel does not look).
 
     Returns
     -------
     bool
         True when the step was applied.
 
-    Cost: one pass over memory (read w, g, state; write w, state), plus one read
-    of g with ``nonfinite`` "raise" or "skip". The GIL is released meanwhile.
+    lr, weight_decay and momentum must keep their meaning in the arrays' dtype:
+    with float32 arrays an lr or weight_decay beyond float32's range, or a
+    momentum that rounds to +-1, is a ValueError.
+
+    Cost: one pass over memory (read w, g, state; write w, state; read momenta
+    with ``qian``), plus one read of w, g and state (the dry run) with
+    ``nonfinite`` "raise" or "skip". The GIL is released meanwhile.
     """
     cdef mc_hyper h
     cdef mc_buffer b
-    cdef _extent ext[3]
+    cdef _extent ext[4]
     cdef int applied
     cdef int mode = _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
-    _fill(&b, w, g, state, _ONE_NAMES, -1)
+    _check_momenta_taken(rule, momenta)
+    _fill(&b, w, g, state, _ONE_NAMES, -1, momenta)
     _check_disjoint(&b, 1, ext, _ONE_NAMES, False)
+    _check_in_dtype(&h, b.dtype)
     if b.n == 0:
         return True
     with nogil:
@@ -333,18 +394,27 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     return _outcome(applied, mode)
 
 
+cdef int _check_momenta_taken(object rule, object momenta) except -1:
+    if momenta is not None and rule not in _MOMENTA_RULES:
+        which = ("rule " if len(_MOMENTA_RULES) == 1 else "rules ") + ", ".join(
+            map(repr, _MOMENTA_RULES))
+        raise ValueError(f"momenta is taken only by {which}; rule {rule!r} ignores it "
+                         f"(leave it None)")
+    return 0
+
+
 cdef object _outcome(int applied, int mode):
     if applied:
         return True
     if mode == RAISE:
         raise FloatingPointError(
-            "the gradient holds NaN or inf; w and state were left unchanged "
-            "(nonfinite='raise')")
+            "the gradient holds NaN or inf, or the step would overflow to inf; w and state "
+            "were left unchanged (nonfinite='raise')")
     return False
 
 
 def momentum_step_many(ws, gs, states, *, lr, momentum, rule="classical", dampening=0.0,
-                       weight_decay=0.0, nonfinite="propagate"):
+                       weight_decay=0.0, nonfinite="propagate", momenta=None):
     """momentum_step applied to lists of arrays in one C call (GIL released once).
 
     ``ws[i]``, ``gs[i]`` and ``states[i]`` follow the rules of momentum_step;
@@ -354,9 +424,12 @@ def momentum_step_many(ws, gs, states, *, lr, momentum, rule="classical", dampen
     """
     cdef mc_hyper h
     cdef int mode = _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
-    cdef list all_ws = [], all_gs = [], all_states = []
+    _check_momenta_taken(rule, momenta)
+    cdef list all_ws = [], all_gs = [], all_states = [], all_momenta = []
     _collect(all_ws, all_gs, all_states, ws, gs, states, _MANY_NAMES, -1)
-    return _step_arrays(all_ws, all_gs, all_states, &h, False, mode, _MANY_NAMES)
+    _collect_momenta(all_momenta, momenta, len(all_ws), -1)
+    return _step_arrays(all_ws, all_gs, all_states, &h, False, mode, _MANY_NAMES,
+                        all_momenta)
 
 
 _HYPER_KEYS = ("lr", "momentum", "rule", "dampening", "weight_decay")
@@ -389,7 +462,7 @@ def step_groups(groups, *, nonfinite="propagate", names=("ws", "gs", "states")):
         raise TypeError(f"groups must be a list or tuple of (ws, gs, states, hyper), got "
                         f"{type(groups).__name__}")
     groups = tuple(groups)
-    cdef list all_ws = [], all_gs = [], all_states = []
+    cdef list all_ws = [], all_gs = [], all_states = [], all_momenta = []
     cdef Py_ssize_t k, i, n_groups = len(groups), start = 0
     cdef mc_hyper *group_hypers = <mc_hyper *>PyMem_Malloc((n_groups + 1) * sizeof(mc_hyper))
     cdef mc_hyper *hypers = NULL
@@ -399,12 +472,13 @@ def step_groups(groups, *, nonfinite="propagate", names=("ws", "gs", "states")):
             raise MemoryError()
         for k in range(n_groups):
             group = groups[k]
-            if not (isinstance(group, (list, tuple)) and len(group) == 4):
+            if not (isinstance(group, (list, tuple)) and len(group) in (4, 5)):
                 raise TypeError(
                     f"groups[{k}] must be a tuple (ws, gs, states, hyper), got "
                     f"{type(group).__name__}"
                     + (f" of length {len(group)}" if isinstance(group, (list, tuple)) else ""))
-            ws, gs, states, hyper = group
+            ws, gs, states, hyper = group[:4]
+            momenta = group[4] if len(group) == 5 else None
             if not isinstance(hyper, dict):
                 raise TypeError(f"groups[{k}] hyper must be a dict, got "
                                 f"{type(hyper).__name__}")
@@ -420,7 +494,10 @@ def step_groups(groups, *, nonfinite="propagate", names=("ws", "gs", "states")):
                                    else [])))
             _parse_hyper(&group_hypers[k], hyper["lr"], hyper["momentum"], hyper["rule"],
                          hyper["dampening"], hyper["weight_decay"], "propagate")
+            _check_momenta_taken(hyper["rule"], momenta)
+            n_before = len(all_ws)
             _collect(all_ws, all_gs, all_states, ws, gs, states, names, k)
+            _collect_momenta(all_momenta, momenta, len(all_ws) - n_before, k)
             ends.append(len(all_ws))
         hypers = <mc_hyper *>PyMem_Malloc((len(all_ws) + 1) * sizeof(mc_hyper))
         if hypers == NULL:
@@ -429,7 +506,8 @@ def step_groups(groups, *, nonfinite="propagate", names=("ws", "gs", "states")):
             for i in range(start, <Py_ssize_t>ends[k]):
                 hypers[i] = group_hypers[k]
             start = ends[k]
-        return _step_arrays(all_ws, all_gs, all_states, hypers, True, mode, names)
+        return _step_arrays(all_ws, all_gs, all_states, hypers, True, mode, names,
+                            all_momenta)
     finally:
         PyMem_Free(group_hypers)
         PyMem_Free(hypers)
@@ -455,8 +533,25 @@ cdef int _collect(list all_ws, list all_gs, list all_states, object ws, object g
     return 0
 
 
+cdef int _collect_momenta(list all_momenta, object momenta, Py_ssize_t count,
+                          Py_ssize_t group) except -1:
+    """Appends a group's momenta arrays (None: count Nones) to all_momenta."""
+    if momenta is None:
+        all_momenta.extend([None] * count)
+        return 0
+    where = "" if group < 0 else f" of groups[{group}]"
+    if not isinstance(momenta, (list, tuple)):
+        raise TypeError(f"momenta{where} must be a list or tuple of numpy arrays, got "
+                        f"{type(momenta).__name__}")
+    if len(momenta) != count:
+        raise ValueError(f"momenta{where} must have one array per parameter; got "
+                         f"{len(momenta)} for {count}")
+    all_momenta.extend(momenta)
+    return 0
+
+
 cdef object _step_arrays(list ws, list gs, list states, const mc_hyper *hypers, bint each,
-                         int mode, tuple names):
+                         int mode, tuple names, list momenta):
     """The step behind momentum_step_many and step_groups: checks every operand
     (called by names, numbered in order), then one C call; array i takes
     hypers[i] with each, hypers[0] otherwise."""
@@ -465,13 +560,15 @@ cdef object _step_arrays(list ws, list gs, list states, const mc_hyper *hypers, 
         return True
     cdef int applied
     cdef mc_buffer *bufs = <mc_buffer *>PyMem_Malloc(count * sizeof(mc_buffer))
-    cdef _extent *ext = <_extent *>PyMem_Malloc(3 * count * sizeof(_extent))
+    cdef _extent *ext = <_extent *>PyMem_Malloc(4 * count * sizeof(_extent))
     try:
         if bufs == NULL or ext == NULL:
             raise MemoryError()
         for i in range(count):
-            _fill(&bufs[i], ws[i], gs[i], states[i], names, i)
+            _fill(&bufs[i], ws[i], gs[i], states[i], names, i, momenta[i])
         _check_disjoint(bufs, count, ext, names, True)
+        for i in range(count):
+            _check_in_dtype(&hypers[i if each else 0], bufs[i].dtype)
         with nogil:
             if each:
                 applied = mc_momentum_step_each(bufs, hypers, <size_t>count,
@@ -540,7 +637,7 @@ def have_openmp():
 def _stream5(w, g, s):
     """Benchmark roofline: w += g; s += g over the same five streams as a step."""
     cdef mc_buffer b
-    cdef _extent ext[3]
+    cdef _extent ext[4]
     _fill(&b, w, g, s, _ONE_NAMES, -1)
     _check_disjoint(&b, 1, ext, _ONE_NAMES, False)
     with nogil:
@@ -604,6 +701,8 @@ cdef class NetCore:
     cdef readonly Py_ssize_t max_batch
     cdef readonly double epoch_penalty  # the l2 part of the last train_epoch's sum of losses
     cdef list _workspace
+    cdef list _curvature_workspace
+    cdef mc_curvature_work _curvature_work
     cdef void **_act_ptrs
     cdef int _typenum
     cdef Py_ssize_t _n_in, _n_out
@@ -734,17 +833,72 @@ cdef class NetCore:
                                     x.shape[0], &correct)
         return loss, correct
 
-    def step(self, *, lr, momentum, rule="classical", dampening=0.0, weight_decay=0.0):
+    def curvature(self, X, T, out):
+        """out := the diagonal Gauss-Newton curvature of E, the mean loss over the rows
+        of X (Becker & LeCun's second-order back-propagation; see mc_mlp_curvature),
+        in the flat layout; from the same forward pass, grad := dE/dparams when this
+        NetCore has a gradient buffer.
+
+        Returns (E, the number of rows the accuracy mode counts correct). The
+        workspaces of the pass are made at the first call and kept."""
+        cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
+        cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
+        cdef cnp.ndarray c = _checked(out, ROLE_S, "out")
+        cdef double loss
+        cdef int64_t correct = 0
+        if (cnp.PyArray_TYPE(c) != self._typenum or c.ndim != 1
+                or c.shape[0] != <Py_ssize_t>self.net.n_params):
+            raise ValueError(f"out must be a 1-D {self.params.dtype} buffer of "
+                             f"{self.net.n_params} elements")
+        if (_overlap(c, self.params) or _overlap(c, self.state) or _overlap(c, x)
+                or _overlap(c, t) or (self.grad is not None and _overlap(c, self.grad))):
+            raise ValueError("out shares memory with another operand")
+        if x.shape[0] != t.shape[0] or not 0 < x.shape[0] <= self.max_batch:
+            raise ValueError(f"X and T must have the same number of rows, 1..{self.max_batch}")
+        if self._curvature_workspace is None:
+            sizes = self.sizes
+            rows = self.max_batch * int(sizes.max())
+            layer = max(int(sizes[i]) * int(sizes[i + 1]) for i in range(len(sizes) - 1))
+            self._curvature_workspace = [np.empty(rows, self.params.dtype),
+                                         np.empty(rows, self.params.dtype),
+                                         np.empty(max(rows, layer), self.params.dtype)]
+            self._curvature_work.h = cnp.PyArray_DATA(<cnp.ndarray>self._curvature_workspace[0])
+            self._curvature_work.h_below = cnp.PyArray_DATA(
+                <cnp.ndarray>self._curvature_workspace[1])
+            self._curvature_work.squares = cnp.PyArray_DATA(
+                <cnp.ndarray>self._curvature_workspace[2])
+        with nogil:
+            loss = mc_mlp_curvature(&self.net, &self._curvature_work, cnp.PyArray_DATA(x),
+                                    cnp.PyArray_DATA(t), x.shape[0], cnp.PyArray_DATA(c),
+                                    &correct)
+        return loss, correct
+
+    def step(self, *, lr, momentum, rule="classical", dampening=0.0, weight_decay=0.0,
+             momenta=None):
         """params, state := one momentum step with the gradient buffer, on the calling
-        thread (as the training loop does it; see mc_mlp_train_epoch)."""
+        thread (as the training loop does it; see mc_mlp_train_epoch); ``momenta`` as in
+        momentum_step (a flat buffer of the parameters' layout)."""
         cdef mc_hyper h
         cdef mc_buffer b
+        cdef cnp.ndarray ap
         _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, "propagate")
+        _check_momenta_taken(rule, momenta)
+        _check_in_dtype(&h, self.net.dtype)
         if self.grad is None:
             raise ValueError("this NetCore has no gradient buffer")
         b.w, b.g, b.s = self.net.params, self.net.grad, self.net.state
         b.n = self.net.n_params
         b.dtype = self.net.dtype
+        b.p = NULL
+        if momenta is not None:
+            ap = _checked(momenta, ROLE_G, "momenta")
+            if (cnp.PyArray_TYPE(ap) != self._typenum or ap.ndim != 1
+                    or ap.shape[0] != <Py_ssize_t>self.net.n_params):
+                raise ValueError(f"momenta must be a 1-D {self.params.dtype} buffer of "
+                                 f"{self.net.n_params} elements")
+            if (_overlap(ap, self.params) or _overlap(ap, self.state)):
+                raise ValueError("momenta shares memory with the parameters or the state")
+            b.p = cnp.PyArray_DATA(ap)
         with nogil:
             mc_momentum_step_threads(&b, 1, &h, 0, 1)
 
@@ -758,6 +912,7 @@ cdef class NetCore:
         of the sum is left in ``epoch_penalty``."""
         cdef mc_hyper h
         _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, "propagate")
+        _check_in_dtype(&h, self.net.dtype)
         cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
         cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
         cdef cnp.ndarray idx = _checked(order, ROLE_G, "order") \

@@ -28,6 +28,7 @@ cdef extern from "momcore_kernels.h" nogil:
         void *s
         size_t n
         int dtype
+        const void *p
 
     int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                          int check_finite)
@@ -98,6 +99,13 @@ cdef extern from "mlp.h" nogil:
     void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y)
     double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n,
                             int64_t *n_correct)
+    ctypedef struct mc_curvature_work:
+        void *h
+        void *h_below
+        void *squares
+
+    double mc_mlp_curvature(const mc_mlp *net, const mc_curvature_work *work, const void *X,
+                            const void *T, size_t n, void *curv, int64_t *n_correct)
     mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
                                      const int64_t *order, size_t n_order, size_t batch,
                                      const mc_hyper *hyper, int fold)

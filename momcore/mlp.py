@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import threading
-import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from momcore import _core
+from momcore import _checkpoint, _core
 from momcore import _mlp_numpy as ref
 from momcore import _network as layout
 from momcore import training
@@ -27,8 +25,8 @@ from momcore.training import History
 
 __all__ = ["MLP", "History"]
 
-FORMAT = "momcore.MLP"
-FORMAT_VERSION = 1
+FORMAT = _checkpoint.FORMAT
+FORMAT_VERSION = _checkpoint.FORMAT_VERSION
 BACKENDS = ("c", "numpy")
 _PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend
 
@@ -304,6 +302,39 @@ class MLP:
         dW, db = layout.views(grad, self.sizes)
         return dW, db
 
+    def curvature(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(cW, cb): the diagonal of the Gauss-Newton matrix of E, the mean loss over X,
+        per weight and bias, shaped like :meth:`gradients`.
+
+        Becker and LeCun's second-order back-propagation, computed in the compiled
+        backward pass (the numpy backend: :func:`momcore._mlp_numpy.curvature`): each
+        unit's ``d^2E/dz^2`` is back-propagated with the off-diagonal terms and the
+        ``f''`` terms dropped, and ``c(W[k,j]) = mean over rows of a_k^2 h_j``. The
+        output layer's ``h`` is ``y (1 - y)`` for softmax + cross-entropy (the diagonal
+        of ``diag(y) - y y^T``) and for sigmoid + binary cross-entropy, ``(y (1 - y))^2``
+        for sigmoid + squared error, 1 for identity + squared error. Every entry is
+        >= 0; it equals the exact Hessian diagonal for identity units with squared error
+        and at most one hidden layer (tests/test_curvature.py measures how close it is
+        elsewhere). These are the curvatures k_i of Qian's Eq. 25 per weight.
+        """
+        X = self.check_inputs(X)
+        T = self.encode_targets(y, X.shape[0])
+        curv = np.empty_like(self.params)
+        if self.backend == "numpy":
+            ref.curvature(self.params, self.sizes, X, T, self.hidden, self.output, curv,
+                          loss=self.loss_name)
+        else:
+            rows = min(X.shape[0], _PREDICT_ROWS)
+            core = _core.NetCore(self.params, self.optimizer_state, None, self.sizes,
+                                 self.hidden, self.output, rows, loss=self.loss_name)
+            part = np.empty_like(self.params)
+            curv.fill(0)
+            for start in range(0, X.shape[0], rows):  # the mean over chunks of rows
+                stop = min(start + rows, X.shape[0])
+                core.curvature(X[start:stop], T[start:stop], part)
+                curv += part * ((stop - start) / X.shape[0])
+        return layout.views(curv, self.sizes)
+
     def gradient_kernel(self, grad: np.ndarray, max_rows: int, *,
                         accuracy: str | None = None, l2: float | None = None) -> Any:
         """The passes of this network writing into the flat buffer ``grad``, for
@@ -391,13 +422,24 @@ class MLP:
                 self.encode_targets(settings.validation_data[1], X_val.shape[0])
             hyper = checked_hyperparameters(dict(
                 **training.schedule_values(settings, self.epochs, self.steps),
-                rule=rule, dampening=dampening, weight_decay=weight_decay))
+                rule=rule, dampening=dampening, weight_decay=weight_decay), dtype=self.dtype)
         except (TypeError, ValueError) as exc:
             error = exc
         trainer.agree_on(error)
+        # A failure before the first step (the runner's own checks) leaves the model as
+        # it was: the previous optimizer (its state untouched) and history.
+        previous = (self.optimizer, dict(self.optimizer.param_groups[0]), self.history_,
+                    self.optimizer.steps, self.epochs)
         self._use_rule(hyper)
-        return training.fit_loop(self, X, T, settings, accuracy=self._accuracy(y),
-                                 trainer=trainer)
+        try:
+            return training.fit_loop(self, X, T, settings, accuracy=self._accuracy(y),
+                                     trainer=trainer)
+        except BaseException as exc:
+            if (not isinstance(exc, FloatingPointError)
+                    and (self.optimizer.steps, self.epochs) == previous[3:]):
+                self.optimizer, groups, self.history_ = previous[:3]
+                dict.update(self.optimizer.param_groups[0], groups)
+            raise
 
     def _use_rule(self, hyper: dict[str, Any]) -> None:
         """The optimizer for hyper: the same one with new hyperparameters, or a fresh
@@ -414,6 +456,10 @@ class MLP:
                     accuracy: str) -> training.Runner:
         """The runner that trains this network on (X, T) in batches of at most
         ``batch`` rows (see :class:`momcore.training.Runner`)."""
+        if self.optimizer.momenta is not None:  # rule "qian": curvature every few steps
+            if self._grad is None:
+                self._grad = np.zeros_like(self.params)
+            return _CurvatureRunner(self, X, T, batch, accuracy)
         if self.backend == "numpy":
             if self._grad is None:
                 self._grad = np.zeros_like(self.params)
@@ -455,76 +501,43 @@ class MLP:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes weights, optimizer state and generator state to ``path`` (.npz with
         JSON metadata, no pickle), atomically: a temporary file in the same directory,
-        then a rename, so an interrupted save never leaves a half-written file."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        tmp = os.path.join(directory, f".momcore-{secrets.token_hex(8)}.tmp")
-        # the mode a plain open() would give: 0o666 less the umask
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, params=self.params, state=self.optimizer_state,
-                         metadata=np.array(json.dumps(self._metadata())))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        then a rename, so an interrupted save never leaves a half-written file.
+
+        ``path`` must be a regular file or not exist: a directory, FIFO, device or
+        socket is refused. Re-saving over a file keeps its permission bits; a save
+        removes the temporary files that saves killed half-way left in the directory
+        (see :mod:`momcore._checkpoint`)."""
+        _checkpoint.write(path, {"params": self.params, "state": self.optimizer_state,
+                                 "metadata": np.array(json.dumps(self._metadata()))})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MLP:
         """A model saved by :meth:`save`; training continues exactly where it stopped.
 
-        Never executes code from the file. A corrupt, truncated or mismatched file
-        raises ValueError naming the problem."""
-        try:
-            with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-                files = set(data.files)
-                if {"params", "state", "metadata"} <= files:
-                    meta = json.loads(str(data["metadata"][()]))
-                    params, state = data["params"], data["state"]
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
-        except (ValueError, zipfile.BadZipFile, EOFError, KeyError, TypeError,
-                OSError) as exc:
-            # numpy's own ValueError for object arrays suggests allow_pickle: never that.
-            if "allow_pickle" in str(exc) and zipfile.is_zipfile(path):
-                raise ValueError(f"{path}: holds object arrays (pickled data), which momcore "
-                                 f"never loads") from None
-            raise ValueError(f"{path}: corrupt or truncated model file "
-                             f"({type(exc).__name__})") from None
-        missing = {"params", "state", "metadata"} - files
-        if missing:
-            raise ValueError(f"{path}: not a momcore model file (missing {sorted(missing)})")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a momcore model file")
-        if meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: model file version {meta.get('version')} is not "
-                             f"supported (this momcore reads version {FORMAT_VERSION})")
-        try:
-            net = cls(meta["sizes"], hidden=meta["hidden"], output=meta["output"],
-                      loss=meta.get("loss"), l2=meta.get("l2", 0.0), dtype=meta["dtype"],
-                      seed=meta["seed"],
-                      backend=meta["backend"])
-            n, dt = net.n_params, net.dtype
-            for name, arr in (("params", params), ("state", state)):
-                if arr.shape != (n,) or arr.dtype != dt:
-                    raise ValueError(f"{name} is {arr.dtype}{list(arr.shape)}, expected "
-                                     f"{dt}[{n}] for sizes {net.sizes}")
-            for key in ("steps", "epochs"):
-                if type(meta[key]) is not int or meta[key] < 0:
-                    raise ValueError(f"{key} must be a non-negative integer, got {meta[key]!r}")
-            rule = "classical" if meta["state_rule"] is None else meta["state_rule"]
-            check_name("rule", rule, "state_rule")
-            net.rng.bit_generator.state = meta["rng"]
-            net.optimizer = SGD([net.params], lr=0.1, rule=rule, backend=net.backend)
-            net.optimizer.steps, net.epochs = meta["steps"], meta["epochs"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: mismatched model file ({exc})") from None
-        np.copyto(net.params, params)
-        np.copyto(net.optimizer_state, state)
+        Safe on any file: never executes code from it, reads only a regular file,
+        checks the metadata and every array's header against each other before
+        allocating anything, and allocates no more than the file holds. A corrupt,
+        truncated, hostile or mismatched file raises ValueError
+        (:class:`momcore._checkpoint.CheckpointError`) naming the problem; a missing or
+        unreadable path raises the usual OSError."""
+        with _checkpoint.Reader(path) as reader:
+            meta = reader.metadata()
+            n, dtype = layout.n_params(meta["sizes"]), meta["dtype"]
+            for name in ("params", "state"):
+                reader.check_array(name, dtype, n)
+            # Only now, with the arrays' sizes known to be in the file, is anything made.
+            try:
+                net = cls(meta["sizes"], hidden=meta["hidden"], output=meta["output"],
+                          loss=meta.get("loss"), l2=meta.get("l2", 0.0), dtype=dtype,
+                          seed=meta["seed"], backend=meta["backend"])
+                rule = "classical" if meta.get("state_rule") is None else meta["state_rule"]
+                net.rng.bit_generator.state = meta["rng"]
+                net.optimizer = SGD([net.params], lr=0.1, rule=rule, backend=net.backend)
+                net.optimizer.steps, net.epochs = meta["steps"], meta["epochs"]
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise reader.error(f"mismatched model file ({exc})") from None
+            reader.read_into("params", net.params)
+            reader.read_into("state", net.optimizer_state)
         return net
 
 
@@ -564,6 +577,57 @@ class _NumpyRunner:
                 accuracy=self.accuracy, l2=net.l2, **net.optimizer.hyperparameters())
         net.optimizer.steps += result[2]
         return result
+
+
+class _CurvatureRunner:
+    """Runs of batches for per-weight momentum (rule "qian"): per batch one forward
+    pass and the gradient, with the diagonal Gauss-Newton curvature from the same
+    pass every ``optimizer.per_weight.every`` steps, fed to
+    ``optimizer.observe_curvature``; then one step of the optimizer, whose kernel
+    reads the per-weight momenta. The batch loop runs in Python (one or two C calls
+    per batch), so it suits mini-batches better than online learning."""
+
+    def __init__(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
+                 accuracy: str) -> None:
+        self.net, self.X, self.T, self.accuracy = net, X, T, accuracy
+        self.n_rows = X.shape[0]
+        self.curv = np.zeros_like(net.params)
+        self.core = None if net.backend == "numpy" else _core.NetCore(
+            net.params, net.optimizer_state, net._grad, net.sizes, net.hidden, net.output,
+            batch, loss=net.loss_name, accuracy=accuracy)
+
+    def _pass(self, X: np.ndarray, T: np.ndarray, curvature: bool) -> tuple[float, int]:
+        net = self.net
+        if self.core is not None:
+            if curvature:
+                return self.core.curvature(X, T, self.curv)
+            return self.core.gradients(X, T)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if curvature:
+                ref.curvature(net.params, net.sizes, X, T, net.hidden, net.output,
+                              self.curv, loss=net.loss_name)
+            loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
+                                 net._grad, loss=net.loss_name)
+            out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
+        return loss, layout.count_correct(out, T, self.accuracy)
+
+    def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
+        optimizer = self.net.optimizer
+        every = optimizer.per_weight.every
+        sum_loss, correct, steps = 0.0, 0, 0
+        for start in range(0, rows.shape[0], batch):
+            chunk = rows[start:start + batch]
+            curvature = optimizer.steps % every == 0
+            loss, right = self._pass(self.X[chunk], self.T[chunk], curvature)
+            correct += right
+            if not np.isfinite(loss):
+                return sum_loss, correct, steps, True
+            sum_loss += loss * chunk.shape[0]
+            if curvature:
+                optimizer.observe_curvature([self.curv])
+            optimizer.step([self.net._grad])
+            steps += 1
+        return sum_loss, correct, steps, False
 
 
 class _CompiledKernel:

@@ -14,6 +14,7 @@ import numpy as np
 
 from momcore import _core
 from momcore import reference as _reference
+from momcore.curvature import PerWeightMomentum
 from momcore.registry import check_name
 
 HYPERPARAMETERS = ("lr", "momentum", "rule", "dampening", "weight_decay")
@@ -23,12 +24,14 @@ _NAMES = ("params", "grads", "state")  # what the kernel's messages call the ope
 BACKENDS = ("c", "numpy")
 
 
-def checked_hyperparameters(hyper: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    """hyper's five hyperparameters, checked by the kernel's own rules, numbers as
-    floats; errors start with ``where`` (e.g. "param_groups[1]: ")."""
+def checked_hyperparameters(hyper: Mapping[str, Any], where: str = "",
+                            dtype: Any = None) -> dict[str, Any]:
+    """hyper's five hyperparameters, checked by the kernel's own rules (in arrays of
+    ``dtype`` when given), numbers as floats; errors start with ``where`` (e.g.
+    "param_groups[1]: ")."""
     values = {key: hyper[key] for key in HYPERPARAMETERS}
     try:
-        _core.check_hyperparameters(**values)
+        _core.check_hyperparameters(**values, dtype=dtype)
     except (TypeError, ValueError) as exc:
         if not where:
             raise
@@ -97,6 +100,10 @@ class SGD:
         gradient of every group is checked before anything is written.
     backend : {"c", "numpy"}
         "numpy" steps with :mod:`momcore.reference` (the ground truth, slower).
+    per_weight : PerWeightMomentum or None
+        With ``rule="qian"``: how curvatures observed by :meth:`observe_curvature`
+        become one momentum per weight (None: ``PerWeightMomentum()``). Until the
+        first observation every weight uses its group's ``momentum``.
 
     Attributes
     ----------
@@ -106,6 +113,10 @@ class SGD:
         Every parameter and its state buffer, group after group.
     steps : int
         Steps applied (a skipped step does not count).
+    momenta, curvature : list of numpy.ndarray or None
+        With ``rule="qian"``: each parameter's per-weight momentum (read by the kernel
+        in the step's pass) and the running curvature estimate behind it; None for
+        the other rules.
 
     ``opt.lr`` and ``opt.momentum`` read the value all groups share and set it in
     every group (schedules). One optimizer steps in one thread at a time: a
@@ -115,7 +126,8 @@ class SGD:
     def __init__(self, params: Sequence[np.ndarray] | Sequence[Mapping[str, Any]], *,
                  lr: float, momentum: float = 0.0, rule: str = "classical",
                  dampening: float = 0.0, weight_decay: float = 0.0,
-                 nonfinite: str = "propagate", backend: str = "c") -> None:
+                 nonfinite: str = "propagate", backend: str = "c",
+                 per_weight: PerWeightMomentum | None = None) -> None:
         if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
             raise TypeError("params must be a list or tuple of numpy arrays or of parameter "
                             f"groups (dicts), got {type(params).__name__}")
@@ -138,6 +150,21 @@ class SGD:
         for i, spec in enumerate(specs):
             self.param_groups.append(self._group(spec, i if len(specs) > 1 else None))
         self.state: list[np.ndarray] = [np.zeros_like(p) for p in self.params]
+        self.momenta: list[np.ndarray] | None = None
+        self.curvature: list[np.ndarray] | None = None
+        self.curvature_observations = 0
+        if per_weight is not None and not isinstance(per_weight, PerWeightMomentum):
+            raise TypeError(f"per_weight must be a momcore.curvature.PerWeightMomentum, got "
+                            f"{type(per_weight).__name__}")
+        if any(g["rule"] == "qian" for g in self.param_groups):
+            if len({g["rule"] for g in self.param_groups}) > 1:
+                raise ValueError("rule 'qian' is per optimizer: every group must use it")
+            self.per_weight = per_weight or PerWeightMomentum()
+            self.momenta = [np.full_like(p, g["momentum"]) for g in self.param_groups
+                            for p in g["params"]]
+            self.curvature = [np.zeros(p.shape, np.float64) for p in self.params]
+        elif per_weight is not None:
+            raise ValueError("per_weight is taken only by rule 'qian'")
         self._nonfinite = nonfinite
         self.backend = backend
         self.steps = 0
@@ -269,12 +296,44 @@ class SGD:
         self.steps += applied
         return applied
 
+    def observe_curvature(self, diagonals: Iterable[np.ndarray]) -> None:
+        """Updates the per-weight momenta (``rule="qian"``) from one observation of the
+        curvature: ``diagonals[i]`` holds d^2E/dw^2 (or the Gauss-Newton diagonal,
+        :meth:`momcore.MLP.curvature`) for every element of ``params[i]``, >= 0.
+        The estimate is smoothed over observations and the momenta follow
+        :class:`momcore.curvature.PerWeightMomentum` with each group's current lr.
+        Cost: a few passes over the parameters in numpy."""
+        if self.curvature is None:
+            raise ValueError(f"observe_curvature needs rule 'qian'; this optimizer uses "
+                             f"{self.param_groups[0]['rule']!r}")
+        diagonals = [np.asarray(d) for d in diagonals]
+        if len(diagonals) != len(self.params) or any(
+                d.shape != p.shape for d, p in zip(diagonals, self.params)):
+            raise ValueError("diagonals must hold one array per parameter, of its shape")
+        self.curvature_observations += 1
+        self.per_weight.update_estimates(self.curvature, diagonals,
+                                         self.curvature_observations)
+        self._refresh_momenta()
+
+    def _refresh_momenta(self) -> None:
+        lrs = [g["lr"] for g in self.param_groups for _ in g["params"]]
+        self.per_weight.momenta(self.momenta, self.curvature, lrs,
+                                self.curvature_observations)
+        self._momenta_lrs = [g["lr"] for g in self.param_groups]
+
     def _apply(self, grads: list[np.ndarray]) -> bool:
+        if (self.momenta is not None and self.curvature_observations
+                and [g["lr"] for g in self.param_groups] != self._momenta_lrs):
+            self._refresh_momenta()  # a schedule changed an lr, and p* depends on it
         groups, start = [], 0
         for g in self.param_groups:
             stop = start + len(g["params"])
-            groups.append((self.params[start:stop], grads[start:stop], self.state[start:stop],
-                           self.hyperparameters(len(groups))))
+            group = (self.params[start:stop], grads[start:stop], self.state[start:stop],
+                     self.hyperparameters(len(groups)))
+            if self.momenta is not None and self.curvature_observations:
+                # before the first observation the group's momentum serves every weight
+                group += (self.momenta[start:stop],)
+            groups.append(group)
             start = stop
         if self.backend == "c":
             return _core.step_groups(groups, nonfinite=self.nonfinite, names=_NAMES)
@@ -297,8 +356,12 @@ class SGD:
             groups.append({**{k: v for k, v in g.items() if k != "params"},
                            "params": list(range(start, start + n))})
             start += n
+        extra = {} if self.momenta is None else {
+            "momenta": [p.copy() for p in self.momenta],
+            "curvature": [k.copy() for k in self.curvature],
+            "curvature_observations": self.curvature_observations}
         return {**self.defaults, "nonfinite": self.nonfinite, "steps": self.steps,
-                "state": [s.copy() for s in self.state], "param_groups": groups}
+                "state": [s.copy() for s in self.state], "param_groups": groups, **extra}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restores a :meth:`state_dict` of an optimizer over parameters of the same
@@ -332,7 +395,23 @@ class SGD:
                 raise ValueError(f"state[{i}] is {theirs.dtype}{list(theirs.shape)}; "
                                  f"expected {mine.dtype}{list(mine.shape)}")
         groups = self._loaded_groups(d.get("param_groups"), defaults)
+        per_weight = None
+        if self.momenta is not None and "momenta" in d:
+            per_weight = ([np.asarray(a) for a in d["momenta"]],
+                          [np.asarray(a) for a in d["curvature"]],
+                          int(d["curvature_observations"]))
+            for mine, theirs in zip(self.momenta + self.curvature,
+                                    per_weight[0] + per_weight[1]):
+                if theirs.shape != mine.shape:
+                    raise ValueError("state_dict['momenta'] or ['curvature'] does not match "
+                                     "the parameters")
         # Everything is checked: only now does anything change.
+        if per_weight is not None:
+            for mine, theirs in zip(self.momenta + self.curvature,
+                                    per_weight[0] + per_weight[1]):
+                np.copyto(mine, theirs)
+            self.curvature_observations = per_weight[2]
+            self._momenta_lrs = [g["lr"] for g in groups]
         for mine, theirs in zip(self.state, saved):
             np.copyto(mine, theirs)
         for mine, theirs in zip(self.param_groups, groups):

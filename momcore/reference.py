@@ -18,6 +18,7 @@ from momcore import registry
 RULES = tuple(registry.RULES)
 NONFINITE = registry.NONFINITE
 _DAMPENING_RULES = registry.rules_taking("dampening")
+_MOMENTA_RULES = registry.rules_taking("momenta")
 
 
 def _real(x: object, name: str) -> float:
@@ -112,7 +113,34 @@ def _raise_shared(a: str, b: str) -> None:
                      f"must not overlap any other operand")
 
 
-def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay) -> None:
+def _check_momenta(rule, momenta, ws, group=None) -> list:
+    """One momenta array (or None) per w, checked against it."""
+    if momenta is None:
+        return [None] * len(ws)
+    if rule not in _MOMENTA_RULES:
+        which = (("rule " if len(_MOMENTA_RULES) == 1 else "rules ")
+                 + ", ".join(map(repr, _MOMENTA_RULES)))
+        raise ValueError(f"momenta is taken only by {which}; rule {rule!r} ignores it "
+                         f"(leave it None)")
+    where = "" if group is None else f" of groups[{group}]"
+    if not isinstance(momenta, (list, tuple)):
+        raise TypeError(f"momenta{where} must be a list or tuple of numpy arrays, got "
+                        f"{type(momenta).__name__}")
+    if len(momenta) != len(ws):
+        raise ValueError(f"momenta{where} must have one array per parameter; got "
+                         f"{len(momenta)} for {len(ws)}")
+    for i, (p, w) in enumerate(zip(momenta, ws)):
+        _check_array(p, "momenta", False)
+        if p.dtype != w.dtype or p.shape != w.shape:
+            raise ValueError(f"momenta must have the dtype and shape of w: "
+                             f"{w.dtype}{w.shape}, got {p.dtype}{p.shape}")
+        if p.size and any(np.shares_memory(p, other) for other in ws):
+            raise ValueError(f"momenta and w share memory; w and state are written in "
+                             f"place and must not overlap any other operand")
+    return list(momenta)
+
+
+def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay, momenta=None) -> None:
     """One step of `rule` in place. The operation order is the C kernel's
     (src_c/kernel_impl.h), written out per rule in momcore_kernels.h: each
     right-hand side evaluated as its parentheses and left-to-right reading give,
@@ -121,7 +149,12 @@ def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay) -> None:
     lr_, mom = t(lr), t(momentum)
     if weight_decay != 0.0:
         g = g + t(weight_decay) * w
-    if rule in ("classical", "nesterov"):
+    if rule == "qian":
+        # s = p*s - lr*g' ; w = w + s, p the per-weight momenta (or momentum)
+        state *= mom if momenta is None else momenta
+        state -= lr_ * g
+        w += state
+    elif rule in ("classical", "nesterov"):
         state *= mom
         state -= lr_ * g
         if rule == "classical":
@@ -148,22 +181,26 @@ def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay) -> None:
 
 def momentum_step(w: np.ndarray, g: np.ndarray, state: np.ndarray, *, lr: float,
                   momentum: float, rule: str = "classical", dampening: float = 0.0,
-                  weight_decay: float = 0.0, nonfinite: str = "propagate") -> bool:
+                  weight_decay: float = 0.0, nonfinite: str = "propagate",
+                  momenta: np.ndarray | None = None) -> bool:
     """One momentum step in place on w and state (see momcore.momentum_step)."""
     hyper = _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite)
+    ps = _check_momenta(rule, None if momenta is None else [momenta], [w])
     _check_operands([(w, g, state)], many=False)
-    return _step_all([(w, g, state)], [(rule, *hyper)], nonfinite)
+    return _step_all([(w, g, state)], [(rule, *hyper)], nonfinite, ps)
 
 
 def momentum_step_many(ws: Sequence[np.ndarray], gs: Sequence[np.ndarray],
                        states: Sequence[np.ndarray], *, lr: float, momentum: float,
                        rule: str = "classical", dampening: float = 0.0,
-                       weight_decay: float = 0.0, nonfinite: str = "propagate") -> bool:
+                       weight_decay: float = 0.0, nonfinite: str = "propagate",
+                       momenta: Sequence[np.ndarray] | None = None) -> bool:
     """momentum_step over lists of arrays; all or none updated (see momcore)."""
     hyper = _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite)
     triples = _collect(ws, gs, states, ("ws", "gs", "states"), None)
+    ps = _check_momenta(rule, momenta, [t[0] for t in triples])
     _check_operands(triples, many=True)
-    return _step_all(triples, [(rule, *hyper)] * len(triples), nonfinite)
+    return _step_all(triples, [(rule, *hyper)] * len(triples), nonfinite, ps)
 
 
 _HYPER_KEYS = ("lr", "momentum", "rule", "dampening", "weight_decay")
@@ -182,13 +219,15 @@ def step_groups(groups: Sequence[tuple], *, nonfinite: str = "propagate",
                         f"{type(groups).__name__}")
     triples: list[tuple] = []
     hypers: list[tuple] = []
+    ps: list = []
     for k, group in enumerate(groups):
-        if not (isinstance(group, (list, tuple)) and len(group) == 4):
+        if not (isinstance(group, (list, tuple)) and len(group) in (4, 5)):
             raise TypeError(f"groups[{k}] must be a tuple (ws, gs, states, hyper), got "
                             f"{type(group).__name__}"
                             + (f" of length {len(group)}" if isinstance(group, (list, tuple))
                                else ""))
-        ws, gs, states, hyper = group
+        ws, gs, states, hyper = group[:4]
+        momenta = group[4] if len(group) == 5 else None
         if not isinstance(hyper, dict):
             raise TypeError(f"groups[{k}] hyper must be a dict, got {type(hyper).__name__}")
         missing = [key for key in _HYPER_KEYS if key not in hyper]
@@ -202,10 +241,11 @@ def step_groups(groups: Sequence[tuple], *, nonfinite: str = "propagate",
         checked = _check_hyper(hyper["lr"], hyper["momentum"], hyper["rule"],
                                hyper["dampening"], hyper["weight_decay"], "propagate")
         group_triples = _collect(ws, gs, states, names, k)
+        ps += _check_momenta(hyper["rule"], momenta, [t[0] for t in group_triples], k)
         triples += group_triples
         hypers += [(hyper["rule"], *checked)] * len(group_triples)
     _check_operands(triples, many=True, names=names)
-    return _step_all(triples, hypers, nonfinite)
+    return _step_all(triples, hypers, nonfinite, ps)
 
 
 def _collect(ws, gs, states, names, group) -> list[tuple]:
@@ -220,14 +260,59 @@ def _collect(ws, gs, states, names, group) -> list[tuple]:
     return list(zip(ws, gs, states))
 
 
-def _step_all(triples, hypers, nonfinite) -> bool:
-    """triples[i] stepped with hypers[i] = (rule, lr, momentum, dampening, weight_decay)."""
-    if nonfinite != "propagate" and not all(np.isfinite(g).all() for _, g, _ in triples):
-        if nonfinite == "raise":
-            raise FloatingPointError("the gradient holds NaN or inf; w and state were left "
-                                     "unchanged (nonfinite='raise')")
-        return False
-    for (w, g, s), (rule, lr, momentum, dampening, weight_decay) in zip(triples, hypers):
+_F32_OVERFLOW = 2.0**128 - 2.0**103  # float32 rounds |x| >= this to inf
+_F32_BELOW_ONE = 1.0 - 2.0**-25  # and 1 - 2**-25 <= |x| < 1 to 1
+
+
+def _check_in_dtype(dtype: np.dtype, lr: float, momentum: float, weight_decay: float) -> None:
+    """The hyperparameters must keep their meaning in the arrays' dtype."""
+    if dtype != np.float32:
+        return
+    if lr >= _F32_OVERFLOW:
+        raise ValueError(f"lr={lr!r} is beyond the range of float32, the dtype of the "
+                         f"arrays (the step computes in it)")
+    if weight_decay >= _F32_OVERFLOW:
+        raise ValueError(f"weight_decay={weight_decay!r} is beyond the range of float32, "
+                         f"the dtype of the arrays (the step computes in it)")
+    if not -_F32_BELOW_ONE < momentum < _F32_BELOW_ONE:
+        raise ValueError(f"momentum={momentum!r} rounds to {1 if momentum > 0 else -1} in "
+                         f"float32, the dtype of the arrays; it must lie in (-1, 1)")
+
+
+NONFINITE_MESSAGE = ("the gradient holds NaN or inf, or the step would overflow to inf; w "
+                     "and state were left unchanged (nonfinite='raise')")
+
+
+def _step_all(triples, hypers, nonfinite, momenta=None) -> bool:
+    """triples[i] stepped with hypers[i] = (rule, lr, momentum, dampening, weight_decay)
+    and, for qian, the per-weight momenta[i] (or None).
+
+    With nonfinite "raise" or "skip" the step is first computed on copies: if any
+    gradient element, or any new value of w or state, is NaN or inf, nothing is
+    written."""
+    for (w, _, _), (_, lr, momentum, _, weight_decay) in zip(triples, hypers):
+        _check_in_dtype(w.dtype, lr, momentum, weight_decay)
+    momenta = [None] * len(triples) if momenta is None else momenta
+    if nonfinite != "propagate":
+        results = []
+        with np.errstate(all="ignore"):
+            for (w, g, s), (rule, lr, momentum, dampening, weight_decay), p in zip(
+                    triples, hypers, momenta):
+                w2, s2 = w.copy(), s.copy()
+                if w.size:
+                    _apply(w2, g, s2, rule, lr, momentum, dampening, weight_decay, p)
+                if not (np.isfinite(g).all() and np.isfinite(w2).all()
+                        and np.isfinite(s2).all()):
+                    if nonfinite == "raise":
+                        raise FloatingPointError(NONFINITE_MESSAGE)
+                    return False
+                results.append((w2, s2))
+        for (w, _, s), (w2, s2) in zip(triples, results):
+            np.copyto(w, w2)
+            np.copyto(s, s2)
+        return True
+    for (w, g, s), (rule, lr, momentum, dampening, weight_decay), p in zip(triples, hypers,
+                                                                         momenta):
         if w.size:
-            _apply(w, g, s, rule, lr, momentum, dampening, weight_decay)
+            _apply(w, g, s, rule, lr, momentum, dampening, weight_decay, p)
     return True

@@ -21,6 +21,8 @@ class Rule:
     state: str
     step: str
     takes_dampening: bool = False
+    takes_momenta: bool = False
+    """Whether the rule reads a per-weight momentum buffer (``momenta``)."""
     lr_in_state: bool = True
     """Whether the state holds lr-scaled steps (a changed lr affects new gradients
     only) or raw gradients (a changed lr rescales the whole history)."""
@@ -42,6 +44,9 @@ RULES: dict[str, Rule] = {
              "step = -lr*g' ; w = w + step + momentum*s ; s = step"),
         Rule("nesterov_velocity", "the velocity v (lr outside)",
              "s = momentum*s + g' ; w = w - lr*(g' + momentum*s)", lr_in_state=False),
+        Rule("qian", "the previous weight change Delta",
+             "s = momenta*s - lr*g' ; w = w + s  (momenta: one momentum per weight; "
+             "None: momentum for all, i.e. classical)", takes_momenta=True),
     )
 }
 """Update rules by name; ``g' = g + weight_decay*w``."""

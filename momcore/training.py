@@ -223,11 +223,13 @@ def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
     batch = min(settings.batch_size, n)
     history = net.history_ = History()
     monitor = _Monitor(net, settings)
+    epoch_start = _Snapshot(net)
     for _ in range(settings.epochs):
         epoch = net.epochs
         order = trainer.epoch_order(net, n, settings.shuffle)
         start = time.perf_counter()
         lr, momentum = set_hyperparameters(optimizer, settings, epoch, optimizer.steps)
+        epoch_start.take()
         if settings.per_step:
             sum_loss, correct, steps, stopped = 0.0, 0, 0, False
             for b0 in range(0, n, batch):
@@ -241,12 +243,18 @@ def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
                     break
         else:
             sum_loss, correct, steps, stopped = runner.run(order, batch)
+        # A step whose loss was finite may still overflow the weights (a huge lr):
+        # caught here, once per epoch, and undone back to the last finite step.
+        if not epoch_start.finite_now():
+            steps = _back_to_last_finite_step(net, runner, order, batch, settings,
+                                              epoch_start)
+            stopped = True
         if stopped:
             history.stopped = "nonfinite"
             raise FloatingPointError(
-                f"the training loss became non-finite in epoch {epoch + 1} after {steps} "
-                f"steps; training stopped and the weights of the last finite step "
-                f"were kept (try a smaller lr)")
+                f"the training loss or the weights became non-finite in epoch {epoch + 1} "
+                f"after {steps} steps; training stopped and the weights of the last finite "
+                f"step were kept (try a smaller lr)")
         seconds = time.perf_counter() - start
         net.epochs += 1
         logs = {"loss": sum_loss / n, "seconds": seconds, "lr": lr, "momentum": momentum}
@@ -280,6 +288,63 @@ def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
         history.stopped = "epochs"
     history.best_epoch = monitor.restore(history.stopped)
     return history
+
+
+class _Snapshot:
+    """A copy of the weights, the optimizer state and the step count (buffers made
+    once, on the first take)."""
+
+    def __init__(self, net: MLP) -> None:
+        self.net = net
+        self.copies: list[np.ndarray] | None = None
+        self.steps = 0
+
+    def _arrays(self) -> list[np.ndarray]:
+        return [self.net.params, *self.net.optimizer.state]
+
+    def take(self) -> None:
+        if self.copies is None:
+            self.copies = [a.copy() for a in self._arrays()]
+        else:
+            for mine, theirs in zip(self.copies, self._arrays()):
+                np.copyto(mine, theirs)
+        self.steps = self.net.optimizer.steps
+
+    def restore(self) -> None:
+        assert self.copies is not None
+        for mine, theirs in zip(self.copies, self._arrays()):
+            np.copyto(theirs, mine)
+        self.net.optimizer.steps = self.steps
+
+    def finite_now(self) -> bool:
+        """Whether the model's weights and state are all finite. A NaN or inf makes a
+        sum non-finite, so one finite sum settles it cheaply; only a non-finite sum
+        (or an overflowing one) looks at every element."""
+        arrays = self._arrays()
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(sum(float(np.add.reduce(a)) for a in arrays)):
+                return True
+        return all(np.isfinite(a).all() for a in arrays)
+
+
+def _back_to_last_finite_step(net: MLP, runner: Runner, order: np.ndarray, batch: int,
+                              settings: FitSettings, epoch_start: _Snapshot) -> int:
+    """After a run that stopped on a non-finite loss with non-finite weights (a step
+    whose loss was finite overflowed them): the weights and state of the last step
+    that left them finite. Replays the epoch from its start one step at a time (the
+    steps are deterministic); returns the steps of this epoch kept."""
+    optimizer = net.optimizer
+    epoch_start.restore()
+    before = _Snapshot(net)
+    for b0 in range(0, order.shape[0], batch):
+        if settings.per_step:
+            set_hyperparameters(optimizer, settings, net.epochs, optimizer.steps)
+        before.take()
+        part = runner.run(order[b0:b0 + batch], batch)
+        if part[3] or not before.finite_now():
+            before.restore()
+            break
+    return optimizer.steps - epoch_start.steps
 
 
 def _progress_line(epoch: int, logs: dict[str, float], trainer: Trainer) -> str:

@@ -12,35 +12,61 @@
  * with -ffp-contract=off so that every path rounds the same way.
  */
 
+/* 1 (as MC_BITS) if x is NaN or +-inf: its exponent bits all set. */
+MC_TARGET static inline __attribute__((always_inline)) MC_BITS
+MC_NAME(nonfinite_bits)(MC_T x)
+{
+    MC_BITS bits;
+    memcpy(&bits, &x, sizeof bits);
+    return (MC_BITS)((bits & MC_EXPMASK) == MC_EXPMASK);
+}
+
 /* Applies `rule` to n elements; has_wd is a compile-time constant after
- * inlining, so each rule gets a loop with and a loop without weight decay. */
-MC_TARGET static inline __attribute__((always_inline)) void
+ * inlining, so each rule gets a loop with and a loop without weight decay.
+ * With dry (also a constant) nothing is written: the loop computes the new w
+ * and state and returns nonzero if any of them, or any g, is NaN or +-inf (the
+ * exponent bits tested as integers, so the scan vectorises without any
+ * floating-point exception). */
+MC_TARGET static inline __attribute__((always_inline)) MC_BITS
 MC_NAME(rule_loop)(MC_T *restrict w,       /* [n] */
                    const MC_T *restrict g, /* [n] */
                    MC_T *restrict s,       /* [n] */
-                   size_t n, const mc_hyper *h, const int has_wd)
+                   const MC_T *restrict p, /* [n] per-weight momentum (MC_QIAN), or NULL */
+                   size_t n, const mc_hyper *h, const int has_wd, const int dry)
 {
     const MC_T lr = (MC_T)h->lr;
     const MC_T neg_lr = (MC_T)(-h->lr);
     const MC_T mom = (MC_T)h->momentum;
     const MC_T wd = (MC_T)h->weight_decay;
+    MC_BITS found = 0;
     size_t i;
 #define MC_GRAD(i) (has_wd ? g[i] + wd * w[i] : g[i])
+#define MC_NONFINITE(x) MC_NAME(nonfinite_bits)(x)
+/* dst[i] := v, or with dry: note whether v (or g[i]) is not finite */
+#define MC_PUT(dst, i, v)                                                       \
+    do {                                                                        \
+        if (dry)                                                                \
+            found |= MC_NONFINITE(v) | MC_NONFINITE(g[i]);                      \
+        else                                                                    \
+            (dst)[i] = (v);                                                     \
+    } while (0)
     switch (h->rule) {
     case MC_CLASSICAL:
         for (i = 0; i < n; i++) {
             const MC_T gi = MC_GRAD(i);
             const MC_T si = mom * s[i] - lr * gi;
-            s[i] = si;
-            w[i] = w[i] + si;
+            const MC_T wi = w[i] + si;
+            MC_PUT(s, i, si);
+            MC_PUT(w, i, wi);
         }
         break;
     case MC_NESTEROV:
         for (i = 0; i < n; i++) {
             const MC_T gi = MC_GRAD(i);
             const MC_T si = mom * s[i] - lr * gi;
-            s[i] = si;
-            w[i] = (w[i] + mom * si) - lr * gi;
+            const MC_T wi = (w[i] + mom * si) - lr * gi;
+            MC_PUT(s, i, si);
+            MC_PUT(w, i, wi);
         }
         break;
     case MC_VELOCITY:
@@ -50,8 +76,9 @@ MC_NAME(rule_loop)(MC_T *restrict w,       /* [n] */
         for (i = 0; i < n; i++) {
             const MC_T gi = MC_GRAD(i);
             const MC_T si = mom * s[i] + keep * gi;
-            s[i] = si;
-            w[i] = w[i] - lr * si;
+            const MC_T wi = w[i] - lr * si;
+            MC_PUT(s, i, si);
+            MC_PUT(w, i, wi);
         }
         break;
     }
@@ -59,45 +86,68 @@ MC_NAME(rule_loop)(MC_T *restrict w,       /* [n] */
         for (i = 0; i < n; i++) {
             const MC_T gi = MC_GRAD(i);
             const MC_T step = neg_lr * gi;
-            w[i] = (w[i] + step) + mom * s[i];
-            s[i] = step;
+            const MC_T wi = (w[i] + step) + mom * s[i];
+            MC_PUT(w, i, wi);
+            MC_PUT(s, i, step);
         }
         break;
     case MC_NESTEROV_VELOCITY:
         for (i = 0; i < n; i++) {
             const MC_T gi = MC_GRAD(i);
             const MC_T si = mom * s[i] + gi;
-            s[i] = si;
-            w[i] = w[i] - lr * (gi + mom * si);
+            const MC_T wi = w[i] - lr * (gi + mom * si);
+            MC_PUT(s, i, si);
+            MC_PUT(w, i, wi);
+        }
+        break;
+    case MC_QIAN:
+        /* classical with the momentum of each weight read from p: one more read
+         * stream, the same operations in the same order (without p: classical) */
+        if (p == NULL) {
+            for (i = 0; i < n; i++) {
+                const MC_T gi = MC_GRAD(i);
+                const MC_T si = mom * s[i] - lr * gi;
+                const MC_T wi = w[i] + si;
+                MC_PUT(s, i, si);
+                MC_PUT(w, i, wi);
+            }
+        } else {
+            for (i = 0; i < n; i++) {
+                const MC_T gi = MC_GRAD(i);
+                const MC_T si = p[i] * s[i] - lr * gi;
+                const MC_T wi = w[i] + si;
+                MC_PUT(s, i, si);
+                MC_PUT(w, i, wi);
+            }
         }
         break;
     default:
         break;
     }
+#undef MC_PUT
+#undef MC_NONFINITE
 #undef MC_GRAD
+    return found;
 }
 
 MC_TARGET static void
 MC_NAME(step)(MC_T *restrict w, const MC_T *restrict g, MC_T *restrict s,
-              size_t n, const mc_hyper *h)
+              const MC_T *restrict p, size_t n, const mc_hyper *h)
 {
     if (h->weight_decay != 0.0)
-        MC_NAME(rule_loop)(w, g, s, n, h, 1);
+        MC_NAME(rule_loop)(w, g, s, p, n, h, 1, 0);
     else
-        MC_NAME(rule_loop)(w, g, s, n, h, 0);
+        MC_NAME(rule_loop)(w, g, s, p, n, h, 0, 0);
 }
 
-/* 1 if some element of g[0:n] is NaN or +-inf. Looks at the exponent bits only,
- * as integers, so the scan vectorises without any floating-point exception. */
+/* 1 if the step of `h` would write NaN or +-inf into w[0:n] or s[0:n], or some
+ * element of g[0:n] is NaN or +-inf; writes nothing. The same arithmetic as
+ * MC_NAME(step), so a step this accepts stays finite. */
 MC_TARGET static int
-MC_NAME(any_nonfinite)(const MC_T *restrict g, size_t n)
+MC_NAME(step_nonfinite)(MC_T *restrict w, const MC_T *restrict g, MC_T *restrict s,
+                        const MC_T *restrict p, size_t n, const mc_hyper *h)
 {
-    MC_BITS found = 0;
-    size_t i;
-    for (i = 0; i < n; i++) {
-        MC_BITS bits;
-        memcpy(&bits, &g[i], sizeof bits);
-        found |= (MC_BITS)((bits & MC_EXPMASK) == MC_EXPMASK);
-    }
-    return found != 0;
+    if (h->weight_decay != 0.0)
+        return MC_NAME(rule_loop)(w, g, s, p, n, h, 1, 1) != 0;
+    return MC_NAME(rule_loop)(w, g, s, p, n, h, 0, 1) != 0;
 }

@@ -55,6 +55,10 @@ typedef struct {
     double (*gradients_f32)(const mc_mlp *, const float *, const float *, size_t, int64_t *);
     double (*gradients_f64)(const mc_mlp *, const double *, const double *, size_t,
                             int64_t *);
+    double (*curvature_f32)(const mc_mlp *, const mc_curvature_work *, const float *,
+                            const float *, size_t, float *, int64_t *);
+    double (*curvature_f64)(const mc_mlp *, const mc_curvature_work *, const double *,
+                            const double *, size_t, double *, int64_t *);
     mc_fit_result (*train_epoch_f32)(const mc_mlp *, const float *, const float *,
                                      const int64_t *, size_t, size_t, const mc_hyper *, int);
     mc_fit_result (*train_epoch_f64)(const mc_mlp *, const double *, const double *,
@@ -64,7 +68,8 @@ typedef struct {
 #define MC_MLP_TABLE(isa)                                                             \
     {                                                                                 \
         #isa, predict_f32_##isa, predict_f64_##isa, gradients_f32_##isa,              \
-            gradients_f64_##isa, train_epoch_f32_##isa, train_epoch_f64_##isa         \
+            gradients_f64_##isa, curvature_f32_##isa, curvature_f64_##isa,            \
+            train_epoch_f32_##isa, train_epoch_f64_##isa                              \
     }
 
 static const mc_mlp_table mc_mlp_tables[] = {
@@ -101,6 +106,16 @@ double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t 
                                               n_correct);
     return current_table()->gradients_f64(net, (const double *)X, (const double *)T, n,
                                           n_correct);
+}
+
+double mc_mlp_curvature(const mc_mlp *net, const mc_curvature_work *work, const void *X,
+                        const void *T, size_t n, void *curv, int64_t *n_correct)
+{
+    if (net->dtype == MC_FLOAT32)
+        return current_table()->curvature_f32(net, work, (const float *)X, (const float *)T,
+                                              n, (float *)curv, n_correct);
+    return current_table()->curvature_f64(net, work, (const double *)X, (const double *)T, n,
+                                          (double *)curv, n_correct);
 }
 
 mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,

@@ -142,6 +142,25 @@ double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t 
  * rule MC_NESTEROV, no weight decay) on a network whose layers all run as loops at
  * one row, which are folded into the backward pass's loops the same way.
  * Stops before applying a batch whose loss is not finite. */
+/* Workspaces of the curvature pass, owned by the caller: h and h_below hold
+ * [max_batch * max(sizes)] each, squares [max(max_batch * max(sizes),
+ * max_i sizes[i]*sizes[i+1])]. */
+typedef struct {
+    void *h;
+    void *h_below;
+    void *squares;
+} mc_curvature_work;
+
+/* The diagonal Gauss-Newton curvature of E = the mean loss over the n rows of X
+ * (n <= max_batch) into curv[P] (Becker & LeCun's second-order back-propagation:
+ * each unit's d^2E/dz^2 back-propagated with the off-diagonal terms dropped;
+ * c(W[k,j]) = sum_r a[r,k]^2 h[r,j]; see mlp_impl.h for the output layer's h),
+ * and, from the same forward pass, dE/dparams into net->grad unless it is NULL.
+ * Returns E and adds the rows net->accuracy counts correct to *n_correct. Cost:
+ * the gradient's products once more, on squared activations and weights. */
+double mc_mlp_curvature(const mc_mlp *net, const mc_curvature_work *work, const void *X,
+                        const void *T, size_t n, void *curv, int64_t *n_correct);
+
 mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
                                  const int64_t *order, size_t n_order, size_t batch,
                                  const mc_hyper *hyper, int fold);

@@ -548,6 +548,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     all.s = net->state;
     all.n = net->n_params;
     all.dtype = net->dtype;
+    all.p = NULL;
     for (start = 0; start < n_order; start += batch) {
         const size_t B = n_order - start < batch ? n_order - start : batch;
         const MC_T *in = X + (size_t)order[start] * I;
@@ -592,4 +593,163 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
         res.n_steps++;
     }
     return res;
+}
+
+/* ---- diagonal Gauss-Newton curvature (Becker & LeCun 1988) ----------------------
+ *
+ * h = d^2E/dz^2 for each unit's pre-activation z, its Gauss-Newton approximation
+ * with the off-diagonal terms dropped, back-propagated like delta:
+ *   output layer   h[r,j] = m(y[r,j]) / B, m the loss's second derivative in z:
+ *                  softmax + cross-entropy  y (1 - y)   (the diagonal of diag(y) - y y^T)
+ *                  sigmoid + binary CE      y (1 - y)
+ *                  sigmoid + squared error  (y (1 - y))^2  (f'^2; the residual term dropped)
+ *                  identity + squared error 1
+ *   hidden layers  h_below[r,k] = f'(z[r,k])^2 sum_j W[k,j]^2 h[r,j]
+ *   parameters     c(W[k,j]) = sum_r a[r,k]^2 h[r,j],   c(b[j]) = sum_r h[r,j]
+ * Every factor is >= 0, so the curvature is too. */
+
+/* h[B,O] := the output layer's Gauss-Newton diagonal (above) of the mean loss. */
+MC_TARGET static void MC_NAME(output_curvature)(MC_T *h, const MC_T *y, size_t B, size_t O,
+                                                int output, int loss)
+{
+    const MC_T inv_b = (MC_T)1 / (MC_T)B;
+    size_t i;
+    if (loss == MC_SQUARED_ERROR && output == MC_IDENTITY) {
+        for (i = 0; i < B * O; i++)
+            h[i] = inv_b;
+    } else if (loss == MC_SQUARED_ERROR) { /* sigmoid */
+        for (i = 0; i < B * O; i++) {
+            const MC_T d = y[i] * ((MC_T)1 - y[i]);
+            h[i] = d * d * inv_b;
+        }
+    } else { /* cross-entropy (softmax), binary cross-entropy (sigmoid) */
+        for (i = 0; i < B * O; i++)
+            h[i] = y[i] * ((MC_T)1 - y[i]) * inv_b;
+    }
+}
+
+/* h[B,I] *= f'(z)^2, with f' written in terms of a = f(z) [B,I]. */
+MC_TARGET static void MC_NAME(times_derivative_squared)(MC_T *h, const MC_T *a, size_t n,
+                                                        int act)
+{
+    size_t i;
+    switch (act) {
+    case MC_SIGMOID:
+        for (i = 0; i < n; i++) {
+            const MC_T d = a[i] * ((MC_T)1 - a[i]);
+            h[i] *= d * d;
+        }
+        break;
+    case MC_TANH:
+        for (i = 0; i < n; i++) {
+            const MC_T d = (MC_T)1 - a[i] * a[i];
+            h[i] *= d * d;
+        }
+        break;
+    case MC_RELU:
+        for (i = 0; i < n; i++)
+            h[i] *= (MC_T)(a[i] > 0);
+        break;
+    default:
+        break;
+    }
+}
+
+/* sq[n] := x[n]^2 */
+MC_TARGET static void MC_NAME(square)(MC_T *restrict sq, const MC_T *restrict x, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        sq[i] = x[i] * x[i];
+}
+
+/* One layer of the curvature pass: cW[I,O] = (a^2)^T h, cb[O] = sum_r h, and, with
+ * below != NULL, below[B,I] = h (W^2)^T (times f'^2 by the caller). The same
+ * products as the gradient pass with a, W squared: gemm on squares[] when the
+ * layer is large, plain loops (squaring on the fly) otherwise. */
+MC_TARGET static void MC_NAME(dense_curvature)(MC_T *cW, MC_T *cb, MC_T *below,
+                                               MC_T *squares, const MC_T *h, const MC_T *a,
+                                               const MC_T *W, size_t B, size_t I, size_t O)
+{
+    size_t r, k, j;
+    if (MC_NAME(use_gemm)(B, I, O)) {
+        if (below != NULL) { /* first: W^2 and a^2 share the squares workspace */
+            MC_NAME(square)(squares, W, I * O);
+            MC_NAME(gemm_rm)(0, 1, B, I, O, 1, h, O, squares, O, 0, below, I);
+        }
+        MC_NAME(square)(squares, a, B * I);
+        MC_NAME(gemm_rm)(1, 0, I, O, B, 1, squares, I, h, O, 0, cW, O);
+    } else {
+        if (below != NULL)
+            for (r = 0; r < B; r++)
+                for (k = 0; k < I; k++) {
+                    const MC_T *restrict hr = h + r * O, *restrict w = W + k * O;
+                    MC_T acc = 0;
+#pragma omp simd reduction(+ : acc)
+                    for (j = 0; j < O; j++)
+                        acc += hr[j] * (w[j] * w[j]);
+                    below[r * I + k] = acc;
+                }
+        for (k = 0; k < I; k++) {
+            MC_T *restrict c = cW + k * O;
+            for (j = 0; j < O; j++)
+                c[j] = 0;
+            for (r = 0; r < B; r++) {
+                const MC_T x = a[r * I + k], x2 = x * x;
+                const MC_T *restrict hr = h + r * O;
+                for (j = 0; j < O; j++)
+                    c[j] += x2 * hr[j];
+            }
+        }
+    }
+    for (j = 0; j < O; j++)
+        cb[j] = h[j];
+    for (r = 1; r < B; r++)
+        for (j = 0; j < O; j++)
+            cb[j] += h[r * O + j];
+}
+
+/* curv[P] := the diagonal Gauss-Newton curvature of E (above) at the activations of
+ * the last forward pass of x[B, sizes[0]]. */
+MC_TARGET static void MC_NAME(curvature_backward)(const mc_mlp *net,
+                                                  const mc_curvature_work *work,
+                                                  const MC_T *x, size_t B, MC_T *curv)
+{
+    MC_T *h = (MC_T *)work->h, *below = (MC_T *)work->h_below;
+    size_t offset = net->n_params;
+    int i;
+    MC_NAME(output_curvature)(h, (const MC_T *)net->acts[net->n_layers], B,
+                              (size_t)net->sizes[net->n_layers], net->output, net->loss);
+    for (i = net->n_layers - 1; i >= 0; i--) {
+        const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
+        const MC_T *a = i == 0 ? x : (const MC_T *)net->acts[i];
+        const MC_T *W = (const MC_T *)net->params + (offset -= I * O + O);
+        MC_NAME(dense_curvature)(curv + offset, curv + offset + I * O, i > 0 ? below : NULL,
+                                 (MC_T *)work->squares, h, a, W, B, I, O);
+        if (i > 0) {
+            MC_T *swap = h;
+            MC_NAME(times_derivative_squared)(below, a, B * I, net->hidden);
+            h = below;
+            below = swap;
+        }
+    }
+}
+
+/* The gradient (into net->grad, when it is not NULL) and the curvature (into curv)
+ * of the mean loss over the n rows of X, from one forward pass; returns E. */
+MC_TARGET static double MC_NAME(curvature)(const mc_mlp *net, const mc_curvature_work *work,
+                                           const MC_T *X, const MC_T *T, size_t n,
+                                           MC_T *curv, int64_t *n_correct)
+{
+    const size_t O = (size_t)net->sizes[net->n_layers];
+    const MC_T *y = (const MC_T *)net->acts[net->n_layers];
+    double total;
+    MC_NAME(forward)(net, X, n);
+    total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
+                                  net->loss);
+    *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
+    if (net->grad != NULL)
+        MC_NAME(backward)(net, X, n, 0, 0, 0);
+    MC_NAME(curvature_backward)(net, work, X, n, curv);
+    return total / (double)n;
 }

@@ -30,7 +30,8 @@ extern "C" {
     X(MC_VELOCITY, "velocity")                   /* s = m*s + (1-d)*g ; w = w - lr*s */   \
     X(MC_EMA, "ema")                             /* MC_VELOCITY with d = m */              \
     X(MC_ONE_STEP, "one_step")     /* step = -lr*g ; w = (w + step) + m*s ; s = step */   \
-    X(MC_NESTEROV_VELOCITY, "nesterov_velocity") /* s = m*s + g ; w = w - lr*(g + m*s) */
+    X(MC_NESTEROV_VELOCITY, "nesterov_velocity") /* s = m*s + g ; w = w - lr*(g + m*s) */ \
+    X(MC_QIAN, "qian")   /* s = p[i]*s - lr*g ; w = w + s (p NULL: p[i] = m, classical) */
 
 /* X-macro helpers: the enum entry, and the name, of one line of a list. */
 #define MC_CODE_OF_ENTRY(code, name) code,
@@ -66,12 +67,18 @@ typedef struct {
     void *s;        /* [n] */
     size_t n;
     int dtype;      /* an mc_dtype */
+    const void *p;  /* [n] per-weight momentum, read by MC_QIAN only; NULL: the scalar
+                     * momentum. Last, so that initialisers of the first five fields
+                     * leave it NULL. */
 } mc_buffer;
 
 /* Applies one step with `hyper` to every buffer. With check_finite != 0, first
- * scans all gradients and, if any element is NaN or +-inf, returns 0 without
- * writing anything; otherwise applies the step and returns 1. Cost: 5 streams of
- * n, plus 1 read stream of g when check_finite. */
+ * runs the step dry (computing, not writing) over all buffers and, if any
+ * gradient element is NaN or +-inf or the step would write one into w or the
+ * state (an overflow from finite values), returns 0 without writing anything;
+ * otherwise applies the step and returns 1. Cost: 5 streams of n (6 for MC_QIAN
+ * with per-weight momentum), plus 3 read streams (w, g, state; 4 with p) when
+ * check_finite. */
 int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyper,
                      int check_finite);
 
@@ -80,8 +87,8 @@ int mc_momentum_step_threads(const mc_buffer *buffers, size_t count, const mc_hy
                              int check_finite, int max_threads);
 
 /* As mc_momentum_step, but buffers[i] is stepped with hypers[i] (parameter groups,
- * each with its own rule and hyperparameters, in one call). check_finite scans the
- * gradients of all buffers before anything is written: all are updated or none. */
+ * each with its own rule and hyperparameters, in one call). check_finite runs every
+ * buffer's step dry before anything is written: all are updated or none. */
 int mc_momentum_step_each(const mc_buffer *buffers, const mc_hyper *hypers, size_t count,
                           int check_finite);
 

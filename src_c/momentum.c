@@ -23,21 +23,25 @@
 
 typedef struct {
     const char *name;
-    void (*step_f32)(float *, const float *, float *, size_t, const mc_hyper *);
-    void (*step_f64)(double *, const double *, double *, size_t, const mc_hyper *);
-    int (*any_nonfinite_f32)(const float *, size_t);
-    int (*any_nonfinite_f64)(const double *, size_t);
+    void (*step_f32)(float *, const float *, float *, const float *, size_t, const mc_hyper *);
+    void (*step_f64)(double *, const double *, double *, const double *, size_t,
+                     const mc_hyper *);
+    int (*step_nonfinite_f32)(float *, const float *, float *, const float *, size_t,
+                              const mc_hyper *);
+    int (*step_nonfinite_f64)(double *, const double *, double *, const double *, size_t,
+                              const mc_hyper *);
 } mc_isa_table;
 
 /* Best first. */
 static const mc_isa_table mc_isa_tables[] = {
 #if MC_X86
-    {"avx512", step_f32_avx512, step_f64_avx512, any_nonfinite_f32_avx512,
-     any_nonfinite_f64_avx512},
-    {"avx2", step_f32_avx2, step_f64_avx2, any_nonfinite_f32_avx2, any_nonfinite_f64_avx2},
+    {"avx512", step_f32_avx512, step_f64_avx512, step_nonfinite_f32_avx512,
+     step_nonfinite_f64_avx512},
+    {"avx2", step_f32_avx2, step_f64_avx2, step_nonfinite_f32_avx2,
+     step_nonfinite_f64_avx2},
 #endif
-    {"baseline", step_f32_baseline, step_f64_baseline, any_nonfinite_f32_baseline,
-     any_nonfinite_f64_baseline},
+    {"baseline", step_f32_baseline, step_f64_baseline, step_nonfinite_f32_baseline,
+     step_nonfinite_f64_baseline},
 };
 #define MC_N_ISA (sizeof mc_isa_tables / sizeof mc_isa_tables[0])
 
@@ -133,36 +137,53 @@ static void thread_range(size_t n, int t, int nt, size_t *lo, size_t *hi)
 }
 #endif
 
+/* The per-weight momenta of b from element lo, which MC_QIAN reads; else NULL. */
+static const void *momenta_at(const mc_buffer *b, const mc_hyper *h, size_t lo)
+{
+    if (h->rule != MC_QIAN || b->p == NULL)
+        return NULL;
+    if (b->dtype == MC_FLOAT32)
+        return (const float *)b->p + lo;
+    return (const double *)b->p + lo;
+}
+
 static void step_range(const mc_isa_table *isa, const mc_buffer *b, size_t lo, size_t hi,
                        const mc_hyper *h)
 {
     if (b->dtype == MC_FLOAT32)
         isa->step_f32((float *)b->w + lo, (const float *)b->g + lo, (float *)b->s + lo,
-                      hi - lo, h);
+                      (const float *)momenta_at(b, h, lo), hi - lo, h);
     else
         isa->step_f64((double *)b->w + lo, (const double *)b->g + lo, (double *)b->s + lo,
-                      hi - lo, h);
+                      (const double *)momenta_at(b, h, lo), hi - lo, h);
 }
 
-static int nonfinite_range(const mc_isa_table *isa, const mc_buffer *b, size_t lo, size_t hi)
+/* Whether the step of h on [lo, hi) would not be finite (see step_nonfinite). */
+static int nonfinite_range(const mc_isa_table *isa, const mc_buffer *b, size_t lo, size_t hi,
+                           const mc_hyper *h)
 {
     if (b->dtype == MC_FLOAT32)
-        return isa->any_nonfinite_f32((const float *)b->g + lo, hi - lo);
-    return isa->any_nonfinite_f64((const double *)b->g + lo, hi - lo);
+        return isa->step_nonfinite_f32((float *)b->w + lo, (const float *)b->g + lo,
+                                       (float *)b->s + lo, (const float *)momenta_at(b, h, lo),
+                                       hi - lo, h);
+    return isa->step_nonfinite_f64((double *)b->w + lo, (const double *)b->g + lo,
+                                   (double *)b->s + lo, (const double *)momenta_at(b, h, lo),
+                                   hi - lo, h);
 }
 
-static int any_nonfinite(const mc_isa_table *isa, const mc_buffer *b, int max_threads)
+static int any_nonfinite(const mc_isa_table *isa, const mc_buffer *b, const mc_hyper *h,
+                         int max_threads)
 {
     const int nt = threads_for(b->n, max_threads);
     int found = 0;
     if (nt <= 1)
-        return nonfinite_range(isa, b, 0, b->n);
+        return nonfinite_range(isa, b, 0, b->n, h);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) reduction(| : found)
     {
         size_t lo, hi;
         thread_range(b->n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-        found |= nonfinite_range(isa, b, lo, hi);
+        found |= nonfinite_range(isa, b, lo, hi, h);
     }
 #endif
     return found;
@@ -186,12 +207,14 @@ static void step_one(const mc_isa_table *isa, const mc_buffer *b, const mc_hyper
 #endif
 }
 
-static int all_finite(const mc_isa_table *isa, const mc_buffer *buffers, size_t count,
-                      int max_threads)
+/* Whether every buffer's step stays finite: a dry run of the step that writes
+ * nothing, so that with check_finite either every buffer is updated or none. */
+static int all_finite(const mc_isa_table *isa, const mc_buffer *buffers,
+                      const mc_hyper *hypers, size_t stride, size_t count, int max_threads)
 {
     size_t i;
     for (i = 0; i < count; i++)
-        if (any_nonfinite(isa, &buffers[i], max_threads))
+        if (any_nonfinite(isa, &buffers[i], &hypers[i * stride], max_threads))
             return 0;
     return 1;
 }
@@ -203,7 +226,7 @@ static int step_all(const mc_buffer *buffers, const mc_hyper *hypers, size_t str
 {
     const mc_isa_table *isa = current_isa();
     size_t i;
-    if (check_finite && !all_finite(isa, buffers, count, max_threads))
+    if (check_finite && !all_finite(isa, buffers, hypers, stride, count, max_threads))
         return 0;
     for (i = 0; i < count; i++)
         step_one(isa, &buffers[i], &hypers[i * stride], max_threads);

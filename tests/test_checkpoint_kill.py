@@ -48,3 +48,6 @@ def test_sigkill_during_save_leaves_a_whole_checkpoint(tmp_path):
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.npz"]
     # a killed save may leave its temporary file behind, never a damaged checkpoint
     assert all(name.startswith(".momcore-") for name in leftovers), leftovers
+    # and the next save removes those of processes that are gone
+    net.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]

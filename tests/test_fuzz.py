@@ -11,7 +11,11 @@ never crashes the interpreter:
   ``.load_state_dict`` (success round-trips, failure leaves the optimizer as it was);
 - ``momcore.MLP(...)`` and ``.predict``, ``.predict_proba``, ``.score``, ``.loss``,
   ``.gradients``, ``.fit``: both backends raise the same exception type or both succeed,
-  with close results where the numbers are moderate.
+  with close results where the numbers are moderate;
+- ``momcore.MLP.load`` on model files broken by truncation, flipped bytes, hostile
+  metadata (any JSON in any field), hostile ``.npy`` headers, missing, extra or renamed
+  members and compression: it loads or raises ValueError naming the file, and its peak
+  traced allocation stays under twice the file's size plus 1 MiB.
 
 The inputs: dtypes int, bool, float16, complex, object, structured, datetime, timedelta,
 strings, long double; byte-swapped, negative-stride, strided, Fortran, broadcast,
@@ -42,13 +46,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import math
 import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import textwrap
+import tracemalloc
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -83,7 +91,7 @@ NONFINITE = ("propagate", "raise", "skip")
 CLEAR = (TypeError, ValueError, FloatingPointError)
 MISSING = object()  # a keyword left out of a call
 
-IN_PROCESS_EXAMPLES = {"kernel": 300, "sgd": 150, "mlp": 100}
+IN_PROCESS_EXAMPLES = {"kernel": 300, "sgd": 150, "mlp": 100, "checkpoint": 150}
 SUBPROCESS_EXAMPLES = 60  # per target, default run
 LONG_EXAMPLES = 5000  # per target, the slow run without MOMCORE_FUZZ_EXAMPLES
 
@@ -932,6 +940,154 @@ def fuzz_mlp_fit(dtype, hidden, targets, kwargs):
         np.testing.assert_allclose(nets["c"].params, nets["numpy"].params, **_tol(dtype))
 
 
+# ---- checkpoint files ----------------------------------------------------------------
+# MLP.load on a real model file broken by truncation, flipped bytes, hostile metadata or a
+# hostile .npy header: it loads, or raises ValueError naming the file, and allocates no
+# more than the file could justify (its arrays are in it) plus a little.
+
+_CHECKPOINT_MEMBERS: dict = {}
+
+
+def _checkpoint_members() -> tuple[dict, dict]:
+    """(member name -> bytes, metadata) of a small trained model, made once."""
+    if not _CHECKPOINT_MEMBERS:
+        net = momcore.MLP([3, 4, 2], hidden="tanh", seed=0)
+        X = np.linspace(-1, 1, 24).reshape(8, 3)
+        net.fit(X, np.arange(8) % 2, epochs=1, batch_size=3, rule="nesterov")
+        meta = net._metadata()
+        _CHECKPOINT_MEMBERS.update(
+            {"params.npy": _npy_bytes(net.params), "state.npy": _npy_bytes(net.optimizer_state),
+             "metadata.npy": _npy_bytes(np.array(json.dumps(meta))), "meta": meta})
+    members = {k: v for k, v in _CHECKPOINT_MEMBERS.items() if k != "meta"}
+    return members, copy.deepcopy(_CHECKPOINT_MEMBERS["meta"])
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def _zip_bytes(members: dict, method: int = zipfile.ZIP_STORED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**130, 2**130),
+              st.floats(allow_nan=False), st.text(max_size=8),
+              st.sampled_from(["PCG64", "relu", "float32", "float16", "momcore.MLP", "c"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=12)
+META_KEYS = ["format", "version", "sizes", "hidden", "output", "loss", "dtype", "seed",
+             "backend", "steps", "epochs", "state_rule", "rng"]
+DESCR = st.sampled_from(["<f8", "<f4", ">f8", "|O", "<U5", "<i8", "<c16", "f8", "<f2", "V8",
+                         "[('a', '<f8')]", "'<f8'", "None", "<f8 "])
+SHAPE = st.one_of(st.sampled_from(["(26,)", "(10**12,)", "(2**64,)", "(-1,)", "()", "(26, 1)",
+                                   "(1, 26)", "[26]", "(26.0,)", "(True,)", "None"]),
+                  st.integers(0, 2**70).map(lambda n: f"({n},)"))
+
+
+@st.composite
+def npy_headers(draw):
+    """The text of a .npy header dict, mostly well formed, with hostile values."""
+    parts = {"descr": draw(DESCR).join("''") if draw(st.booleans()) else draw(DESCR),
+             "fortran_order": draw(st.sampled_from(["False", "True", "0", "'no'"])),
+             "shape": draw(SHAPE)}
+    if draw(_chance(6)):
+        del parts[draw(st.sampled_from(sorted(parts)))]
+    if draw(_chance(8)):
+        parts["extra"] = "1"
+    text = "{" + ", ".join(f"'{k}': {v}" for k, v in parts.items()) + ", }"
+    if draw(_chance(10)):
+        text = draw(st.sampled_from(["[" * 2000 + "]" * 2000, "{", "", "1e999", "'x' * 10**9",
+                                     "{'descr': '<f8'" + " " * 12000 + "}"]))
+    return text
+
+
+@st.composite
+def checkpoint_files(draw):
+    """The bytes of a model file: a real one broken in one of several ways."""
+    members, meta = _checkpoint_members()
+    how = draw(st.sampled_from(["truncate", "flip", "metadata", "header", "members",
+                                "compressed", "intact"]))
+    if how == "metadata":
+        for _ in range(draw(st.integers(1, 3))):
+            key = draw(st.sampled_from(META_KEYS + ["rng.state", "rng.inc", "rng.has_uint32"]))
+            value = draw(JSON)
+            rng = meta.get("rng")
+            if key.startswith("rng.") and isinstance(rng, dict):
+                field_ = key[4:]
+                target = rng if field_ == "has_uint32" else rng.get("state")
+                if isinstance(target, dict):
+                    target[field_] = value
+            elif draw(_chance(6)):
+                meta.pop(key, None)
+            else:
+                meta[key] = value
+        if draw(_chance(10)):
+            meta = draw(JSON)
+        members["metadata.npy"] = _npy_bytes(np.array(json.dumps(meta)))
+    elif how == "header":
+        name = draw(st.sampled_from(["params.npy", "state.npy", "metadata.npy"]))
+        text = draw(npy_headers()).encode("latin1")
+        version = draw(st.sampled_from([1, 1, 2, 3, 7]))
+        size = (len(text).to_bytes(2, "little") if version == 1
+                else len(text).to_bytes(4, "little"))
+        payload = draw(st.sampled_from([b"", b"\0" * 208, b"\0" * 104, b"\1" * 7]))
+        members[name] = b"\x93NUMPY" + bytes([version, 0]) + size + text + payload
+    elif how == "members":
+        change = draw(st.sampled_from(["drop", "extra", "rename", "garbage"]))
+        name = draw(st.sampled_from(sorted(members)))
+        if change == "drop":
+            del members[name]
+        elif change == "extra":
+            members["extra.npy"] = members[name]
+        elif change == "rename":
+            members[name[:-4]] = members.pop(name)
+        else:
+            members[name] = draw(st.binary(max_size=64))
+    raw = _zip_bytes(members, zipfile.ZIP_DEFLATED if how == "compressed" else zipfile.ZIP_STORED)
+    if how == "truncate":
+        raw = raw[:draw(st.integers(0, len(raw) - 1))]
+    elif how == "flip":
+        data = bytearray(raw)
+        for _ in range(draw(st.integers(1, 4))):
+            at = draw(st.integers(0, len(data) - 1))
+            data[at] = draw(st.integers(0, 255))
+        raw = bytes(data)
+    return how, raw
+
+
+@fuzz_target("checkpoint", checkpoint_files())
+def fuzz_mlp_load(case):
+    how, raw = case
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "model.npz")
+        with open(path, "wb") as f:
+            f.write(raw)
+        tracemalloc.start()
+        try:
+            out = _run(momcore.MLP.load, path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    event(how)
+    _event(out)
+    if out.error is not None:
+        assert isinstance(out.error, ValueError), \
+            f"MLP.load ({how}) raised {type(out.error).__name__}: {out.error}"
+        assert path in str(out.error)
+    else:
+        net = out.value
+        assert 2 * net.params.nbytes <= len(raw)  # both arrays were in the file
+    assert peak < 2 * len(raw) + (1 << 20), f"MLP.load ({how}) allocated {peak} bytes"
+
+
 # ---- in-process runs -------------------------------------------------------------------
 
 test_momentum_step_fuzz = fuzz_momentum_step.make()
@@ -942,6 +1098,7 @@ test_load_state_dict_fuzz = fuzz_load_state_dict.make()
 test_mlp_init_fuzz = fuzz_mlp_init.make()
 test_mlp_methods_fuzz = fuzz_mlp_methods.make()
 test_mlp_fit_fuzz = fuzz_mlp_fit.make()
+test_mlp_load_fuzz = fuzz_mlp_load.make()
 
 
 # ---- subprocess runs: a crash fails the test --------------------------------------------

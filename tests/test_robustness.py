@@ -382,7 +382,7 @@ def _hypers(dtype):
         dict(lr=2.0, momentum=0.999, dampening=0.5, weight_decay=1.0),
         dict(lr=sub, momentum=0.5),  # a subnormal learning rate
         dict(lr=float(np.finfo(dtype).max), momentum=0.0),
-        dict(lr=1e300, momentum=1 - 2**-52),  # beyond float32: lr becomes inf there
+        dict(lr=1e300, momentum=1 - 2**-52),  # beyond float32: refused there (ValueError)
         dict(lr=0.0, momentum=5e-324),
     ]
 
@@ -399,6 +399,15 @@ def _assert_same_bits(a: np.ndarray, b: np.ndarray, what: str) -> None:
 
 def _step_both(w, g, s, **kwargs):
     w_ref, s_ref = w.copy(), s.copy()
+    w0 = w.copy()
+    if w.dtype == np.float32 and kwargs["lr"] > float(np.finfo(np.float32).max):
+        # lr overflows the arrays' dtype: both refuse before writing
+        with pytest.raises(ValueError, match="beyond the range of float32"):
+            momcore.momentum_step(w, g, s, **kwargs)
+        with pytest.raises(ValueError, match="beyond the range of float32"):
+            ref.momentum_step(w_ref, g, s_ref, **kwargs)
+        assert w.tobytes() == w0.tobytes()
+        return
     applied = momcore.momentum_step(w, g, s, **kwargs)
     with np.errstate(all="ignore"):
         applied_ref = ref.momentum_step(w_ref, g, s_ref, **kwargs)
@@ -443,12 +452,7 @@ def test_subnormal_results_are_not_flushed_to_zero(simd, dtype):
     assert (s == -3 * sub).all() and (w == sub).all()
 
 
-@pytest.mark.parametrize("nonfinite", ["propagate", "raise", "skip"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
-@pytest.mark.parametrize("rule", RULES)
-def test_overflow_to_inf(simd, rule, dtype, nonfinite):
-    """Huge but finite gradients that make w overflow: the step is applied (only the
-    gradient is checked for NaN/inf), w becomes +-inf exactly as in the reference."""
+def _overflowing_operands(rule, dtype):
     big = np.finfo(dtype).max
     n = 37
     w = np.full(n, big, dtype)
@@ -456,7 +460,16 @@ def test_overflow_to_inf(simd, rule, dtype, nonfinite):
     g = -w.copy()  # descent pushes w further out
     # and so does the state: a previous step (w + s) or a velocity (w - lr s)
     s = -w if rule in ("velocity", "ema") else w.copy()
-    kwargs = dict(rule=rule, lr=1.0, momentum=0.9, nonfinite=nonfinite)
+    return w, g, s
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("rule", RULES)
+def test_overflow_to_inf_propagates(simd, rule, dtype):
+    """Huge but finite gradients that make w overflow: with "propagate" the step is
+    applied and w becomes +-inf exactly as in the reference."""
+    w, g, s = _overflowing_operands(rule, dtype)
+    kwargs = dict(rule=rule, lr=1.0, momentum=0.9, nonfinite="propagate")
     w_ref, s_ref = w.copy(), s.copy()
     assert momcore.momentum_step(w, g, s, **kwargs) is True
     with np.errstate(all="ignore"):
@@ -468,6 +481,57 @@ def test_overflow_to_inf(simd, rule, dtype, nonfinite):
     # the next step sees an infinite w but a finite g: still applied, like the reference
     with np.errstate(all="ignore"):
         _step_both(w, g, s, **kwargs)
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("many", [False, True], ids=["one", "many"])
+def test_overflow_with_a_finite_gradient_is_refused_before_writing(simd, rule, dtype,
+                                                                   nonfinite, many):
+    """With "raise" and "skip" a step whose finite inputs would overflow w or the state
+    writes nothing: FloatingPointError or False, every operand bit for bit as it was
+    (before: applied, w became inf, and "raise" returned True)."""
+    w, g, s = _overflowing_operands(rule, dtype)
+    w2, g2, s2 = (np.ones(5, dtype) for _ in range(3))  # a harmless second array
+    kwargs = dict(rule=rule, lr=1.0, momentum=0.9, nonfinite=nonfinite)
+    for impl in (momcore, ref):
+        ws, ss = [w.copy(), w2.copy()], [s.copy(), s2.copy()]
+        before = [a.tobytes() for a in ws + ss]
+        if many:
+            call = lambda: impl.momentum_step_many(ws[::-1], [g2, g], ss[::-1], **kwargs)  # noqa: E731
+        else:
+            call = lambda: impl.momentum_step(ws[0], g, ss[0], **kwargs)  # noqa: E731
+        if nonfinite == "raise":
+            with pytest.raises(FloatingPointError, match="overflow"):
+                call()
+        else:
+            assert call() is False
+        assert [a.tobytes() for a in ws + ss] == before, impl.__name__
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_lr_beyond_float32_is_refused_for_float32_arrays(rule):
+    """lr=1e39 is a finite float64 but inf in float32, the dtype the step computes in:
+    refused with a ValueError before anything is written (before: accepted, and with
+    "raise" it wrote inf/NaN into w and returned True)."""
+    for impl in (momcore, ref):
+        for nonfinite in ("propagate", "raise", "skip"):
+            w, g, s = (np.ones(4, np.float32) for _ in range(3))
+            for key, value in (("lr", 1e39), ("weight_decay", 1e39), ("momentum", 1 - 1e-9)):
+                kwargs = {**dict(lr=0.1, momentum=0.5, rule=rule, nonfinite=nonfinite),
+                          key: value}
+                with pytest.raises(ValueError, match=key):
+                    impl.momentum_step(w, g, s, **kwargs)
+                assert (w == 1).all() and (s == 1).all()
+            # the same values are fine for float64 arrays
+            w64, g64, s64 = (np.ones(4) for _ in range(3))
+            assert impl.momentum_step(w64, g64, s64, lr=1e39, momentum=0.5, rule=rule,
+                                      nonfinite="propagate") is True
+    opt = momcore.SGD([np.ones(3, np.float32)], lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        opt.lr = 1e39
+        opt.step([np.ones(3, np.float32)])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)

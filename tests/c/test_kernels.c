@@ -102,6 +102,7 @@ static void reset_case(test_case *c, mc_buffer *b)
     b->s = c->s;
     b->n = (size_t)c->n;
     b->dtype = c->dtype;
+    b->p = NULL;
 }
 
 /* Compares a case's result with the reference's; prints the largest difference. */
