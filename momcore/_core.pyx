@@ -721,13 +721,16 @@ cdef class NetCore:
     ``loss`` (a name of momcore.registry.LOSSES) must pair with ``output``; None
     takes registry.DEFAULT_LOSS[output]. ``accuracy`` is one of ACCURACIES, or
     None: "argmax" when the output layer has several units, "threshold" when it
-    has one.
+    has one. ``l2`` (>= 0, settable) adds ``l2/(2B) sum_i ||W_i||^2`` over the
+    weight blocks (not the biases) to the loss E of every batch of B rows;
+    ``epoch_penalty`` is the l2 part of the last ``train_epoch``'s sum of losses.
     """
     cdef mc_mlp net
     cdef readonly object params, state, grad, sizes, loss, accuracy
     cdef readonly Py_ssize_t max_batch
     cdef readonly long long steps_applied
     cdef object _interrupt
+    cdef readonly double epoch_penalty  # the l2 part of the last train_epoch's sum of losses
     cdef list _workspace
     cdef list _curvature_workspace
     cdef mc_curvature_work _curvature_work
@@ -739,7 +742,7 @@ cdef class NetCore:
         self._act_ptrs = NULL
 
     def __init__(self, params, state, grad, sizes, str hidden, str output,
-                 Py_ssize_t max_batch, *, loss=None, accuracy=None):
+                 Py_ssize_t max_batch, *, loss=None, accuracy=None, l2=0.0):
         if self._act_ptrs != NULL:
             raise TypeError("a NetCore is initialised once")
         cdef cnp.ndarray p = _checked(params, ROLE_W, "params")
@@ -803,6 +806,19 @@ cdef class NetCore:
         self.net.check = NULL
         self.net.check_ctx = NULL
         self.net.check_work = _CHECK_WORK
+        self.l2 = l2
+
+    @property
+    def l2(self):
+        """The L2 penalty factor on the weights (see the class docstring)."""
+        return self.net.l2
+
+    @l2.setter
+    def l2(self, value):
+        cdef double v = _real(value, "l2")
+        if not (isfinite(v) and v >= 0):
+            raise ValueError(f"l2 must be a finite number >= 0, got {value!r}")
+        self.net.l2 = v
 
     def __dealloc__(self):
         PyMem_Free(self._act_ptrs)
@@ -834,7 +850,8 @@ cdef class NetCore:
         return out
 
     def gradients(self, X, T):
-        """grad := dE/dparams for E the mean of the per-sample loss over the rows of X.
+        """grad := dE/dparams for E the mean of the per-sample loss over the rows of X
+        (plus the l2 term).
 
         Returns (E, the number of rows the accuracy mode counts correct)."""
         cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
@@ -924,8 +941,9 @@ cdef class NetCore:
         """One epoch over the rows ``order`` in batches of ``batch``; see mc_mlp_train_epoch.
         Without a gradient buffer the classical step is folded into the backward pass.
 
-        Returns (sum of per-sample losses, correct predictions, steps applied,
-        stopped on a non-finite loss).
+        Returns (sum of per-sample losses plus per batch l2/2 sum_i ||W_i||^2,
+        correct predictions, steps applied, stopped on a non-finite loss); the l2 part
+        of the sum is left in ``epoch_penalty``.
 
         Interrupts: called from the main thread, the epoch runs Python's signal
         handlers every millisecond or so of work (between batches); when one raises
@@ -969,6 +987,7 @@ cdef class NetCore:
         with nogil:
             r = mc_mlp_train_epoch(&self.net, cnp.PyArray_DATA(x), cnp.PyArray_DATA(t), o,
                                    n_order, batch, &h, fold)
+        self.epoch_penalty = r.sum_penalty
         self.net.check = NULL
         self.net.check_ctx = NULL
         self.steps_applied += r.n_steps

@@ -90,9 +90,11 @@ cdef extern from "mlp.h" nogil:
         int (*check)(void *ctx) noexcept nogil
         void *check_ctx
         size_t check_work
+        double l2
 
     ctypedef struct mc_fit_result:
         double sum_loss
+        double sum_penalty
         int64_t n_correct
         int64_t n_steps
         int stopped

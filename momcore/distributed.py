@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from momcore import training
+from momcore import _network, training
 from momcore.mlp import MLP
 from momcore.training import History
 
@@ -191,7 +191,12 @@ class _MPIRunner:
         self.grad = np.zeros_like(net.params)
         self.X_rows = np.empty((max(X.shape[0], 1), X.shape[1]), net.dtype)
         self.T_rows = np.empty((max(X.shape[0], 1), T.shape[1]), net.dtype)
-        self.kernel = net.gradient_kernel(self.grad, max(X.shape[0], 1), accuracy=accuracy)
+        # The l2 term is added once, after the reduction: each rank's kernel computes the
+        # gradient of its rows' losses only.
+        self.net, self.l2 = net, net.l2
+        self.kernel = net.gradient_kernel(self.grad, max(X.shape[0], 1), accuracy=accuracy,
+                                          l2=0.0)
+        self.grad_weights, _ = _network.views(self.grad, net.sizes)
         self.stats = np.zeros(2)  # [sum of per-sample losses, correct rows] of one step
         self.totals = np.zeros(2)
 
@@ -219,12 +224,19 @@ class _MPIRunner:
                 stats[:] = 0
             comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
             comm.Allreduce(stats, totals, op=MPI.SUM)
-            if not np.isfinite(totals[0]):  # the same reduced loss on every rank
+            # l2/2 sum ||W||^2 of the identical replicas, the batch's l2 term times its rows
+            penalty = 0.5 * self.l2 * _network.weight_squares(self.net.params, self.net.sizes) \
+                if self.l2 else 0.0
+            if not np.isfinite(totals[0] + penalty):  # the same on every rank
                 return float(run_totals[0]), int(run_totals[1] + totals[1]), steps, True
             grad /= part.shape[0]
+            if self.l2:
+                for W, dW in zip(self.net.weights, self.grad_weights):
+                    dW += (self.l2 / part.shape[0]) * W
             self.kernel.step()
             steps += 1
             run_totals += totals
+            run_totals[0] += penalty
         return float(run_totals[0]), int(run_totals[1]), steps, False
 
 

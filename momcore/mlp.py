@@ -42,6 +42,18 @@ def _sweep_rows(sizes: Sequence[int], n: int = _PREDICT_ROWS) -> int:
     return max(1, rows)
 
 
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether every element of the real array a is finite: a sum first (one pass, no
+    boolean temporary; NaN and inf make it non-finite), the element test only when the
+    sum is not finite (NaN, inf, or finite values whose sum overflows)."""
+    if a.dtype.kind in "biu":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(a.sum()):
+            return True
+    return bool(np.isfinite(a).all())
+
+
 class MLP:
     """A fully connected network ``a[i+1] = f(a[i] @ W[i] + b[i])``.
 
@@ -60,6 +72,13 @@ class MLP:
         squared_error ``1/2 sum (t - y)^2`` (the lecture notes; the default for
         sigmoid), identity + squared_error (regression). None takes the default
         pair of the output (:data:`momcore.registry.DEFAULT_LOSS`).
+    l2 : float, default 0
+        L2 penalty on the weights (not the biases), part of the objective: a batch of B
+        rows has ``E = mean loss + l2/(2B) sum_i ||W_i||^2``, so ``dE/dW_i`` gains
+        ``(l2/B) W_i`` (scikit-learn's ``alpha``). ``loss``, ``gradients`` and ``fit``
+        all use it; :attr:`history_` reports per epoch the mean per-sample loss plus,
+        per batch, ``l2/2 sum_i ||W_i||^2`` at that batch's weights over the rows, as
+        scikit-learn's ``loss_curve_``. Settable between fits.
     dtype : float32 or float64
     seed : int
         Seeds the generator that draws the initial weights and shuffles every epoch.
@@ -76,7 +95,7 @@ class MLP:
     """
 
     def __init__(self, sizes: Sequence[int], *, hidden: str = "sigmoid",
-                 output: str = "softmax", loss: str | None = None,
+                 output: str = "softmax", loss: str | None = None, l2: float = 0.0,
                  dtype: Any = np.float64, seed: int = 0, backend: str = "c") -> None:
         try:
             sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
@@ -103,6 +122,7 @@ class MLP:
         self.sizes: list[int] = [int(s) for s in sizes]
         self.hidden, self.output, self.loss_name, self.dtype = hidden, output, loss, dt
         self.seed, self.backend = int(seed), backend
+        self.l2 = l2
         self._params: np.ndarray = np.zeros(layout.n_params(self.sizes), dt)
         self._grad: np.ndarray | None = None
         self._fit_core: _core.NetCore | None = None
@@ -161,6 +181,19 @@ class MLP:
                              "write into them instead (net.biases[0][:] = values)")
 
     @property
+    def l2(self) -> float:
+        """The L2 penalty factor on the weights (see the class docstring)."""
+        return self._l2
+
+    @l2.setter
+    def l2(self, value: Any) -> None:
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                              np.floating))
+                or not (np.isfinite(value) and value >= 0)):
+            raise ValueError(f"l2 must be a finite number >= 0, got {value!r}")
+        self._l2 = float(value)
+
+    @property
     def n_params(self) -> int:
         """Number of parameters (weights and biases)."""
         return self.params.shape[0]
@@ -190,6 +223,7 @@ class MLP:
         state = dict(state)
         state["_params"] = state.pop("params")
         self.__dict__.update(state)
+        self.__dict__.setdefault("_l2", 0.0)  # pickled before l2 existed
         self._fit_core = None
         self._local = threading.local()
         self._training = threading.Lock()
@@ -203,6 +237,8 @@ class MLP:
 
     def __repr__(self) -> str:
         loss = "" if self.loss_name == loss_for(self.output) else f", loss={self.loss_name!r}"
+        if self.l2:
+            loss += f", l2={self.l2!r}"
         return (f"MLP({self.sizes}, hidden={self.hidden!r}, output={self.output!r}{loss}, "
                 f"dtype={self.dtype.name}, backend={self.backend!r})")
 
@@ -224,11 +260,13 @@ class MLP:
             raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
         if X.shape[0] == 0:
             raise ValueError("X is empty")
-        if not np.isfinite(X).all():
+        if not _all_finite(X):
             raise ValueError("X holds NaN or inf")
+        if X.dtype == self.dtype:
+            return np.require(X, None, ["C", "A"])  # contiguous and aligned
         with np.errstate(over="ignore"):
-            X = np.require(X, self.dtype, ["C", "A"])  # contiguous and aligned
-        if not np.isfinite(X).all():
+            X = np.require(X, self.dtype, ["C", "A"])
+        if not _all_finite(X):
             raise ValueError(f"X holds values beyond the range of {self.dtype}")
         return X
 
@@ -295,10 +333,13 @@ class MLP:
         return layout.predicted_class(out)
 
     def loss(self, X: Any, y: Any) -> float:
-        """Mean loss over the rows of X."""
+        """Mean loss over the rows of X, plus ``l2/(2n) sum_i ||W_i||^2`` for its n rows."""
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
-        return ref.loss_from_output(self.predict_proba(X), T, self.output, self.loss_name)
+        mean = ref.loss_from_output(self.predict_proba(X), T, self.output, self.loss_name)
+        if self.l2:
+            mean += 0.5 * self.l2 * layout.weight_squares(self.params, self.sizes) / X.shape[0]
+        return mean
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy for integer labels; for a 0/1 label matrix of a multilabel network,
@@ -317,7 +358,8 @@ class MLP:
         return float(1.0 - residual / total) if total > 0 else float("nan")
 
     def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """(dW, db): dE/dW[i] and dE/db[i] at the current weights, E the mean loss over X."""
+        """(dW, db): dE/dW[i] and dE/db[i] at the current weights, E the mean loss over X
+        plus the l2 term."""
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
         grad = np.empty_like(self.params)
@@ -359,19 +401,21 @@ class MLP:
         return layout.views(curv, self.sizes)
 
     def gradient_kernel(self, grad: np.ndarray, max_rows: int, *,
-                        accuracy: str | None = None) -> Any:
+                        accuracy: str | None = None, l2: float | None = None) -> Any:
         """The passes of this network writing into the flat buffer ``grad``, for
         training loops of one's own (:mod:`momcore.distributed`): an object with
         ``gradients(X, T) -> (E, rows right)`` (grad := dE/dparams of the mean loss
         over the rows of X, at most ``max_rows``, with encoded targets T) and
         ``step()`` (one step of :attr:`optimizer` with ``grad``, on the calling
-        thread). Workspaces are made once, here."""
+        thread). Workspaces are made once, here. ``l2`` overrides the network's for
+        this kernel (``momcore.distributed`` adds the l2 term after its reduction)."""
         accuracy = accuracy or layout.default_accuracy(self.sizes[-1])
+        l2 = self.l2 if l2 is None else l2
         if self.backend == "numpy":
-            return _NumpyKernel(self, grad, accuracy)
+            return _NumpyKernel(self, grad, accuracy, l2)
         return _CompiledKernel(_core.NetCore(
             self.params, self.optimizer_state, grad, self.sizes, self.hidden, self.output,
-            max_rows, loss=self.loss_name, accuracy=accuracy), self.optimizer)
+            max_rows, loss=self.loss_name, accuracy=accuracy, l2=l2), self.optimizer)
 
     # ---- training -----------------------------------------------------------------
 
@@ -536,6 +580,7 @@ class MLP:
                 self.hidden, self.output, batch, loss=self.loss_name,
                 accuracy=accuracy)
             self._fit_core_accuracy = accuracy
+        core.l2 = self.l2
         return core
 
     # ---- persistence --------------------------------------------------------------
@@ -544,7 +589,7 @@ class MLP:
         return {
             "format": FORMAT, "version": FORMAT_VERSION, "sizes": self.sizes,
             "hidden": self.hidden, "output": self.output, "loss": self.loss_name,
-            "dtype": self.dtype.name,
+            "l2": self.l2, "dtype": self.dtype.name,
             "seed": self.seed, "backend": self.backend, "steps": self.steps,
             "epochs": self.epochs, "state_rule": self.optimizer.rule,
             "rng": self.rng.bit_generator.state,
@@ -580,8 +625,8 @@ class MLP:
             # Only now, with the arrays' sizes known to be in the file, is anything made.
             try:
                 net = cls(meta["sizes"], hidden=meta["hidden"], output=meta["output"],
-                          loss=meta.get("loss"), dtype=dtype, seed=meta["seed"],
-                          backend=meta["backend"])
+                          loss=meta.get("loss"), l2=meta.get("l2", 0.0), dtype=dtype,
+                          seed=meta["seed"], backend=meta["backend"])
                 rule = "classical" if meta.get("state_rule") is None else meta["state_rule"]
                 net.rng.bit_generator.state = meta["rng"]
                 net.optimizer = SGD([net.params], lr=0.1, rule=rule, backend=net.backend)
@@ -631,7 +676,7 @@ class _NumpyRunner:
             result = ref.train_epoch(
                 net.params, net.optimizer_state, net.sizes, self.X, self.T, rows, batch,
                 net.hidden, net.output, grad_buf=net._grad, loss=net.loss_name,
-                accuracy=self.accuracy, **net.optimizer.hyperparameters())
+                accuracy=self.accuracy, l2=net.l2, **net.optimizer.hyperparameters())
         net.optimizer.steps += result[2]
         return result
 
@@ -704,14 +749,14 @@ class _CompiledKernel:
 class _NumpyKernel:
     """MLP.gradient_kernel of the numpy backend."""
 
-    def __init__(self, net: MLP, grad: np.ndarray, accuracy: str) -> None:
-        self.net, self.grad, self.accuracy = net, grad, accuracy
+    def __init__(self, net: MLP, grad: np.ndarray, accuracy: str, l2: float) -> None:
+        self.net, self.grad, self.accuracy, self.l2 = net, grad, accuracy, l2
 
     def gradients(self, X: np.ndarray, T: np.ndarray) -> tuple[float, int]:
         net = self.net
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
-                                 self.grad, loss=net.loss_name)
+                                 self.grad, loss=net.loss_name, l2=self.l2)
             out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
         return loss, layout.count_correct(out, T, self.accuracy)
 

@@ -32,7 +32,9 @@ class History:
     """What one ``fit`` call did, epoch by epoch.
 
     ``loss`` is the mean training loss of each epoch (each sample's loss taken at its
-    own forward pass, before its update), ``accuracy`` the fraction of training rows
+    own forward pass, before its update; with ``MLP(l2=...)`` plus, for each batch,
+    ``l2/2 sum_i ||W_i||^2`` at the weights of its forward pass, over the epoch's rows,
+    as scikit-learn's ``loss_curve_`` counts its ``alpha``), ``accuracy`` the fraction of training rows
     classified right in those passes (classification only), ``seconds`` the wall time
     of each epoch, ``lr`` and ``momentum`` the values in force at the epoch's first
     step; ``val_loss`` and ``val_accuracy`` the loss and accuracy on the validation

@@ -22,22 +22,24 @@ X, y = digits.X[:500] / 16, digits.y[:500]
 FIT = dict(epochs=3, lr=0.05, momentum=0.9)
 
 
-def single(backend="c", **kwargs):
-    net = momcore.MLP([64, 32, 10], seed=3, backend=backend)
+def single(backend="c", l2=0.0, **kwargs):
+    net = momcore.MLP([64, 32, 10], seed=3, backend=backend, l2=l2)
     history = net.fit(X, y, **{**FIT, **kwargs})
     return net, history
 
 
 result: dict = {}
-if scenario in ("same", "odd_batch", "numpy", "nesterov_wd"):
+if scenario in ("same", "odd_batch", "numpy", "nesterov_wd", "l2", "l2_numpy"):
     kwargs = {"same": dict(batch_size=30), "odd_batch": dict(batch_size=25),
               "numpy": dict(batch_size=30), "nesterov_wd": dict(batch_size=16, rule="nesterov",
-                                                                  weight_decay=1e-3)}[scenario]
-    backend = "numpy" if scenario == "numpy" else "c"
-    net = momcore.MLP([64, 32, 10], seed=3, backend=backend)
+                                                                  weight_decay=1e-3),
+              "l2": dict(batch_size=25), "l2_numpy": dict(batch_size=25)}[scenario]
+    backend = "numpy" if scenario.endswith("numpy") else "c"
+    l2 = 2.0 if scenario.startswith("l2") else 0.0
+    net = momcore.MLP([64, 32, 10], seed=3, backend=backend, l2=l2)
     history = distributed.fit(net, X, y, **FIT, **kwargs)
     if comm.rank == 0:
-        ref, ref_history = single(backend, **kwargs)
+        ref, ref_history = single(backend, l2=l2, **kwargs)
         result = dict(params=net.params.tolist(), ref=ref.params.tolist(),
                       loss=history.loss, ref_loss=ref_history.loss,
                       accuracy=history.accuracy, ref_accuracy=ref_history.accuracy,

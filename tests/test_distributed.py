@@ -60,14 +60,15 @@ def _replicas_identical(tmp_path: pathlib.Path, ranks: int = 2) -> bool:
     return len(blobs) == 1 and len(list(tmp_path.glob("params-*.bin"))) == ranks
 
 
-@pytest.mark.parametrize("scenario", ["same", "odd_batch", "numpy", "nesterov_wd"])
+@pytest.mark.parametrize("scenario", ["same", "odd_batch", "numpy", "nesterov_wd", "l2",
+                                      "l2_numpy"])
 def test_equals_single_process_training(scenario, tmp_path):
     r = _result(scenario, tmp_path)
     assert _close(r["params"], r["ref"]) < RTOL
     np.testing.assert_allclose(r["loss"], r["ref_loss"], rtol=1e-12)
     assert r["accuracy"] == r["ref_accuracy"]
-    assert r["steps"] == r["ref_steps"] == 3 * -(-500 // {"odd_batch": 25, "nesterov_wd": 16}
-                                                  .get(scenario, 30))
+    assert r["steps"] == r["ref_steps"] == 3 * -(-500 // {
+        "odd_batch": 25, "nesterov_wd": 16, "l2": 25, "l2_numpy": 25}.get(scenario, 30))
     assert _replicas_identical(tmp_path)
 
 
