@@ -92,7 +92,7 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
     trainer = _MPITrainer(MPI, comm, sharded)
-    busy = net._lock_for_training()
+    busy = net.acquire_training_lock()
     locked = busy is None
     try:
         error: BaseException | None = None
@@ -121,7 +121,7 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
         raise  # not reached
     finally:
         if locked:
-            net._unlock_training()
+            net.release_training_lock()
 
 
 def _agreed_stop(net: MLP, exc: BaseException) -> bool:

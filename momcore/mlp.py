@@ -464,7 +464,7 @@ class MLP:
         sees the weights as they change; two ``fit`` calls on one model at once raise
         RuntimeError.
         """
-        busy = self._lock_for_training()
+        busy = self.acquire_training_lock()
         if busy is not None:
             raise busy
         try:
@@ -477,10 +477,12 @@ class MLP:
                 validation_data=validation_data, patience=patience, min_delta=min_delta,
                 restore_best=restore_best)
         finally:
-            self._unlock_training()
+            self.release_training_lock()
 
-    def _lock_for_training(self) -> RuntimeError | None:
-        """Takes the training lock (without waiting); or the error that says why not."""
+    def acquire_training_lock(self) -> RuntimeError | None:
+        """Takes this model's training lock without waiting, for a training loop of
+        one's own (:func:`momcore.distributed.fit`); returns None, or the error that
+        says why it is taken. :meth:`release_training_lock` gives it back."""
         if self._training.acquire(blocking=False):
             self._training_thread = threading.get_ident()
             return None
@@ -490,7 +492,7 @@ class MLP:
         return RuntimeError("fit is already running on this model in another thread; "
                             "one model trains in one thread at a time")
 
-    def _unlock_training(self) -> None:
+    def release_training_lock(self) -> None:
         self._training_thread = None
         self._training.release()
 
