@@ -247,15 +247,14 @@ class MLP:
     def check_inputs(self, X: Any) -> np.ndarray:
         """X as a C-contiguous (n, sizes[0]) array of the network's dtype, or a clear
         error (never NaN or inf, never empty)."""
-        if isinstance(X, np.ma.MaskedArray) and np.ma.is_masked(X):
-            raise ValueError("X is a masked array with masked values; fill or drop them "
-                             "first (X.filled(value), or the rows of ~X.mask.any(axis=1))")
+        _refuse_masked(X, "X")
         X = np.asarray(X)
         # Times are not numbers (numpy counts timedelta64 among its integers).
         if X.dtype == object or X.dtype.kind in "mM" or not (
                 np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)
                 or X.dtype == bool):
-            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}"
+                            + _OBJECT_HINT * (X.dtype == object))
         if X.ndim != 2 or X.shape[1] != self.sizes[0]:
             raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
         if X.shape[0] == 0:
@@ -273,6 +272,7 @@ class MLP:
     def encode_targets(self, y: Any, n_rows: int) -> np.ndarray:
         """y (labels or a 2-D target array, one row per row of X) as the (n_rows,
         sizes[-1]) targets the loss compares the outputs with."""
+        _refuse_masked(y, "y")
         y = np.asarray(y)
         if y.shape[:1] != (n_rows,):
             raise ValueError(f"y must have {n_rows} rows (one per row of X), got shape "
@@ -638,6 +638,18 @@ class MLP:
             reader.read_into("params", net.params)
             reader.read_into("state", net.optimizer_state)
         return net
+
+
+_OBJECT_HINT = (" (pandas columns of the nullable dtypes Int64, Float64 or boolean become "
+                "object arrays: convert with .to_numpy(dtype=float) after handling pd.NA)")
+
+
+def _refuse_masked(a: Any, name: str) -> None:
+    """One rule for masked input: refused when anything is masked (training would
+    silently use the values under the mask), used as it is otherwise."""
+    if isinstance(a, np.ma.MaskedArray) and np.ma.is_masked(a):
+        raise ValueError(f"{name} is a masked array with masked values; fill or drop them "
+                         f"first ({name}.filled(value), or the rows without a masked value)")
 
 
 # ---- runners: the steps of a run of batches, for the training loop ----------------

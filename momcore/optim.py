@@ -41,6 +41,22 @@ def checked_hyperparameters(hyper: Mapping[str, Any], where: str = "",
     return values
 
 
+def _refuse_shared(params: list[np.ndarray]) -> None:
+    """Raises unless the parameters' memory is disjoint: every step writes each of them
+    in place, so an array given twice (or two views of one buffer) would make every
+    step fail. Sorting by address keeps this O(n log n)."""
+    spans = sorted((p.__array_interface__["data"][0], p.nbytes, i)
+                   for i, p in enumerate(params) if p.nbytes)
+    end, last = 0, -1
+    for start, nbytes, i in spans:
+        if start < end:
+            first, second = sorted((last, i))
+            raise ValueError(f"params[{first}] and params[{second}] share memory; an optimizer "
+                             f"updates each array in place, so each may appear once")
+        if start + nbytes > end:
+            end, last = start + nbytes, i
+
+
 class ParamGroup(dict):
     """One parameter group: its arrays under ``"params"`` and its hyperparameters
     (``lr``, ``momentum``, ``rule``, ``dampening``, ``weight_decay``).
@@ -149,6 +165,7 @@ class SGD:
         self.params: list[np.ndarray] = []
         for i, spec in enumerate(specs):
             self.param_groups.append(self._group(spec, i if len(specs) > 1 else None))
+        _refuse_shared(self.params)
         self.state: list[np.ndarray] = [np.zeros_like(p) for p in self.params]
         self.momenta: list[np.ndarray] | None = None
         self.curvature: list[np.ndarray] | None = None
@@ -197,6 +214,7 @@ class SGD:
         count = len(self.params)
         try:
             made = self._group(group, len(self.param_groups))
+            _refuse_shared(self.params)
         except BaseException:
             del self.params[count:]
             raise

@@ -254,3 +254,20 @@ def test_binary_cross_entropy_targets_must_lie_in_zero_one():
 def test_history_defaults():
     h = History()
     assert (h.epochs, h.stopped, h.best_epoch, h.val_loss) == (0, "", None, [])
+
+
+def test_masked_targets_with_masked_values_are_refused(iris):
+    X, y = iris
+    net = MLP([4, 5, 3])
+    with pytest.raises(ValueError, match="y is a masked array with masked values"):
+        net.fit(X, np.ma.array(y, mask=np.arange(len(y)) == 3), epochs=1)
+    assert net.epochs == 0
+    net.fit(X, np.ma.array(y), epochs=1)  # nothing masked: used as it is
+    assert net.epochs == 1
+
+
+def test_pandas_nullable_columns_get_a_hint():
+    pd = pytest.importorskip("pandas", reason="pandas is not installed")
+    X = pd.DataFrame({"a": pd.array([1, 2, None], dtype="Int64"), "b": [0.5, 1.0, 2.0]})
+    with pytest.raises(TypeError, match=r"Int64.*to_numpy\(dtype=float\)"):
+        MLP([2, 2]).predict(X)
