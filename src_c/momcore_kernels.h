@@ -129,7 +129,8 @@ int mc_isa_supported(const char *name);
 
 /* Benchmark-only roofline: a plain loop over the same five streams as the step
  * (read w, g, s; write w, s), compiled for the baseline ISA and split across
- * threads exactly as the step is. w = w + g ; s = s + g. */
+ * threads exactly as the step is. w = w + g ; s = s + g (for the 16-bit formats an
+ * integer operation that leaves w and s as they are). */
 void mc_stream5(const mc_buffer *buffer);
 
 #ifdef __cplusplus

@@ -338,8 +338,19 @@ static void stream5_range(const mc_buffer *b, size_t lo, size_t hi)
         MC_STREAM5(float);
     else if (b->dtype == MC_FLOAT64)
         MC_STREAM5(double);
-    else /* 16-bit formats: the same bytes, moved as integers */
-        MC_STREAM5(uint16_t);
+    else {
+        /* 16-bit formats: the same five streams, with integer operations that leave
+         * the values as they are (mask is 0, which the compiler cannot know) */
+        const uint16_t mask = (uint16_t)(b->n == 0);
+        uint16_t *restrict w = (uint16_t *)b->w + lo;
+        const uint16_t *restrict g = (const uint16_t *)b->g + lo;
+        uint16_t *restrict s = (uint16_t *)b->s + lo;
+        size_t i, m = hi - lo;
+        for (i = 0; i < m; i++) {
+            s[i] = (uint16_t)(s[i] ^ (g[i] & mask));
+            w[i] = (uint16_t)(w[i] ^ (g[i] & mask));
+        }
+    }
 }
 
 void mc_stream5(const mc_buffer *b)
