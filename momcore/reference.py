@@ -161,8 +161,9 @@ def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay, momenta=Non
         w32, s32 = w.astype(np.float32), state.astype(np.float32)
         _apply(w32, g.astype(np.float32), s32, rule, lr, momentum, dampening, weight_decay,
                None if momenta is None else momenta.astype(np.float32))
-        np.copyto(w, w32.astype(w.dtype))
-        np.copyto(state, s32.astype(state.dtype))
+        with np.errstate(over="ignore"):  # rounding past the largest value is inf
+            np.copyto(w, w32.astype(w.dtype))
+            np.copyto(state, s32.astype(state.dtype))
         return
     t = w.dtype.type
     lr_, mom = t(lr), t(momentum)
