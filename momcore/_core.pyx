@@ -394,9 +394,12 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     Parameters
     ----------
     w, g, state : numpy.ndarray
-        One shape, one dtype (float32 or float64), C-contiguous; ``w`` and
-        ``state`` writable and not overlapping any other operand. ``state``
-        starts at zero.
+        One shape, one dtype (float32, float64, float16, or bfloat16 from the
+        optional ml_dtypes package), C-contiguous; ``w`` and ``state`` writable
+        and not overlapping any other operand. ``state`` starts at zero.
+        float16 and bfloat16 are storage only: the step computes in float32 and
+        rounds each new w and state value once, to nearest even, as it stores
+        it (float16 overflows to inf above 65504).
     lr : float
         Learning rate, finite and >= 0.
     momentum : float
@@ -425,9 +428,10 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     bool
         True when the step was applied.
 
-    lr, weight_decay and momentum must keep their meaning in the arrays' dtype:
-    with float32 arrays an lr or weight_decay beyond float32's range, or a
-    momentum that rounds to +-1, is a ValueError.
+    lr, weight_decay and momentum must keep their meaning in the precision the
+    step computes in: with float32, float16 or bfloat16 arrays (all computed in
+    float32) an lr or weight_decay beyond float32's range, or a momentum that
+    rounds to +-1 in float32, is a ValueError.
 
     Cost: one pass over memory (read w, g, state; write w, state; read momenta
     with ``qian``), plus one read of w, g and state (the dry run) with

@@ -335,3 +335,21 @@ def test_other_16_bit_dtypes_are_refused():
         w = np.zeros(4, dt)
         with pytest.raises(TypeError, match="supports float32, float64, float16 and bfloat16"):
             momcore.momentum_step(w, w.copy(), w.copy(), lr=0.1, momentum=0.5)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_sgd_trains_half_parameters_and_round_trips_its_state(dtype):
+    rng = np.random.default_rng(7)
+    params = [rng.standard_normal(n).astype(dtype) for n in (10, 33)]
+    expected = [p.copy() for p in params]
+    states = [np.zeros_like(p) for p in params]
+    opt = momcore.SGD(params, lr=0.1, momentum=0.9, rule="nesterov")
+    for _ in range(3):
+        grads = [rng.standard_normal(p.shape).astype(dtype) for p in params]
+        opt.step(grads)
+        ref.momentum_step_many(expected, grads, states, lr=0.1, momentum=0.9,
+                               rule="nesterov")
+    _assert_same_bits(params, expected)
+    copy = momcore.SGD([p.copy() for p in params], lr=0.1, momentum=0.9, rule="nesterov")
+    copy.load_state_dict(opt.state_dict())
+    _assert_same_bits(copy.state_dict()["state"], opt.state_dict()["state"])
