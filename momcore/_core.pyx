@@ -703,6 +703,19 @@ def _stream5(w, g, s):
         mc_stream5(&b)
 
 
+def all_finite(a):
+    """Whether every element of the C-contiguous float32 or float64 array ``a`` is
+    finite: one pass over its bits, no temporary, the GIL released."""
+    cdef cnp.ndarray arr = _checked(a, ROLE_G, "a")
+    cdef const void *data = cnp.PyArray_DATA(arr)
+    cdef size_t n = <size_t>cnp.PyArray_SIZE(arr)
+    cdef int dtype = _dtype_code(arr)
+    cdef int finite
+    with nogil:
+        finite = mc_all_finite(data, n, dtype)
+    return finite != 0
+
+
 def _round_to_half(const float[::1] src, uint16_t[::1] dst, str dtype):
     """dst := the bits of src rounded to dtype ("bfloat16" or "float16") as the step
     stores them, on the SIMD path in use (for tests of the rounding)."""

@@ -52,6 +52,7 @@ cdef extern from "momcore_kernels.h" nogil:
     const char *mc_isa_name()
     int mc_isa_supported(const char *name)
     void mc_stream5(const mc_buffer *buffer)
+    int mc_all_finite(const void *x, size_t n, int dtype)
 
 
 cdef extern from "mlp.h" nogil:

@@ -152,19 +152,24 @@ class MLP:
         """X as a C-contiguous (n, sizes[0]) array of the network's dtype, or a clear
         error (never NaN or inf, never empty)."""
         X = np.asarray(X)
-        if X.dtype == object or not (np.issubdtype(X.dtype, np.floating)
-                                     or np.issubdtype(X.dtype, np.integer)
-                                     or X.dtype == bool):
+        if X.dtype.kind not in "fiub":  # floats, integers, booleans
             raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
         if X.ndim != 2 or X.shape[1] != self.sizes[0]:
             raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
         if X.shape[0] == 0:
             raise ValueError("X is empty")
-        if not np.isfinite(X).all():
-            raise ValueError("X holds NaN or inf")
-        with np.errstate(over="ignore"):
-            X = np.require(X, self.dtype, ["C", "A"])  # contiguous and aligned
-        if not np.isfinite(X).all():
+        given = X
+        if not (X.dtype == self.dtype and X.flags.c_contiguous and X.flags.aligned):
+            with np.errstate(over="ignore"):
+                X = np.require(X, self.dtype, ["C", "A"])  # contiguous and aligned
+        # Integers and booleans are finite and within any float dtype's range
+        # (float32's reaches 3e38). For floats, the converted X is finite exactly when
+        # the given one is and, where the conversion narrows, within the new range:
+        # one pass over X's bits in C; only a failure looks at the given array to say
+        # which it is.
+        if given.dtype.kind == "f" and not _core.all_finite(X):
+            if given is X or not np.isfinite(given).all():
+                raise ValueError("X holds NaN or inf")
             raise ValueError(f"X holds values beyond the range of {self.dtype}")
         return X
 

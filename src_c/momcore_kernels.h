@@ -127,6 +127,11 @@ int mc_select_isa(const char *name);
 const char *mc_isa_name(void);
 int mc_isa_supported(const char *name);
 
+/* 1 if no element of x[0:n] (MC_FLOAT32 or MC_FLOAT64) is NaN or +-inf, else 0:
+ * the exponent bits tested as integers (no floating-point exceptions, no
+ * temporaries), one pass that the compiler vectorises. */
+int mc_all_finite(const void *x, size_t n, int dtype);
+
 /* Benchmark-only roofline: a plain loop over the same five streams as the step
  * (read w, g, s; write w, s), compiled for the baseline ISA and split across
  * threads exactly as the step is. w = w + g ; s = s + g (for the 16-bit formats an

@@ -318,6 +318,28 @@ int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyp
     return step_all(buffers, hyper, 0, count, check_finite, mc_get_num_threads());
 }
 
+/* ---- finiteness of an input array ---------------------------------------------- */
+
+int mc_all_finite(const void *x, size_t n, int dtype)
+{
+    size_t i;
+    if (dtype == MC_FLOAT64) {
+        const uint64_t *bits = (const uint64_t *)x;
+        const uint64_t exponent = UINT64_C(0x7ff0000000000000);
+        uint64_t found = 0;
+        for (i = 0; i < n; i++)
+            found |= (bits[i] & exponent) == exponent;
+        return found == 0;
+    } else {
+        const uint32_t *bits = (const uint32_t *)x;
+        const uint32_t exponent = UINT32_C(0x7f800000);
+        uint32_t found = 0;
+        for (i = 0; i < n; i++)
+            found |= (bits[i] & exponent) == exponent;
+        return found == 0;
+    }
+}
+
 /* ---- roofline ------------------------------------------------------------------ */
 
 #define MC_STREAM5(T)                                                      \
