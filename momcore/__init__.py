@@ -10,6 +10,8 @@ SGD                                  the optimizer: parameter groups, state, sta
 MLP                                  a multilayer perceptron trained with momentum
 MLPClassifier, MLPRegressor          scikit-learn estimators (momcore.sklearn; needs
                                      scikit-learn: pip install 'momcore[sklearn]')
+momcore.torch.SGD                    a torch.optim.Optimizer on the kernel (optional,
+                                     not imported here: pip install 'momcore[torch]')
 registry                             the names of rules, activations and losses
 training                             the training loop, History
 reference                            the pure-numpy ground truth, same signatures

@@ -2,30 +2,50 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 
 
 def _bench(args: argparse.Namespace) -> int:
     from momcore import _bench, _core
 
+    # every option checked before anything is printed
+    if not (math.isfinite(args.budget) and args.budget > 0):
+        raise ValueError(f"--budget must be a finite number of seconds > 0, got {args.budget}")
+    if not (math.isfinite(args.settle) and args.settle >= 0):
+        raise ValueError(f"--settle must be a finite number of seconds >= 0, got {args.settle}")
     if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         _core.set_num_threads(args.threads)
     print(f"momcore kernel benchmark: SIMD {_core.simd_path()}, "
           f"{_core.get_num_threads()} thread(s); ratios measured in this run "
           f"(speed-up = numpy reference time / momcore time)\n")
     sizes = _bench.KERNEL_SIZES[:-1] if args.quick else _bench.KERNEL_SIZES
-    if args.budget <= 0 or args.settle < 0:
-        raise ValueError("--budget must be > 0 and --settle >= 0")
     print(_bench.format_table(_bench.kernel_table(sizes=sizes, budget=args.budget,
                                                   settle=args.settle)))
     print("\nMLP (speed-up = numpy backend time / compiled backend time)\n")
     print(_bench.format_mlp_table(_bench.mlp_table(budget=args.budget, settle=args.settle)))
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("\n(PyTorch is not installed: no comparison with torch.optim.SGD)")
+    else:
+        print("\nmomcore.torch.SGD against torch.optim.SGD on the same tensors\n")
+        print(_bench.format_torch_table(_bench.torch_table(budget=args.budget,
+                                                           settle=args.settle)))
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m momcore",
+    from momcore import __version__
+
+    # the name the user typed: the installed script, or the module
+    prog = "momcore" if os.path.basename(sys.argv[0]) == "momcore" else "python -m momcore"
+    p = argparse.ArgumentParser(prog=prog,
                                 description="momcore: gradient descent with momentum.")
+    p.add_argument("--version", action="version", version=f"momcore {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="quick table of momcore vs the numpy reference")
     b.add_argument("--threads", type=int, default=None, help="kernel threads (default: all)")

@@ -286,3 +286,96 @@ def format_mlp_table(rows: list[dict[str, object]]) -> str:
         lines.append(f"{r['case']:<40} {r['c_ms']:>11.3f} {r['speedup']:>8.1f}x "
                      f"{'' if over != over else f'{over:>18.2f}x':>19}")
     return "\n".join(lines)
+
+
+# ---- PyTorch optimizer ------------------------------------------------------------------
+
+TORCH_CASES = {
+    "small": "(a) 10 tensors, 2.4e3 params (MLP 16-32-32-16-8-10)",
+    "many": "(b) 100 tensors of 1e4",
+    "large": "(c) 1 tensor of 2e7",
+}
+"""The optimizer-step cases of issue 11: name -> what it steps (float32 each)."""
+
+
+def torch_optimizer_contenders(case: str) -> dict[str, Callable[[], object]]:
+    """One ``step()`` of momcore.torch.SGD and of torch.optim.SGD (foreach, fused) on the
+    same float32 parameters and gradients (momentum 0.9, torch's velocity form), with
+    torch on momcore's thread count. Each optimizer keeps its own momentum buffers.
+
+    'momcore_hooked' has a step pre-hook registered (a no-op: the cost of the hook path);
+    'momcore_new_grads' and 'torch_foreach_new_grads' see new gradient tensors every
+    step, as after zero_grad() + backward() (two sets, swapped in before each step)."""
+    import torch
+
+    import momcore.torch as mt
+
+    torch.set_num_threads(_core.get_num_threads())
+    gen = torch.Generator().manual_seed(0)
+    if case == "small":
+        sizes = [16, 32, 32, 16, 8, 10]
+        shapes = [s for i, o in zip(sizes[:-1], sizes[1:]) for s in ((o, i), (o,))]
+    elif case == "many":
+        shapes = [(10_000,)] * 100
+    elif case == "large":
+        shapes = [(20_000_000,)]
+    else:
+        raise ValueError(f"case must be one of {list(TORCH_CASES)}, got {case!r}")
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    grad_sets = [[torch.randn(s, generator=gen) * 1e-3 for s in shapes] for _ in range(2)]
+    for p, g in zip(params, grad_sets[0]):
+        p.grad = g
+    hyper = dict(lr=1e-4, momentum=0.9)
+    optimizers = {"momcore": mt.SGD(params, **hyper),
+                  "momcore_hooked": mt.SGD(params, **hyper),
+                  "torch_foreach": torch.optim.SGD(params, **hyper, foreach=True),
+                  "torch_fused": torch.optim.SGD(params, **hyper, fused=True)}
+    optimizers["momcore_hooked"].register_step_pre_hook(lambda opt, args, kwargs: None)
+    for opt in optimizers.values():
+        opt.step()
+    contenders: dict[str, Callable[[], object]] = {
+        name: opt.step for name, opt in optimizers.items()}
+    if case == "small":
+        turn = [0]
+
+        def new_grads(step: Callable[[], object]) -> Callable[[], object]:
+            def run() -> object:
+                turn[0] ^= 1
+                for p, g in zip(params, grad_sets[turn[0]]):
+                    p.grad = g
+                return step()
+            return run
+
+        contenders["momcore_new_grads"] = new_grads(optimizers["momcore"].step)
+        contenders["torch_foreach_new_grads"] = new_grads(optimizers["torch_foreach"].step)
+    return contenders
+
+
+def torch_table(budget: float = 0.2, settle: float | None = None,
+                cases=tuple(TORCH_CASES)) -> list[dict[str, object]]:
+    """Rows: per-step time of momcore.torch.SGD and its speed-up over torch.optim.SGD
+    (foreach and fused), measured within one run."""
+    rows = []
+    for case in cases:
+        t = best_times(torch_optimizer_contenders(case), budget, settle=settle)
+        row = {"case": TORCH_CASES[case], "momcore_us": t["momcore"] * 1e6,
+               "over_foreach": t["torch_foreach"] / t["momcore"],
+               "over_fused": t["torch_fused"] / t["momcore"],
+               "hooked_over_fused": t["torch_fused"] / t["momcore_hooked"]}
+        if "momcore_new_grads" in t:
+            row["new_grads_over_foreach"] = (t["torch_foreach_new_grads"]
+                                             / t["momcore_new_grads"])
+        rows.append(row)
+    return rows
+
+
+def format_torch_table(rows: list[dict[str, object]]) -> str:
+    head = (f"{'momcore.torch.SGD vs torch.optim.SGD, float32':<48} {'momcore us':>11} "
+            f"{'/foreach':>9} {'/fused':>8} {'hooked/fused':>13} {'new grads/foreach':>18}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        fresh = r.get("new_grads_over_foreach", float("nan"))
+        lines.append(f"{r['case']:<48} {r['momcore_us']:>11.2f} {r['over_foreach']:>8.2f}x "
+                     f"{r['over_fused']:>7.2f}x {r['hooked_over_fused']:>12.2f}x "
+                     f"{'' if fresh != fresh else f'{fresh:>17.2f}x':>18}")
+    return "\n".join(lines)

@@ -65,6 +65,7 @@ class NetCore:
     max_batch: int
     loss: str
     accuracy: str
+    steps_applied: int
     def __init__(
         self, params: np.ndarray, state: np.ndarray, grad: np.ndarray | None,
         sizes: Sequence[int], hidden: str, output: str, max_batch: int, *,

@@ -5,11 +5,13 @@ Every public function checks its inputs here, once, and then makes one call into
 the plain-C kernels of ``src_c`` with the GIL released.
 """
 import os
+import threading as _threading
 from numbers import Real as _Real
 
 import numpy as np
 
 cimport numpy as cnp
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isfinite
 from libc.stdint cimport uint16_t
@@ -66,9 +68,13 @@ cdef double _real(object x, str name) except? -1.0:
     that drops an imaginary part."""
     if isinstance(x, float):  # float and numpy.float64: the fast path
         return <double>x
-    if not (isinstance(x, (int, _Real)) or (isinstance(x, np.ndarray) and x.ndim == 0
-                                     and x.dtype.kind in "biuf")):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    # Booleans are not numbers here (True and numpy.True_ alike, as in the schedules),
+    # nor are times (numpy counts timedelta64 among its integers).
+    if (isinstance(x, (bool, np.bool_, np.timedelta64, np.datetime64))
+            or not (isinstance(x, (int, _Real)) or (isinstance(x, np.ndarray) and x.ndim == 0
+                                                    and x.dtype.kind in "iuf"))):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}"
+                        + (f" of dtype {x.dtype}" if isinstance(x, np.ndarray) else ""))
     try:
         return float(x)
     except OverflowError:
@@ -643,16 +649,20 @@ cdef object _step_arrays(list ws, list gs, list states, const mc_hyper *hypers, 
 # ---- configuration ------------------------------------------------------------------
 
 
-def set_num_threads(int n):
-    """Sets the number of threads the kernels use for large arrays (n >= 1; more than
-    the machine's processors counts as that many).
+def set_num_threads(n):
+    """Sets the number of threads the kernels use for large arrays (an integer n >= 1;
+    more than the machine's processors counts as that many). Anything but an integer
+    (2.5, True, "2") is a TypeError, not truncated.
 
     Arrays smaller than OMP_MIN_ELEMENTS always run on the calling thread.
     Without OpenMP in the build this has no effect and get_num_threads() is 1.
     """
+    if (isinstance(n, (bool, np.bool_, np.timedelta64))
+            or not isinstance(n, (int, np.integer))):
+        raise TypeError(f"n must be an integer, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    mc_set_num_threads(n)
+    mc_set_num_threads(min(int(n), 2**31 - 1))
 
 
 def get_num_threads():
@@ -774,6 +784,25 @@ cdef bint _overlap(cnp.ndarray a, cnp.ndarray b):
             and lo_b < lo_a + <size_t>cnp.PyArray_NBYTES(a))
 
 
+# Work (rows x parameters) between two checks for pending signals in a compiled epoch:
+# about a millisecond of online training (a 784-512-10 network: ~1.1 ns per row and
+# parameter), so that Ctrl-C stops an epoch within a few milliseconds.
+cdef size_t _CHECK_WORK = 1 << 20
+
+
+cdef int _signals_pending(void *ctx) noexcept nogil:
+    """mc_mlp.check of NetCore.train_epoch: runs the Python signal handlers (the GIL
+    taken for a moment); an exception they raise (KeyboardInterrupt) is kept on the
+    NetCore and ends the epoch."""
+    with gil:
+        try:
+            PyErr_CheckSignals()
+        except BaseException as exc:
+            (<NetCore>ctx)._interrupt = exc
+            return 1
+    return 0
+
+
 cdef class NetCore:
     """The compiled passes of one network over caller-owned flat buffers.
 
@@ -785,11 +814,16 @@ cdef class NetCore:
     ``loss`` (a name of momcore.registry.LOSSES) must pair with ``output``; None
     takes registry.DEFAULT_LOSS[output]. ``accuracy`` is one of ACCURACIES, or
     None: "argmax" when the output layer has several units, "threshold" when it
-    has one.
+    has one. ``l2`` (>= 0, settable) adds ``l2/(2B) sum_i ||W_i||^2`` over the
+    weight blocks (not the biases) to the loss E of every batch of B rows;
+    ``epoch_penalty`` is the l2 part of the last ``train_epoch``'s sum of losses.
     """
     cdef mc_mlp net
     cdef readonly object params, state, grad, sizes, loss, accuracy
     cdef readonly Py_ssize_t max_batch
+    cdef readonly long long steps_applied
+    cdef object _interrupt
+    cdef readonly double epoch_penalty  # the l2 part of the last train_epoch's sum of losses
     cdef list _workspace
     cdef list _curvature_workspace
     cdef mc_curvature_work _curvature_work
@@ -801,7 +835,7 @@ cdef class NetCore:
         self._act_ptrs = NULL
 
     def __init__(self, params, state, grad, sizes, str hidden, str output,
-                 Py_ssize_t max_batch, *, loss=None, accuracy=None):
+                 Py_ssize_t max_batch, *, loss=None, accuracy=None, l2=0.0):
         if self._act_ptrs != NULL:
             raise TypeError("a NetCore is initialised once")
         cdef cnp.ndarray p = _checked(params, ROLE_W, "params")
@@ -862,6 +896,22 @@ cdef class NetCore:
         self.net.delta = cnp.PyArray_DATA(<cnp.ndarray>self._workspace[sizes.shape[0]])
         self.net.delta_prev = cnp.PyArray_DATA(<cnp.ndarray>self._workspace[sizes.shape[0] + 1])
         self.net.scratch = cnp.PyArray_DATA(<cnp.ndarray>self._workspace[sizes.shape[0] + 2])
+        self.net.check = NULL
+        self.net.check_ctx = NULL
+        self.net.check_work = _CHECK_WORK
+        self.l2 = l2
+
+    @property
+    def l2(self):
+        """The L2 penalty factor on the weights (see the class docstring)."""
+        return self.net.l2
+
+    @l2.setter
+    def l2(self, value):
+        cdef double v = _real(value, "l2")
+        if not (isfinite(v) and v >= 0):
+            raise ValueError(f"l2 must be a finite number >= 0, got {value!r}")
+        self.net.l2 = v
 
     def __dealloc__(self):
         PyMem_Free(self._act_ptrs)
@@ -893,7 +943,8 @@ cdef class NetCore:
         return out
 
     def gradients(self, X, T):
-        """grad := dE/dparams for E the mean of the per-sample loss over the rows of X.
+        """grad := dE/dparams for E the mean of the per-sample loss over the rows of X
+        (plus the l2 term).
 
         Returns (E, the number of rows the accuracy mode counts correct)."""
         cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
@@ -983,8 +1034,16 @@ cdef class NetCore:
         """One epoch over the rows ``order`` in batches of ``batch``; see mc_mlp_train_epoch.
         Without a gradient buffer the classical step is folded into the backward pass.
 
-        Returns (sum of per-sample losses, correct predictions, steps applied,
-        stopped on a non-finite loss)."""
+        Returns (sum of per-sample losses plus per batch l2/2 sum_i ||W_i||^2,
+        correct predictions, steps applied, stopped on a non-finite loss); the l2 part
+        of the sum is left in ``epoch_penalty``.
+
+        Interrupts: called from the main thread, the epoch runs Python's signal
+        handlers every millisecond or so of work (between batches); when one raises
+        (Ctrl-C: KeyboardInterrupt) the epoch ends after the batch in progress and the
+        exception propagates. Every step applied, interrupted or not, is added to
+        :attr:`steps_applied` before anything can raise, so a caller that reads it
+        around the call (in a ``finally``) counts exactly the steps applied."""
         cdef mc_hyper h
         _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, "propagate")
         _check_in_dtype(&h, self.net.dtype)
@@ -1012,7 +1071,20 @@ cdef class NetCore:
             raise ValueError(f"rule {rule!r} with weight_decay={weight_decay} needs a "
                              f"gradient buffer")
         cdef mc_fit_result r
+        # Only the main thread runs signal handlers; elsewhere the check would only
+        # contend for the GIL.
+        if _threading.get_ident() == _threading.main_thread().ident:
+            self.net.check = _signals_pending
+            self.net.check_ctx = <void *>self
+        self._interrupt = None
         with nogil:
             r = mc_mlp_train_epoch(&self.net, cnp.PyArray_DATA(x), cnp.PyArray_DATA(t), o,
                                    n_order, batch, &h, fold)
+        self.epoch_penalty = r.sum_penalty
+        self.net.check = NULL
+        self.net.check_ctx = NULL
+        self.steps_applied += r.n_steps
+        if r.interrupted:
+            exc, self._interrupt = self._interrupt, None
+            raise exc
         return r.sum_loss, r.n_correct, r.n_steps, bool(r.stopped)

@@ -94,12 +94,18 @@ cdef extern from "mlp.h" nogil:
         void *delta
         void *delta_prev
         void *scratch
+        int (*check)(void *ctx) noexcept nogil
+        void *check_ctx
+        size_t check_work
+        double l2
 
     ctypedef struct mc_fit_result:
         double sum_loss
+        double sum_penalty
         int64_t n_correct
         int64_t n_steps
         int stopped
+        int interrupted
 
     void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y)
     double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n,

@@ -33,6 +33,11 @@ the mean over its B rows; ``tiny = np.finfo(dtype).tiny``, the smallest normal n
     identity -> squared_error), and a loss that does not pair with the output is a
     ValueError.
 
+L2 penalty
+    ``l2 >= 0`` adds ``l2/(2B) sum_i ||W_i||^2`` (the weight blocks, not the biases) to the
+    loss E of a batch of B rows, as scikit-learn's ``alpha`` does: ``dE/dW_i`` gains
+    ``(l2/B) W_i``; the biases' gradients are unchanged.
+
 Numerics
     sigmoid: ``e = exp(-|z|)``; ``y = 1 / (1 + e)`` for ``z >= 0`` and ``y = e / (1 + e)``
     for ``z < 0``. ``exp`` only sees arguments <= 0, so it never overflows (it underflows
@@ -56,6 +61,7 @@ from momcore._network import (
     default_accuracy,
     n_params,
     views,
+    weight_squares,
 )
 from momcore.registry import check_name, loss_for
 
@@ -68,6 +74,7 @@ __all__ = [
     "gradients",
     "curvature",
     "train_epoch",
+    "weight_squares",
 ]
 
 
@@ -228,13 +235,18 @@ def _backward(
     hidden: str,
     output: str,
     loss: str,
+    l2: float = 0.0,
 ) -> None:
-    """Back-propagate from the output delta and write dE/dparams into ``grad_out``."""
+    """Back-propagate from the output delta and write dE/dparams into ``grad_out``
+    (with the l2 term ``(l2/B) W_i`` on the weights)."""
     weights, _ = views(flat, sizes)
     grad_W, grad_b = views(grad_out, sizes)
     delta = _output_delta(activations[-1], T, output, loss)
+    decay = l2 / activations[0].shape[0]
     for i in range(len(weights) - 1, -1, -1):
         np.matmul(activations[i].T, delta, out=grad_W[i])
+        if l2:
+            grad_W[i] += decay * weights[i]
         np.sum(delta, axis=0, out=grad_b[i])
         if i > 0:
             delta = _times_derivative(delta @ weights[i].T, activations[i], hidden)
@@ -250,8 +262,10 @@ def gradients(
     grad_out: np.ndarray,
     *,
     loss: str | None = None,
+    l2: float = 0.0,
 ) -> float:
-    """Write ``dE/dparams`` into ``grad_out`` (flat layout) and return E, the mean loss over X.
+    """Write ``dE/dparams`` into ``grad_out`` (flat layout) and return E, the mean loss over X
+    plus the l2 term ``l2/(2B) sum_i ||W_i||^2`` (see the module docstring).
 
     Back-propagation, with ``delta[i] = dE/dz[i]`` for the pre-activations ``z[i]`` of
     ``a[i]``: the output delta is that of the module docstring for ``loss`` (None: the
@@ -272,7 +286,9 @@ def gradients(
     T = _as_targets(T, X.shape[0], sizes[-1], flat.dtype)
     activations = _forward(flat, sizes, X, hidden, output)
     mean_loss = loss_from_output(activations[-1], T, output, loss)
-    _backward(grad_out, flat, sizes, activations, T, hidden, output, loss)
+    if l2:
+        mean_loss += 0.5 * l2 * weight_squares(flat, sizes) / X.shape[0]
+    _backward(grad_out, flat, sizes, activations, T, hidden, output, loss, l2)
     return mean_loss
 
 
@@ -373,6 +389,7 @@ def train_epoch(
     grad_buf: np.ndarray,
     loss: str | None = None,
     accuracy: str | None = None,
+    l2: float = 0.0,
 ) -> tuple[float, int, int, bool]:
     """One epoch of (mini-batch) gradient descent with momentum, in place on flat and state.
 
@@ -381,7 +398,9 @@ def train_epoch(
     chunk, at the current weights: one forward pass; the per-sample losses (``loss``, None: the
     default loss of ``output``) are added to ``sum_loss`` and the correct rows,
     ``count_correct(y, t, accuracy)`` (None: ``default_accuracy(sizes[-1])``), to
-    ``n_correct``; the gradient of the chunk's mean loss goes into ``grad_buf``; then
+    ``n_correct``, and with ``l2`` the chunk's ``l2/2 sum_i ||W_i||^2`` (its l2 term times
+    its rows, as scikit-learn accumulates it) to ``sum_loss``; the gradient of the chunk's
+    E (mean loss plus l2 term) goes into ``grad_buf``; then
     ``momcore.reference.momentum_step(flat, grad_buf, state, lr=lr, momentum=momentum,
     rule=rule, dampening=dampening, weight_decay=weight_decay)``. ``batch_size=1`` is online
     learning. ``n_correct`` is meaningful for classification only. A chunk whose loss is not finite stops the epoch
@@ -425,11 +444,13 @@ def train_epoch(
         activations = _forward(flat, sizes, X_batch, hidden, output)
         out = activations[-1]
         batch_loss = float(per_sample_loss(out, T_batch, output, loss).sum())
+        if l2:
+            batch_loss += 0.5 * l2 * weight_squares(flat, sizes)
         n_correct += count_correct(out, T_batch, accuracy)
         if not np.isfinite(batch_loss):
             return sum_loss, n_correct, n_steps, True
         sum_loss += batch_loss
-        _backward(grad_buf, flat, sizes, activations, T_batch, hidden, output, loss)
+        _backward(grad_buf, flat, sizes, activations, T_batch, hidden, output, loss, l2)
         momentum_step(
             flat,
             grad_buf,

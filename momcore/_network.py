@@ -42,6 +42,7 @@ __all__ = [
     "n_params",
     "layer_offsets",
     "views",
+    "weight_squares",
     "init_params",
     "encode_targets",
     "predicted_class",
@@ -133,6 +134,13 @@ def views(flat: np.ndarray, sizes: Sequence[int]) -> tuple[list[np.ndarray], lis
     return weights, biases
 
 
+def weight_squares(flat: np.ndarray, sizes: Sequence[int]) -> float:
+    """``sum_i ||W_i||^2`` over the weight blocks of ``flat`` (not the biases): the
+    squares of the L2 penalty (``MLP(l2=...)``)."""
+    weights, _ = views(flat, sizes)
+    return sum(float(np.dot(W.ravel(), W.ravel())) for W in weights)
+
+
 def init_params(
     flat: np.ndarray, sizes: Sequence[int], hidden: str, rng: np.random.Generator
 ) -> None:
@@ -208,11 +216,13 @@ def encode_targets(
             raise ValueError(f"2-D targets must have {n_out} columns, got shape {y.shape}")
         if y.dtype.kind not in "biuf":
             raise ValueError(f"2-D targets must be real numbers, got dtype {y.dtype}")
-        if not np.all(np.isfinite(y)):
+        # booleans and integers are finite, and stay finite in float32 and float64
+        exact = y.dtype.kind in "biu"
+        if not exact and not np.all(np.isfinite(y)):
             raise ValueError("targets must be finite (found NaN or inf)")
         with np.errstate(over="ignore"):
             T = np.array(y, dtype=dtype, copy=True, order="C")
-        if not np.all(np.isfinite(T)):
+        if not exact and not np.all(np.isfinite(T)):
             raise ValueError(f"targets hold values beyond the range of {dtype}")
         if loss == "cross_entropy" and T.size:
             row_sums = T.sum(axis=1, dtype=np.float64)

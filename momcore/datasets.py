@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import numbers
 from importlib import resources
 from typing import NamedTuple
 
@@ -119,6 +120,8 @@ def train_test_split(
     n = X.shape[0]
     if y.shape[0] != n:
         raise ValueError(f"X and y have different numbers of rows: {n} and {y.shape[0]}")
+    if isinstance(test_fraction, (bool, np.bool_)) or not isinstance(test_fraction, numbers.Real):
+        raise TypeError(f"test_fraction must be a number, got {type(test_fraction).__name__}")
     test_fraction = float(test_fraction)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")

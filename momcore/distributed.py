@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from momcore import training
+from momcore import _network, training
 from momcore.mlp import MLP
 from momcore.training import History
 
@@ -74,20 +74,44 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
     (identical on every rank); ``callback`` runs on rank 0 only, and its decision to
     stop is passed to every rank; validation and early stopping run on every rank
     (the replicas are identical, so they agree).
+
+    Before the first step the ranks agree, and raise on every rank when they do not:
+    any exception while checking the model and the arguments on one rank (RuntimeError
+    "rank r failed: ..." on the others); replicas that differ; training arguments that
+    differ (epochs, batch size, shuffle, lr, momentum, rule, dampening, weight decay,
+    the schedules' first values, early stopping, the width and dtype of the inputs and
+    of the encoded targets, the accuracy counted: a difference would hang the job or
+    silently break the identical replicas). Like ``net.fit`` it takes the model's
+    training lock: a model already training raises RuntimeError, on every rank.
+    During training, a failure on one rank that the others cannot see (a user's
+    schedule or callback raising, MemoryError) aborts the whole job through
+    ``comm.Abort`` after writing "momcore.distributed: rank r of n failed, aborting
+    the job: ..." and the traceback to stderr; a non-finite loss raises
+    FloatingPointError on every rank.
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
     trainer = _MPITrainer(MPI, comm, sharded)
-    error: BaseException | None = None
+    busy = net.acquire_training_lock()
+    locked = busy is None
     try:
-        _check_replicas(comm, net)
-    except ValueError as exc:
-        error = exc
-    _agree(comm, error)
-    try:
+        error: BaseException | None = None
+        try:
+            if busy is not None:
+                raise busy
+            digest = _replica_digest(net)
+        except Exception as exc:  # noqa: BLE001 - agreed below, raised on every rank
+            error, digest = exc, None
+        digests = comm.allgather(digest)  # one collective: every rank reaches it
+        if error is None and any(d != digests[0] for d in digests if d is not None):
+            error = ValueError(
+                "the ranks hold different networks (sizes, weights, optimizer or random "
+                "state); build every replica with the same sizes and seed, or load the "
+                "same file on every rank")
+        trainer.agree_on(error)
         return net.train(X, y, trainer=trainer, batch_size=batch_size, **fit_arguments)
     except BaseException as exc:
-        if trainer.agreed or isinstance(exc, FloatingPointError):
+        if trainer.agreed or _agreed_stop(net, exc):
             raise  # every rank raises the same error
         sys.stderr.write(f"momcore.distributed: rank {trainer.rank} of {trainer.size} "
                          f"failed, aborting the job: {type(exc).__name__}: {exc}\n")
@@ -95,6 +119,18 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
         sys.stderr.flush()
         comm.Abort(1)
         raise  # not reached
+    finally:
+        if locked:
+            net.release_training_lock()
+
+
+def _agreed_stop(net: MLP, exc: BaseException) -> bool:
+    """Whether exc is the training loop's non-finite stop, which every rank reaches
+    together (the loss is reduced over the ranks); a FloatingPointError from anywhere
+    else (rank 0's callback) is one rank's failure."""
+    history = net.history_
+    return (isinstance(exc, FloatingPointError) and history is not None
+            and history.stopped == "nonfinite")
 
 
 class _MPITrainer(training.Trainer):
@@ -113,6 +149,19 @@ class _MPITrainer(training.Trainer):
         except BaseException:
             self.agreed = True
             raise
+
+    def agree_on_arguments(self, arguments: dict[str, Any]) -> None:
+        everyone = self.comm.allgather(arguments)
+        differ = [key for key in arguments
+                  if any(other.get(key) != arguments[key] for other in everyone)]
+        differ += [key for other in everyone for key in other
+                   if key not in arguments and key not in differ]
+        if differ:
+            self.agreed = True
+            raise ValueError("the ranks were given different training arguments: " + "; ".join(
+                f"{key} (" + ", ".join(f"rank {r}: {other.get(key)!r}"
+                                       for r, other in enumerate(everyone)) + ")"
+                for key in differ))
 
     def decide(self, reason: str) -> str:
         return self.comm.bcast(reason, root=0)
@@ -142,7 +191,12 @@ class _MPIRunner:
         self.grad = np.zeros_like(net.params)
         self.X_rows = np.empty((max(X.shape[0], 1), X.shape[1]), net.dtype)
         self.T_rows = np.empty((max(X.shape[0], 1), T.shape[1]), net.dtype)
-        self.kernel = net.gradient_kernel(self.grad, max(X.shape[0], 1), accuracy=accuracy)
+        # The l2 term is added once, after the reduction: each rank's kernel computes the
+        # gradient of its rows' losses only.
+        self.net, self.l2 = net, net.l2
+        self.kernel = net.gradient_kernel(self.grad, max(X.shape[0], 1), accuracy=accuracy,
+                                          l2=0.0)
+        self.grad_weights, _ = _network.views(self.grad, net.sizes)
         self.stats = np.zeros(2)  # [sum of per-sample losses, correct rows] of one step
         self.totals = np.zeros(2)
 
@@ -170,24 +224,26 @@ class _MPIRunner:
                 stats[:] = 0
             comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
             comm.Allreduce(stats, totals, op=MPI.SUM)
-            if not np.isfinite(totals[0]):  # the same reduced loss on every rank
+            # l2/2 sum ||W||^2 of the identical replicas, the batch's l2 term times its rows
+            penalty = 0.5 * self.l2 * _network.weight_squares(self.net.params, self.net.sizes) \
+                if self.l2 else 0.0
+            if not np.isfinite(totals[0] + penalty):  # the same on every rank
                 return float(run_totals[0]), int(run_totals[1] + totals[1]), steps, True
             grad /= part.shape[0]
+            if self.l2:
+                for W, dW in zip(self.net.weights, self.grad_weights):
+                    dW += (self.l2 / part.shape[0]) * W
             self.kernel.step()
             steps += 1
             run_totals += totals
+            run_totals[0] += penalty
         return float(run_totals[0]), int(run_totals[1]), steps, False
 
 
-def _check_replicas(comm: Any, net: MLP) -> None:
-    """Every rank must start from the same network, weights, state and random state."""
-    digest = (tuple(net.sizes), net.hidden, net.output, net.dtype.name, net.backend,
-              net.loss_name, net.steps, net.epochs,
-              hashlib.sha256(net.params.tobytes()).hexdigest(),
-              hashlib.sha256(net.optimizer_state.tobytes()).hexdigest(),
-              repr(net.rng.bit_generator.state))
-    digests = comm.allgather(digest)
-    if any(d != digests[0] for d in digests):
-        raise ValueError("the ranks hold different networks (sizes, weights, optimizer or "
-                         "random state); build every replica with the same sizes and seed, "
-                         "or load the same file on every rank")
+def _replica_digest(net: MLP) -> tuple[Any, ...]:
+    """What every rank's replica must share: network, weights, state, random state."""
+    return (tuple(net.sizes), net.hidden, net.output, net.dtype.name, net.backend,
+            net.loss_name, net.steps, net.epochs,
+            hashlib.sha256(net.params.tobytes()).hexdigest(),
+            hashlib.sha256(net.optimizer_state.tobytes()).hexdigest(),
+            repr(net.rng.bit_generator.state))

@@ -7,6 +7,7 @@ seeded generator, so their weights agree to rounding after any number of epochs.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -28,7 +29,33 @@ __all__ = ["MLP", "History"]
 FORMAT = _checkpoint.FORMAT
 FORMAT_VERSION = _checkpoint.FORMAT_VERSION
 BACKENDS = ("c", "numpy")
-_PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend
+_PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend, at most
+_PREDICT_ELEMENTS = 1 << 22  # ...and fewer for wide layers: rows x sum(sizes) about this
+_MAX_WORKSPACE = 2**31 - 1  # rows x max(sizes) the compiled passes accept (int indexing)
+
+
+def _sweep_rows(sizes: Sequence[int], n: int = _PREDICT_ROWS) -> int:
+    """Rows per forward sweep for a network of these layer widths: up to n, fewer when
+    the layers are wide (the workspaces hold every layer's outputs for each row), and
+    at least one."""
+    rows = min(n, _PREDICT_ELEMENTS // sum(sizes), _MAX_WORKSPACE // max(sizes))
+    return max(1, rows)
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether every element of the real array a is finite. float32/float64 in C order:
+    one pass over the bits in C (_core.all_finite). Otherwise a sum first (one pass, no
+    boolean temporary; NaN and inf make it non-finite), the element test only when the
+    sum is not finite (NaN, inf, or finite values whose sum overflows)."""
+    if a.dtype.kind in "biu":
+        return True
+    if (a.dtype.type in (np.float32, np.float64) and a.dtype.isnative
+            and a.flags.c_contiguous and a.flags.aligned):
+        return _core.all_finite(a)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(a.sum()):
+            return True
+    return bool(np.isfinite(a).all())
 
 
 class MLP:
@@ -49,6 +76,13 @@ class MLP:
         squared_error ``1/2 sum (t - y)^2`` (the lecture notes; the default for
         sigmoid), identity + squared_error (regression). None takes the default
         pair of the output (:data:`momcore.registry.DEFAULT_LOSS`).
+    l2 : float, default 0
+        L2 penalty on the weights (not the biases), part of the objective: a batch of B
+        rows has ``E = mean loss + l2/(2B) sum_i ||W_i||^2``, so ``dE/dW_i`` gains
+        ``(l2/B) W_i`` (scikit-learn's ``alpha``). ``loss``, ``gradients`` and ``fit``
+        all use it; :attr:`history_` reports per epoch the mean per-sample loss plus,
+        per batch, ``l2/2 sum_i ||W_i||^2`` at that batch's weights over the rows, as
+        scikit-learn's ``loss_curve_``. Settable between fits.
     dtype : float32 or float64
     seed : int
         Seeds the generator that draws the initial weights and shuffles every epoch.
@@ -65,7 +99,7 @@ class MLP:
     """
 
     def __init__(self, sizes: Sequence[int], *, hidden: str = "sigmoid",
-                 output: str = "softmax", loss: str | None = None,
+                 output: str = "softmax", loss: str | None = None, l2: float = 0.0,
                  dtype: Any = np.float64, seed: int = 0, backend: str = "c") -> None:
         try:
             sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
@@ -84,18 +118,23 @@ class MLP:
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        if (not isinstance(seed, (int, np.integer))
+                or isinstance(seed, (bool, np.bool_, np.timedelta64))):
             raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         self.sizes: list[int] = [int(s) for s in sizes]
         self.hidden, self.output, self.loss_name, self.dtype = hidden, output, loss, dt
         self.seed, self.backend = int(seed), backend
-        self.params: np.ndarray = np.zeros(layout.n_params(self.sizes), dt)
+        self.l2 = l2
+        self._params: np.ndarray = np.zeros(layout.n_params(self.sizes), dt)
         self._grad: np.ndarray | None = None
         self._fit_core: _core.NetCore | None = None
         self._fit_core_accuracy = ""
         self._local = threading.local()  # per-thread predict workspaces
         self._training = threading.Lock()
-        self.weights, self.biases = layout.views(self.params, self.sizes)
+        self._training_thread: int | None = None  # the thread holding _training
+        self._weights, self._biases = layout.views(self._params, self.sizes)
         self.reset()
 
     # ---- state -------------------------------------------------------------------
@@ -110,6 +149,53 @@ class MLP:
         self.epochs = 0
         self.history_: History | None = None
         self._local = threading.local()
+
+    # The buffers are the model's own: the optimizer, the compiled workspaces and save
+    # all hold this one array, so it is written into (net.params[:] = ...), never rebound.
+
+    @property
+    def params(self) -> np.ndarray:
+        """All weights and biases, one flat buffer (:attr:`weights` and :attr:`biases` are
+        views into it). Write into it (``net.params[:] = values``); it cannot be rebound."""
+        return self._params
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        raise AttributeError("MLP.params cannot be rebound: the optimizer and save use this "
+                             "buffer; write into it instead (net.params[:] = values)")
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """The weight matrices, views into :attr:`params` (sizes[i] x sizes[i+1])."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: Any) -> None:
+        raise AttributeError("MLP.weights cannot be rebound: they are views into params; "
+                             "write into them instead (net.weights[0][:] = values)")
+
+    @property
+    def biases(self) -> list[np.ndarray]:
+        """The bias vectors, views into :attr:`params`."""
+        return self._biases
+
+    @biases.setter
+    def biases(self, value: Any) -> None:
+        raise AttributeError("MLP.biases cannot be rebound: they are views into params; "
+                             "write into them instead (net.biases[0][:] = values)")
+
+    @property
+    def l2(self) -> float:
+        """The L2 penalty factor on the weights (see the class docstring)."""
+        return self._l2
+
+    @l2.setter
+    def l2(self, value: Any) -> None:
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                              np.floating))
+                or not (np.isfinite(value) and value >= 0)):
+            raise ValueError(f"l2 must be a finite number >= 0, got {value!r}")
+        self._l2 = float(value)
 
     @property
     def n_params(self) -> int:
@@ -128,21 +214,35 @@ class MLP:
 
     def __getstate__(self) -> dict[str, Any]:
         # Workspaces, locks and thread-local caches are per object and made again.
+        # The buffer is stored under "params", as before it became a property.
         state = self.__dict__.copy()
-        for key in ("_fit_core", "_local", "_training", "weights", "biases"):
+        for key in ("_fit_core", "_local", "_training", "_weights", "_biases"):
             state.pop(key)
+        state.pop("_training_thread", None)
         state.pop("_readonly_copy", None)
+        state["params"] = state.pop("_params")
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["_params"] = state.pop("params")
         self.__dict__.update(state)
+        self.__dict__.setdefault("_l2", 0.0)  # pickled before l2 existed
         self._fit_core = None
         self._local = threading.local()
         self._training = threading.Lock()
-        self.weights, self.biases = layout.views(self.params, self.sizes)
+        self._training_thread = None
+        self._weights, self._biases = layout.views(self._params, self.sizes)
+
+    def __copy__(self) -> MLP:
+        """A deep copy: two models never share weights (nor would they share the lock
+        that keeps one ``fit`` at a time on them)."""
+        return copy.deepcopy(self)
 
     def __repr__(self) -> str:
         loss = "" if self.loss_name == loss_for(self.output) else f", loss={self.loss_name!r}"
+        if self.l2:
+            loss += f", l2={self.l2!r}"
         return (f"MLP({self.sizes}, hidden={self.hidden!r}, output={self.output!r}{loss}, "
                 f"dtype={self.dtype.name}, backend={self.backend!r})")
 
@@ -151,25 +251,25 @@ class MLP:
     def check_inputs(self, X: Any) -> np.ndarray:
         """X as a C-contiguous (n, sizes[0]) array of the network's dtype, or a clear
         error (never NaN or inf, never empty)."""
+        if isinstance(X, np.ma.MaskedArray) and np.ma.is_masked(X):
+            raise ValueError("X is a masked array with masked values; fill or drop them "
+                             "first (X.filled(value), or the rows of ~X.mask.any(axis=1))")
         X = np.asarray(X)
-        if X.dtype.kind not in "fiub":  # floats, integers, booleans
+        # floats, integers, booleans (numpy counts timedelta64, kind "m", among its
+        # integers, but times are not numbers)
+        if X.dtype.kind not in "fiub":
             raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
         if X.ndim != 2 or X.shape[1] != self.sizes[0]:
             raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
         if X.shape[0] == 0:
             raise ValueError("X is empty")
-        given = X
-        if not (X.dtype == self.dtype and X.flags.c_contiguous and X.flags.aligned):
-            with np.errstate(over="ignore"):
-                X = np.require(X, self.dtype, ["C", "A"])  # contiguous and aligned
-        # Integers and booleans are finite and within any float dtype's range
-        # (float32's reaches 3e38). For floats, the converted X is finite exactly when
-        # the given one is and, where the conversion narrows, within the new range:
-        # one pass over X's bits in C; only a failure looks at the given array to say
-        # which it is.
-        if given.dtype.kind == "f" and not _core.all_finite(X):
-            if given is X or not np.isfinite(given).all():
-                raise ValueError("X holds NaN or inf")
+        if not _all_finite(X):
+            raise ValueError("X holds NaN or inf")
+        if X.dtype == self.dtype:
+            return np.require(X, None, ["C", "A"])  # contiguous and aligned
+        with np.errstate(over="ignore"):
+            X = np.require(X, self.dtype, ["C", "A"])
+        if not _all_finite(X):
             raise ValueError(f"X holds values beyond the range of {self.dtype}")
         return X
 
@@ -207,7 +307,8 @@ class MLP:
             if not (params.flags.writeable and state.flags.writeable):
                 params, state = self._writable_buffers()
             core = self._local.core = _core.NetCore(
-                params, state, None, self.sizes, self.hidden, self.output, _PREDICT_ROWS)
+                params, state, None, self.sizes, self.hidden, self.output,
+                _sweep_rows(self.sizes))
         return core.predict(X, out)
 
     def _writable_buffers(self) -> tuple[np.ndarray, np.ndarray]:
@@ -235,10 +336,13 @@ class MLP:
         return layout.predicted_class(out)
 
     def loss(self, X: Any, y: Any) -> float:
-        """Mean loss over the rows of X."""
+        """Mean loss over the rows of X, plus ``l2/(2n) sum_i ||W_i||^2`` for its n rows."""
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
-        return ref.loss_from_output(self.predict_proba(X), T, self.output, self.loss_name)
+        mean = ref.loss_from_output(self.predict_proba(X), T, self.output, self.loss_name)
+        if self.l2:
+            mean += 0.5 * self.l2 * layout.weight_squares(self.params, self.sizes) / X.shape[0]
+        return mean
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy for integer labels; for a 0/1 label matrix of a multilabel network,
@@ -257,7 +361,8 @@ class MLP:
         return float(1.0 - residual / total) if total > 0 else float("nan")
 
     def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """(dW, db): dE/dW[i] and dE/db[i] at the current weights, E the mean loss over X."""
+        """(dW, db): dE/dW[i] and dE/db[i] at the current weights, E the mean loss over X
+        plus the l2 term."""
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
         grad = np.empty_like(self.params)
@@ -287,7 +392,7 @@ class MLP:
             ref.curvature(self.params, self.sizes, X, T, self.hidden, self.output, curv,
                           loss=self.loss_name)
         else:
-            rows = min(X.shape[0], _PREDICT_ROWS)
+            rows = _sweep_rows(self.sizes, min(X.shape[0], _PREDICT_ROWS))
             core = _core.NetCore(self.params, self.optimizer_state, None, self.sizes,
                                  self.hidden, self.output, rows, loss=self.loss_name)
             part = np.empty_like(self.params)
@@ -299,19 +404,21 @@ class MLP:
         return layout.views(curv, self.sizes)
 
     def gradient_kernel(self, grad: np.ndarray, max_rows: int, *,
-                        accuracy: str | None = None) -> Any:
+                        accuracy: str | None = None, l2: float | None = None) -> Any:
         """The passes of this network writing into the flat buffer ``grad``, for
         training loops of one's own (:mod:`momcore.distributed`): an object with
         ``gradients(X, T) -> (E, rows right)`` (grad := dE/dparams of the mean loss
         over the rows of X, at most ``max_rows``, with encoded targets T) and
         ``step()`` (one step of :attr:`optimizer` with ``grad``, on the calling
-        thread). Workspaces are made once, here."""
+        thread). Workspaces are made once, here. ``l2`` overrides the network's for
+        this kernel (``momcore.distributed`` adds the l2 term after its reduction)."""
         accuracy = accuracy or layout.default_accuracy(self.sizes[-1])
+        l2 = self.l2 if l2 is None else l2
         if self.backend == "numpy":
-            return _NumpyKernel(self, grad, accuracy)
+            return _NumpyKernel(self, grad, accuracy, l2)
         return _CompiledKernel(_core.NetCore(
             self.params, self.optimizer_state, grad, self.sizes, self.hidden, self.output,
-            max_rows, loss=self.loss_name, accuracy=accuracy), self.optimizer)
+            max_rows, loss=self.loss_name, accuracy=accuracy, l2=l2), self.optimizer)
 
     # ---- training -----------------------------------------------------------------
 
@@ -347,13 +454,22 @@ class MLP:
         last finite step stay in place (:attr:`history_` keeps the epochs done).
         Returns the :class:`History` of this call.
 
+        Ctrl-C (KeyboardInterrupt, or any exception a signal handler raises) stops a
+        compiled epoch within a few milliseconds, after the step in progress, and
+        propagates; the model stays consistent: :attr:`steps` counts every step
+        applied, the interrupted epoch included; :attr:`epochs` and
+        :attr:`history_` (``stopped == "interrupted"``) count only the epochs
+        completed; :attr:`rng` has drawn the interrupted epoch's shuffle. ``save``,
+        ``load`` and ``fit`` then continue from exactly these weights and counts.
+        A single batch is never cut in two (a full-batch epoch stops after its step).
+
         Predicting from other threads is safe (each thread gets its own workspace), but
         sees the weights as they change; two ``fit`` calls on one model at once raise
         RuntimeError.
         """
-        if not self._training.acquire(blocking=False):
-            raise RuntimeError("fit is already running on this model in another thread; "
-                               "one model trains in one thread at a time")
+        busy = self.acquire_training_lock()
+        if busy is not None:
+            raise busy
         try:
             return self.train(
                 X, y, trainer=training.Trainer(), epochs=epochs, batch_size=batch_size,
@@ -364,7 +480,24 @@ class MLP:
                 validation_data=validation_data, patience=patience, min_delta=min_delta,
                 restore_best=restore_best)
         finally:
-            self._training.release()
+            self.release_training_lock()
+
+    def acquire_training_lock(self) -> RuntimeError | None:
+        """Takes this model's training lock without waiting, for a training loop of
+        one's own (:func:`momcore.distributed.fit`); returns None, or the error that
+        says why it is taken. :meth:`release_training_lock` gives it back."""
+        if self._training.acquire(blocking=False):
+            self._training_thread = threading.get_ident()
+            return None
+        if self._training_thread == threading.get_ident():
+            return RuntimeError("fit was called again from inside this model's own fit (a "
+                                "callback or a schedule); one fit runs on a model at a time")
+        return RuntimeError("fit is already running on this model in another thread; "
+                            "one model trains in one thread at a time")
+
+    def release_training_lock(self) -> None:
+        self._training_thread = None
+        self._training.release()
 
     def train(self, X: Any, y: Any, *, trainer: training.Trainer, rule: str = "classical",
               dampening: float = 0.0, weight_decay: float = 0.0,
@@ -384,9 +517,17 @@ class MLP:
             hyper = checked_hyperparameters(dict(
                 **training.schedule_values(settings, self.epochs, self.steps),
                 rule=rule, dampening=dampening, weight_decay=weight_decay), dtype=self.dtype)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every process raises it (agree_on)
             error = exc
         trainer.agree_on(error)
+        trainer.agree_on_arguments({
+            "epochs": settings.epochs, "batch_size": settings.batch_size,
+            "shuffle": settings.shuffle, **hyper, "per_step": settings.per_step,
+            "target_loss": settings.target_loss, "patience": settings.patience,
+            "min_delta": settings.min_delta, "restore_best": settings.restore_best,
+            "validation_data": settings.validation_data is not None,
+            "inputs": (X.shape[1], X.dtype.name), "targets": (T.shape[1], T.dtype.name),
+            "accuracy": self._accuracy(y)})
         # A failure before the first step (the runner's own checks) leaves the model as
         # it was: the previous optimizer (its state untouched) and history.
         previous = (self.optimizer, dict(self.optimizer.param_groups[0]), self.history_,
@@ -444,6 +585,7 @@ class MLP:
                 self.hidden, self.output, batch, loss=self.loss_name,
                 accuracy=accuracy)
             self._fit_core_accuracy = accuracy
+        core.l2 = self.l2
         return core
 
     # ---- persistence --------------------------------------------------------------
@@ -452,7 +594,7 @@ class MLP:
         return {
             "format": FORMAT, "version": FORMAT_VERSION, "sizes": self.sizes,
             "hidden": self.hidden, "output": self.output, "loss": self.loss_name,
-            "dtype": self.dtype.name,
+            "l2": self.l2, "dtype": self.dtype.name,
             "seed": self.seed, "backend": self.backend, "steps": self.steps,
             "epochs": self.epochs, "state_rule": self.optimizer.rule,
             "rng": self.rng.bit_generator.state,
@@ -488,8 +630,8 @@ class MLP:
             # Only now, with the arrays' sizes known to be in the file, is anything made.
             try:
                 net = cls(meta["sizes"], hidden=meta["hidden"], output=meta["output"],
-                          loss=meta.get("loss"), dtype=dtype, seed=meta["seed"],
-                          backend=meta["backend"])
+                          loss=meta.get("loss"), l2=meta.get("l2", 0.0), dtype=dtype,
+                          seed=meta["seed"], backend=meta["backend"])
                 rule = "classical" if meta.get("state_rule") is None else meta["state_rule"]
                 net.rng.bit_generator.state = meta["rng"]
                 net.optimizer = SGD([net.params], lr=0.1, rule=rule, backend=net.backend)
@@ -514,10 +656,15 @@ class _CompiledRunner:
         self.n_rows = X.shape[0]
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
-        result = self.core.train_epoch(self.X, self.T, rows, batch,
-                                       **self.optimizer.hyperparameters())
-        self.optimizer.steps += result[2]
-        return result
+        # The steps are counted from the core's own count in a finally: a Ctrl-C that
+        # ends the epoch early (or arrives just as it returns) still counts every step
+        # applied.
+        core, before = self.core, self.core.steps_applied
+        try:
+            return core.train_epoch(self.X, self.T, rows, batch,
+                                    **self.optimizer.hyperparameters())
+        finally:
+            self.optimizer.steps += core.steps_applied - before
 
 
 class _NumpyRunner:
@@ -534,7 +681,7 @@ class _NumpyRunner:
             result = ref.train_epoch(
                 net.params, net.optimizer_state, net.sizes, self.X, self.T, rows, batch,
                 net.hidden, net.output, grad_buf=net._grad, loss=net.loss_name,
-                accuracy=self.accuracy, **net.optimizer.hyperparameters())
+                accuracy=self.accuracy, l2=net.l2, **net.optimizer.hyperparameters())
         net.optimizer.steps += result[2]
         return result
 
@@ -607,14 +754,14 @@ class _CompiledKernel:
 class _NumpyKernel:
     """MLP.gradient_kernel of the numpy backend."""
 
-    def __init__(self, net: MLP, grad: np.ndarray, accuracy: str) -> None:
-        self.net, self.grad, self.accuracy = net, grad, accuracy
+    def __init__(self, net: MLP, grad: np.ndarray, accuracy: str, l2: float) -> None:
+        self.net, self.grad, self.accuracy, self.l2 = net, grad, accuracy, l2
 
     def gradients(self, X: np.ndarray, T: np.ndarray) -> tuple[float, int]:
         net = self.net
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
-                                 self.grad, loss=net.loss_name)
+                                 self.grad, loss=net.loss_name, l2=self.l2)
             out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
         return loss, layout.count_correct(out, T, self.accuracy)
 

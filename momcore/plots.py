@@ -46,8 +46,17 @@ def _figure(figsize: tuple[float, float] = FIGSIZE) -> Any:
     return figure
 
 
-def _save(figure: Any, path: str | os.PathLike[str]) -> pathlib.Path:
+def _png_path(path: str | os.PathLike[str]) -> pathlib.Path:
+    """path, for a PNG file: a name with another suffix (.jpg, .pdf) is refused rather
+    than given PNG bytes under a name that says otherwise."""
     path = pathlib.Path(path)
+    if path.suffix and path.suffix.lower() != ".png":
+        raise ValueError(f"figures are written as PNG: name the file *.png, got {str(path)!r}")
+    return path
+
+
+def _save(figure: Any, path: str | os.PathLike[str]) -> pathlib.Path:
+    path = _png_path(path)
     figure.savefig(path, dpi=DPI, format="png")
     return path
 
@@ -70,6 +79,7 @@ def figure1(
     ``p* = (1 - sqrt(lr k))^2`` where the two roots coincide. ``point = (lr_k, momentum)``
     marks one setting.
     """
+    _png_path(path)
     resolution = int(resolution)
     if resolution < 10:
         raise ValueError(f"resolution must be >= 10, got {resolution}")

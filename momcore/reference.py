@@ -22,9 +22,12 @@ _MOMENTA_RULES = registry.rules_taking("momenta")
 
 
 def _real(x: object, name: str) -> float:
-    if not (isinstance(x, Real) or (isinstance(x, np.ndarray) and x.ndim == 0
-                                    and x.dtype.kind in "biuf")):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    # as the compiled kernel: booleans and times are not numbers
+    if (isinstance(x, (bool, np.bool_, np.timedelta64, np.datetime64))
+            or not (isinstance(x, Real) or (isinstance(x, np.ndarray) and x.ndim == 0
+                                            and x.dtype.kind in "iuf"))):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}"
+                        + (f" of dtype {x.dtype}" if isinstance(x, np.ndarray) else ""))
     try:
         return float(x)  # type: ignore[arg-type]
     except OverflowError:

@@ -9,11 +9,12 @@ number of epochs. momcore's own parameters come last: ``rule`` (any momcore upda
 rule instead of ``nesterovs_momentum``), ``momentum_schedule``, ``dtype`` and
 ``backend``.
 
-How an epoch runs: with ``alpha=0`` and no ``sample_weight`` the whole epoch is one
-compiled call (the GIL released); otherwise every batch takes one compiled
-forward/backward pass and one compiled step, with the L2 term ``alpha/n_batch * W``
-(weights only, not biases, as scikit-learn does) and the sample weights added in
-between from Python. Sparse X is refused (convert it with ``X.toarray()``).
+How an epoch runs: ``alpha`` is the network's L2 penalty (``MLP(l2=alpha)``: the term
+``alpha/n_batch * W`` on the weights, not the biases, as scikit-learn has it) and is
+applied in the compiled backward pass. Without ``sample_weight`` the whole epoch is one
+compiled call (the GIL released); with it every batch takes one compiled
+forward/backward pass and one compiled step, the sample weights applied in between
+from Python. Sparse X is refused (convert it with ``X.toarray()``).
 
 Needs scikit-learn: ``pip install 'momcore[sklearn]'``.
 """
@@ -32,7 +33,6 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state
-    from sklearn.utils import shuffle as _sklearn_shuffle
     from sklearn.utils.multiclass import (
         _check_partial_fit_first_call,
         type_of_target,
@@ -273,7 +273,8 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         epoch_end = _EpochEnd(self, n_samples, X_val, Y_val, sw_val, incremental)
         trainer = _Trainer(self, sample_weight)
-        T = np.ascontiguousarray(Y, dtype=net.dtype)
+        T = Y  # MLP.train casts it to the network's dtype, one copy
+        net.l2 = float(self.alpha)  # may have changed since the last fit (set_params)
         self.n_iter_ = 0
         try:
             net.train(X, T, trainer=trainer, rule=self._rule(),
@@ -407,41 +408,54 @@ class _Trainer(training.Trainer):
     def epoch_order(self, net: MLP, n: int, shuffle: bool) -> np.ndarray:
         # scikit-learn shuffles the previous epoch's order with the estimator's
         # RandomState (sklearn.utils.shuffle); the same draws give the same order.
+        # sklearn.utils.shuffle(order, random_state=rs) is order[p] with p = arange(n)
+        # shuffled in place by rs.shuffle (sklearn.utils.resample, replace=False): the
+        # same draws, without resample's argument checks on every epoch.
         if self._order is None:
             self._order = np.arange(n, dtype=np.int64)
         if shuffle:
-            self._order = np.ascontiguousarray(
-                _sklearn_shuffle(self._order, random_state=self.est._random_state),
-                dtype=np.int64)
+            permutation = np.arange(n)
+            self.est._random_state.shuffle(permutation)
+            self._order = self._order[permutation]
         return self._order
 
     def runner(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
                accuracy: str) -> training.Runner:
         divisor = self.est._loss_divisor()
-        if self.est.alpha == 0 and self.sample_weight is None:
-            return _WholeEpochRunner(net.make_runner(X, T, batch, "none"), divisor)
-        return _BatchRunner(net, X, T, batch, self.sample_weight, float(self.est.alpha),
-                            divisor)
+        # The whole epoch in one call, unless sample weights need the per-batch path,
+        # or the loss must be split into its data and l2 parts (a regressor's loss is
+        # averaged over the outputs, the l2 term not) and the numpy reference, which
+        # does not report the split, trains.
+        if self.sample_weight is None and (divisor == 1 or not net.l2
+                                           or net.backend == "c"):
+            return _WholeEpochRunner(net.make_runner(X, T, batch, "none"), divisor,
+                                     bool(net.l2))
+        return _BatchRunner(net, X, T, batch, self.sample_weight, divisor)
 
 
 class _WholeEpochRunner:
-    """The compiled epoch (one call, no L2 term, no weights), its loss in
-    scikit-learn's convention."""
+    """The epoch in one call (compiled: the GIL released), its loss in scikit-learn's
+    convention: the data part divided by the divisor, the l2 part not."""
 
-    def __init__(self, inner: training.Runner, divisor: int) -> None:
-        self.inner, self.divisor = inner, divisor
+    def __init__(self, inner: training.Runner, divisor: int, penalised: bool) -> None:
+        self.inner, self.divisor, self.penalised = inner, divisor, penalised
         self.n_rows = inner.n_rows
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
         sum_loss, correct, steps, stopped = self.inner.run(rows, batch)
-        return sum_loss / self.divisor, correct, steps, stopped
+        if self.divisor != 1:
+            penalty = self.inner.core.epoch_penalty if self.penalised else 0.0
+            sum_loss = (sum_loss - penalty) / self.divisor + penalty
+        return sum_loss, correct, steps, stopped
 
 
 class _BatchRunner:
     """One compiled forward/backward pass and one compiled step per batch, with
     scikit-learn's gradient in between:
     ``dE/dW = (sum_r s_r dL_r/dW + alpha W) / sum_r s_r``, ``dE/db`` without the alpha
-    term, s the sample weights (1 without them).
+    term, s the sample weights (1 without them). The pass gives the gradient with the
+    l2 term ``(alpha/B) W`` (the network's l2 is alpha); scaled by ``B / sum_r s_r``
+    it is scikit-learn's.
 
     Sample weights: the three output/loss pairs are canonical (``dL/dz = y - t`` at the
     output's pre-activation z), so the weighted gradient of a row is the plain
@@ -450,23 +464,24 @@ class _BatchRunner:
     """
 
     def __init__(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
-                 sample_weight: np.ndarray | None, alpha: float, divisor: int) -> None:
-        self.net, self.X, self.T, self.alpha, self.divisor = net, X, T, alpha, divisor
+                 sample_weight: np.ndarray | None, divisor: int) -> None:
+        self.net, self.X, self.T, self.divisor = net, X, T, divisor
         self.sample_weight = sample_weight
         self.n_rows = X.shape[0]
         self.grad = np.zeros_like(net.params)
         self.kernel = net.gradient_kernel(self.grad, batch, accuracy="none")
-        self.grad_weights, _ = _network.views(self.grad, net.sizes)
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
-        net, alpha = self.net, self.alpha
+        net, alpha = self.net, self.net.l2
         sum_loss, steps = 0.0, 0
         for start in range(0, rows.shape[0], batch):
             index = rows[start:start + batch]
             X, T = self.X[index], self.T[index]
+            squares = _network.weight_squares(net.params, net.sizes) if alpha else 0.0
             if self.sample_weight is None:
                 weight_sum = float(index.shape[0])
                 loss, _ = self.kernel.gradients(X, T)
+                loss -= 0.5 * alpha * squares / weight_sum  # the data part
             else:
                 s = self.sample_weight[index]
                 weight_sum = float(s.sum())
@@ -479,16 +494,38 @@ class _BatchRunner:
                 self.grad *= index.shape[0] / weight_sum
             if not np.isfinite(loss):
                 return sum_loss, 0, steps, True
-            loss /= self.divisor
-            if alpha:
-                squares = sum(float(np.dot(W.ravel(), W.ravel())) for W in net.weights)
-                loss += 0.5 * alpha * squares / weight_sum
-                for W, dW in zip(net.weights, self.grad_weights):
-                    dW += (alpha / weight_sum) * W
+            loss = loss / self.divisor + 0.5 * alpha * squares / weight_sum
             self.kernel.step()
             steps += 1
             sum_loss += loss * index.shape[0]
         return sum_loss, 0, steps, False
+
+
+def _binarized_labels(y: np.ndarray) -> tuple[LabelBinarizer, np.ndarray] | None:
+    """(LabelBinarizer().fit(y), its transform(y) as bool) for 1-D real labels of at
+    least two classes, from one np.unique instead of the checks of fit and transform
+    (type_of_target, unique_labels, label_binarize), which cost more than an online
+    epoch on small data; None for anything else (strings, objects, one class,
+    non-integral floats, 2-D y), which takes LabelBinarizer's own path.
+
+    For finite 1-D numbers (validate_data has checked them) type_of_target is "binary"
+    for two distinct values and "multiclass" for more when every value is integral
+    (otherwise "continuous", which LabelBinarizer refuses), and unique_labels is the
+    sorted distinct values: np.unique's."""
+    if y.ndim != 1 or y.dtype.kind not in "biuf":
+        return None
+    classes, inverse = np.unique(y, return_inverse=True)
+    if classes.shape[0] < 2 or (y.dtype.kind == "f" and not np.all(classes == np.round(classes))):
+        return None
+    binarizer = LabelBinarizer()
+    binarizer.classes_ = classes
+    binarizer.y_type_ = "binary" if classes.shape[0] == 2 else "multiclass"
+    binarizer.sparse_input_ = False
+    if classes.shape[0] == 2:
+        return binarizer, (inverse == 1).reshape(-1, 1)
+    Y = np.zeros((y.shape[0], classes.shape[0]), dtype=bool)
+    Y[np.arange(y.shape[0]), inverse] = True
+    return binarizer, Y
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -536,6 +573,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            encoded = _binarized_labels(y)
+            if encoded is not None:
+                self._label_binarizer, Y = encoded
+                self.classes_ = self._label_binarizer.classes_
+                return X, Y
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_

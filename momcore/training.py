@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from momcore.mlp import MLP
     from momcore.optim import SGD
 
-STOP_REASONS = ("epochs", "target_loss", "callback", "early_stopping", "nonfinite")
+STOP_REASONS = ("epochs", "target_loss", "callback", "early_stopping", "nonfinite",
+                "interrupted")
 
 
 @dataclass
@@ -31,14 +32,18 @@ class History:
     """What one ``fit`` call did, epoch by epoch.
 
     ``loss`` is the mean training loss of each epoch (each sample's loss taken at its
-    own forward pass, before its update), ``accuracy`` the fraction of training rows
+    own forward pass, before its update; with ``MLP(l2=...)`` plus, for each batch,
+    ``l2/2 sum_i ||W_i||^2`` at the weights of its forward pass, over the epoch's rows,
+    as scikit-learn's ``loss_curve_`` counts its ``alpha``), ``accuracy`` the fraction of training rows
     classified right in those passes (classification only), ``seconds`` the wall time
     of each epoch, ``lr`` and ``momentum`` the values in force at the epoch's first
     step; ``val_loss`` and ``val_accuracy`` the loss and accuracy on the validation
     data after each epoch (when given). ``stopped`` says why training ended:
-    "epochs", "target_loss", "callback", "early_stopping" or "nonfinite" (fit raised
-    FloatingPointError); ``best_epoch`` is the epoch (0-based, within this call) whose
-    weights early stopping kept, or None.
+    "epochs", "target_loss", "callback", "early_stopping", "nonfinite" (fit raised
+    FloatingPointError) or "interrupted" (Ctrl-C: fit raised KeyboardInterrupt; the
+    interrupted epoch's steps were applied and counted in the optimizer's ``steps``,
+    but the lists hold only the epochs completed); ``best_epoch`` is the epoch
+    (0-based, within this call) whose weights early stopping kept, or None.
     """
 
     loss: list[float] = field(default_factory=list)
@@ -189,6 +194,11 @@ class Trainer:
         if error is not None:
             raise error
 
+    def agree_on_arguments(self, arguments: dict[str, Any]) -> None:
+        """Checks that every process trains with the same ``arguments`` (the checked
+        training arguments, before the first step); raises on every process when they
+        differ. One process has nothing to compare."""
+
     def decide(self, reason: str) -> str:
         """The stop decision every process takes: the root's."""
         return reason
@@ -214,12 +224,22 @@ def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
              accuracy: str, trainer: Trainer) -> History:
     """Trains ``net`` through its optimizer for settings.epochs epochs; see MLP.fit.
     Accuracy is reported unless ``accuracy`` is "none"."""
-    optimizer = net.optimizer
     classify = accuracy != "none"
     runner = trainer.runner(net, X, T, min(settings.batch_size, X.shape[0]), accuracy)
+    history = net.history_ = History()
+    try:
+        return _epochs(net, runner, settings, trainer, classify, history)
+    except KeyboardInterrupt:
+        # The runner counted the steps it applied; the partial epoch is not an epoch.
+        history.stopped = "interrupted"
+        raise
+
+
+def _epochs(net: MLP, runner: Runner, settings: FitSettings, trainer: Trainer,
+            classify: bool, history: History) -> History:
+    optimizer = net.optimizer
     n = runner.n_rows
     batch = min(settings.batch_size, n)
-    history = net.history_ = History()
     monitor = _Monitor(net, settings)
     epoch_start = _Snapshot(net)
     for _ in range(settings.epochs):

@@ -107,14 +107,26 @@ typedef struct {
     void *delta;          /* [max_batch * max(sizes)] */
     void *delta_prev;     /* [max_batch * max(sizes)] */
     void *scratch;        /* [max(sizes)] one row of a weight gradient */
+    /* Interrupts of mc_mlp_train_epoch: after a batch, once at least check_work units
+     * of work (rows x P) were done since the last call, check(check_ctx) runs; a
+     * nonzero result ends the epoch there, with every step so far applied and
+     * counted. check NULL: never. */
+    int (*check)(void *ctx);
+    void *check_ctx;
+    size_t check_work;
+    double l2;            /* L2 penalty on the weights (not the biases): a batch of B rows
+                           * has E = mean loss + l2/(2B) sum_i ||W_i||^2 */
 } mc_mlp;
 
 /* Result of a run of training steps. */
 typedef struct {
-    double sum_loss;    /* sum of the per-sample losses, each at its forward pass */
+    double sum_loss;    /* sum of the per-sample losses, each at its forward pass, plus
+                         * per batch l2/2 sum_i ||W_i||^2 at the weights of that pass */
+    double sum_penalty; /* the l2 part of sum_loss */
     int64_t n_correct;  /* rows counted correct by net->accuracy */
     int64_t n_steps;    /* steps applied */
     int stopped;        /* 1: a batch's loss was not finite; it was not applied */
+    int interrupted;    /* 1: net->check asked to stop; the steps before it were applied */
 } mc_fit_result;
 
 /* Outputs of the network for X[n, sizes[0]] into Y[n, sizes[L]], max_batch rows
@@ -122,18 +134,23 @@ typedef struct {
 void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y);
 
 /* dE/dparams into net->grad for E = the mean loss over the n rows of X with
- * targets T[n, sizes[L]] (n <= max_batch); returns E and adds the rows that
- * net->accuracy counts correct to *n_correct. */
+ * targets T[n, sizes[L]] (n <= max_batch) plus l2/(2n) sum_i ||W_i||^2; returns E
+ * and adds the rows that net->accuracy counts correct to *n_correct. */
 double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n,
                         int64_t *n_correct);
 
 /* One epoch: the rows order[0:n_order] in consecutive batches of `batch` rows
  * (the last may be smaller); for each batch a forward pass, its loss, the
- * backward pass and one momentum step. With `fold` (classical rule, no weight
- * decay) the step is folded into the weight-gradient products
- * (state = momentum*state - lr*a^T delta; w += state) and net->grad is unused;
- * otherwise the gradient goes to net->grad and mc_momentum_step applies `hyper`.
- * Stops before applying a batch whose loss is not finite. */
+ * backward pass and one momentum step. The gradient of the batch's E (with the
+ * l2 term: dE/dW_i += (l2/B) W_i). With `fold` (classical rule, no weight decay)
+ * the step is folded into the weight-gradient products (state = momentum*state -
+ * lr*a^T delta as gemm's beta, then state -= lr*(l2/B)*W and w += state in one
+ * sweep) and net->grad is unused; otherwise the gradient goes to net->grad and
+ * mc_momentum_step applies `hyper`, except for online Nesterov steps (batch 1,
+ * rule MC_NESTEROV, no weight decay) on a network whose layers all run as loops at
+ * one row, which are folded into the backward pass's loops the same way.
+ * Stops before applying a batch whose loss is not finite, and after the batch at
+ * which net->check (when set) returns nonzero. */
 /* Workspaces of the curvature pass, owned by the caller: h and h_below hold
  * [max_batch * max(sizes)] each, squares [max(max_batch * max(sizes),
  * max_i sizes[i]*sizes[i+1])]. */

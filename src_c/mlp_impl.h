@@ -246,6 +246,59 @@ MC_TARGET static void MC_NAME(add)(MC_T *restrict w, const MC_T *restrict s, siz
         w[i] = w[i] + s[i];
 }
 
+/* g[n] += decay * w[n], the l2 term of a weight gradient; returns sum w^2 (the
+ * penalty's squares, read in the same sweep) */
+MC_TARGET static MC_T MC_NAME(add_decay)(MC_T *restrict g, const MC_T *restrict w, size_t n,
+                                         MC_T decay)
+{
+    MC_T squares = 0;
+    size_t i;
+#pragma omp simd reduction(+ : squares)
+    for (i = 0; i < n; i++) {
+        g[i] = g[i] + decay * w[i];
+        squares += w[i] * w[i];
+    }
+    return squares;
+}
+
+/* s[n] -= lr_decay * w[n]; w[n] += s[n]: the l2 term of a folded step (s already holds
+ * momentum*s - lr*a^T delta) and the weight update, in one sweep; returns sum w^2 of
+ * the updated weights (the next batch's penalty) */
+MC_TARGET static MC_T MC_NAME(decay_add)(MC_T *restrict w, MC_T *restrict s, size_t n,
+                                         MC_T lr_decay)
+{
+    MC_T squares = 0;
+    size_t i;
+#pragma omp simd reduction(+ : squares)
+    for (i = 0; i < n; i++) {
+        const MC_T si = s[i] - lr_decay * w[i];
+        const MC_T wi = w[i] + si;
+        s[i] = si;
+        w[i] = wi;
+        squares += wi * wi;
+    }
+    return squares;
+}
+
+/* sum_i ||W_i||^2 over the weight blocks of the flat buffer p (not the biases). */
+MC_TARGET static double MC_NAME(weight_squares)(const mc_mlp *net)
+{
+    const MC_T *p = (const MC_T *)net->params;
+    double total = 0;
+    int i;
+    for (i = 0; i < net->n_layers; i++) {
+        const size_t n = (size_t)net->sizes[i] * (size_t)net->sizes[i + 1];
+        MC_T acc = 0;
+        size_t k;
+#pragma omp simd reduction(+ : acc)
+        for (k = 0; k < n; k++)
+            acc += p[k] * p[k];
+        total += (double)acc;
+        p += n + (size_t)net->sizes[i + 1];
+    }
+    return total;
+}
+
 /* Forward pass of all layers for B rows of x[B, sizes[0]] into net->acts[1..L]. */
 MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t B)
 {
@@ -262,15 +315,29 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
     }
 }
 
+#ifndef MC_FOLD_NESTEROV
+/* backward's fold for the Nesterov step (1 is the classical one): online batches
+ * whose layers all run as loops only */
+#define MC_FOLD_NESTEROV 2
+#endif
+
 /* Backward pass from net->delta (the output delta of B rows), with x the input
- * rows. Without fold: dE/dparams into net->grad. With fold: the classical step
- * state = momentum*state - lr*dE/dparams, w += state, layer by layer, each
- * layer's weights changed only after the delta below it has been computed. */
-MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t B, int fold,
-                              MC_T lr, MC_T momentum)
+ * rows; dE/dW includes the l2 term (net->l2/B) W. Without fold: dE/dparams into
+ * net->grad. With fold: the classical step state = momentum*state - lr*dE/dparams,
+ * w += state, layer by layer, each layer's weights changed only after the delta
+ * below it (and its own l2 term) has been computed; with fold = MC_FOLD_NESTEROV
+ * (B = 1, no layer on gemm) the Nesterov step of mc_momentum_step instead,
+ * w = (w + momentum*state) - lr*dE/dparams. With net->l2 != 0, returns
+ * sum_i ||W_i||^2 read in the same sweeps as the l2 term: of the weights before the
+ * step without fold, after it with fold; 0 otherwise. */
+MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t B, int fold,
+                                          MC_T lr, MC_T momentum)
 {
     MC_T *delta = (MC_T *)net->delta, *below = (MC_T *)net->delta_prev;
     size_t offset = net->n_params; /* walked down layer by layer */
+    const int penalised = net->l2 != 0;
+    const MC_T decay = (MC_T)(net->l2 / (double)B);
+    double squares = 0;
     int i;
     for (i = net->n_layers - 1; i >= 0; i--) {
         const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
@@ -280,6 +347,7 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
         MC_T *gb = gW + I * O;
         MC_T *row = (MC_T *)net->scratch;
         const MC_T alpha = fold ? -lr : (MC_T)1, beta = fold ? momentum : (MC_T)0;
+        MC_T layer_squares = 0;
         size_t r, k, j;
 
         if (i > 0) { /* below[B,I] = delta[B,O] W^T [O,I] * f'(a), before W changes */
@@ -306,8 +374,14 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
              * state and the gemm itself is the step state = m*state - lr*grad */
             MC_NAME(gemm_rm)(1, 0, I, O, B, alpha, a, I, delta, O, beta, gW, O);
             MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
-            if (fold)
+            if (fold && penalised) {
+                layer_squares = MC_NAME(decay_add)(W, gW, I * O, lr * decay);
+                MC_NAME(add)(W + I * O, gb, O);
+            } else if (fold) {
                 MC_NAME(add)(W, gW, I * O + O);
+            } else if (penalised) {
+                layer_squares = MC_NAME(add_decay)(gW, W, I * O, decay);
+            }
         } else if (B == 1) {
             /* online: each weight's gradient a_k delta_j, and (fold) its step, in
              * one pass over the layer */
@@ -315,20 +389,63 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
                 const MC_T c = a[k];
                 const MC_T *restrict d = delta;
                 MC_T *restrict g = gW + k * O, *restrict w = W + k * O;
-                if (fold) {
+                MC_T row_squares = 0;
+                if (fold == MC_FOLD_NESTEROV && penalised) {
+#pragma omp simd reduction(+ : row_squares)
+                    for (j = 0; j < O; j++) {
+                        const MC_T gj = c * d[j] + decay * w[j];
+                        const MC_T sj = momentum * g[j] - lr * gj;
+                        const MC_T wj = (w[j] + momentum * sj) - lr * gj;
+                        g[j] = sj;
+                        w[j] = wj;
+                        row_squares += wj * wj;
+                    }
+                } else if (fold == MC_FOLD_NESTEROV) {
+                    for (j = 0; j < O; j++) {
+                        const MC_T gj = c * d[j];
+                        const MC_T sj = momentum * g[j] - lr * gj;
+                        g[j] = sj;
+                        w[j] = (w[j] + momentum * sj) - lr * gj;
+                    }
+                } else if (fold && penalised) {
+#pragma omp simd reduction(+ : row_squares)
+                    for (j = 0; j < O; j++) {
+                        const MC_T sj = momentum * g[j] - lr * (c * d[j] + decay * w[j]);
+                        const MC_T wj = w[j] + sj;
+                        g[j] = sj;
+                        w[j] = wj;
+                        row_squares += wj * wj;
+                    }
+                } else if (fold) {
                     for (j = 0; j < O; j++) {
                         const MC_T sj = momentum * g[j] - lr * (c * d[j]);
                         g[j] = sj;
                         w[j] = w[j] + sj;
                     }
+                } else if (penalised) {
+#pragma omp simd reduction(+ : row_squares)
+                    for (j = 0; j < O; j++) {
+                        g[j] = c * d[j] + decay * w[j];
+                        row_squares += w[j] * w[j];
+                    }
                 } else {
                     for (j = 0; j < O; j++)
                         g[j] = c * d[j];
                 }
+                layer_squares += row_squares;
             }
-            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
-            if (fold)
-                MC_NAME(add)(W + I * O, gb, O);
+            if (fold == MC_FOLD_NESTEROV) {
+                MC_T *restrict b = W + I * O;
+                for (j = 0; j < O; j++) {
+                    const MC_T sj = momentum * gb[j] - lr * delta[j];
+                    gb[j] = sj;
+                    b[j] = (b[j] + momentum * sj) - lr * delta[j];
+                }
+            } else {
+                MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
+                if (fold)
+                    MC_NAME(add)(W + I * O, gb, O);
+            }
         } else {
             /* one pass per weight row: the row's gradient, then (fold) its step */
             for (k = 0; k < I; k++) {
@@ -343,23 +460,41 @@ MC_TARGET static void MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t
                 }
                 if (fold) {
                     MC_T *restrict s = gW + k * O, *restrict w = W + k * O;
-                    for (j = 0; j < O; j++) {
-                        const MC_T sj = momentum * s[j] - lr * g[j];
-                        s[j] = sj;
-                        w[j] = w[j] + sj;
+                    MC_T row_squares = 0;
+                    if (penalised) {
+                        MC_NAME(add_decay)(g, w, O, decay);
+#pragma omp simd reduction(+ : row_squares)
+                        for (j = 0; j < O; j++) {
+                            const MC_T sj = momentum * s[j] - lr * g[j];
+                            const MC_T wj = w[j] + sj;
+                            s[j] = sj;
+                            w[j] = wj;
+                            row_squares += wj * wj;
+                        }
+                        layer_squares += row_squares;
+                    } else {
+                        for (j = 0; j < O; j++) {
+                            const MC_T sj = momentum * s[j] - lr * g[j];
+                            s[j] = sj;
+                            w[j] = w[j] + sj;
+                        }
                     }
+                } else if (penalised) {
+                    layer_squares += MC_NAME(add_decay)(g, W + k * O, O, decay);
                 }
             }
             MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
             if (fold)
                 MC_NAME(add)(W + I * O, gb, O);
         }
+        squares += (double)layer_squares;
         {
             MC_T *swap = delta;
             delta = below;
             below = swap;
         }
     }
+    return squares;
 }
 
 MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t n, MC_T *Y)
@@ -383,7 +518,8 @@ MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, con
     total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
                                   net->loss);
     *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
-    MC_NAME(backward)(net, X, n, 0, 0, 0);
+    /* without fold the squares are of the weights of this pass */
+    total += 0.5 * net->l2 * MC_NAME(backward)(net, X, n, 0, 0, 0);
     return total / (double)n;
 }
 
@@ -394,8 +530,18 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
     MC_T *x = (MC_T *)net->acts[0];
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
-    mc_fit_result res = {0, 0, 0, 0};
-    size_t start, r;
+    mc_fit_result res = {0};
+    double squares = -1; /* with fold and l2: sum ||W||^2 that the last step's sweep left */
+    size_t start, r, work = 0;
+    int i;
+    /* Online Nesterov steps fold into the backward pass's loops too (not into gemm,
+     * whose beta gives the classical step only): no gradient buffer pass, no step. */
+    if (!fold && batch == 1 && hyper->rule == MC_NESTEROV && hyper->weight_decay == 0) {
+        fold = MC_FOLD_NESTEROV;
+        for (i = 0; i < net->n_layers; i++)
+            if (MC_NAME(use_gemm)(1, (size_t)net->sizes[i], (size_t)net->sizes[i + 1]))
+                fold = 0;
+    }
     mc_buffer all;
     all.w = net->params;
     all.g = net->grad;
@@ -406,7 +552,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     for (start = 0; start < n_order; start += batch) {
         const size_t B = n_order - start < batch ? n_order - start : batch;
         const MC_T *in = X + (size_t)order[start] * I;
-        double loss;
+        double loss, penalty = 0;
         /* rows that follow one another in X (no shuffling, full batch) are used in
          * place; others are gathered into the input workspace */
         for (r = 1; r < B && order[start + r] == order[start] + (int64_t)r; r++)
@@ -420,17 +566,38 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
         loss = MC_NAME(output_delta)((MC_T *)net->delta, y, T, order + start, B, O,
                                      net->output, net->loss);
         res.n_correct += MC_NAME(count_correct)(y, T, order + start, B, O, net->accuracy);
-        if (!isfinite(loss)) {
+        /* The l2 term of E times B, l2/2 sum ||W||^2 at the weights of this forward
+         * pass: with fold, the squares the previous step's sweep summed (a sweep of
+         * its own for the first batch); without, those the backward pass sums, still
+         * before the step. */
+        if (net->l2 != 0 && fold)
+            penalty = 0.5 * net->l2 * (squares >= 0 ? squares : MC_NAME(weight_squares)(net));
+        if (!isfinite(loss + penalty)) {
             res.stopped = 1;
             break;
         }
-        res.sum_loss += loss;
-        MC_NAME(backward)(net, in, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum);
+        squares = MC_NAME(backward)(net, in, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum);
+        if (net->l2 != 0 && !fold) {
+            penalty = 0.5 * net->l2 * squares;
+            if (!isfinite(penalty)) {
+                res.stopped = 1;
+                break;
+            }
+        }
+        res.sum_loss += loss + penalty;
+        res.sum_penalty += penalty;
         /* On the calling thread: between two BLAS calls, whose thread pool is still
          * spinning on the other cores, an OpenMP team costs more than it saves. */
         if (!fold)
             mc_momentum_step_threads(&all, 1, hyper, 0, 1);
         res.n_steps++;
+        if (net->check != NULL && (work += B * net->n_params) >= net->check_work) {
+            work = 0;
+            if (net->check(net->check_ctx)) {
+                res.interrupted = 1;
+                break;
+            }
+        }
     }
     return res;
 }

@@ -22,22 +22,24 @@ X, y = digits.X[:500] / 16, digits.y[:500]
 FIT = dict(epochs=3, lr=0.05, momentum=0.9)
 
 
-def single(backend="c", **kwargs):
-    net = momcore.MLP([64, 32, 10], seed=3, backend=backend)
+def single(backend="c", l2=0.0, **kwargs):
+    net = momcore.MLP([64, 32, 10], seed=3, backend=backend, l2=l2)
     history = net.fit(X, y, **{**FIT, **kwargs})
     return net, history
 
 
 result: dict = {}
-if scenario in ("same", "odd_batch", "numpy", "nesterov_wd"):
+if scenario in ("same", "odd_batch", "numpy", "nesterov_wd", "l2", "l2_numpy"):
     kwargs = {"same": dict(batch_size=30), "odd_batch": dict(batch_size=25),
               "numpy": dict(batch_size=30), "nesterov_wd": dict(batch_size=16, rule="nesterov",
-                                                                  weight_decay=1e-3)}[scenario]
-    backend = "numpy" if scenario == "numpy" else "c"
-    net = momcore.MLP([64, 32, 10], seed=3, backend=backend)
+                                                                  weight_decay=1e-3),
+              "l2": dict(batch_size=25), "l2_numpy": dict(batch_size=25)}[scenario]
+    backend = "numpy" if scenario.endswith("numpy") else "c"
+    l2 = 2.0 if scenario.startswith("l2") else 0.0
+    net = momcore.MLP([64, 32, 10], seed=3, backend=backend, l2=l2)
     history = distributed.fit(net, X, y, **FIT, **kwargs)
     if comm.rank == 0:
-        ref, ref_history = single(backend, **kwargs)
+        ref, ref_history = single(backend, l2=l2, **kwargs)
         result = dict(params=net.params.tolist(), ref=ref.params.tolist(),
                       loss=history.loss, ref_loss=ref_history.loss,
                       accuracy=history.accuracy, ref_accuracy=ref_history.accuracy,
@@ -81,6 +83,55 @@ elif scenario == "crash":
             raise MemoryError("simulated")
         distributed._MPIRunner.run = fail
     distributed.fit(net, X, y, batch_size=30, **FIT)
+    result = dict(finished=True)
+elif scenario.startswith("differ_"):
+    # one training argument differs on rank 1: every rank raises before the first step
+    key = scenario[len("differ_"):]
+    changed = {"epochs": dict(epochs=4), "batch_size": dict(batch_size=20),
+               "lr": dict(lr=0.06), "schedule": dict(lr_schedule=lambda t: 0.06 / (1 + t)),
+               "labels": {}}[key]
+    labels = np.eye(10)[y] if key == "labels" and comm.rank == 1 else y  # targets, not labels
+    net = momcore.MLP([64, 32, 10], seed=3)
+    kwargs = {**FIT, "batch_size": 30, **(changed if comm.rank == 1 else {})}
+    try:
+        distributed.fit(net, X, labels, **kwargs)
+        result = dict(raised=None)
+    except (ValueError, RuntimeError) as exc:
+        result = dict(raised=type(exc).__name__, message=str(exc), steps=net.steps)
+    result = comm.gather(result, root=0)
+    result = dict(ranks=result) if comm.rank == 0 else {}
+elif scenario in ("busy", "digest_fails"):
+    net = momcore.MLP([64, 32, 10], seed=3)
+    if comm.rank == 1:
+        if scenario == "busy":  # this rank's model is training in another thread
+            net._training.acquire()
+        else:  # an unexpected failure while the replicas are compared
+            def fail(*args):
+                raise MemoryError("simulated")
+            distributed.hashlib.sha256 = fail
+    try:
+        distributed.fit(net, X, y, batch_size=30, **FIT)
+        result = dict(raised=None)
+    except (RuntimeError, MemoryError) as exc:
+        result = dict(raised=type(exc).__name__, message=str(exc), steps=net.steps)
+    result = comm.gather(result, root=0)
+    result = dict(ranks=result) if comm.rank == 0 else {}
+elif scenario in ("schedule_fails", "callback_fpe"):
+    # a failure mid-training on one rank only: the job stops, no rank waits forever
+    net = momcore.MLP([64, 32, 10], seed=3)
+
+    def schedule(t):
+        if comm.rank == 1 and t == 1:
+            raise KeyError("simulated schedule bug")
+        return 0.05
+
+    def callback(epoch, logs):
+        if epoch == 1:
+            raise FloatingPointError("simulated callback failure")
+
+    kwargs = ({"lr_schedule": schedule} if scenario == "schedule_fails"
+              else {"callback": callback})
+    distributed.fit(net, X, y, batch_size=30, **{**FIT, **kwargs})
     result = dict(finished=True)
 else:
     raise SystemExit(f"unknown scenario {scenario}")

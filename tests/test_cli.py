@@ -64,3 +64,43 @@ def test_unknown_command_exits_nonzero(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--settle", "inf"], "--settle"), (["--settle", "nan"], "--settle"),
+    (["--settle", "-1"], "--settle"), (["--budget", "nan"], "--budget"),
+    (["--budget", "0"], "--budget"), (["--budget", "inf"], "--budget"),
+    (["--threads", "0"], "--threads"), (["--threads", "-2"], "--threads"),
+])
+def test_bench_refuses_bad_options_by_name_before_printing_anything(capsys, argv, option):
+    assert main(["bench", "--quick", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # not even the table's header
+    err = captured.err.strip()
+    assert err.startswith(f"momcore: error: {option} must be") and "\n" not in err
+
+
+def test_version(capsys):
+    import momcore
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"momcore {momcore.__version__}"
+
+
+@pytest.mark.parametrize("argv0, prog", [("/venv/bin/momcore", "momcore"),
+                                         ("/x/momcore/__main__.py", "python -m momcore")])
+def test_usage_names_the_command_the_user_ran(capsys, monkeypatch, argv0, prog):
+    monkeypatch.setattr("sys.argv", [argv0, "--help"])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith(f"usage: {prog} ")
+
+
+@pytest.mark.parametrize("name", ["figure.jpg", "figure.pdf", "figure.JPEG"])
+def test_theory_plot_refuses_a_name_that_is_not_png(capsys, tmp_path, name):
+    path = tmp_path / name
+    assert main(["theory", "--lr", "0.1", "--momentum", "0.5", "--k", "1",
+                 "--plot", str(path)]) == 2
+    assert "name the file *.png" in capsys.readouterr().err
+    assert not path.exists()

@@ -297,3 +297,71 @@ def test_velocity_takes_dampening(impl):
     IMPLS[impl].momentum_step(w, g, s, rule="velocity", dampening=0.75, lr=1.0, momentum=0.5)
     np.testing.assert_array_equal(s, np.full(3, 0.25))  # (1 - 0.75) * g
     np.testing.assert_array_equal(w, np.full(3, 0.75))
+
+
+# ---- one rule per class of input (Reliability II) -------------------------------------
+
+
+@pytest.mark.parametrize("flag", [True, np.True_, np.array(True)], ids=["bool", "np.bool_", "0-d bool"])
+def test_booleans_are_not_numbers_for_any_hyperparameter(flag):
+    w, g, s = np.zeros(3), np.ones(3), np.zeros(3)
+    for name in ("lr", "momentum", "dampening", "weight_decay"):
+        kwargs = {"lr": 0.1, "momentum": 0.5, "rule": "classical" if name != "dampening" else "dampened"}
+        kwargs[name] = flag
+        with pytest.raises(TypeError, match=f"^{name} must be a real number"):
+            momcore.momentum_step(w, g, s, **kwargs)
+
+
+@pytest.mark.parametrize("value", [np.timedelta64(1, "s"), np.datetime64("2020-01-01"),
+                                   np.array(np.timedelta64(1, "s"))])
+def test_times_are_not_numbers_and_the_error_names_the_argument(value):
+    with pytest.raises(TypeError, match="^lr must be a real number"):
+        momcore.momentum_step(np.zeros(3), np.ones(3), np.zeros(3), lr=value, momentum=0.5)
+
+
+def test_timedelta_and_masked_inputs_are_refused():
+    net = momcore.MLP([2, 3, 2], seed=0)
+    with pytest.raises(TypeError, match="X must hold real numbers, got dtype timedelta64"):
+        net.fit(np.ones((4, 2), "m8[s]"), [0, 1, 0, 1], epochs=1)
+    masked = np.ma.masked_array(np.ones((4, 2)), mask=[[0, 1], [0, 0], [0, 0], [0, 0]])
+    for call in (lambda: net.fit(masked, [0, 1, 0, 1], epochs=1), lambda: net.predict(masked)):
+        with pytest.raises(ValueError, match="masked array with masked values"):
+            call()
+    assert net.predict(np.ma.masked_array(np.ones((4, 2)))).shape == (4,)  # nothing masked
+
+
+def test_seed_must_be_a_non_negative_integer():
+    with pytest.raises(ValueError, match="^seed must be >= 0, got -1"):
+        momcore.MLP([2, 2], seed=-1)
+    with pytest.raises(TypeError, match="^seed must be an integer"):
+        momcore.MLP([2, 2], seed=np.True_)
+
+
+@pytest.mark.parametrize("n", [2.5, 2.0, True, "2", np.float64(2)])
+def test_set_num_threads_takes_integers_only(n):
+    before = momcore.get_num_threads()
+    with pytest.raises(TypeError, match="^n must be an integer"):
+        momcore.set_num_threads(n)
+    assert momcore.get_num_threads() == before
+
+
+def test_fit_called_again_from_its_own_callback_says_so():
+    net = momcore.MLP([2, 3, 2], seed=0)
+    X, y = np.ones((4, 2)), [0, 1, 0, 1]
+    seen = []
+
+    def callback(epoch, logs):
+        try:
+            net.fit(X, y, epochs=1)
+        except RuntimeError as exc:
+            seen.append(str(exc))
+
+    net.fit(X, y, epochs=1, callback=callback)
+    assert seen and "called again from inside this model's own fit" in seen[0]
+    net.fit(X, y, epochs=1)  # and the lock was released
+
+
+@pytest.mark.parametrize("fraction", ["0.2", True, None])
+def test_test_fraction_is_a_number_never_parsed_from_a_string(fraction):
+    with pytest.raises(TypeError, match="^test_fraction must be a number"):
+        momcore.datasets.train_test_split(np.ones((10, 2)), np.arange(10), test_fraction=fraction)

@@ -3,6 +3,7 @@ formulas and the numpy reference backend; learning on real data; persistence; er
 from __future__ import annotations
 
 import gc
+import copy
 import json
 import math
 import os
@@ -858,3 +859,47 @@ def test_binary_classification_with_one_sigmoid_unit(backend):
     assert history.accuracy[-1] > 0.9
     with pytest.raises(ValueError, match=r"class labels must lie in \[0, 2\)"):
         net.fit(X, y + 1, epochs=1)
+
+
+def test_very_wide_layers_predict_and_score():
+    """The compiled predict workspace is sized from the layer widths: 256 rows of a
+    2**23-wide layer would pass the workspace limit (and take 8 GiB)."""
+    net = MLP([1, 2**23, 1], output="identity", dtype=np.float32, seed=0)
+    X = np.array([[0.5], [-1.0], [2.0]], np.float32)
+    out = net.predict(X)
+    assert out.shape == (3, 1) and np.isfinite(out).all()
+    ref = MLP([1, 2**23, 1], output="identity", dtype=np.float32, seed=0,
+                      backend="numpy")
+    np.testing.assert_allclose(out, ref.predict(X), rtol=1e-3, atol=1e-3)
+    assert np.isfinite(net.score(X, np.array([[1.0], [2.0], [3.0]])))
+    cW, _ = net.curvature(X, np.ones((3, 1)))
+    assert cW[0].shape == (1, 2**23)
+
+
+def test_the_buffers_cannot_be_rebound():
+    net = MLP([4, 5, 3], seed=1)
+    before = net.params
+    for name in ("params", "weights", "biases"):
+        with pytest.raises(AttributeError, match="cannot be rebound"):
+            setattr(net, name, np.zeros(net.n_params))
+    assert net.params is before and net.optimizer.param_groups[0]["params"][0] is before
+    net.params[:] = 0.5  # writing into the buffer is the way
+    assert (net.weights[0] == 0.5).all() and net.optimizer.param_groups[0]["params"][0] is before
+
+
+@pytest.mark.parametrize("make", [copy.copy, copy.deepcopy, lambda n: pickle.loads(pickle.dumps(n))],
+                         ids=["copy", "deepcopy", "pickle"])
+def test_copies_are_deep_and_train_on_their_own(make):
+    X, y = np.random.default_rng(0).standard_normal((30, 4)), np.arange(30) % 3
+    net = MLP([4, 5, 3], seed=1)
+    net.fit(X, y, epochs=1)
+    twin = make(net)
+    assert not np.shares_memory(twin.params, net.params)
+    assert twin.optimizer.param_groups[0]["params"][0] is twin.params
+    assert twin.weights[0].base is twin.params or np.shares_memory(twin.weights[0], twin.params)
+    assert twin._training is not net._training
+    saved = net.params.copy()
+    twin.fit(X, y, epochs=1)
+    assert np.array_equal(net.params, saved)  # the original did not move
+    net.fit(X, y, epochs=1)
+    assert np.array_equal(net.params, twin.params) and net.steps == twin.steps

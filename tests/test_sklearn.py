@@ -125,6 +125,52 @@ def test_regressor_matches_scikit_learn(alpha):
                                atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("case", ["online", "b200", "regressor"])
+def test_l2_in_the_whole_epoch_matches_scikit_learn(monkeypatch, case, backend):
+    """alpha > 0 without sample weights: the compiled whole-epoch path (its L2 term in
+    the backward pass, folded with nesterovs_momentum=False), equal to scikit-learn's."""
+    from momcore import sklearn as ours_module
+    runners = []
+    original = ours_module._Trainer.runner
+
+    def spy(self, *args, **kwargs):
+        runners.append(original(self, *args, **kwargs))
+        return runners[-1]
+
+    monkeypatch.setattr(ours_module._Trainer, "runner", spy)
+    params = dict(hidden_layer_sizes=(30,), alpha=1e-2, learning_rate_init=0.05,
+                  max_iter=3, tol=0.0, random_state=3, nesterovs_momentum=False)
+    X, y, cls = X_DIGITS, y_DIGITS, (MLPClassifier, neural_network.MLPClassifier)
+    if case == "online":
+        X, y = X[:80], y[:80]
+        params.update(batch_size=1)
+    if case == "b200":
+        params.update(batch_size=200, hidden_layer_sizes=(100,))  # gemm on both layers
+    if case == "regressor":
+        X, y, cls = X_REG, y_REG, (MLPRegressor, neural_network.MLPRegressor)
+        params.update(batch_size=32)
+    ours, theirs = _pair(*cls, **params)
+    ours.set_params(backend=backend)
+    ours.fit(X, y)
+    theirs.fit(X, y)
+    _assert_same_fit(ours, theirs)
+    whole = backend == "c" or case != "regressor"
+    assert isinstance(runners[-1], ours_module._WholeEpochRunner) == whole
+
+
+def test_changed_alpha_reaches_the_network():
+    params = dict(hidden_layer_sizes=(10,), learning_rate_init=0.05, max_iter=2, tol=0.0,
+                  random_state=0, warm_start=True)
+    ours, theirs = _pair(MLPClassifier, neural_network.MLPClassifier, alpha=0.0, **params)
+    for alpha in (0.0, 0.5):
+        ours.set_params(alpha=alpha)
+        theirs.set_params(alpha=alpha)
+        ours.fit(X_DIGITS, y_DIGITS)
+        theirs.fit(X_DIGITS, y_DIGITS)
+    _assert_same_fit(ours, theirs)
+
+
 def test_partial_fit_matches_scikit_learn():
     params = dict(hidden_layer_sizes=(10,), learning_rate="invscaling",
                   learning_rate_init=0.3, random_state=0, batch_size=40)
