@@ -55,3 +55,36 @@ def test_many(benchmark, record, contender):
     benchmark.group = "many 100 x 1e3 float64"
     benchmark(fn)
     record(benchmark, benchmark.group, contender)
+
+
+HALF = [np.dtype(dt).name for dt in _bench.half_dtypes()]
+
+
+@pytest.mark.parametrize("contender", ["float32"] + HALF
+                         + [f"{h}_{k}" for h in HALF for k in ("raise", "roofline")])
+def test_step_half(benchmark, record, contender):
+    # one group: the float16/bfloat16 steps against the float32 step (target >= 1.8x)
+    fn = _bench.half_contenders()[contender]
+    benchmark.group = f"step n={_bench.HALF_SIZE:.0e} 16-bit storage vs float32"
+    benchmark(fn)
+    record(benchmark, benchmark.group, contender)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_step_half_torch_fused(benchmark, record, dtype):
+    torch = pytest.importorskip("torch")
+    tdtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    n = _bench.HALF_SIZE
+    ops = _bench.operands(n, np.float32)
+    p = torch.from_numpy(ops.w).to(tdtype)
+    p.grad = torch.from_numpy(ops.g).to(tdtype)
+    torch.set_num_threads(momcore.get_num_threads())
+    try:
+        opt = torch.optim.SGD([p], lr=_bench.HYPER["lr"], momentum=_bench.HYPER["momentum"],
+                              fused=True)
+        opt.step()
+    except (RuntimeError, TypeError) as exc:
+        pytest.skip(f"torch fused SGD unavailable for {dtype}: {exc}")
+    benchmark.group = f"step n={n:.0e} 16-bit storage vs float32"
+    benchmark(opt.step)
+    record(benchmark, benchmark.group, f"torch_fused_{dtype}")

@@ -64,6 +64,48 @@ def many_contenders(count: int = 100, n: int = 1000,
             "momcore_many": lambda: _core.momentum_step_many(ws, gs, ss, **HYPER)}
 
 
+HALF_SIZE = 2 * 10**7
+
+
+def half_dtypes() -> list:
+    """The 16-bit storage dtypes this environment has: float16, and bfloat16 when the
+    optional ml_dtypes is installed."""
+    try:
+        from ml_dtypes import bfloat16
+    except ImportError:
+        return [np.float16]
+    return [np.float16, bfloat16]
+
+
+def half_contenders(n: int = HALF_SIZE) -> dict[str, Callable[[], object]]:
+    """The float32 step and, per 16-bit dtype, its step, its step with
+    nonfinite='raise' and its 5-stream roofline, each on buffers of its own."""
+    contenders: dict[str, Callable[[], object]] = {}
+    for dtype in [np.float32] + half_dtypes():
+        name = np.dtype(dtype).name
+        ops = operands(n, dtype)
+        contenders[name] = lambda o=ops: _core.momentum_step(o.w, o.g, o.s, **HYPER)
+        if dtype != np.float32:
+            contenders[f"{name}_raise"] = lambda o=ops: _core.momentum_step(
+                o.w, o.g, o.s, **HYPER, nonfinite="raise")
+            contenders[f"{name}_roofline"] = lambda o=ops: _core._stream5(o.w, o.g, o.s)
+    return contenders
+
+
+def half_table(n: int = HALF_SIZE, budget: float = 0.2,
+               settle: float | None = None) -> list[dict[str, object]]:
+    """Rows per 16-bit dtype: the float32 step's time over its (target: >= 1.8x, half
+    the bytes), the fraction of its own roofline, the cost of nonfinite='raise'."""
+    times = best_times(half_contenders(n), budget, settle=settle)
+    return [{"case": f"momentum_step n={n:.0e} {np.dtype(dt).name} vs f32",
+             "momcore_us": times[np.dtype(dt).name] * 1e6,
+             "speedup": times["float32"] / times[np.dtype(dt).name],
+             "roofline_fraction": times[f"{np.dtype(dt).name}_roofline"]
+             / times[np.dtype(dt).name],
+             "raise_cost": times[f"{np.dtype(dt).name}_raise"] / times[np.dtype(dt).name]}
+            for dt in half_dtypes()]
+
+
 def best_times(contenders: dict[str, Callable[[], object]], budget: float = 0.2,
                rounds: int = 7, settle: float | None = None) -> dict[str, float]:
     """Best per-call time in seconds of each contender.
@@ -92,9 +134,11 @@ def best_times(contenders: dict[str, Callable[[], object]], budget: float = 0.2,
 
 
 def kernel_table(sizes=KERNEL_SIZES, dtypes=(np.float32, np.float64),
-                 budget: float = 0.2, settle: float | None = None) -> list[dict[str, object]]:
+                 budget: float = 0.2, settle: float | None = None,
+                 half: bool = True) -> list[dict[str, object]]:
     """Rows of ratios: speed-up over the reference, fraction of the roofline's
-    bandwidth, and the cost of nonfinite='raise'."""
+    bandwidth, and the cost of nonfinite='raise'; with half (and sizes up to 1e7),
+    the 16-bit rows of half_table, whose speed-up is over the float32 step."""
     rows = []
     for dtype in dtypes:
         for n in sizes:
@@ -106,6 +150,8 @@ def kernel_table(sizes=KERNEL_SIZES, dtypes=(np.float32, np.float64),
                 "roofline_fraction": times["roofline"] / times["momcore"],
                 "raise_cost": times["momcore_raise"] / times["momcore"],
             })
+    if half and max(sizes) >= 10**7:
+        rows += half_table(budget=budget, settle=settle)
     many = best_times(many_contenders(), budget, settle=settle)
     rows.append({"case": "momentum_step_many 100 x 1e3 float64",
                  "momcore_us": many["momcore_many"] * 1e6,

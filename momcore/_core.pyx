@@ -14,6 +14,7 @@ cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isfinite
+from libc.stdint cimport uint16_t
 from libc.stdlib cimport qsort
 
 from momcore._kernels cimport *
@@ -130,31 +131,42 @@ cdef double _F32_OVERFLOW = 340282356779733661637539395458142568448.0
 cdef double _F32_BELOW_ONE = 1.0 - 2.0 ** -25
 
 
+cdef str _computed_in(int dtype):
+    """How a message names the precision the step computes in for arrays of dtype."""
+    if dtype == MC_FLOAT32:
+        return "float32, the dtype of the arrays (the step computes in it)"
+    return (f"float32, in which the step computes for {_DTYPE_NAMES[dtype]} arrays "
+            f"(they store only its rounded result)")
+
+
 cdef int _check_in_dtype(const mc_hyper *h, int dtype) except -1:
-    """Raises unless the hyperparameters keep their meaning in the arrays' dtype (the
-    kernel computes in it): lr and weight_decay finite, momentum inside (-1, 1)."""
-    if dtype != MC_FLOAT32:
+    """Raises unless the hyperparameters keep their meaning in the precision the
+    kernel computes in: float64 for float64 arrays, float32 for float32, bfloat16 and
+    float16 arrays (lr, momentum and weight_decay enter the step as float32 values
+    whatever the storage): lr and weight_decay finite, momentum inside (-1, 1)."""
+    if dtype == MC_FLOAT64:
         return 0
     if h.lr >= _F32_OVERFLOW:
-        raise ValueError(f"lr={h.lr!r} is beyond the range of float32, the dtype of the "
-                         f"arrays (the step computes in it)")
+        raise ValueError(f"lr={h.lr!r} is beyond the range of {_computed_in(dtype)}")
     if h.weight_decay >= _F32_OVERFLOW:
-        raise ValueError(f"weight_decay={h.weight_decay!r} is beyond the range of float32, "
-                         f"the dtype of the arrays (the step computes in it)")
+        raise ValueError(f"weight_decay={h.weight_decay!r} is beyond the range of "
+                         f"{_computed_in(dtype)}")
     if not (-_F32_BELOW_ONE < h.momentum < _F32_BELOW_ONE):
         raise ValueError(f"momentum={h.momentum!r} rounds to {1 if h.momentum > 0 else -1} "
-                         f"in float32, the dtype of the arrays; it must lie in (-1, 1)")
+                         f"in {_computed_in(dtype)}; it must lie in (-1, 1)")
     return 0
 
 
 def check_hyperparameters(*, lr, momentum, rule="classical", dampening=0.0,
                           weight_decay=0.0, nonfinite="propagate", dtype=None):
     """Raises the error momentum_step would raise for these hyperparameters (with
-    arrays of ``dtype``, float32 or float64, when given)."""
+    arrays of ``dtype``, when given: float32, float64, float16 or bfloat16)."""
     cdef mc_hyper h
     _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
-    if dtype is not None and np.dtype(dtype) == np.float32:
-        _check_in_dtype(&h, MC_FLOAT32)
+    if dtype is not None:
+        code = _dtype_code_of(np.dtype(dtype))
+        if code >= 0:
+            _check_in_dtype(&h, code)
 
 
 # ---- arrays ------------------------------------------------------------------------
@@ -182,11 +194,52 @@ cdef str _where(str label, tuple names, int role, Py_ssize_t index):
     return label if names is None else _name(names, role, index)
 
 
+# Storage dtypes by mc_dtype code. bfloat16 is not a numpy dtype: ml_dtypes (optional)
+# registers it, with a type number of its own, so it is recognised by name, kind and
+# size, and momcore neither needs nor imports ml_dtypes.
+cdef extern from "numpy/ndarraytypes.h":
+    enum: NPY_USERDEF  # the first type number of a dtype registered at run time
+
+cdef tuple _DTYPE_NAMES = ("float32", "float64", "bfloat16", "float16")
+cdef int _bfloat16_type = -1  # its type number, once an array of it has been seen
+
+
+cdef int _dtype_code_of(object dtype):
+    """The mc_dtype of a numpy dtype, or -1 when momcore cannot step it."""
+    if dtype == np.float32:
+        return MC_FLOAT32
+    if dtype == np.float64:
+        return MC_FLOAT64
+    if dtype == np.float16:
+        return MC_FLOAT16
+    if dtype.name == "bfloat16" and dtype.kind == "V" and dtype.itemsize == 2:
+        return MC_BFLOAT16
+    return -1
+
+
+cdef int _dtype_code(cnp.ndarray a):
+    """The mc_dtype of a's elements, or -1 when momcore cannot step them."""
+    global _bfloat16_type
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t == cnp.NPY_FLOAT32:
+        return MC_FLOAT32
+    if t == cnp.NPY_FLOAT64:
+        return MC_FLOAT64
+    if t == cnp.NPY_FLOAT16:
+        return MC_FLOAT16
+    if t == _bfloat16_type:
+        return MC_BFLOAT16
+    if t >= NPY_USERDEF and _dtype_code_of(a.dtype) == MC_BFLOAT16:
+        _bfloat16_type = t
+        return MC_BFLOAT16
+    return -1
+
+
 cdef cnp.ndarray _checked(object obj, int role, str label, tuple names=None,
-                          Py_ssize_t index=-1):
+                          Py_ssize_t index=-1, bint half=False):
     """obj as an ndarray the kernels can work on in place, or a clear exception
     that calls it ``label`` (or, given names, _name(names, role, index): formatted
-    only on error)."""
+    only on error). float32 and float64; also bfloat16 and float16 with half."""
     if not cnp.PyArray_Check(obj):
         raise TypeError(f"{_where(label, names, role, index)} must be a numpy.ndarray, got "
                         f"{type(obj).__name__} (momcore never copies its operands)")
@@ -194,10 +247,11 @@ cdef cnp.ndarray _checked(object obj, int role, str label, tuple names=None,
         raise TypeError(f"{_where(label, names, role, index)} is a masked array; momcore updates "
                         f"every element, so pass its .data (or .filled(...))")
     cdef cnp.ndarray a = <cnp.ndarray>obj
-    cdef int t = cnp.PyArray_TYPE(a)
-    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+    cdef int code = _dtype_code(a)
+    if code < 0 or (not half and code > MC_FLOAT64):
         raise TypeError(f"{_where(label, names, role, index)} has dtype {a.dtype}; momcore supports "
-                        f"float32 and float64")
+                        + ("float32, float64, float16 and bfloat16 (ml_dtypes)" if half
+                           else "float32 and float64"))
     if not cnp.PyArray_ISNOTSWAPPED(a):
         raise TypeError(f"{_where(label, names, role, index)} has non-native byte order "
                         f"(dtype {a.dtype.str!r}); convert it with .astype({a.dtype.name!r})")
@@ -214,19 +268,20 @@ cdef cnp.ndarray _checked(object obj, int role, str label, tuple names=None,
 
 def check_array(obj, *, name="w", writable=True):
     """Raises the error momentum_step would raise for ``obj`` as an operand."""
-    _checked(obj, ROLE_W if writable else ROLE_G, name)
+    _checked(obj, ROLE_W if writable else ROLE_G, name, None, -1, True)
 
 
 cdef int _fill(mc_buffer *b, object w, object g, object s, tuple names,
                Py_ssize_t index, object p=None) except -1:
-    cdef cnp.ndarray aw = _checked(w, ROLE_W, None, names, index)
-    cdef cnp.ndarray ag = _checked(g, ROLE_G, None, names, index)
-    cdef cnp.ndarray as_ = _checked(s, ROLE_S, None, names, index)
+    cdef cnp.ndarray aw = _checked(w, ROLE_W, None, names, index, True)
+    cdef cnp.ndarray ag = _checked(g, ROLE_G, None, names, index, True)
+    cdef cnp.ndarray as_ = _checked(s, ROLE_S, None, names, index, True)
     cdef int t = cnp.PyArray_TYPE(aw)
     if cnp.PyArray_TYPE(ag) != t or cnp.PyArray_TYPE(as_) != t:
         raise TypeError(f"{_name(names, ROLE_W, index)}, {_name(names, ROLE_G, index)} and "
                         f"{_name(names, ROLE_S, index)} must share one dtype; got "
-                        f"{aw.dtype}, {ag.dtype} and {as_.dtype}")
+                        f"{aw.dtype}, {ag.dtype} and {as_.dtype} (momcore never converts "
+                        f"its operands)")
     if not (_same_shape(aw, ag) and _same_shape(aw, as_)):
         raise ValueError(f"{_name(names, ROLE_W, index)}, {_name(names, ROLE_G, index)} and "
                          f"{_name(names, ROLE_S, index)} must share one shape; got "
@@ -237,14 +292,14 @@ cdef int _fill(mc_buffer *b, object w, object g, object s, tuple names,
     b.p = NULL
     cdef cnp.ndarray ap
     if p is not None:
-        ap = _checked(p, ROLE_G, _name(names, ROLE_P, index))
+        ap = _checked(p, ROLE_G, _name(names, ROLE_P, index), None, -1, True)
         if cnp.PyArray_TYPE(ap) != t or not _same_shape(aw, ap):
             raise ValueError(f"{_name(names, ROLE_P, index)} must have the dtype and shape "
                              f"of {_name(names, ROLE_W, index)}: {aw.dtype}"
                              f"{(<object>aw).shape}, got {ap.dtype}{(<object>ap).shape}")
         b.p = cnp.PyArray_DATA(ap)
     b.n = <size_t>cnp.PyArray_SIZE(aw)
-    b.dtype = MC_FLOAT32 if t == cnp.NPY_FLOAT32 else MC_FLOAT64
+    b.dtype = _dtype_code(aw)
     return 0
 
 
@@ -285,7 +340,7 @@ cdef int _check_disjoint(const mc_buffer *bufs, Py_ssize_t count, _extent *ext,
     for i in range(count):
         if bufs[i].n == 0:
             continue
-        width = bufs[i].n * (4 if bufs[i].dtype == MC_FLOAT32 else 8)
+        width = bufs[i].n * mc_dtype_size(bufs[i].dtype)
         ext[k].lo = <size_t>bufs[i].w; ext[k].hi = ext[k].lo + width
         ext[k].role = ROLE_W; ext[k].index = i if many else -1
         ext[k + 1].lo = <size_t>bufs[i].g; ext[k + 1].hi = ext[k + 1].lo + width
@@ -345,9 +400,12 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     Parameters
     ----------
     w, g, state : numpy.ndarray
-        One shape, one dtype (float32 or float64), C-contiguous; ``w`` and
-        ``state`` writable and not overlapping any other operand. ``state``
-        starts at zero.
+        One shape, one dtype (float32, float64, float16, or bfloat16 from the
+        optional ml_dtypes package), C-contiguous; ``w`` and ``state`` writable
+        and not overlapping any other operand. ``state`` starts at zero.
+        float16 and bfloat16 are storage only: the step computes in float32 and
+        rounds each new w and state value once, to nearest even, as it stores
+        it (float16 overflows to inf above 65504).
     lr : float
         Learning rate, finite and >= 0.
     momentum : float
@@ -376,9 +434,10 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     bool
         True when the step was applied.
 
-    lr, weight_decay and momentum must keep their meaning in the arrays' dtype:
-    with float32 arrays an lr or weight_decay beyond float32's range, or a
-    momentum that rounds to +-1, is a ValueError.
+    lr, weight_decay and momentum must keep their meaning in the precision the
+    step computes in: with float32, float16 or bfloat16 arrays (all computed in
+    float32) an lr or weight_decay beyond float32's range, or a momentum that
+    rounds to +-1 in float32, is a ValueError.
 
     Cost: one pass over memory (read w, g, state; write w, state; read momenta
     with ``qian``), plus one read of w, g and state (the dry run) with
@@ -652,6 +711,40 @@ def _stream5(w, g, s):
     _check_disjoint(&b, 1, ext, _ONE_NAMES, False)
     with nogil:
         mc_stream5(&b)
+
+
+def all_finite(a):
+    """Whether every element of the C-contiguous float32 or float64 array ``a`` is
+    finite: one pass over its bits, no temporary, the GIL released."""
+    cdef cnp.ndarray arr = _checked(a, ROLE_G, "a")
+    cdef const void *data = cnp.PyArray_DATA(arr)
+    cdef size_t n = <size_t>cnp.PyArray_SIZE(arr)
+    cdef int dtype = _dtype_code(arr)
+    cdef int finite
+    with nogil:
+        finite = mc_all_finite(data, n, dtype)
+    return finite != 0
+
+
+def _round_to_half(const float[::1] src, uint16_t[::1] dst, str dtype):
+    """dst := the bits of src rounded to dtype ("bfloat16" or "float16") as the step
+    stores them, on the SIMD path in use (for tests of the rounding)."""
+    if dst.shape[0] != src.shape[0]:
+        raise ValueError("src and dst must have one length")
+    cdef int code = MC_BFLOAT16 if dtype == "bfloat16" else MC_FLOAT16
+    with nogil:
+        mc_round_to_half(&dst[0] if dst.shape[0] else NULL, &src[0] if src.shape[0] else NULL,
+                         <size_t>dst.shape[0], code)
+
+
+def _widen_half(const uint16_t[::1] src, float[::1] dst, str dtype):
+    """dst := the float32 values of the dtype bits src, as the step widens them."""
+    if dst.shape[0] != src.shape[0]:
+        raise ValueError("src and dst must have one length")
+    cdef int code = MC_BFLOAT16 if dtype == "bfloat16" else MC_FLOAT16
+    with nogil:
+        mc_widen_half(&dst[0] if dst.shape[0] else NULL, &src[0] if src.shape[0] else NULL,
+                      <size_t>dst.shape[0], code)
 
 
 if mc_select_isa(os.environ.get("MOMCORE_SIMD", "auto").encode()) != 0:

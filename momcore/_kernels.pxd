@@ -1,5 +1,5 @@
 # Declarations of the C kernels in src_c/momcore_kernels.h.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
 
 
 cdef extern from "momcore_kernels.h" nogil:
@@ -14,6 +14,12 @@ cdef extern from "momcore_kernels.h" nogil:
     ctypedef enum mc_dtype:
         MC_FLOAT32
         MC_FLOAT64
+        MC_BFLOAT16
+        MC_FLOAT16
+
+    size_t mc_dtype_size(int dtype)
+    void mc_round_to_half(uint16_t *dst, const float *src, size_t n, int dtype)
+    void mc_widen_half(float *dst, const uint16_t *src, size_t n, int dtype)
 
     ctypedef struct mc_hyper:
         double lr
@@ -46,6 +52,7 @@ cdef extern from "momcore_kernels.h" nogil:
     const char *mc_isa_name()
     int mc_isa_supported(const char *name)
     void mc_stream5(const mc_buffer *buffer)
+    int mc_all_finite(const void *x, size_t n, int dtype)
 
 
 cdef extern from "mlp.h" nogil:

@@ -104,7 +104,8 @@ class SGD:
     Parameters
     ----------
     params : sequence of numpy.ndarray, or sequence of dict
-        The arrays to train, updated in place (float32/float64, C-contiguous,
+        The arrays to train, updated in place (float32/float64, or float16/bfloat16
+        storage computed in float32; C-contiguous,
         writable, not overlapping); or parameter groups, as in PyTorch: dicts with
         the group's arrays under ``"params"`` and any of ``lr``, ``momentum``,
         ``dampening`` and ``weight_decay`` to override the defaults below.

@@ -55,14 +55,22 @@ def _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite) -> tupl
     return lr_, mom, damp, wd
 
 
+def _is_half(dtype: np.dtype) -> bool:
+    """Whether dtype is a 16-bit storage format: float16, or bfloat16 (ml_dtypes's,
+    recognised by name so that this module does not need ml_dtypes)."""
+    return dtype == np.float16 or (dtype.name == "bfloat16" and dtype.kind == "V"
+                                   and dtype.itemsize == 2)
+
+
 def _check_array(a: object, name: str, written: bool) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
     if isinstance(a, np.ma.MaskedArray):
         raise TypeError(f"{name} is a masked array; momcore updates every element, so pass "
                         f"its .data (or .filled(...))")
-    if a.dtype.type not in (np.float32, np.float64):
-        raise TypeError(f"{name} has dtype {a.dtype}; momcore supports float32 and float64")
+    if not (a.dtype.type in (np.float32, np.float64) or _is_half(a.dtype)):
+        raise TypeError(f"{name} has dtype {a.dtype}; momcore supports float32, float64, "
+                        f"float16 and bfloat16 (ml_dtypes)")
     if not a.dtype.isnative:
         raise TypeError(f"{name} has non-native byte order (dtype {a.dtype.str!r})")
     if not a.flags.c_contiguous:
@@ -147,7 +155,19 @@ def _apply(w, g, state, rule, lr, momentum, dampening, weight_decay, momenta=Non
     """One step of `rule` in place. The operation order is the C kernel's
     (src_c/kernel_impl.h), written out per rule in momcore_kernels.h: each
     right-hand side evaluated as its parentheses and left-to-right reading give,
-    every operation rounded to the dtype."""
+    every operation rounded to the dtype.
+
+    bfloat16 and float16 arrays are computed in float32: widened (exactly), stepped
+    as float32 arrays, and each new w and state value rounded once by astype
+    (nearest, ties to even: numpy's float16 cast and ml_dtypes' bfloat16 cast)."""
+    if _is_half(w.dtype):
+        w32, s32 = w.astype(np.float32), state.astype(np.float32)
+        _apply(w32, g.astype(np.float32), s32, rule, lr, momentum, dampening, weight_decay,
+               None if momenta is None else momenta.astype(np.float32))
+        with np.errstate(over="ignore"):  # rounding past the largest value is inf
+            np.copyto(w, w32.astype(w.dtype))
+            np.copyto(state, s32.astype(state.dtype))
+        return
     t = w.dtype.type
     lr_, mom = t(lr), t(momentum)
     if weight_decay != 0.0:
@@ -268,18 +288,21 @@ _F32_BELOW_ONE = 1.0 - 2.0**-25  # and 1 - 2**-25 <= |x| < 1 to 1
 
 
 def _check_in_dtype(dtype: np.dtype, lr: float, momentum: float, weight_decay: float) -> None:
-    """The hyperparameters must keep their meaning in the arrays' dtype."""
-    if dtype != np.float32:
+    """The hyperparameters must keep their meaning in the precision the step computes
+    in: float32 for float32, bfloat16 and float16 arrays."""
+    if dtype == np.float64:
         return
+    where = ("float32, the dtype of the arrays (the step computes in it)"
+             if dtype == np.float32 else
+             f"float32, in which the step computes for {dtype.name} arrays (they store "
+             f"only its rounded result)")
     if lr >= _F32_OVERFLOW:
-        raise ValueError(f"lr={lr!r} is beyond the range of float32, the dtype of the "
-                         f"arrays (the step computes in it)")
+        raise ValueError(f"lr={lr!r} is beyond the range of {where}")
     if weight_decay >= _F32_OVERFLOW:
-        raise ValueError(f"weight_decay={weight_decay!r} is beyond the range of float32, "
-                         f"the dtype of the arrays (the step computes in it)")
+        raise ValueError(f"weight_decay={weight_decay!r} is beyond the range of {where}")
     if not -_F32_BELOW_ONE < momentum < _F32_BELOW_ONE:
         raise ValueError(f"momentum={momentum!r} rounds to {1 if momentum > 0 else -1} in "
-                         f"float32, the dtype of the arrays; it must lie in (-1, 1)")
+                         f"{where}; it must lie in (-1, 1)")
 
 
 NONFINITE_MESSAGE = ("the gradient holds NaN or inf, or the step would overflow to inf; w "

@@ -1,4 +1,5 @@
-/* kernel_impl.h for float and double on the SIMD path MC_ISA (see simd.h). */
+/* kernel_impl.h for float and double on the SIMD path MC_ISA (see simd.h), and the
+ * 16-bit storage formats on top of the float one (kernel_half.h). */
 #define MC_TARGET MC_TARGET_OF(MC_ISA)
 
 #define MC_T float
@@ -20,5 +21,8 @@
 #undef MC_BITS
 #undef MC_EXPMASK
 #undef MC_NAME
+
+/* bfloat16 and float16 storage, computed in float32 (the loop above) */
+#include "kernel_half.h"
 
 #undef MC_TARGET

@@ -15,6 +15,7 @@
 #define MOMCORE_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,7 +49,21 @@ int mc_find_name(const char *const *names, int count, const char *name);
 /* The mc_rule called `name` (momcore.registry's name), or -1. */
 int mc_rule_code(const char *name);
 
-typedef enum { MC_FLOAT32 = 0, MC_FLOAT64 = 1 } mc_dtype;
+/* Storage types. bfloat16 and float16 are stored as uint16_t bit patterns and
+ * computed in float32: each element is widened exactly, stepped with the float32
+ * operations, and each new w and state value is rounded once, to nearest even,
+ * as it is stored (NaN stays NaN; float16 overflows to inf above 65504 and
+ * underflows gradually). The result is the float32 step of the widened arrays,
+ * rounded: the same bits on every SIMD path. */
+typedef enum { MC_FLOAT32 = 0, MC_FLOAT64 = 1, MC_BFLOAT16 = 2, MC_FLOAT16 = 3 } mc_dtype;
+
+/* Bytes per element of an mc_dtype. */
+size_t mc_dtype_size(int dtype);
+
+/* dst[0:n] := src[0:n] rounded to dtype (MC_BFLOAT16 or MC_FLOAT16) as the step
+ * stores it, on the selected SIMD path; and the exact widening back. */
+void mc_round_to_half(uint16_t *dst, const float *src, size_t n, int dtype);
+void mc_widen_half(float *dst, const uint16_t *src, size_t n, int dtype);
 
 /* Hyperparameters of one step; validated by the caller. With weight_decay != 0
  * every rule uses g' = g + weight_decay*w in place of g (g is never written). */
@@ -112,9 +127,15 @@ int mc_select_isa(const char *name);
 const char *mc_isa_name(void);
 int mc_isa_supported(const char *name);
 
+/* 1 if no element of x[0:n] (MC_FLOAT32 or MC_FLOAT64) is NaN or +-inf, else 0:
+ * the exponent bits tested as integers (no floating-point exceptions, no
+ * temporaries), one pass that the compiler vectorises. */
+int mc_all_finite(const void *x, size_t n, int dtype);
+
 /* Benchmark-only roofline: a plain loop over the same five streams as the step
  * (read w, g, s; write w, s), compiled for the baseline ISA and split across
- * threads exactly as the step is. w = w + g ; s = s + g. */
+ * threads exactly as the step is. w = w + g ; s = s + g (for the 16-bit formats an
+ * integer operation that leaves w and s as they are). */
 void mc_stream5(const mc_buffer *buffer);
 
 #ifdef __cplusplus

@@ -11,9 +11,14 @@
 #include <omp.h>
 #endif
 
+#include "half.h"
 #include "simd.h"
 
-/* ---- instantiations: 2 types x (baseline, avx2, avx512) ---------------------- */
+#if MC_X86
+#include <immintrin.h>
+#endif
+
+/* ---- instantiations: 4 types x (baseline, avx2, avx512) ---------------------- */
 
 #define MC_INSTANTIATE "kernel_types.h"
 #include "each_isa.h"
@@ -21,27 +26,47 @@
 
 /* ---- run-time dispatch ---------------------------------------------------- */
 
+typedef void (*mc_step_f32_fn)(float *, const float *, float *, const float *, size_t,
+                               const mc_hyper *);
+typedef void (*mc_step_f64_fn)(double *, const double *, double *, const double *, size_t,
+                               const mc_hyper *);
+typedef void (*mc_step_half_fn)(uint16_t *, const uint16_t *, uint16_t *, const uint16_t *,
+                                size_t, const mc_hyper *);
+typedef int (*mc_nonfinite_f32_fn)(float *, const float *, float *, const float *, size_t,
+                                   const mc_hyper *);
+typedef int (*mc_nonfinite_f64_fn)(double *, const double *, double *, const double *,
+                                   size_t, const mc_hyper *);
+typedef int (*mc_nonfinite_half_fn)(uint16_t *, const uint16_t *, uint16_t *,
+                                    const uint16_t *, size_t, const mc_hyper *);
+typedef void (*mc_narrow_fn)(uint16_t *, const float *, size_t);
+typedef void (*mc_widen_fn)(float *, const uint16_t *, size_t);
+
 typedef struct {
     const char *name;
-    void (*step_f32)(float *, const float *, float *, const float *, size_t, const mc_hyper *);
-    void (*step_f64)(double *, const double *, double *, const double *, size_t,
-                     const mc_hyper *);
-    int (*step_nonfinite_f32)(float *, const float *, float *, const float *, size_t,
-                              const mc_hyper *);
-    int (*step_nonfinite_f64)(double *, const double *, double *, const double *, size_t,
-                              const mc_hyper *);
+    mc_step_f32_fn step_f32;
+    mc_step_f64_fn step_f64;
+    mc_step_half_fn step_bf16, step_f16;
+    mc_nonfinite_f32_fn step_nonfinite_f32;
+    mc_nonfinite_f64_fn step_nonfinite_f64;
+    mc_nonfinite_half_fn step_nonfinite_bf16, step_nonfinite_f16;
+    mc_narrow_fn narrow_bf16, narrow_f16;
+    mc_widen_fn widen_bf16, widen_f16;
 } mc_isa_table;
+
+#define MC_ISA_TABLE(isa)                                                                 \
+    {#isa,                      step_f32_##isa,           step_f64_##isa,                  \
+     step_bf16_##isa,           step_f16_##isa,           step_nonfinite_f32_##isa,        \
+     step_nonfinite_f64_##isa,  step_nonfinite_bf16_##isa, step_nonfinite_f16_##isa,       \
+     narrow_bf16_##isa,         narrow_f16_##isa,         widen_bf16_##isa,                \
+     widen_f16_##isa}
 
 /* Best first. */
 static const mc_isa_table mc_isa_tables[] = {
 #if MC_X86
-    {"avx512", step_f32_avx512, step_f64_avx512, step_nonfinite_f32_avx512,
-     step_nonfinite_f64_avx512},
-    {"avx2", step_f32_avx2, step_f64_avx2, step_nonfinite_f32_avx2,
-     step_nonfinite_f64_avx2},
+    MC_ISA_TABLE(avx512),
+    MC_ISA_TABLE(avx2),
 #endif
-    {"baseline", step_f32_baseline, step_f64_baseline, step_nonfinite_f32_baseline,
-     step_nonfinite_f64_baseline},
+    MC_ISA_TABLE(baseline),
 };
 #define MC_N_ISA (sizeof mc_isa_tables / sizeof mc_isa_tables[0])
 
@@ -53,8 +78,9 @@ int mc_isa_supported(const char *name)
         return 1;
 #if MC_X86
     __builtin_cpu_init();
-    if (strcmp(name, "avx2") == 0) /* the MLP passes of this path use FMA too */
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (strcmp(name, "avx2") == 0) /* the MLP passes of this path use FMA, float16 F16C */
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
     if (strcmp(name, "avx512") == 0) /* the path's code assumes AVX2 and FMA too */
         return __builtin_cpu_supports("avx512f") && mc_isa_supported("avx2");
 #endif
@@ -137,38 +163,73 @@ static void thread_range(size_t n, int t, int nt, size_t *lo, size_t *hi)
 }
 #endif
 
+size_t mc_dtype_size(int dtype)
+{
+    return dtype == MC_FLOAT64 ? 8 : dtype == MC_FLOAT32 ? 4 : 2;
+}
+
 /* The per-weight momenta of b from element lo, which MC_QIAN reads; else NULL. */
 static const void *momenta_at(const mc_buffer *b, const mc_hyper *h, size_t lo)
 {
     if (h->rule != MC_QIAN || b->p == NULL)
         return NULL;
-    if (b->dtype == MC_FLOAT32)
-        return (const float *)b->p + lo;
-    return (const double *)b->p + lo;
+    return (const char *)b->p + lo * mc_dtype_size(b->dtype);
 }
+
+/* The operands of b from element lo, as pointers to T (w, g, s, p). */
+#define MC_OPERANDS(T, b, h, lo)                                                    \
+    (T *)(b)->w + (lo), (const T *)(b)->g + (lo), (T *)(b)->s + (lo),              \
+        (const T *)momenta_at((b), (h), (lo))
 
 static void step_range(const mc_isa_table *isa, const mc_buffer *b, size_t lo, size_t hi,
                        const mc_hyper *h)
 {
-    if (b->dtype == MC_FLOAT32)
-        isa->step_f32((float *)b->w + lo, (const float *)b->g + lo, (float *)b->s + lo,
-                      (const float *)momenta_at(b, h, lo), hi - lo, h);
-    else
-        isa->step_f64((double *)b->w + lo, (const double *)b->g + lo, (double *)b->s + lo,
-                      (const double *)momenta_at(b, h, lo), hi - lo, h);
+    switch (b->dtype) {
+    case MC_FLOAT32:
+        isa->step_f32(MC_OPERANDS(float, b, h, lo), hi - lo, h);
+        break;
+    case MC_FLOAT64:
+        isa->step_f64(MC_OPERANDS(double, b, h, lo), hi - lo, h);
+        break;
+    case MC_BFLOAT16:
+        isa->step_bf16(MC_OPERANDS(uint16_t, b, h, lo), hi - lo, h);
+        break;
+    case MC_FLOAT16:
+        isa->step_f16(MC_OPERANDS(uint16_t, b, h, lo), hi - lo, h);
+        break;
+    default:
+        break;
+    }
 }
 
 /* Whether the step of h on [lo, hi) would not be finite (see step_nonfinite). */
 static int nonfinite_range(const mc_isa_table *isa, const mc_buffer *b, size_t lo, size_t hi,
                            const mc_hyper *h)
 {
-    if (b->dtype == MC_FLOAT32)
-        return isa->step_nonfinite_f32((float *)b->w + lo, (const float *)b->g + lo,
-                                       (float *)b->s + lo, (const float *)momenta_at(b, h, lo),
-                                       hi - lo, h);
-    return isa->step_nonfinite_f64((double *)b->w + lo, (const double *)b->g + lo,
-                                   (double *)b->s + lo, (const double *)momenta_at(b, h, lo),
-                                   hi - lo, h);
+    switch (b->dtype) {
+    case MC_FLOAT32:
+        return isa->step_nonfinite_f32(MC_OPERANDS(float, b, h, lo), hi - lo, h);
+    case MC_FLOAT64:
+        return isa->step_nonfinite_f64(MC_OPERANDS(double, b, h, lo), hi - lo, h);
+    case MC_BFLOAT16:
+        return isa->step_nonfinite_bf16(MC_OPERANDS(uint16_t, b, h, lo), hi - lo, h);
+    case MC_FLOAT16:
+        return isa->step_nonfinite_f16(MC_OPERANDS(uint16_t, b, h, lo), hi - lo, h);
+    default:
+        return 1;
+    }
+}
+
+void mc_round_to_half(uint16_t *dst, const float *src, size_t n, int dtype)
+{
+    const mc_isa_table *isa = current_isa();
+    (dtype == MC_BFLOAT16 ? isa->narrow_bf16 : isa->narrow_f16)(dst, src, n);
+}
+
+void mc_widen_half(float *dst, const uint16_t *src, size_t n, int dtype)
+{
+    const mc_isa_table *isa = current_isa();
+    (dtype == MC_BFLOAT16 ? isa->widen_bf16 : isa->widen_f16)(dst, src, n);
 }
 
 static int any_nonfinite(const mc_isa_table *isa, const mc_buffer *b, const mc_hyper *h,
@@ -257,6 +318,28 @@ int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyp
     return step_all(buffers, hyper, 0, count, check_finite, mc_get_num_threads());
 }
 
+/* ---- finiteness of an input array ---------------------------------------------- */
+
+int mc_all_finite(const void *x, size_t n, int dtype)
+{
+    size_t i;
+    if (dtype == MC_FLOAT64) {
+        const uint64_t *bits = (const uint64_t *)x;
+        const uint64_t exponent = UINT64_C(0x7ff0000000000000);
+        uint64_t found = 0;
+        for (i = 0; i < n; i++)
+            found |= (bits[i] & exponent) == exponent;
+        return found == 0;
+    } else {
+        const uint32_t *bits = (const uint32_t *)x;
+        const uint32_t exponent = UINT32_C(0x7f800000);
+        uint32_t found = 0;
+        for (i = 0; i < n; i++)
+            found |= (bits[i] & exponent) == exponent;
+        return found == 0;
+    }
+}
+
 /* ---- roofline ------------------------------------------------------------------ */
 
 #define MC_STREAM5(T)                                                      \
@@ -275,8 +358,21 @@ static void stream5_range(const mc_buffer *b, size_t lo, size_t hi)
 {
     if (b->dtype == MC_FLOAT32)
         MC_STREAM5(float);
-    else
+    else if (b->dtype == MC_FLOAT64)
         MC_STREAM5(double);
+    else {
+        /* 16-bit formats: the same five streams, with integer operations that leave
+         * the values as they are (mask is 0, which the compiler cannot know) */
+        const uint16_t mask = (uint16_t)(b->n == 0);
+        uint16_t *restrict w = (uint16_t *)b->w + lo;
+        const uint16_t *restrict g = (const uint16_t *)b->g + lo;
+        uint16_t *restrict s = (uint16_t *)b->s + lo;
+        size_t i, m = hi - lo;
+        for (i = 0; i < m; i++) {
+            s[i] = (uint16_t)(s[i] ^ (g[i] & mask));
+            w[i] = (uint16_t)(w[i] ^ (g[i] & mask));
+        }
+    }
 }
 
 void mc_stream5(const mc_buffer *b)

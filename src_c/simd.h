@@ -13,7 +13,8 @@
 #endif
 
 #define MC_TARGET_baseline
-#define MC_TARGET_avx2 __attribute__((target("avx2,fma")))
+/* F16C (the float16 conversions) came with or before AVX2 on every x86 CPU. */
+#define MC_TARGET_avx2 __attribute__((target("avx2,fma,f16c")))
 #if defined(__clang__)
 #define MC_TARGET_avx512 __attribute__((target("avx512f")))
 #else

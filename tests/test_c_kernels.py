@@ -19,6 +19,13 @@ from momcore import registry
 DAMPENED = registry.rules_taking("dampening")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# mc_dtype codes (src_c/momcore_kernels.h)
+C_DTYPES = {"float32": 0, "float64": 1, "bfloat16": 2, "float16": 3}
+try:
+    from ml_dtypes import bfloat16
+    CASE_DTYPES = [np.float32, np.float64, np.float16, bfloat16]
+except ImportError:  # optional: the bfloat16 cases need it to be written
+    CASE_DTYPES = [np.float32, np.float64, np.float16]
 CC = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "cc").split()[0]
 
 pytestmark = pytest.mark.skipif(shutil.which(CC) is None or not (REPO / "src_c").is_dir(),
@@ -35,7 +42,7 @@ def _write_case(path: pathlib.Path, dtype, rule: str, n: int, steps: int, seed: 
     w, s = w0.copy(), s0.copy()
     for g in grads:
         ref.momentum_step(w, g, s, rule=rule, **hyper)
-    header = struct.pack("<iiiq4d", 0 if dtype == np.float32 else 1, _core.RULE_CODES[rule],
+    header = struct.pack("<iiiq4d", C_DTYPES[np.dtype(dtype).name], _core.RULE_CODES[rule],
                          steps, n, hyper["lr"], hyper["momentum"], hyper["dampening"],
                          hyper["weight_decay"])
     path.write_bytes(header + b"".join(a.tobytes() for a in (w0, s0, grads, w, s)))
@@ -50,8 +57,7 @@ def c_program(tmp_path_factory) -> tuple[pathlib.Path, list[str]]:
            str(REPO / "src_c/momentum.c"), "-o", str(exe), "-lm"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     cases = []
-    for i, (dtype, rule) in enumerate((d, r) for d in (np.float32, np.float64)
-                                      for r in _core.RULES):
+    for i, (dtype, rule) in enumerate((d, r) for d in CASE_DTYPES for r in _core.RULES):
         for n in (1, 17, 1000 + i):
             path = tmp / f"case_{np.dtype(dtype).name}_{rule}_{n}.bin"
             _write_case(path, dtype, rule, n, steps=3, seed=i + n)

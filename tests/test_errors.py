@@ -31,11 +31,11 @@ def _operand_cases():
     base = np.zeros(66)
     yield "list_w", (list(w), g, s), TypeError, "w must be a numpy.ndarray"
     yield "list_g", (w, list(g), s), TypeError, "g must be a numpy.ndarray"
-    yield "int_dtype", (w.astype(np.int64), g, s), TypeError, "float32 and float64"
-    yield "float16", (w.astype(np.float16), g.astype(np.float16), s.astype(np.float16)), \
-        TypeError, "float32 and float64"
+    yield "int_dtype", (w.astype(np.int64), g, s), TypeError, "supports float32, float64"
     yield "complex", (w.astype(complex), g.astype(complex), s.astype(complex)), \
-        TypeError, "float32 and float64"
+        TypeError, "supports float32, float64"
+    yield "float16_with_float32_g", (w.astype(np.float16), g.astype(np.float32),
+                                     s.astype(np.float16)), TypeError, "share one dtype"
     yield "mixed_dtype", (w, g.astype(np.float32), s), TypeError, "share one dtype"
     yield "shape", (w, g[:-1].copy(), s), ValueError, "share one shape"
     yield "shape_2d", (w.reshape(3, 11), g.reshape(11, 3), s.reshape(3, 11)), ValueError, \

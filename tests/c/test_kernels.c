@@ -5,7 +5,8 @@
  * step (each case its own hyperparameters), and compares with the reference's results
  * bit for bit. Prints the largest difference per case; exits 1 on any mismatch.
  *
- * Case file layout (little-endian, native): int32 dtype (0 f32, 1 f64), int32 rule,
+ * Case file layout (little-endian, native): int32 dtype (an mc_dtype: 0 float32,
+ * 1 float64, 2 bfloat16, 3 float16, the 16-bit ones as their bit patterns), int32 rule,
  * int32 steps, int64 n, float64 lr, momentum, dampening, weight_decay; then w0[n],
  * state0[n], g[steps][n], w_expected[n], state_expected[n], in the dtype.
  */
@@ -22,13 +23,25 @@ static int read_exact(FILE *f, void *dst, size_t bytes)
     return fread(dst, 1, bytes, f) == bytes;
 }
 
+/* Element i of a as a double. */
+static double element(const void *a, size_t i, int dtype)
+{
+    float x;
+    if (dtype == MC_FLOAT64)
+        return ((const double *)a)[i];
+    if (dtype == MC_FLOAT32)
+        return ((const float *)a)[i];
+    mc_widen_half(&x, (const uint16_t *)a + i, 1, dtype);
+    return x;
+}
+
 static double largest_difference(const void *a, const void *b, size_t n, int dtype)
 {
     double worst = 0;
     size_t i;
     for (i = 0; i < n; i++) {
-        double x = dtype == MC_FLOAT32 ? ((const float *)a)[i] : ((const double *)a)[i];
-        double y = dtype == MC_FLOAT32 ? ((const float *)b)[i] : ((const double *)b)[i];
+        double x = element(a, i, dtype);
+        double y = element(b, i, dtype);
         double d = fabs(x - y);
         if (d > worst || (d != d && worst == worst))
             worst = d;
@@ -71,7 +84,7 @@ static int load_case(const char *path, test_case *c)
             fclose(f);
         return 0;
     }
-    c->bytes = (size_t)c->n * (c->dtype == MC_FLOAT32 ? 4 : 8);
+    c->bytes = (size_t)c->n * mc_dtype_size(c->dtype);
     c->w0 = malloc(c->bytes + 1);
     c->s0 = malloc(c->bytes + 1);
     c->grads = malloc(c->bytes * (size_t)c->steps + 1);
