@@ -36,8 +36,21 @@ from momcore.registry import RULES, check_name
 __all__ = ["SGD"]
 
 _DTYPES = {torch.float32: (np.float32, ctypes.c_float),
-           torch.float64: (np.float64, ctypes.c_double)}
-_HALF = (torch.float16, torch.bfloat16)
+           torch.float64: (np.float64, ctypes.c_double),
+           torch.float16: (np.float16, ctypes.c_uint16)}
+try:  # numpy has no bfloat16 of its own: ml_dtypes gives one (optional)
+    from ml_dtypes import bfloat16 as _np_bfloat16
+except ImportError:  # pragma: no cover - exercised without ml_dtypes
+    _np_bfloat16 = None
+else:
+    _DTYPES[torch.bfloat16] = (_np_bfloat16, ctypes.c_uint16)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A numpy array over t's memory (no copy); bfloat16 through its bits."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_np_bfloat16)
+    return t.numpy()
 _NAMES = ("params", "grads", "momentum_buffers")  # the kernel's words, if it ever raises
 _GRAD = attrgetter("grad")
 _GROUP_VALUES = itemgetter("lr", "momentum", "dampening", "weight_decay", "nesterov",
@@ -98,13 +111,13 @@ def _check_tensor(t: torch.Tensor, what: str) -> None:
         raise TypeError(f"{what} is complex ({t.dtype}); momcore's kernel steps real "
                         f"tensors. Use torch.optim.SGD, or train torch.view_as_real "
                         f"of it as a real parameter")
-    if t.dtype in _HALF:
-        raise TypeError(f"{what} is {t.dtype}; momcore's kernel has no half-precision "
-                        f"path yet and never converts parameters. Use torch.optim.SGD, "
-                        f"or keep float32 parameters (torch.autocast computes in "
-                        f"{t.dtype} meanwhile)")
+    if t.dtype == torch.bfloat16 and _np_bfloat16 is None:
+        raise TypeError(f"{what} is bfloat16, which numpy sees only through the ml_dtypes "
+                        f"package: pip install ml_dtypes (momcore never converts "
+                        f"parameters)")
     if t.dtype not in _DTYPES:
-        raise TypeError(f"{what} has dtype {t.dtype}; momcore steps float32 and float64")
+        raise TypeError(f"{what} has dtype {t.dtype}; momcore steps float32, float64, "
+                        f"float16 and bfloat16")
     if not t.is_contiguous():
         raise ValueError(f"{what} is not contiguous (strides {t.stride()}); momcore steps "
                          f"in place and never copies: make it contiguous (with "
@@ -202,14 +215,14 @@ class _Plan:
                 label = _label(group, k, i)
                 _check_tensor(p, label)
                 _check_tensor(g, f"{label}.grad")
-                w = p.detach().numpy().reshape(-1)
+                w = _numpy(p.detach()).reshape(-1)
                 new = False
                 if no_momentum:
                     s = np.zeros_like(w)
                     self.zeroed.append(s)
                 else:
                     buffer, new = self._buffer(opt.state[p], p, label)
-                    s = buffer.numpy().reshape(-1)
+                    s = _numpy(buffer).reshape(-1)
                     extents.append((buffer.data_ptr(), buffer.data_ptr() + s.nbytes,
                                     f"{label}'s momentum_buffer"))
                 extents.append((p.data_ptr(), p.data_ptr() + w.nbytes, label))
@@ -389,8 +402,10 @@ class SGD(Optimizer):
     state per parameter, zeroed every step.
 
     Parameters whose ``.grad`` is None are skipped, as in torch; a parameter whose
-    first gradient comes late starts its buffer then. Non-CPU, sparse, complex and
-    half-precision tensors raise an error naming the parameter.
+    first gradient comes late starts its buffer then. float16 and bfloat16 parameters
+    (bfloat16 needs ml_dtypes, for numpy to see it) are stepped in float32 arithmetic
+    with one rounding at each store, as ``momcore.momentum_step`` does. Non-CPU, sparse
+    and complex tensors raise an error naming the parameter.
     """
 
     def __init__(self, params: Iterable[Any], lr: float | torch.Tensor = 1e-3,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
+import pathlib
 import pickle
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="momcore.torch needs PyTorch (momcore[torch])")
 
 import momcore  # noqa: E402
+import momcore
 import momcore.torch as mt  # noqa: E402
 from momcore import registry  # noqa: E402
 
@@ -656,18 +659,43 @@ def test_cuda_parameters_are_refused():
         mt.SGD([torch.nn.Parameter(torch.zeros(2, device="cuda"))], lr=0.1)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_is_refused_not_converted(dtype):
-    p = torch.nn.Parameter(torch.zeros(4, dtype=dtype))
-    with pytest.raises(TypeError, match="no half-precision path yet"):
-        mt.SGD([p], lr=0.1)
-    q = torch.nn.Parameter(torch.zeros(4))
-    opt = mt.SGD([q], lr=0.1)
-    q.data = q.data.to(dtype)  # as model.half() does after the optimizer is made
-    q.grad = torch.ones_like(q)
-    with pytest.raises(TypeError, match=r"\['params'\]\[0\] is torch\.(b?float16)"):
+def test_half_precision_steps_as_the_kernel_does(dtype, nesterov):
+    """float16/bfloat16 parameters: float32 arithmetic, one rounding at each store,
+    bit for bit the steps of momcore.SGD on numpy arrays of the same dtype (the
+    first step's buffer is the gradient, as torch's)."""
+    if dtype == torch.bfloat16:
+        ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed")
+        np_dtype = ml_dtypes.bfloat16
+    else:
+        np_dtype = np.float16
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal(1000).astype(np.float32)
+    p = torch.nn.Parameter(torch.tensor(w0).to(dtype))
+    opt = mt.SGD([p], lr=0.05, momentum=0.9, nesterov=nesterov, weight_decay=1e-3)
+    w = w0.astype(np_dtype)
+    ref = momcore.SGD([w], lr=0.05, momentum=0.9, weight_decay=1e-3,
+                      rule="nesterov_velocity" if nesterov else "velocity")
+    for _ in range(4):
+        g = rng.standard_normal(1000).astype(np.float32)
+        p.grad = torch.tensor(g).to(dtype)
         opt.step()
-    assert q.dtype == dtype
+        ref.step([g.astype(np_dtype)])
+        got = p.detach().view(torch.int16).numpy()
+        assert got.tobytes() == w.view(np.int16).tobytes()
+
+
+def test_a_parameter_changed_to_half_after_the_optimizer_was_made_is_refused():
+    q = torch.nn.Parameter(torch.zeros(4))
+    opt = mt.SGD([q], lr=0.1, momentum=0.9)
+    q.grad = torch.ones_like(q)
+    opt.step()
+    q.data = q.data.to(torch.float16)  # as model.half() does; the buffer stays float32
+    q.grad = torch.ones_like(q)
+    with pytest.raises(ValueError, match=r"momentum_buffer is torch\.float32\[4\]"):
+        opt.step()
+    assert q.dtype == torch.float16
 
 
 def test_complex_and_sparse_are_refused():
@@ -685,7 +713,7 @@ def test_named_parameters_are_named_in_errors():
     model = torch.nn.Linear(2, 2)
     opt = mt.SGD(model.named_parameters(), lr=0.1)
     model.bias.grad = torch.ones(2)
-    model.bias.data = model.bias.data.to(torch.bfloat16)
+    model.bias.data = model.bias.data.to(torch.complex64)
     with pytest.raises(TypeError, match=r"\['params'\]\[1\] \('bias'\)"):
         opt.step()
 
@@ -706,12 +734,16 @@ def test_a_bad_hyperparameter_set_between_steps_names_its_group():
     assert torch.equal(p, torch.zeros(2))
 
 
-def test_import_without_torch_says_what_to_install():
+def test_import_without_torch_says_what_to_install(tmp_path):
     code = ("import sys; sys.modules['torch'] = None\n"
             "try:\n    import momcore.torch\n"
             "except ImportError as e:\n    print(e)\n")
+    # the momcore this test imported, from any working directory
+    parent = str(pathlib.Path(momcore.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [parent, os.environ.get("PYTHONPATH")])))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, cwd=tmp_path, env=env).stdout
     assert "pip install 'momcore[torch]'" in out
 
 
