@@ -252,6 +252,23 @@ def _backward(
             delta = _times_derivative(delta @ weights[i].T, activations[i], hidden)
 
 
+def _forward_checked(flat, sizes, X, T, hidden, output, loss, out, empty) -> tuple:
+    """The checks that gradients and curvature share, then the forward pass: returns
+    (sizes, loss, X, T, activations, mean loss). ``out`` is (name, buffer) of the
+    caller's output; ``empty`` the message for an empty batch."""
+    sizes = check_sizes(sizes)
+    _check_activations(hidden, output)
+    loss = loss_for(output, loss)
+    check_buffer("flat", flat, sizes)
+    check_buffer(out[0], out[1], sizes, flat.dtype)
+    X = _as_inputs(X, sizes, flat.dtype)
+    if X.shape[0] == 0:
+        raise ValueError(empty)
+    T = _as_targets(T, X.shape[0], sizes[-1], flat.dtype)
+    activations = _forward(flat, sizes, X, hidden, output)
+    return sizes, loss, X, T, activations, loss_from_output(activations[-1], T, output, loss)
+
+
 def gradients(
     flat: np.ndarray,
     sizes: Sequence[int],
@@ -275,17 +292,9 @@ def gradients(
     (their delta has the opposite sign, no 1/B). X (B, sizes[0]), T (B, sizes[-1]) encoded
     targets. Cost O(B P).
     """
-    sizes = check_sizes(sizes)
-    _check_activations(hidden, output)
-    loss = loss_for(output, loss)
-    check_buffer("flat", flat, sizes)
-    check_buffer("grad_out", grad_out, sizes, flat.dtype)
-    X = _as_inputs(X, sizes, flat.dtype)
-    if X.shape[0] == 0:
-        raise ValueError("gradients of an empty batch are undefined")
-    T = _as_targets(T, X.shape[0], sizes[-1], flat.dtype)
-    activations = _forward(flat, sizes, X, hidden, output)
-    mean_loss = loss_from_output(activations[-1], T, output, loss)
+    sizes, loss, X, T, activations, mean_loss = _forward_checked(
+        flat, sizes, X, T, hidden, output, loss, ("grad_out", grad_out),
+        "gradients of an empty batch are undefined")
     if l2:
         mean_loss += 0.5 * l2 * weight_squares(flat, sizes) / X.shape[0]
     _backward(grad_out, flat, sizes, activations, T, hidden, output, loss, l2)
@@ -347,17 +356,9 @@ def curvature(
     along each single path (identity units, squared error, at most one hidden layer).
     Cost: twice the gradient's products, O(B P).
     """
-    sizes = check_sizes(sizes)
-    _check_activations(hidden, output)
-    loss = loss_for(output, loss)
-    check_buffer("flat", flat, sizes)
-    check_buffer("curv_out", curv_out, sizes, flat.dtype)
-    X = _as_inputs(X, sizes, flat.dtype)
-    if X.shape[0] == 0:
-        raise ValueError("the curvature of an empty batch is undefined")
-    T = _as_targets(T, X.shape[0], sizes[-1], flat.dtype)
-    activations = _forward(flat, sizes, X, hidden, output)
-    mean_loss = loss_from_output(activations[-1], T, output, loss)
+    sizes, loss, X, T, activations, mean_loss = _forward_checked(
+        flat, sizes, X, T, hidden, output, loss, ("curv_out", curv_out),
+        "the curvature of an empty batch is undefined")
     weights, _ = views(flat, sizes)
     curv_W, curv_b = views(curv_out, sizes)
     h = _output_curvature(activations[-1], output, loss)
