@@ -488,6 +488,10 @@ def _expected_sgd_error(params: Any, kwargs: dict) -> type | None:
                 ref._check_array(p, f"params[{i}]", True)
     except Exception as exc:  # noqa: BLE001
         return type(exc)
+    # SGD refuses parameters that overlap when it is made (each is written in place)
+    if any(a.size and b.size and np.shares_memory(a, b)
+           for i, a in enumerate(params) for b in params[i + 1:]):
+        return ValueError
     return None
 
 
