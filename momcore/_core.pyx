@@ -22,6 +22,7 @@ from momcore._kernels cimport *
 cnp.import_array()
 
 from momcore import registry as _registry
+from momcore import _mapped
 
 # Each name of momcore.registry mapped to its C code, explicitly (tests/test_registry.py
 # checks that the two sides cover each other).
@@ -180,6 +181,23 @@ cdef enum:
 
 cdef tuple _ONE_NAMES = ("w", "g", "state")
 cdef tuple _MANY_NAMES = ("ws", "gs", "states")
+
+
+cdef int _check_mapped(list ws, list gs, list states, tuple names, bint many) except -1:
+    """The file-region check of momcore._mapped, for the rare operands that are
+    memory maps (a subclass of ndarray): their addresses alone cannot show that two
+    maps of one file share bytes."""
+    cdef Py_ssize_t i
+    for i in range(len(ws)):
+        if not (cnp.PyArray_CheckExact(ws[i]) and cnp.PyArray_CheckExact(gs[i])
+                and cnp.PyArray_CheckExact(states[i])):
+            break
+    else:
+        return 0
+    _mapped.check([(a, _name(names, role, i if many else -1), role != ROLE_G)
+                   for i in range(len(ws))
+                   for role, a in ((ROLE_W, ws[i]), (ROLE_G, gs[i]), (ROLE_S, states[i]))])
+    return 0
 
 
 cdef str _name(tuple names, int role, Py_ssize_t index):
@@ -451,6 +469,7 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     _check_momenta_taken(rule, momenta)
     _fill(&b, w, g, state, _ONE_NAMES, -1, momenta)
     _check_disjoint(&b, 1, ext, _ONE_NAMES, False)
+    _check_mapped([w], [g], [state], _ONE_NAMES, False)
     _check_in_dtype(&h, b.dtype)
     if b.n == 0:
         return True
@@ -632,6 +651,7 @@ cdef object _step_arrays(list ws, list gs, list states, const mc_hyper *hypers, 
         for i in range(count):
             _fill(&bufs[i], ws[i], gs[i], states[i], names, i, momenta[i])
         _check_disjoint(bufs, count, ext, names, True)
+        _check_mapped(ws, gs, states, names, True)
         for i in range(count):
             _check_in_dtype(&hypers[i if each else 0], bufs[i].dtype)
         with nogil:

@@ -13,7 +13,7 @@ from numbers import Real
 
 import numpy as np
 
-from momcore import registry
+from momcore import _mapped, registry
 
 RULES = tuple(registry.RULES)
 NONFINITE = registry.NONFINITE
@@ -117,6 +117,8 @@ def _check_operands(triples: list[tuple], many: bool,
             end_any, last_any = hi, name
         if written and hi > end_written:
             end_written, last_written = hi, name
+    _mapped.check((a, label(role, i), role != "g") for i, (w, g, s) in enumerate(triples)
+                  for a, role in ((w, "w"), (g, "g"), (s, "state")))
 
 
 def _raise_shared(a: str, b: str) -> None:
