@@ -51,6 +51,20 @@ MC_NAME(rule_loop)(MC_T *restrict w,       /* [n] */
             (dst)[i] = (v);                                                     \
     } while (0)
     switch (h->rule) {
+    case MC_QIAN:
+        /* classical with the momentum of each weight read from p: one more read
+         * stream, the same operations in the same order; without p, classical */
+        if (p != NULL) {
+            for (i = 0; i < n; i++) {
+                const MC_T gi = MC_GRAD(i);
+                const MC_T si = p[i] * s[i] - lr * gi;
+                const MC_T wi = w[i] + si;
+                MC_PUT(s, i, si);
+                MC_PUT(w, i, wi);
+            }
+            break;
+        }
+        /* fall through */
     case MC_CLASSICAL:
         for (i = 0; i < n; i++) {
             const MC_T gi = MC_GRAD(i);
@@ -98,27 +112,6 @@ MC_NAME(rule_loop)(MC_T *restrict w,       /* [n] */
             const MC_T wi = w[i] - lr * (gi + mom * si);
             MC_PUT(s, i, si);
             MC_PUT(w, i, wi);
-        }
-        break;
-    case MC_QIAN:
-        /* classical with the momentum of each weight read from p: one more read
-         * stream, the same operations in the same order (without p: classical) */
-        if (p == NULL) {
-            for (i = 0; i < n; i++) {
-                const MC_T gi = MC_GRAD(i);
-                const MC_T si = mom * s[i] - lr * gi;
-                const MC_T wi = w[i] + si;
-                MC_PUT(s, i, si);
-                MC_PUT(w, i, wi);
-            }
-        } else {
-            for (i = 0; i < n; i++) {
-                const MC_T gi = MC_GRAD(i);
-                const MC_T si = p[i] * s[i] - lr * gi;
-                const MC_T wi = w[i] + si;
-                MC_PUT(s, i, si);
-                MC_PUT(w, i, wi);
-            }
         }
         break;
     default:
