@@ -20,6 +20,7 @@ schedules, datasets                  lr/momentum schedules; iris and digits
 set_num_threads, get_num_threads, show_config
 """
 from momcore._config import show_config
+from momcore._version import __version__
 from momcore._core import (
     get_num_threads,
     momentum_step,
@@ -30,8 +31,6 @@ from momcore import datasets, reference, registry, schedules, theory, training
 from momcore.mlp import MLP
 from momcore.optim import SGD
 from momcore.training import History
-
-__version__ = "0.1.0"
 
 __all__ = [
     "History",
