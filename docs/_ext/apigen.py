@@ -1,0 +1,130 @@
+"""Writes the API reference of momcore from its public names, at every build.
+
+A public module is ``momcore`` or any ``momcore.NAME`` whose name does not start with an
+underscore; its public names are its ``__all__``, or else every function and class defined
+in it whose name does not start with an underscore. Each name gets one page, under the
+module where it is defined (``momcore.SGD`` is documented as ``momcore.optim.SGD``); a
+module that re-exports a name links to that page. A name added to a module therefore
+appears in the reference without editing the documentation.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pathlib
+import pkgutil
+from types import ModuleType
+from typing import Any
+
+from sphinx.util import logging
+
+PACKAGE = "momcore"
+OUT = "api/generated"
+
+# Optional dependency of a module: its page says what to install.
+EXTRAS = {
+    "momcore.torch": "torch",
+    "momcore.sklearn": "sklearn",
+    "momcore.distributed": "mpi",
+    "momcore.plots": "plot",
+}
+
+
+def public_modules() -> list[str]:
+    """``momcore`` and its public submodules, in alphabetical order after the package."""
+    package = importlib.import_module(PACKAGE)
+    names = sorted(f"{PACKAGE}.{m.name}" for m in pkgutil.iter_modules(package.__path__)
+                   if not m.name.startswith("_"))
+    return [PACKAGE] + names
+
+
+def public_names(module: ModuleType) -> list[str]:
+    """The public names of ``module``: ``__all__`` or the public functions and classes."""
+    if hasattr(module, "__all__"):
+        return [n for n in module.__all__
+                if not inspect.ismodule(getattr(module, n, None))]
+    return [n for n, obj in vars(module).items()
+            if not n.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+            and getattr(obj, "__module__", None) == module.__name__]
+
+
+def home(obj: Any, where: str, modules: list[str]) -> str:
+    """The public module whose page documents ``obj`` (found in module ``where``)."""
+    defined = getattr(obj, "__module__", None) or where
+    if defined in modules:
+        return defined
+    return where  # defined in a private module (momcore._core, ...): documented here
+
+
+def _role(obj: Any) -> str:
+    return "class" if inspect.isclass(obj) else "func"
+
+
+def _title(text: str) -> str:
+    return f"{text}\n{'=' * len(text)}\n"
+
+
+def write_pages(srcdir: pathlib.Path) -> int:
+    """Writes ``api/generated/*.rst`` and returns the number of object pages."""
+    out = srcdir / OUT
+    out.mkdir(parents=True, exist_ok=True)
+    modules = public_modules()
+    pages: dict[str, str] = {}
+    objects = 0
+    for name in modules:
+        module = importlib.import_module(name)
+        own, elsewhere = [], []
+        for n in public_names(module):
+            obj = getattr(module, n)
+            where = home(obj, name, modules)
+            (own if where == name else elsewhere).append((n, obj, where))
+        lines = [_title(name), f".. automodule:: {name}\n   :no-members:\n"]
+        if name in EXTRAS:
+            lines.append(f".. note::\n\n   Needs an optional extra: "
+                         f"``pip install 'momcore[{EXTRAS[name]}]'``.\n")
+        if own:
+            lines.append(f".. currentmodule:: {name}\n\n.. autosummary::\n   :nosignatures:\n")
+            lines += [f"   {n}" for n, _, _ in own]
+            lines.append("\n.. toctree::\n   :hidden:\n")
+            lines += [f"   {name}.{n}" for n, _, _ in own]
+            lines.append("")
+        if elsewhere:
+            lines.append("Also available here (documented where they are defined):\n")
+            lines += [f"- :py:{_role(obj)}:`{name}.{n} <{where}.{obj.__name__}>`"
+                      for n, obj, where in elsewhere]
+            lines.append("")
+        pages[f"{name}.rst"] = "\n".join(lines)
+        for n, obj, _ in own:
+            directive = "autoclass" if inspect.isclass(obj) else "autofunction"
+            body = [_title(f"{name}.{n}"), f".. currentmodule:: {name}\n",
+                    f".. {directive}:: {n}"]
+            if inspect.isclass(obj):
+                body.append("   :members:")
+                if callable(getattr(obj, "__call__", None)) and "__call__" in vars(obj):
+                    body.append("   :special-members: __call__")
+            pages[f"{name}.{n}.rst"] = "\n".join(body) + "\n"
+            objects += 1
+    index = [_title("API reference"),
+             "Every public module of momcore, and every public function and class in it. "
+             "This reference is written from the docstrings at each build.\n",
+             ".. toctree::\n   :maxdepth: 1\n"]
+    index += [f"   {m}" for m in modules]
+    pages["index.rst"] = "\n".join(index) + "\n"
+    # rewrite only what changed (keeps incremental builds incremental), drop stale pages
+    for stale in set(p.name for p in out.glob("*.rst")) - set(pages):
+        (out / stale).unlink()
+    for fname, text in pages.items():
+        path = out / fname
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+    return objects
+
+
+def _builder_inited(app: Any) -> None:
+    count = write_pages(pathlib.Path(app.srcdir))
+    logging.getLogger(__name__).info(f"apigen: {count} API pages")
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("builder-inited", _builder_inited)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
