@@ -9,6 +9,7 @@ appears in the reference without editing the documentation.
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pathlib
@@ -39,17 +40,42 @@ def public_modules() -> list[str]:
 
 
 def public_names(module: ModuleType) -> list[str]:
-    """The public names of ``module``: ``__all__`` or the public functions and classes."""
+    """The public names of ``module``: ``__all__``, or else the public functions and
+    classes defined in it and its constants (upper-case names)."""
     if hasattr(module, "__all__"):
         return [n for n in module.__all__
                 if not inspect.ismodule(getattr(module, n, None))]
-    return [n for n, obj in vars(module).items()
-            if not n.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
-            and getattr(obj, "__module__", None) == module.__name__]
+    names = []
+    assigned = _assigned_names(module)
+    for n, obj in vars(module).items():
+        if n.startswith("_") or inspect.ismodule(obj):
+            continue
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            if getattr(obj, "__module__", None) == module.__name__:
+                names.append(n)
+        elif n.isupper() and n in assigned:  # a constant of this module
+            names.append(n)
+    return names
+
+
+def _assigned_names(module: ModuleType) -> set[str]:
+    """The names a module's source assigns at its top level (not the ones it imports)."""
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError):
+        return set()
+    names = set()
+    for node in tree.body:
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, ast.AnnAssign) else [])
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
 
 
 def home(obj: Any, where: str, modules: list[str]) -> str:
     """The public module whose page documents ``obj`` (found in module ``where``)."""
+    if not (inspect.isclass(obj) or inspect.isfunction(obj) or callable(obj)):
+        return where  # data: documented where it is listed
     defined = getattr(obj, "__module__", None) or where
     if defined in modules:
         return defined
@@ -57,7 +83,7 @@ def home(obj: Any, where: str, modules: list[str]) -> str:
 
 
 def _role(obj: Any) -> str:
-    return "class" if inspect.isclass(obj) else "func"
+    return "class" if inspect.isclass(obj) else "func" if callable(obj) else "data"
 
 
 def _title(text: str) -> str:
@@ -95,7 +121,8 @@ def write_pages(srcdir: pathlib.Path) -> int:
             lines.append("")
         pages[f"{name}.rst"] = "\n".join(lines)
         for n, obj, _ in own:
-            directive = "autoclass" if inspect.isclass(obj) else "autofunction"
+            directive = ("autoclass" if inspect.isclass(obj) else
+                         "autofunction" if callable(obj) else "autodata")
             body = [_title(f"{name}.{n}"), f".. currentmodule:: {name}\n",
                     f".. {directive}:: {n}"]
             if inspect.isclass(obj):
@@ -125,6 +152,17 @@ def _builder_inited(app: Any) -> None:
     logging.getLogger(__name__).info(f"apigen: {count} API pages")
 
 
+def _skip_foreign_member(app: Any, what: str, name: str, obj: Any, skip: bool,
+                         options: Any) -> bool | None:
+    """Members a class gets from another library (scikit-learn's generated
+    ``set_*_request`` methods, ...) are documented there, not here."""
+    module = getattr(obj, "__module__", None)
+    if what == "class" and isinstance(module, str) and not module.startswith(PACKAGE):
+        return True
+    return None
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.connect("builder-inited", _builder_inited)
+    app.connect("autodoc-skip-member", _skip_foreign_member)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
