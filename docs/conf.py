@@ -15,9 +15,16 @@ import pathlib
 import sys
 
 DOCS = pathlib.Path(__file__).resolve().parent
+REPO = DOCS.parent
 sys.path.insert(0, str(DOCS / "_ext"))
+# `python -m sphinx` puts the working directory first on sys.path: from the repository
+# root that is the source folder momcore/, which imports only after an in-place build
+# (setup.py build_ext --inplace). Without one, document the installed package.
+if not list((REPO / "momcore").glob("_core*.so")):
+    sys.path[:] = [p for p in sys.path
+                   if pathlib.Path(p or ".").resolve() != REPO]
 
-import momcore  # noqa: E402  (the installed package, or an in-place build on sys.path)
+import momcore  # noqa: E402
 
 project = "momcore"
 author = "the momcore developers"
@@ -66,7 +73,7 @@ html_theme_options = {
 html_static_path: list[str] = []
 
 sphinx_gallery_conf = {
-    "examples_dirs": str(DOCS.parent / "examples"),
+    "examples_dirs": str(REPO / "examples"),
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
     "image_scrapers": ("gallery_scraper.png_scraper",),

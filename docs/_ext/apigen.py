@@ -6,6 +6,10 @@ in it whose name does not start with an underscore. Each name gets one page, und
 module where it is defined (``momcore.SGD`` is documented as ``momcore.optim.SGD``); a
 module that re-exports a name links to that page. A name added to a module therefore
 appears in the reference without editing the documentation.
+
+The tests use the same functions (tests/test_docstrings.py, tests/test_doctests.py), so
+what is documented, what must have numpydoc sections and whose examples run are decided
+here once. Sphinx is imported only by the Sphinx hooks.
 """
 from __future__ import annotations
 
@@ -16,8 +20,6 @@ import pathlib
 import pkgutil
 from types import ModuleType
 from typing import Any
-
-from sphinx.util import logging
 
 PACKAGE = "momcore"
 OUT = "api/generated"
@@ -80,6 +82,20 @@ def home(obj: Any, where: str, modules: list[str]) -> str:
     if defined in modules:
         return defined
     return where  # defined in a private module (momcore._core, ...): documented here
+
+
+def documented_objects(name: str) -> list[tuple[str, Any]]:
+    """``(qualified name, object)`` of every public function and class that module
+    ``name``'s page documents (data left out; re-exported names are documented where
+    they are defined)."""
+    modules = public_modules()
+    module = importlib.import_module(name)
+    found = []
+    for n in public_names(module):
+        obj = getattr(module, n)
+        if callable(obj) and home(obj, name, modules) == name:
+            found.append((f"{name}.{n}", obj))
+    return found
 
 
 def _role(obj: Any) -> str:
@@ -148,6 +164,8 @@ def write_pages(srcdir: pathlib.Path) -> int:
 
 
 def _builder_inited(app: Any) -> None:
+    from sphinx.util import logging
+
     count = write_pages(pathlib.Path(app.srcdir))
     logging.getLogger(__name__).info(f"apigen: {count} API pages")
 

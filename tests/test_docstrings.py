@@ -1,0 +1,200 @@
+"""Every public function, class and method has a numpydoc docstring: a Parameters section
+naming each parameter it takes, a Returns (or Yields) section when it returns a value.
+
+"Public" is what the API reference documents (docs/_ext/apigen.py decides), so a name
+added to a module's ``__all__`` is held to this at once. The check reads the sections
+the way numpydoc does (a title underlined with dashes; an entry ``name : type`` or
+``name1, name2 : type`` at the section's indentation) without importing numpydoc.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import pathlib
+import re
+import textwrap
+from typing import Any
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+APIGEN = REPO / "docs" / "_ext" / "apigen.py"
+OPTIONAL = {"torch", "sklearn", "mpi4py", "matplotlib", "ml_dtypes"}
+
+pytestmark = pytest.mark.skipif(not APIGEN.exists(), reason="needs the source tree (docs/)")
+
+
+def _apigen():
+    spec = importlib.util.spec_from_file_location("apigen", APIGEN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sections(doc: str) -> dict[str, list[str]]:
+    """numpydoc sections of a docstring: title -> the names of its entries."""
+    lines = textwrap.dedent(inspect.cleandoc(doc)).splitlines()
+    found: dict[str, list[str]] = {}
+    title = None
+    for i, line in enumerate(lines):
+        if i + 1 < len(lines) and re.fullmatch(r"-{3,}", lines[i + 1].strip()) \
+                and line.strip() and len(lines[i + 1].strip()) >= len(line.strip()):
+            title = line.strip()
+            found[title] = []
+            continue
+        if title is None or re.fullmatch(r"-{3,}", line.strip()):
+            continue
+        if line and not line[0].isspace():
+            entry = line.split(" : ")[0].strip()
+            found[title] += [n.strip() for n in entry.split(",")]
+    return found
+
+
+def parameters(obj: Any) -> list[str]:
+    """The names a caller passes: self/cls left out, ``*args``/``**kwargs`` with stars.
+    For a class, those of the ``__init__`` or ``__new__`` written in Python for it (by
+    its author, or by dataclass and NamedTuple); a class that only inherits a builtin's
+    or typing's constructor takes none of its own."""
+    target = obj
+    if inspect.isclass(obj):
+        target = None
+        for attr in ("__init__", "__new__"):
+            fn = inspect.unwrap(getattr(obj, attr))
+            if isinstance(fn, staticmethod):
+                fn = fn.__func__
+            if inspect.isfunction(fn) and fn.__module__ != "typing":
+                target = fn
+                break
+        if target is None:
+            return []
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return []
+    names = []
+    for i, p in enumerate(sig.parameters.values()):
+        if i == 0 and p.name in ("self", "cls", "_cls") and (
+                inspect.isclass(obj) or "." in obj.__qualname__):
+            continue
+        prefix = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
+        names.append(prefix + p.name)
+    return names
+
+
+def returns_value(fn: Any) -> bool:
+    """Whether ``fn`` returns something: its annotation, else a ``return <value>``."""
+    try:
+        annotation = inspect.signature(fn).return_annotation
+    except (TypeError, ValueError):
+        annotation = inspect.Signature.empty
+    if annotation is not inspect.Signature.empty:
+        return annotation not in (None, "None", type(None))
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    body = tree.body[0]
+    nested = {id(n) for n in ast.walk(body) if n is not body and
+              isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef))}
+    inner = {id(m) for n in ast.walk(body) if id(n) in nested for m in ast.walk(n)}
+    return any(isinstance(n, (ast.Return, ast.Yield)) and n.value is not None
+               and not (isinstance(n.value, ast.Constant) and n.value.value is None)
+               and id(n) not in inner for n in ast.walk(body))
+
+
+def members(cls: type) -> list[tuple[str, Any]]:
+    """The public methods and properties a class defines itself."""
+    out = []
+    for name, value in vars(cls).items():
+        if name.startswith("_") and name != "__call__":
+            continue
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if inspect.isfunction(value) or isinstance(value, property):
+            out.append((name, value))
+    return out
+
+
+def problems(qualname: str, obj: Any) -> list[str]:
+    doc = inspect.getdoc(obj) if not isinstance(obj, property) else obj.__doc__
+    if not doc or not doc.strip():
+        return [f"{qualname}: no docstring"]
+    if isinstance(obj, property):
+        return []
+    found = sections(doc)
+    out = []
+    wanted = parameters(obj)
+    listed = set(found.get("Parameters", []))
+    if inspect.isclass(obj):
+        listed |= set(found.get("Attributes", []))
+    if wanted and "Parameters" not in found and not (inspect.isclass(obj) and
+                                                     "Attributes" in found):
+        out.append(f"{qualname}: takes {', '.join(wanted)} but has no Parameters section")
+    else:
+        missing = [p for p in wanted if p not in listed and p.lstrip("*") not in listed]
+        if missing:
+            out.append(f"{qualname}: Parameters does not name {', '.join(missing)}")
+    if not inspect.isclass(obj) and returns_value(obj) and not (
+            "Returns" in found or "Yields" in found):
+        out.append(f"{qualname}: returns a value but has no Returns section")
+    return out
+
+
+def _modules() -> list[str]:
+    return _apigen().public_modules() if APIGEN.exists() else []
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_public_docstrings(name):
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in OPTIONAL:
+            pytest.skip(f"{name} needs the optional dependency {exc.name}")
+        raise
+    report = []
+    objects = _apigen().documented_objects(name)
+    for qualname, obj in objects:
+        report += problems(qualname, obj)
+        if inspect.isclass(obj):
+            for member, value in members(obj):
+                report += problems(f"{qualname}.{member}", value)
+    assert not report, "\n".join(report)
+
+
+def test_the_checker_finds_what_is_missing():
+    def documented(a, *, b=1, **kw) -> int:
+        """Sum.
+
+        Parameters
+        ----------
+        a, b : int
+            Numbers.
+        **kw
+            Ignored.
+
+        Returns
+        -------
+        int
+        """
+        return a + b
+
+    def bare(a):
+        """Nothing about a."""
+        return a
+
+    def silent(a) -> None:
+        """Returns nothing.
+
+        Parameters
+        ----------
+        a : int
+        """
+
+    assert problems("documented", documented) == []
+    assert problems("silent", silent) == []
+    assert problems("bare", bare) == [
+        "bare: takes a but has no Parameters section",
+        "bare: returns a value but has no Returns section"]
