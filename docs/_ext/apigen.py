@@ -76,7 +76,7 @@ def _assigned_names(module: ModuleType) -> set[str]:
 
 def home(obj: Any, where: str, modules: list[str]) -> str:
     """The public module whose page documents ``obj`` (found in module ``where``)."""
-    if not (inspect.isclass(obj) or inspect.isfunction(obj) or callable(obj)):
+    if not _is_code(obj):
         return where  # data: documented where it is listed
     defined = getattr(obj, "__module__", None) or where
     if defined in modules:
@@ -93,13 +93,18 @@ def documented_objects(name: str) -> list[tuple[str, Any]]:
     found = []
     for n in public_names(module):
         obj = getattr(module, n)
-        if callable(obj) and home(obj, name, modules) == name:
+        if _is_code(obj) and home(obj, name, modules) == name:
             found.append((f"{name}.{n}", obj))
     return found
 
 
+def _is_code(obj: Any) -> bool:
+    """A class or a function (Python or compiled); anything else is documented as data."""
+    return inspect.isclass(obj) or inspect.isroutine(obj)
+
+
 def _role(obj: Any) -> str:
-    return "class" if inspect.isclass(obj) else "func" if callable(obj) else "data"
+    return "class" if inspect.isclass(obj) else "func" if _is_code(obj) else "data"
 
 
 def _title(text: str) -> str:
@@ -138,7 +143,7 @@ def write_pages(srcdir: pathlib.Path) -> int:
         pages[f"{name}.rst"] = "\n".join(lines)
         for n, obj, _ in own:
             directive = ("autoclass" if inspect.isclass(obj) else
-                         "autofunction" if callable(obj) else "autodata")
+                         "autofunction" if _is_code(obj) else "autodata")
             body = [_title(f"{name}.{n}"), f".. currentmodule:: {name}\n",
                     f".. {directive}:: {n}"]
             if inspect.isclass(obj):
