@@ -277,7 +277,7 @@ def converges(lr: ArrayLike, momentum: ArrayLike, k: ArrayLike) -> Result:
 
     Returns
     -------
-    numpy.bool_ or numpy.ndarray
+    numpy.bool or numpy.ndarray
         True where the iteration converges, of the arguments' broadcast shape.
 
     Raises
