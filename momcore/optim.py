@@ -330,14 +330,12 @@ class SGD:
 
     @property
     def dampening(self) -> float:
-        """The dampening of the next step (the one all groups share).
-        """
+        """The dampening of the next step (the one all groups share)."""
         return self._shared("dampening")
 
     @property
     def weight_decay(self) -> float:
-        """The weight decay of the next step (the one all groups share).
-        """
+        """The weight decay of the next step (the one all groups share)."""
         return self._shared("weight_decay")
 
     def hyperparameters(self, group: int = 0) -> dict[str, Any]:
