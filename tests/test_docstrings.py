@@ -105,15 +105,20 @@ def returns_value(fn: Any) -> bool:
 
 
 def members(cls: type) -> list[tuple[str, Any]]:
-    """The public methods and properties a class defines itself."""
-    out = []
-    for name, value in vars(cls).items():
-        if name.startswith("_") and name != "__call__":
+    """The public methods and properties a class defines or inherits from a momcore
+    class (what its reference page shows)."""
+    out, seen = [], set()
+    for klass in cls.__mro__:
+        if not klass.__module__.startswith("momcore"):
             continue
-        if isinstance(value, (staticmethod, classmethod)):
-            value = value.__func__
-        if inspect.isfunction(value) or isinstance(value, property):
-            out.append((name, value))
+        for name, value in vars(klass).items():
+            if name in seen or (name.startswith("_") and name != "__call__"):
+                continue
+            seen.add(name)
+            if isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            if inspect.isfunction(value) or isinstance(value, property):
+                out.append((name, value))
     return out
 
 

@@ -147,7 +147,7 @@ def write_pages(srcdir: pathlib.Path) -> int:
             body = [_title(f"{name}.{n}"), f".. currentmodule:: {name}\n",
                     f".. {directive}:: {n}"]
             if inspect.isclass(obj):
-                body.append("   :members:")
+                body.append("   :members:\n   :inherited-members:")
                 if callable(getattr(obj, "__call__", None)) and "__call__" in vars(obj):
                     body.append("   :special-members: __call__")
             pages[f"{name}.{n}.rst"] = "\n".join(body) + "\n"
@@ -177,10 +177,17 @@ def _builder_inited(app: Any) -> None:
 
 def _skip_foreign_member(app: Any, what: str, name: str, obj: Any, skip: bool,
                          options: Any) -> bool | None:
-    """Members a class gets from another library (scikit-learn's generated
-    ``set_*_request`` methods, ...) are documented there, not here."""
+    """Members a class inherits from another library (scikit-learn's ``get_params``
+    and generated ``set_*_request`` methods, torch's ``zero_grad``, dict's and tuple's
+    methods) are documented there, not here."""
     module = getattr(obj, "__module__", None)
-    if what == "class" and isinstance(module, str) and not module.startswith(PACKAGE):
+    if module is None:
+        module = getattr(getattr(obj, "__objclass__", None), "__module__", None)
+    if what != "class":
+        return None
+    if isinstance(module, str) and not module.startswith(PACKAGE):
+        return True
+    if module is None and inspect.isroutine(obj):  # a builtin's method (dict.fromkeys)
         return True
     return None
 
