@@ -169,9 +169,13 @@ def write_pages(srcdir: pathlib.Path) -> int:
 
 
 def _builder_inited(app: Any) -> None:
+    from sphinx.ext.autodoc.mock import mock
     from sphinx.util import logging
 
-    count = write_pages(pathlib.Path(app.srcdir))
+    # The optional peers that are not installed (conf.autodoc_mock_imports) are mocked
+    # while the public names are collected, as autodoc mocks them while documenting.
+    with mock(app.config.autodoc_mock_imports):
+        count = write_pages(pathlib.Path(app.srcdir))
     logging.getLogger(__name__).info(f"apigen: {count} API pages")
 
 
