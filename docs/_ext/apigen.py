@@ -7,7 +7,7 @@ module where it is defined (``momcore.SGD`` is documented as ``momcore.optim.SGD
 module that re-exports a name links to that page. A name added to a module therefore
 appears in the reference without editing the documentation.
 
-The tests use the same functions (tests/test_docstrings.py, tests/test_doctests.py), so
+The tests use the same functions (tests/test_docs.py), so
 what is documented, what must have numpydoc sections and whose examples run are decided
 here once. Sphinx is imported only by the Sphinx hooks.
 """

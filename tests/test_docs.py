@@ -1,14 +1,21 @@
-"""Every public function, class and method has a numpydoc docstring: a Parameters section
-naming each parameter it takes, a Returns (or Yields) section when it returns a value.
+"""momcore's documentation, checked: docstrings and the examples they give.
 
+Every public function, class and method has a numpydoc docstring: a Parameters section
+naming each parameter it takes, a Returns (or Yields) section when it returns a value.
 "Public" is what the API reference documents (docs/_ext/apigen.py decides), so a name
 added to a module's ``__all__`` is held to this at once. The check reads the sections
 the way numpydoc does (a title underlined with dashes; an entry ``name : type`` or
 ``name1, name2 : type`` at the section's indentation) without importing numpydoc.
+
+The ``>>>`` examples of those docstrings and of the user guide (docs/guide/*.md) run and
+print what they say; the modules are those of the reference plus the private modules the
+package's own functions are defined in (momcore._core, momcore._config). A module whose
+optional dependency is missing is skipped and says so.
 """
 from __future__ import annotations
 
 import ast
+import doctest
 import importlib
 import importlib.util
 import inspect
@@ -17,11 +24,14 @@ import re
 import textwrap
 from typing import Any
 
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-APIGEN = REPO / "docs" / "_ext" / "apigen.py"
+DOCS = REPO / "docs"
+APIGEN = DOCS / "_ext" / "apigen.py"
 OPTIONAL = {"torch", "sklearn", "mpi4py", "matplotlib", "ml_dtypes"}
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 pytestmark = pytest.mark.skipif(not APIGEN.exists(), reason="needs the source tree (docs/)")
 
@@ -31,6 +41,33 @@ def _apigen():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _public_modules() -> list[str]:
+    return _apigen().public_modules() if APIGEN.exists() else []
+
+
+def missing_optional(exc: BaseException | None) -> str | None:
+    """The optional package whose absence caused ``exc`` (through its causes), if any."""
+    while exc is not None:
+        name = (getattr(exc, "name", None) or "").split(".")[0]
+        if isinstance(exc, ImportError) and name in OPTIONAL:
+            return name
+        exc = exc.__cause__
+    return None
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        missing = missing_optional(exc)
+        if missing is None:
+            raise
+        pytest.skip(f"{name} needs the optional dependency {missing}")
+
+
+# ------------------------------------------------------------------ the docstrings
 
 
 def sections(doc: str) -> dict[str, list[str]]:
@@ -147,18 +184,9 @@ def problems(qualname: str, obj: Any) -> list[str]:
     return out
 
 
-def _modules() -> list[str]:
-    return _apigen().public_modules() if APIGEN.exists() else []
-
-
-@pytest.mark.parametrize("name", _modules())
+@pytest.mark.parametrize("name", _public_modules())
 def test_public_docstrings(name):
-    try:
-        importlib.import_module(name)
-    except ImportError as exc:
-        if (exc.name or "").split(".")[0] in OPTIONAL:
-            pytest.skip(f"{name} needs the optional dependency {exc.name}")
-        raise
+    _import(name)
     report = []
     objects = _apigen().documented_objects(name)
     for qualname, obj in objects:
@@ -203,3 +231,64 @@ def test_the_checker_finds_what_is_missing():
     assert problems("bare", bare) == [
         "bare: takes a but has no Parameters section",
         "bare: returns a value but has no Returns section"]
+
+
+# ------------------------------------------------------------------ the examples
+
+
+def _doctest_modules() -> list[str]:
+    names = _public_modules()
+    if not names:
+        return []
+    # where the public functions of the package itself are defined (momcore._core, ...)
+    import momcore
+    homes = set()
+    for n in momcore.__all__:
+        try:
+            homes.add(getattr(getattr(momcore, n), "__module__", None))
+        except ImportError:  # MLPClassifier without scikit-learn: not a private module
+            pass
+    return names + sorted(h for h in homes if isinstance(h, str) and h.startswith("momcore._"))
+
+
+def _run(tests: list[doctest.DocTest]) -> None:
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    report = []
+    for test in tests:
+        out: list[str] = []
+        result = runner.run(test, out=out.append)
+        if result.failed:
+            report.append("".join(out))
+    assert not report, "\n".join(report)
+
+
+@pytest.mark.parametrize("name", _doctest_modules())
+def test_docstring_examples(name, tmp_path, monkeypatch):
+    module = _import(name)
+    monkeypatch.chdir(tmp_path)  # examples that write files write them here
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    tests = [t for t in finder.find(module, name, globs={"np": np}) if t.examples]
+    # a compiled module's functions are found through its namespace
+    for attr, obj in vars(module).items():
+        if callable(obj) and type(obj).__name__ == "cython_function_or_method":
+            tests += [t for t in finder.find(obj, f"{name}.{attr}", module=False,
+                                             globs={"np": np}) if t.examples]
+    _run(tests)
+
+
+GUIDE = sorted((DOCS / "guide").glob("*.md")) if DOCS.exists() else []
+
+
+@pytest.mark.parametrize("page", GUIDE, ids=[p.name for p in GUIDE])
+def test_guide_examples(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # the ```pycon blocks of the page, in order, as one session
+    text = "\n".join(re.findall(r"^```pycon\n(.*?)^```", page.read_text(), re.M | re.S))
+    test = doctest.DocTestParser().get_doctest(text, {}, page.name, str(page), 0)
+    _run([test])
+
+
+def test_some_examples_exist():
+    # the two kinds of examples above are not vacuous
+    guide = sum(p.read_text().count(">>> ") for p in GUIDE)
+    assert guide >= 10
