@@ -92,7 +92,10 @@ def documented_objects(name: str) -> list[tuple[str, Any]]:
     module = importlib.import_module(name)
     found = []
     for n in public_names(module):
-        obj = getattr(module, n)
+        try:
+            obj = getattr(module, n)
+        except ImportError:  # a lazily imported name whose optional peer is missing:
+            continue         # it is documented (or skipped) in its own module
         if _is_code(obj) and home(obj, name, modules) == name:
             found.append((f"{name}.{n}", obj))
     return found
