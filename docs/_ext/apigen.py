@@ -45,8 +45,7 @@ def public_names(module: ModuleType) -> list[str]:
     """The public names of ``module``: ``__all__``, or else the public functions and
     classes defined in it and its constants (upper-case names)."""
     if hasattr(module, "__all__"):
-        return [n for n in module.__all__
-                if not inspect.ismodule(getattr(module, n, None))]
+        return [n for n in module.__all__ if not _names_a_module(module, n)]
     names = []
     assigned = _assigned_names(module)
     for n, obj in vars(module).items():
@@ -58,6 +57,15 @@ def public_names(module: ModuleType) -> list[str]:
         elif n.isupper() and n in assigned:  # a constant of this module
             names.append(n)
     return names
+
+
+def _names_a_module(module: ModuleType, name: str) -> bool:
+    """Whether ``module.name`` is a submodule; a name whose import fails (an optional
+    peer missing) is not."""
+    try:
+        return inspect.ismodule(getattr(module, name, None))
+    except ImportError:
+        return False
 
 
 def _assigned_names(module: ModuleType) -> set[str]:
