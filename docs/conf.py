@@ -46,7 +46,6 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "examples/GALLERY_HEADER.rst"]
-templates_path = ["_templates"]
 
 # The optional peers are documented from their modules when installed; otherwise their
 # imports are mocked so that the reference still has every page.
