@@ -25,6 +25,10 @@ PACKAGE = "momcore"
 OUT = "api/generated"
 
 # Optional dependency of a module: its page says what to install.
+# A re-exported name and where it is documented (momcore.SGD -> momcore.optim.SGD),
+# filled by write_pages: cross-references to the short name resolve to the page.
+ALIASES: dict[str, str] = {}
+
 EXTRAS = {
     "momcore.torch": "torch",
     "momcore.sklearn": "sklearn",
@@ -129,6 +133,7 @@ def write_pages(srcdir: pathlib.Path) -> int:
     modules = public_modules()
     pages: dict[str, str] = {}
     objects = 0
+    ALIASES.clear()
     for name in modules:
         module = importlib.import_module(name)
         own, elsewhere = [], []
@@ -146,6 +151,8 @@ def write_pages(srcdir: pathlib.Path) -> int:
             lines.append("\n.. toctree::\n   :hidden:\n")
             lines += [f"   {name}.{n}" for n, _, _ in own]
             lines.append("")
+        for n, obj, where in elsewhere:
+            ALIASES[f"{name}.{n}"] = f"{where}.{obj.__name__}"
         if elsewhere:
             lines.append("Also available here (documented where they are defined):\n")
             lines += [f"- :py:{_role(obj)}:`{name}.{n} <{where}.{obj.__name__}>`"
@@ -207,7 +214,22 @@ def _skip_foreign_member(app: Any, what: str, name: str, obj: Any, skip: bool,
     return None
 
 
+def _resolve_alias(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    """A Python cross-reference to a re-exported name (``momcore.MLP.fit``) that found
+    nothing resolves to the documented one (``momcore.mlp.MLP.fit``)."""
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    for alias, real in ALIASES.items():
+        if target == alias or target.startswith(alias + "."):
+            new = real + target[len(alias):]
+            return env.domains["py"].resolve_xref(env, node["refdoc"], app.builder,
+                                                  node["reftype"], new, node, contnode)
+    return None
+
+
 def setup(app: Any) -> dict[str, Any]:
+    app.connect("missing-reference", _resolve_alias)
     app.connect("builder-inited", _builder_inited)
     app.connect("autodoc-skip-member", _skip_foreign_member)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
