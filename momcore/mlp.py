@@ -90,6 +90,13 @@ class MLP:
     backend : {"c", "numpy"}
         The compiled passes, or the numpy reference they are tested against.
 
+    Raises
+    ------
+    ValueError, TypeError
+        If ``sizes`` has fewer than two layers or a width below 1, a name is not
+        registered (``momcore.registry``), the output and loss do not pair, or
+        ``l2``, ``dtype``, ``seed`` or ``backend`` is refused.
+
     Notes
     -----
     All parameters live in one flat buffer (:attr:`params`); :attr:`weights` and

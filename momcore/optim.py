@@ -167,6 +167,12 @@ class SGD:
         become one momentum per weight (None: ``PerWeightMomentum()``). Until the
         first observation every weight uses its group's ``momentum``.
 
+    Raises
+    ------
+    TypeError, ValueError
+        If an array or a hyperparameter is refused as by :func:`momcore.momentum_step`,
+        a group is malformed, or two parameters share memory.
+
     Attributes
     ----------
     param_groups : list of ParamGroup

@@ -394,6 +394,15 @@ class SGD(Optimizer):
         :attr:`skipped_steps`). Either way nothing is written before every gradient
         has been checked.
 
+    Raises
+    ------
+    ValueError, TypeError
+        If a hyperparameter is refused (as ``torch.optim.SGD`` and then
+        :func:`momcore.momentum_step` refuse it) or a tensor cannot be stepped (CUDA,
+        sparse, complex); the message names the group or the parameter.
+
+    Notes
+    -----
     Every :meth:`step` is one C call for all parameters of all groups, on numpy
     views of the tensors' memory (no copies), made once and remade only when a
     parameter, gradient or buffer tensor changes. Costs beyond torch's: with

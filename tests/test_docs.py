@@ -178,6 +178,10 @@ def problems(qualname: str, obj: Any) -> list[str]:
         missing = [p for p in wanted if p not in listed and p.lstrip("*") not in listed]
         if missing:
             out.append(f"{qualname}: Parameters does not name {', '.join(missing)}")
+    for title in ("Parameters", "Attributes", "Other Parameters"):
+        prose = [n for n in found.get(title, []) if not re.fullmatch(r"\*{0,2}\w+", n)]
+        if prose:  # text after the section without a title of its own (Notes, ...)
+            out.append(f"{qualname}: {title} has an entry that is not a name: {prose[0]!r}")
     if not inspect.isclass(obj) and returns_value(obj) and not (
             "Returns" in found or "Yields" in found):
         out.append(f"{qualname}: returns a value but has no Returns section")
@@ -226,6 +230,19 @@ def test_the_checker_finds_what_is_missing():
         a : int
         """
 
+    def prose_after_parameters(a):
+        """Sum.
+
+        Parameters
+        ----------
+        a : int
+            A number.
+
+        This paragraph belongs under Notes.
+        """
+
+    assert problems("prose", prose_after_parameters) == [
+        "prose: Parameters has an entry that is not a name: 'This paragraph belongs under Notes.'"]
     assert problems("documented", documented) == []
     assert problems("silent", silent) == []
     assert problems("bare", bare) == [
