@@ -60,7 +60,8 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = False
 
-myst_enable_extensions = ["dollarmath", "colon_fence"]
+myst_enable_extensions = ["dollarmath", "colon_fence", "substitution"]
+myst_substitutions = {"version": release}
 myst_heading_anchors = 3
 
 html_theme = "pydata_sphinx_theme"
