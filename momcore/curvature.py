@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import isfinite
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,16 @@ class PerWeightMomentum:
 AUTO_RULES: tuple[str, ...] = ("classical",)
 """The rules ``momentum="auto"`` tunes: those whose (lr, momentum) are the heavy ball's,
 the iteration Polyak's pair (:func:`momcore.theory.tune`) is optimal for."""
+
+AUTO_LR = 1e-3
+"""The first step's rate under ``momentum="auto"`` when none is given (the tuner has no
+estimate before it has seen two gradients); small, as the first step is blind."""
+
+
+def is_auto(momentum: Any) -> bool:
+    """Whether a ``momentum`` argument asks for the tuner: the string ``"auto"``. Every
+    surface (SGD, MLP.fit, the estimators, the torch optimizer) asks this one question."""
+    return isinstance(momentum, str) and momentum == "auto"
 
 
 class Tuner:
@@ -194,6 +205,8 @@ class Tuner:
         if g.shape != self._grad_avg.shape:
             raise ValueError(f"grads hold {g.size} numbers; the optimizer has "
                              f"{self._grad_avg.size} weights")
+        if not np.isfinite(g).all():  # nothing to learn from; the optimizer's policy acts
+            return self.optimizer.lr, self.optimizer.momentum
         self.t += 1
         norm = float(np.linalg.norm(g))
         if curvature is not None:
@@ -258,7 +271,18 @@ class Tuner:
 
     def load_state_dict(self, state: dict) -> None:
         """Restores a :meth:`state_dict` of a tuner over as many weights with the same
-        window; checked before anything changes."""
+        window; checked (:meth:`check_state_dict`) before anything changes."""
+        arrays = self.check_state_dict(state)
+        for key, value in arrays.items():
+            setattr(self, key, value)
+        self.t, self.pairs = int(state["t"]), int(state["pairs"])
+        for key in ("k_min", "k_max", "distance", "variance"):
+            setattr(self, key, float(state[key]))
+        self._avg, self._count = dict(state["avg"]), dict(state["count"])
+
+    def check_state_dict(self, state: dict) -> dict[str, np.ndarray | None]:
+        """Raises unless ``state`` is a :meth:`state_dict` this tuner can load; returns
+        copies of its arrays."""
         if not isinstance(state, dict):
             raise TypeError(f"a tuner's state_dict is a dict, got {type(state).__name__}")
         missing = set(self._ARRAYS + self._NUMBERS + ("avg", "count", "window")) - set(state)
@@ -278,12 +302,7 @@ class Tuner:
                 raise ValueError(f"the tuner's state_dict holds {key.lstrip('_')} of shape "
                                  f"{theirs.shape}; expected {mine.shape}")
             arrays[key] = theirs.copy()
-        for key, value in arrays.items():
-            setattr(self, key, value)
-        self.t, self.pairs = int(state["t"]), int(state["pairs"])
-        for key in ("k_min", "k_max", "distance", "variance"):
-            setattr(self, key, float(state[key]))
-        self._avg, self._count = dict(state["avg"]), dict(state["count"])
+        return arrays
 
 
 def _cubic_momentum(distance: float, k_min: float, variance: float) -> float:

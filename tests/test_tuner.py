@@ -150,3 +150,72 @@ def test_tuner_checks_its_arguments():
         Tuner(opt, window=3).load_state_dict(tuner.state_dict())
     with pytest.raises(ValueError, match="lacks"):
         tuner.load_state_dict({})
+
+
+# ---- momentum="auto" in momcore.SGD -----------------------------------------------------
+
+
+def test_sgd_auto_owns_a_tuner_and_matches_driving_one_by_hand():
+    H, w0 = _quadratic(100.0, True, 2)
+    by_hand, auto = w0.copy(), w0.copy()
+    opt = momcore.SGD([by_hand], lr=1e-3)
+    tuner = Tuner(opt)
+    opt_auto = momcore.SGD([auto], momentum="auto")
+    assert isinstance(opt_auto.tuner, Tuner) and opt.tuner is None
+    assert opt_auto.lr == momcore.curvature.AUTO_LR
+    for _ in range(50):
+        g = H @ by_hand
+        tuner.observe([g])
+        opt.step([g])
+        opt_auto.step([H @ auto])
+    np.testing.assert_array_equal(auto, by_hand)
+    assert opt_auto.momentum == opt.momentum > 0
+    assert opt_auto.lr == opt.lr
+
+
+def test_sgd_auto_state_dict_round_trip():
+    H, w0 = _quadratic(100.0, False, 0)
+    ws = [w0.copy(), w0.copy()]
+    first = momcore.SGD([ws[0]], lr=0.01, momentum="auto")
+    for _ in range(12):
+        first.step([H @ ws[0]])
+    saved = first.state_dict()
+    assert saved["tuner"]["pairs"] == 11
+    ws[1][...] = ws[0]
+    second = momcore.SGD([ws[1]], momentum="auto")
+    second.load_state_dict(saved)
+    assert (second.lr, second.momentum) == (first.lr, first.momentum)
+    for _ in range(20):
+        first.step([H @ ws[0]])
+        second.step([H @ ws[1]])
+    np.testing.assert_array_equal(ws[0], ws[1])
+    # a tuner state over other weights is refused, and nothing changes
+    other = momcore.SGD([np.zeros(3)], momentum="auto")
+    bad = dict(saved, state=[np.zeros(3)])
+    with pytest.raises(ValueError):
+        other.load_state_dict(bad)
+    assert other.tuner.t == 0
+
+
+def test_sgd_auto_is_refused_where_the_tuner_does_not_apply():
+    w = np.zeros(3)
+    for rule in ("nesterov", "velocity", "ema", "one_step", "qian"):
+        with pytest.raises(ValueError, match="auto"):
+            momcore.SGD([w], momentum="auto", rule=rule)
+    with pytest.raises(ValueError, match="auto"):
+        momcore.SGD([{"params": [w], "rule": "nesterov"}], momentum="auto")
+    with pytest.raises(TypeError, match="lr"):
+        momcore.SGD([w])
+    for bad in ("Auto", "adaptive", None):
+        with pytest.raises((TypeError, ValueError)):
+            momcore.SGD([w], lr=0.1, momentum=bad)
+
+
+def test_sgd_auto_skips_nonfinite_gradients_in_the_tuner():
+    w = np.ones(3)
+    opt = momcore.SGD([w], momentum="auto", nonfinite="skip")
+    opt.step([np.ones(3)])
+    assert not opt.step([np.array([np.nan, 1.0, 1.0])])
+    assert opt.tuner.t == 1
+    opt.step([np.ones(3) * 0.5])
+    assert opt.tuner.pairs == 1
