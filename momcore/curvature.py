@@ -135,6 +135,20 @@ class Tuner:
     (full-batch gradients: the changes of g along the path are not noise) the cubic
     is skipped and the pair is exactly ``theory.tune(k_min, k_max)``.
 
+    With ``stochastic=True`` (mini-batch gradients, the default) each ``y`` holds the
+    difference of two noises as well as ``H s``. The last step moved by ``-lr`` times
+    the previous gradient's noise, which ``y`` holds with the opposite sign, so
+    ``s^T y`` carries ``+lr C`` on average: that bias is subtracted from each pair's
+    diagonal entry (left in, it grows as lr shrinks, the estimate of k grows with it
+    and lr collapses). Directions of the steps' span below ``1e-3`` of the largest
+    (in ``S^T S``) are dropped, as they amplify the noise. The remaining noise still
+    limits the estimate: C counts the drift of g along the path as noise too, so on
+    a deterministic problem ``stochastic=True`` under-estimates the curvature and
+    tunes slowly (``MLP.fit`` sets ``stochastic`` from whether the batch is the whole
+    data set); on noisy problems ``k_max`` tends to be over-estimated and the cubic
+    raises the momentum, so that lr falls as the noise dominates (YellowFin's
+    annealing). README "Beyond the paper" has the measurements.
+
     Use: ``tuner = Tuner(opt)``, then per step ``tuner.observe(grads)`` (it sets
     ``opt.lr`` and ``opt.momentum``) and ``opt.step(grads)``; or
     ``SGD(params, momentum="auto")``, which does both in its ``step``. ``lr``: the rate
@@ -165,6 +179,7 @@ class Tuner:
         self._changes = np.zeros((self.window, n))
         self._gram = np.zeros((self.window, self.window))  # S^T S
         self._cross = np.zeros((self.window, self.window))  # S^T Y
+        self._noise = np.zeros(self.window)  # the noise part of each s^T y
         self._previous_w: np.ndarray | None = None
         self._previous_g: np.ndarray | None = None
         self._avg: dict[str, float] = {}
@@ -178,20 +193,25 @@ class Tuner:
         self._avg[key] = self.beta * self._avg.get(key, 0.0) + (1 - self.beta) * value
         return self._avg[key] / (1 - self.beta ** n)
 
-    def _ritz(self, s: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
-        """Adds the pair (s, y) to the window; the extreme Ritz values of the window."""
+    def _ritz(self, s: np.ndarray, y: np.ndarray, noise: float) -> tuple[float, float] | None:
+        """Adds the pair (s, y) to the window, with ``noise`` the expected part of
+        s^T y that gradient noise contributes; the extreme Ritz values of the window."""
         j = self.pairs % self.window
         self.pairs += 1
         self._steps[j], self._changes[j] = s, y
+        self._noise[j] = noise
         m = min(self.pairs, self.window)
         S, Y = self._steps[:m], self._changes[:m]
         self._gram[j, :m] = self._gram[:m, j] = S @ s
         self._cross[:m, j] = S @ y
         self._cross[j, :m] = Y @ s
         gram = self._gram[:m, :m]
-        cross = 0.5 * (self._cross[:m, :m] + self._cross[:m, :m].T)
+        cross = 0.5 * (self._cross[:m, :m] + self._cross[:m, :m].T) - np.diag(self._noise[:m])
         lam, vec = np.linalg.eigh(gram)
-        keep = lam > lam.max() * 1e-12
+        # Steps nearly parallel make S^T S ill-conditioned; directions of the span
+        # below the cutoff amplify whatever is not H s in y: rounding only, for exact
+        # gradients, but gradient noise for stochastic ones.
+        keep = lam > lam.max() * (1e-3 if self.stochastic else 1e-12)
         if not keep.any():
             return None
         basis = vec[:, keep] / np.sqrt(lam[keep])
@@ -209,6 +229,13 @@ class Tuner:
             return self.optimizer.lr, self.optimizer.momentum
         self.t += 1
         norm = float(np.linalg.norm(g))
+        c = 1 - self.beta ** self.t
+        self._grad_avg *= self.beta
+        self._grad_avg += (1 - self.beta) * g
+        self._grad_sq_avg *= self.beta
+        self._grad_sq_avg += (1 - self.beta) * g * g
+        self.variance = float(np.sum(np.maximum(self._grad_sq_avg / c
+                                                - (self._grad_avg / c) ** 2, 0.0)))
         if curvature is not None:
             diag = np.concatenate([np.ravel(c) for c in curvature]).astype(np.float64)
             top = float(diag.max())
@@ -221,7 +248,10 @@ class Tuner:
                 s, y = w - self._previous_w, g - self._previous_g
                 ss = float(s @ s)
                 if ss > 0 and np.isfinite(ss) and np.isfinite(y).all():
-                    found = self._ritz(s, y)
+                    # the last step moved by -lr (g + noise) and y holds -noise of that
+                    # same gradient: s^T y carries +lr C on average (C = E||noise||^2)
+                    noise = self.optimizer.lr * self.variance if self.stochastic else 0.0
+                    found = self._ritz(s, y, noise)
                     h = float(np.linalg.norm(y)) / np.sqrt(ss)
             self._previous_w, self._previous_g = w, g
             if found is None or not found[1] > 0:
@@ -237,13 +267,6 @@ class Tuner:
         self.k_min = max(min(self.k_min, self.k_max), self.floor * self.k_max)
         h = self._smooth("h", h)
         self.distance = self._smooth("norm", norm) / h if h > 0 else 0.0
-        c = 1 - self.beta ** self.t
-        self._grad_avg *= self.beta
-        self._grad_avg += (1 - self.beta) * g
-        self._grad_sq_avg *= self.beta
-        self._grad_sq_avg += (1 - self.beta) * g * g
-        self.variance = float(np.sum(np.maximum(self._grad_sq_avg / c
-                                                - (self._grad_avg / c) ** 2, 0.0)))
         from momcore import theory
 
         momentum = float(theory.tune(self.k_min, self.k_max).momentum)
@@ -257,7 +280,7 @@ class Tuner:
 
     # ---- state_dict ----------------------------------------------------------------
 
-    _ARRAYS = ("_steps", "_changes", "_gram", "_cross", "_grad_avg", "_grad_sq_avg",
+    _ARRAYS = ("_steps", "_changes", "_gram", "_cross", "_noise", "_grad_avg", "_grad_sq_avg",
                "_previous_w", "_previous_g")
     _NUMBERS = ("t", "pairs", "k_min", "k_max", "distance", "variance")
 

@@ -587,6 +587,8 @@ class MLP:
         if self.optimizer.momenta is not None or self.optimizer.tuner is not None:
             # rule "qian" (curvature every few steps) or momentum="auto" (the tuner
             # observes every gradient): the batches run in Python
+            if self.optimizer.tuner is not None:  # full-batch gradients carry no noise
+                self.optimizer.tuner.stochastic = batch < X.shape[0]
             if self._grad is None:
                 self._grad = np.zeros_like(self.params)
             return _CurvatureRunner(self, X, T, batch, accuracy)

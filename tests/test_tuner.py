@@ -99,19 +99,38 @@ def test_the_secant_alone_would_not_see_the_range():
     assert got_window <= SLACK * polyak + WARMUP
 
 
-def test_stochastic_tuner_still_converges_on_a_quadratic():
-    """With stochastic=True (the default) the variance of the gradients along the
-    path raises the momentum above Polyak's (YellowFin's cubic): slower, still convergent."""
-    H, w0 = _quadratic(100.0, True, 0)
-    w = w0.copy()
-    opt = momcore.SGD([w], lr=1e-3)
-    tuner = Tuner(opt)
-    e0 = 0.5 * w @ H @ w
-    for _ in range(2000):
-        g = H @ w
-        tuner.observe([g])
-        opt.step([g])
-    assert 0.5 * w @ H @ w < TOL * e0
+def _least_squares(seed=0, n=2000, d=20):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, d)) * np.geomspace(0.1, 3, d)  # H's condition ~ 900
+    b = A @ rng.standard_normal(d) + 0.1 * rng.standard_normal(n)
+    return A, b
+
+
+def _minibatch_run(A, b, opt, w, steps=3000, batch=32):
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        i = rng.integers(0, A.shape[0], batch)
+        opt.step([A[i].T @ (A[i] @ w - b[i]) / batch])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stochastic_tuner_converges_on_mini_batch_least_squares(seed):
+    """Mini-batch gradients (batch 32 of 2000 rows): the estimate is noise-limited --
+    k_max came out 4 to 35 times the truth over these seeds, so lr is smaller than
+    Polyak's -- but it stays bounded and the excess loss falls more than 10x in 3000
+    steps (measured: 25x to 450x)."""
+    A, b = _least_squares(seed)
+    H = A.T @ A / A.shape[0]
+    best = np.linalg.lstsq(A, b, rcond=None)[0]
+
+    def excess(w):
+        return 0.5 * (np.mean((A @ w - b) ** 2) - np.mean((A @ best - b) ** 2))
+    w = np.zeros(A.shape[1])
+    opt = momcore.SGD([w], momentum="auto")
+    start = excess(w)
+    _minibatch_run(A, b, opt, w)
+    assert excess(w) < 0.1 * start
+    assert opt.tuner.k_max < 100 * np.linalg.eigvalsh(H).max()
 
 
 def test_tuner_state_dict_round_trip_continues_identically():
