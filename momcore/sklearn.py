@@ -52,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised without scikit-learn 
 from momcore import _mlp_numpy as _losses
 from momcore import _network
 from momcore import training
+from momcore.curvature import is_auto
 from momcore.mlp import MLP
 from momcore.registry import check_name
 
@@ -139,15 +140,21 @@ class _BaseMLP(BaseEstimator):
         if self.learning_rate not in LEARNING_RATES:
             raise ValueError(f"The 'learning_rate' parameter must be one of "
                              f"{list(LEARNING_RATES)}; got {self.learning_rate!r}")
+        auto = is_auto(self.momentum)
+        if auto and self.learning_rate != "constant":
+            raise ValueError(f"momentum='auto' sets the learning rate every step; "
+                             f"learning_rate must be 'constant', got {self.learning_rate!r}")
         for name, low, closed in (("alpha", 0.0, True), ("learning_rate_init", 0.0, False),
                                   ("momentum", 0.0, True), ("tol", 0.0, True),
                                   ("power_t", 0.0, True)):
+            if name == "momentum" and auto:
+                continue
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                     or not np.isfinite(value) or value < low or (value == low and not closed)):
                 raise ValueError(f"The '{name}' parameter must be a finite number "
                                  f"{'>=' if closed else '>'} {low}; got {value!r}")
-        if self.momentum > 1:
+        if not auto and self.momentum > 1:
             raise ValueError(f"The 'momentum' parameter must be in [0, 1]; got "
                              f"{self.momentum!r}")
         for name in ("max_iter", "n_iter_no_change"):
@@ -175,6 +182,8 @@ class _BaseMLP(BaseEstimator):
     def _rule(self) -> str:
         if self.rule is not None:
             return self.rule
+        if is_auto(self.momentum):  # the tuner's heavy ball; nesterovs_momentum ignored
+            return "classical"
         return "nesterov" if self.nesterovs_momentum else "classical"
 
     def _validate_X(self, X: Any, reset: bool) -> np.ndarray:
@@ -279,7 +288,8 @@ class _BaseMLP(BaseEstimator):
         try:
             net.train(X, T, trainer=trainer, rule=self._rule(),
                       epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                      lr=self.learning_rate_init, lr_schedule=self._current_learning_rate,
+                      lr=self.learning_rate_init,
+                      lr_schedule=None if is_auto(self.momentum) else self._current_learning_rate,
                       momentum=self.momentum, momentum_schedule=self.momentum_schedule,
                       shuffle=self.shuffle, callback=epoch_end)
         except FloatingPointError as exc:
@@ -548,6 +558,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         The network's dtype; None follows X (float32 stays float32).
     backend : {"c", "numpy"}
         "numpy" trains with the pure-numpy reference.
+
+    ``momentum="auto"`` (besides scikit-learn's numbers in [0, 1]): lr and momentum
+    set every step by :class:`momcore.curvature.Tuner` (see :meth:`momcore.MLP.fit`);
+    ``learning_rate_init`` is the first step's rate, ``learning_rate`` must be
+    "constant", and the rule is "classical" (``nesterovs_momentum`` is ignored).
 
     Labels may be anything :class:`sklearn.preprocessing.LabelBinarizer` takes: two
     classes train one logistic unit with binary cross-entropy, more a softmax with

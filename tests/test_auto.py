@@ -73,3 +73,48 @@ def test_fit_auto_refuses_what_conflicts_with_it():
         net.fit(X, y, epochs=1, momentum="automatic")
     np.testing.assert_array_equal(net.params, before)
     assert net.steps == 0
+
+
+# ---- scikit-learn -------------------------------------------------------------------
+
+
+def test_estimators_take_momentum_auto():
+    pytest.importorskip("sklearn")
+    from sklearn.base import clone
+
+    from momcore.sklearn import MLPClassifier, MLPRegressor
+    X, y = _digits()
+    est = MLPClassifier(hidden_layer_sizes=(32,), momentum="auto", max_iter=30,
+                        random_state=0, batch_size=64, learning_rate_init=0.05)
+    assert est.get_params()["momentum"] == "auto"
+    assert clone(est).get_params()["momentum"] == "auto"
+    with pytest.warns(Warning):  # scikit-learn's ConvergenceWarning at max_iter
+        est.fit(X, y)
+    assert est._net.optimizer.tuner is not None
+    assert est._net.optimizer.rule == "classical"  # not the nesterov default
+    assert est.score(X, y) > 0.95
+    reg = MLPRegressor(hidden_layer_sizes=(8,), momentum="auto", max_iter=5, random_state=0)
+    rng = np.random.default_rng(0)
+    Xr = rng.standard_normal((200, 3))
+    with pytest.warns(Warning):
+        reg.fit(Xr, Xr @ [1.0, -2.0, 0.5])
+    assert reg._net.optimizer.tuner is not None
+
+
+@pytest.mark.parametrize("bad", ["Auto", "adaptive", -0.1, 1.5, None, True])
+def test_estimators_still_refuse_bad_momentum(bad):
+    pytest.importorskip("sklearn")
+    from momcore.sklearn import MLPClassifier
+    X, y = _digits()
+    with pytest.raises((ValueError, TypeError)):
+        MLPClassifier(hidden_layer_sizes=(4,), momentum=bad, max_iter=1).fit(X[:50], y[:50])
+
+
+def test_estimators_refuse_auto_with_a_learning_rate_schedule_or_another_rule():
+    pytest.importorskip("sklearn")
+    from momcore.sklearn import MLPClassifier
+    X, y = _digits()
+    with pytest.raises(ValueError, match="constant"):
+        MLPClassifier(momentum="auto", learning_rate="adaptive", max_iter=1).fit(X, y)
+    with pytest.raises(ValueError, match="auto"):
+        MLPClassifier(momentum="auto", rule="nesterov", max_iter=1).fit(X, y)
