@@ -333,8 +333,10 @@ class SGD:
             raise RuntimeError("SGD.step is already running in another thread; one "
                                "optimizer steps in one thread at a time")
         try:
-            if self.tuner is not None:
-                self.tuner.observe(grads)
+            if self.tuner is not None:  # the gradient the step descends: g' = g + wd*w
+                decays = [g["weight_decay"] for g in self.param_groups for _ in g["params"]]
+                self.tuner.observe([g + d * p if d else g
+                                    for g, d, p in zip(grads, decays, self.params)])
             applied = self._apply(grads)
         finally:
             self._stepping.release()

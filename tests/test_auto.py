@@ -2,6 +2,8 @@
 torch optimizer pass it to momcore.SGD, whose Tuner decides what it means."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,68 @@ def test_estimators_refuse_auto_with_a_learning_rate_schedule_or_another_rule():
         MLPClassifier(momentum="auto", learning_rate="adaptive", max_iter=1).fit(X, y)
     with pytest.raises(ValueError, match="auto"):
         MLPClassifier(momentum="auto", rule="nesterov", max_iter=1).fit(X, y)
+
+
+# ---- torch ------------------------------------------------------------------------
+
+
+def test_torch_sgd_auto_matches_momcore_sgd_auto():
+    torch = pytest.importorskip("torch")
+    import momcore.torch as mt
+    rng = np.random.default_rng(0)
+    k = np.geomspace(0.01, 1.0, 12)
+    w0 = rng.standard_normal(12)
+    w = w0.copy()
+    ref = momcore.SGD([w], momentum="auto")
+    p = torch.nn.Parameter(torch.tensor(w0))
+    opt = mt.SGD([p], momentum="auto")
+    assert opt.param_groups[0]["rule"] == "classical"
+    for _ in range(60):
+        ref.step([k * w])
+        opt.zero_grad()
+        (0.5 * (torch.tensor(k) * p * p).sum()).backward()
+        opt.step()
+    np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-12, atol=1e-15)
+    assert opt.param_groups[0]["momentum"] == ref.momentum > 0
+
+
+def test_torch_sgd_auto_state_dict_round_trip_and_refusals():
+    torch = pytest.importorskip("torch")
+    import momcore.torch as mt
+    k = torch.linspace(0.05, 1.0, 6, dtype=torch.float64)
+
+    def run(opt, p, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            (0.5 * (k * p * p).sum()).backward()
+            opt.step()
+    p1 = torch.nn.Parameter(torch.ones(6, dtype=torch.float64))
+    first = mt.SGD([p1], momentum="auto", lr=0.01)
+    run(first, p1, 10)
+    saved = copy.deepcopy(first.state_dict())  # torch's state_dict holds the live buffers
+    assert saved["tuner"]["pairs"] == 9
+    p2 = torch.nn.Parameter(p1.detach().clone())
+    second = mt.SGD([p2], momentum="auto")
+    second.load_state_dict(saved)
+    run(first, p1, 15)
+    run(second, p2, 15)
+    assert torch.equal(p1, p2)
+    for bad in (dict(nesterov=True), dict(rule="velocity"), dict(rule="nesterov")):
+        with pytest.raises(ValueError, match="auto"):
+            mt.SGD([torch.nn.Parameter(torch.ones(2))], momentum="auto", **bad)
+    with pytest.raises((TypeError, ValueError)):
+        mt.SGD([torch.nn.Parameter(torch.ones(2))], momentum="automatic")
+
+
+def test_torch_sgd_auto_survives_deepcopy():
+    torch = pytest.importorskip("torch")
+    import momcore.torch as mt
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    opt = mt.SGD([p], momentum="auto")
+    for _ in range(5):
+        opt.zero_grad()
+        (p * p).sum().backward()
+        opt.step()
+    twin = copy.deepcopy(opt)
+    assert twin.tuner is not opt.tuner and twin.tuner.t == opt.tuner.t == 5
+    assert twin.tuner.optimizer.optimizer is twin

@@ -238,3 +238,15 @@ def test_sgd_auto_skips_nonfinite_gradients_in_the_tuner():
     assert opt.tuner.t == 1
     opt.step([np.ones(3) * 0.5])
     assert opt.tuner.pairs == 1
+
+
+def test_sgd_auto_tunes_for_the_weight_decayed_objective():
+    # weight decay wd adds wd to every curvature: the tuner must see g + wd*w
+    k = np.geomspace(1e-3, 1.0, 20)
+    w = np.ones(20)
+    opt = momcore.SGD([w], momentum="auto", weight_decay=0.05)
+    opt.tuner.stochastic = False
+    for _ in range(60):
+        opt.step([k * w])
+    assert opt.tuner.k_min == pytest.approx(k.min() + 0.05, rel=0.3)
+    assert opt.tuner.k_max == pytest.approx(k.max() + 0.05, rel=0.05)
