@@ -230,12 +230,15 @@ class Tuner:
         self.t += 1
         norm = float(np.linalg.norm(g))
         c = 1 - self.beta ** self.t
+        scratch = np.multiply(g, 1 - self.beta)
         self._grad_avg *= self.beta
-        self._grad_avg += (1 - self.beta) * g
+        self._grad_avg += scratch
+        scratch *= g
         self._grad_sq_avg *= self.beta
-        self._grad_sq_avg += (1 - self.beta) * g * g
-        self.variance = float(np.sum(np.maximum(self._grad_sq_avg / c
-                                                - (self._grad_avg / c) ** 2, 0.0)))
+        self._grad_sq_avg += scratch
+        # sum(avg g^2 - (avg g)^2): each term >= 0 up to rounding (a weighted variance)
+        m = self._grad_avg
+        self.variance = max(float(self._grad_sq_avg.sum()) / c - float(m @ m) / c ** 2, 0.0)
         if curvature is not None:
             diag = np.concatenate([np.ravel(c) for c in curvature]).astype(np.float64)
             top = float(diag.max())
