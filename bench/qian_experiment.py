@@ -439,43 +439,44 @@ def markdown(lines: list[list[str]]) -> str:
 
 
 def figure(rows: list[Row], path: str) -> bool:
-    """Median steps to target per contender and problem (log scale); False without
-    matplotlib."""
+    """Median steps to target (dot) and range over seeds (line) per contender and
+    problem, log scale; False without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         return False
-    problems_ = list(dict.fromkeys(r.problem for r in rows))
-    fig, axes = plt.subplots(1, len(problems_), figsize=(4 * len(problems_), 4.2),
-                             sharey=False)
-    for ax, name in zip(np.atleast_1d(axes), problems_):
-        mine = [r for r in rows if r.problem == name and not r.skipped]
-        labels, med, lo, hi = [], [], [], []
-        for r in mine:
+    names = list(dict.fromkeys(r.problem for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.8), sharey=True)
+    y = np.arange(len(CONTENDERS))
+    for ax, name in zip(np.atleast_1d(axes), names):
+        mine = {r.contender: r for r in rows if r.problem == name}
+        finite_all = [x.steps for r in mine.values() for x in r.runs if np.isfinite(x.steps)]
+        right = max(finite_all) * 1.5 if finite_all else 10.0
+        for i, contender in enumerate(CONTENDERS):
+            r = mine[contender]
             steps = np.array([x.steps for x in r.runs], float)
             finite = steps[np.isfinite(steps)]
-            labels.append(r.contender)
-            if finite.size * 2 > steps.size:
-                m = float(np.median(steps))
-                med.append(m)
-                lo.append(m - finite.min())
-                hi.append(finite.max() - m if finite.size == steps.size else 0)
-            else:
-                med.append(np.nan)
-                lo.append(0)
-                hi.append(0)
-        y = np.arange(len(labels))
-        ax.barh(y, med, xerr=[lo, hi], color="tab:blue", alpha=0.8)
-        for i, m in enumerate(med):
-            if not np.isfinite(m):
-                ax.text(0.02, i, "not reached", va="center", transform=ax.get_yaxis_transform())
-        ax.set_yticks(y, labels if ax is np.atleast_1d(axes)[0] else [""] * len(labels))
+            if r.skipped or finite.size * 2 <= steps.size:
+                label = "skipped" if r.skipped else "not reached"
+                ax.text(0.03, i, label, va="center", fontsize=8, color="0.4",
+                        transform=ax.get_yaxis_transform())
+                continue
+            ax.plot([finite.min(), finite.max() if finite.size == steps.size else right],
+                    [i, i], color="tab:blue", lw=2)
+            ax.plot(np.median(steps), i, "o", color="tab:blue")
         ax.set_xscale("log")
-        ax.invert_yaxis()
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("steps to target (median, range)")
+        ax.set_xlabel("steps to target", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    first = np.atleast_1d(axes)[0]
+    first.set_yticks(y, CONTENDERS, fontsize=8)
+    first.invert_yaxis()
+    fig.suptitle("Steps to the target loss: median (dot) and range over seeds (line)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
