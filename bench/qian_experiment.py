@@ -474,7 +474,7 @@ def figure(rows: list[Row], path: str) -> bool:
         ax.grid(axis="x", alpha=0.3)
     first = np.atleast_1d(axes)[0]
     first.set_yticks(y, CONTENDERS, fontsize=8)
-    first.invert_yaxis()
+    first.set_ylim(len(CONTENDERS) - 0.5, -0.5)  # the first contender on top
     fig.suptitle("Steps to the target loss: median (dot) and range over seeds (line)",
                  fontsize=10)
     fig.tight_layout()

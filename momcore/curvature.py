@@ -131,7 +131,8 @@ class Tuner:
     damped or better) and the root of YellowFin's cubic that balances the
     variance against the distance (``x^2`` with ``x`` the real root of
     ``x^3 + q x + q = 0`` shifted by one, ``q = D^2 k_min^2 / (2 C)``; absent when
-    C = 0), and ``lr = (1 - sqrt(momentum))^2 / k_min``. With ``stochastic=False``
+    C = 0), capped at 0.999, and ``lr = (1 - sqrt(momentum))^2 / k_min``; ``k_min`` is
+    floored at ``floor * k_max`` on either path. With ``stochastic=False``
     (full-batch gradients: the changes of g along the path are not noise) the cubic
     is skipped and the pair is exactly ``theory.tune(k_min, k_max)``.
 
