@@ -92,6 +92,14 @@ AUTO_LR = 1e-3
 estimate before it has seen two gradients); small, as the first step is blind."""
 
 
+def check_auto_rule(rule: Any, where: str = "") -> None:
+    """Raises ValueError unless ``momentum="auto"`` can tune ``rule`` (``AUTO_RULES``);
+    ``where`` starts the message (e.g. "param_groups[1]: ")."""
+    if rule not in AUTO_RULES:
+        raise ValueError(f"{where}momentum='auto' tunes the heavy ball (rules {AUTO_RULES}); "
+                         f"rule {rule!r} is not one")
+
+
 def is_auto(momentum: Any) -> bool:
     """Whether a ``momentum`` argument asks for the tuner: the string ``"auto"``. Every
     surface (SGD, MLP.fit, the estimators, the torch optimizer) asks this one question."""

@@ -20,7 +20,7 @@ from momcore import _checkpoint, _core
 from momcore import _mlp_numpy as ref
 from momcore import _network as layout
 from momcore import training
-from momcore.curvature import is_auto
+from momcore.curvature import check_auto_rule, is_auto
 from momcore.optim import SGD, checked_hyperparameters
 from momcore.registry import check_name, loss_for
 from momcore.training import History
@@ -525,8 +525,9 @@ class MLP:
                 **training.schedule_values(settings, self.epochs, self.steps),
                 rule=rule, dampening=dampening, weight_decay=weight_decay), dtype=self.dtype)
             if auto:
-                hyper.update(lr=first_lr, momentum="auto")
-                SGD([np.zeros(1, self.dtype)], **hyper)  # refuses a rule "auto" cannot tune
+                check_auto_rule(rule)
+                hyper = {**checked_hyperparameters({**hyper, "lr": first_lr}, dtype=self.dtype),
+                         "momentum": "auto"}
         except Exception as exc:  # noqa: BLE001 - every process raises it (agree_on)
             error = exc
         trainer.agree_on(error)

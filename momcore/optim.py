@@ -14,7 +14,7 @@ import numpy as np
 
 from momcore import _core
 from momcore import reference as _reference
-from momcore.curvature import AUTO_LR, AUTO_RULES, PerWeightMomentum, Tuner, is_auto
+from momcore.curvature import AUTO_LR, PerWeightMomentum, Tuner, check_auto_rule, is_auto
 from momcore.registry import check_name
 
 HYPERPARAMETERS = ("lr", "momentum", "rule", "dampening", "weight_decay")
@@ -157,9 +157,7 @@ class SGD:
                             f"groups (dicts), got {type(params).__name__}")
         auto = is_auto(momentum)
         if auto:
-            if rule not in AUTO_RULES:
-                raise ValueError(f"momentum='auto' tunes the heavy ball (rules "
-                                 f"{AUTO_RULES}); rule {rule!r} is not one")
+            check_auto_rule(rule)
             lr, momentum = AUTO_LR if lr is None else lr, 0.0
         elif lr is None:
             raise TypeError("SGD needs lr (optional only with momentum='auto')")
@@ -204,9 +202,8 @@ class SGD:
         self._stepping = threading.Lock()
         self.tuner: Tuner | None = None
         if auto:
-            if any(g["rule"] not in AUTO_RULES for g in self.param_groups):
-                raise ValueError(f"momentum='auto' tunes every group: each needs a rule "
-                                 f"in {AUTO_RULES}")
+            for k, g in enumerate(self.param_groups):
+                check_auto_rule(g["rule"], f"param_groups[{k}]: ")
             self.tuner = Tuner(self)
 
     def _group(self, spec: Mapping[str, Any], index: int | None) -> ParamGroup:

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised without torch only
     raise ImportError("momcore.torch needs PyTorch: pip install 'momcore[torch]'") from exc
 
 from momcore import _core
-from momcore.curvature import AUTO_RULES, Tuner, is_auto
+from momcore.curvature import Tuner, check_auto_rule, is_auto
 from momcore.registry import RULES, check_name
 
 __all__ = ["SGD"]
@@ -430,9 +430,7 @@ class SGD(Optimizer):
         auto = is_auto(momentum)
         if auto:
             rule = "classical" if rule is None else rule
-            if rule not in AUTO_RULES or nesterov:
-                raise ValueError(f"momentum='auto' tunes the heavy ball (rules {AUTO_RULES}, "
-                                 f"nesterov=False); got rule={rule!r}, nesterov={nesterov!r}")
+            check_auto_rule("nesterov_velocity" if nesterov else rule)
             momentum = 0.0
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
                     "weight_decay": weight_decay, "nesterov": nesterov,
@@ -441,9 +439,7 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
         if auto:
             for k, group in enumerate(self.param_groups):
-                if group["rule"] not in AUTO_RULES or group["nesterov"]:
-                    raise ValueError(f"param_groups[{k}]: momentum='auto' tunes every group: "
-                                     f"each needs a rule in {AUTO_RULES}")
+                check_auto_rule(_rule(group), f"param_groups[{k}]: ")
             self.tuner = Tuner(_Tuned(self))
 
     @property

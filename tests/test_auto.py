@@ -73,6 +73,8 @@ def test_fit_auto_refuses_what_conflicts_with_it():
         net.fit(X, y, epochs=1, momentum="auto", rule="nesterov")
     with pytest.raises(TypeError, match="momentum"):
         net.fit(X, y, epochs=1, momentum="automatic")
+    with pytest.raises(ValueError, match="lr"):
+        net.fit(X, y, epochs=1, momentum="auto", lr=-1.0)
     np.testing.assert_array_equal(net.params, before)
     assert net.steps == 0
 
