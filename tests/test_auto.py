@@ -187,3 +187,21 @@ def test_torch_sgd_auto_survives_deepcopy():
     twin = copy.deepcopy(opt)
     assert twin.tuner is not opt.tuner and twin.tuner.t == opt.tuner.t == 5
     assert twin.tuner.optimizer.optimizer is twin
+
+
+def test_estimator_with_auto_pickles_and_continues_with_partial_fit():
+    pytest.importorskip("sklearn")
+    import pickle
+
+    from momcore.sklearn import MLPClassifier
+    X, y = _digits()
+    est = MLPClassifier(hidden_layer_sizes=(16,), momentum="auto", random_state=0)
+    for _ in range(2):
+        est.partial_fit(X, y, classes=np.arange(10))
+    twin = pickle.loads(pickle.dumps(est))
+    mine, theirs = est._net.optimizer.tuner, twin._net.optimizer.tuner
+    assert theirs.optimizer is twin._net.optimizer
+    assert theirs.t == mine.t == 18
+    assert (theirs.k_min, theirs.k_max) == (mine.k_min, mine.k_max)
+    twin.partial_fit(X, y)
+    assert theirs.t == 27
