@@ -30,16 +30,21 @@ class Hyper(TypedDict):
 def momentum_step(
     w: np.ndarray, g: np.ndarray, state: np.ndarray, *, lr: float, momentum: float,
     rule: str = ..., dampening: float = ..., weight_decay: float = ..., nonfinite: str = ...,
+    momenta: np.ndarray | None = ...,
 ) -> bool: ...
 def momentum_step_many(
     ws: Sequence[np.ndarray], gs: Sequence[np.ndarray], states: Sequence[np.ndarray], *,
     lr: float, momentum: float, rule: str = ..., dampening: float = ...,
     weight_decay: float = ..., nonfinite: str = ...,
+    momenta: Sequence[np.ndarray] | None = ...,
 ) -> bool: ...
+# A group is (ws, gs, states, hyper) or, for a rule that takes momenta, (ws, gs, states,
+# hyper, momenta) with one per-weight momentum array per parameter (or None).
+Group = (tuple[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[np.ndarray], Hyper]
+         | tuple[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[np.ndarray], Hyper,
+                 Sequence[np.ndarray] | None])
 def step_groups(
-    groups: Sequence[tuple[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[np.ndarray],
-                           Hyper]],
-    *, nonfinite: str = ..., names: tuple[str, str, str] = ...,
+    groups: Sequence[Group], *, nonfinite: str = ..., names: tuple[str, str, str] = ...,
 ) -> bool: ...
 def check_hyperparameters(
     *, lr: float, momentum: float, rule: str = ..., dampening: float = ...,
@@ -69,13 +74,15 @@ class NetCore:
     def __init__(
         self, params: np.ndarray, state: np.ndarray, grad: np.ndarray | None,
         sizes: Sequence[int], hidden: str, output: str, max_batch: int, *,
-        loss: str | None = ..., accuracy: str | None = ...,
+        loss: str | None = ..., accuracy: str | None = ..., l2: float = ...,
     ) -> None: ...
+    l2: float
+    epoch_penalty: float
     def predict(self, X: np.ndarray, out: np.ndarray) -> np.ndarray: ...
     def gradients(self, X: np.ndarray, T: np.ndarray) -> tuple[float, int]: ...
     def curvature(self, X: np.ndarray, T: np.ndarray, out: np.ndarray) -> tuple[float, int]: ...
     def step(self, *, lr: float, momentum: float, rule: str = ..., dampening: float = ...,
-             weight_decay: float = ...) -> None: ...
+             weight_decay: float = ..., momenta: np.ndarray | None = ...) -> None: ...
     def train_epoch(
         self, X: np.ndarray, T: np.ndarray, order: np.ndarray, batch: int, *, lr: float,
         momentum: float, rule: str = ..., dampening: float = ..., weight_decay: float = ...,

@@ -20,6 +20,7 @@ from momcore import _checkpoint, _core
 from momcore import _mlp_numpy as ref
 from momcore import _network as layout
 from momcore import training
+from momcore.curvature import check_auto_rule, is_auto
 from momcore.optim import SGD, checked_hyperparameters
 from momcore.registry import check_name, loss_for
 from momcore.training import History
@@ -535,7 +536,9 @@ class MLP:
         for sigmoid + squared error, 1 for identity + squared error. Every entry is
         >= 0; it equals the exact Hessian diagonal for identity units with squared error
         and at most one hidden layer (tests/test_curvature.py measures how close it is
-        elsewhere). These are the curvatures k_i of Qian's Eq. 25 per weight.
+        elsewhere). These are the curvatures k_i of Qian's Eq. 25 per weight. With
+        :attr:`l2`, the penalty's own curvature ``l2 / len(X)`` is added to every weight
+        (not bias) entry, as :meth:`gradients` adds ``(l2 / len(X)) W``.
 
         Parameters
         ----------
@@ -562,7 +565,7 @@ class MLP:
         curv = np.empty_like(self.params)
         if self.backend == "numpy":
             ref.curvature(self.params, self.sizes, X, T, self.hidden, self.output, curv,
-                          loss=self.loss_name)
+                          loss=self.loss_name, l2=self.l2)
         else:
             rows = _sweep_rows(self.sizes, min(X.shape[0], _PREDICT_ROWS))
             core = _core.NetCore(self.params, self.optimizer_state, None, self.sizes,
@@ -571,6 +574,7 @@ class MLP:
             curv.fill(0)
             for start in range(0, X.shape[0], rows):  # the mean over chunks of rows
                 stop = min(start + rows, X.shape[0])
+                core.l2 = self.l2 * (stop - start) / X.shape[0]  # l2/len(X) in the mean
                 core.curvature(X[start:stop], T[start:stop], part)
                 curv += part * ((stop - start) / X.shape[0])
         return layout.views(curv, self.sizes)
@@ -787,7 +791,10 @@ class MLP:
             As :meth:`fit`.
         """
         error: BaseException | None = None
+        auto = is_auto(loop_arguments.get("momentum"))
         try:
+            if auto:
+                first_lr, loop_arguments = self._tuned_arguments(loop_arguments)
             settings = training.check_fit_arguments(**loop_arguments)
             X = self.check_inputs(X)
             T = self.encode_targets(y, X.shape[0])
@@ -797,6 +804,10 @@ class MLP:
             hyper = checked_hyperparameters(dict(
                 **training.schedule_values(settings, self.epochs, self.steps),
                 rule=rule, dampening=dampening, weight_decay=weight_decay), dtype=self.dtype)
+            if auto:
+                check_auto_rule(rule)
+                hyper = {**checked_hyperparameters({**hyper, "lr": first_lr}, dtype=self.dtype),
+                         "momentum": "auto"}
         except Exception as exc:  # noqa: BLE001 - every process raises it (agree_on)
             error = exc
         trainer.agree_on(error)
@@ -823,10 +834,26 @@ class MLP:
                 dict.update(self.optimizer.param_groups[0], groups)
             raise
 
+    def _tuned_arguments(self, loop_arguments: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """fit(momentum="auto"): the first step's lr, and the loop arguments whose lr and
+        momentum read what the optimizer's tuner set (recorded in the history)."""
+        for name in ("lr_schedule", "momentum_schedule"):
+            if loop_arguments.get(name) is not None:
+                raise ValueError(f"momentum='auto' sets lr and momentum every step; "
+                                 f"{name} cannot be given with it")
+        return loop_arguments.get("lr", 0.1), {
+            **loop_arguments, "lr": lambda _: self.optimizer.lr,
+            "momentum": lambda _: self.optimizer.momentum}
+
     def _use_rule(self, hyper: dict[str, Any]) -> None:
         """The optimizer for hyper: the same one with new hyperparameters, or a fresh
-        state when the rule changes (the step count carries over)."""
-        if self.optimizer.rule != hyper["rule"]:
+        state when the rule changes or momentum="auto" starts or stops (the step count
+        carries over); an optimizer already tuning keeps tuning."""
+        auto = is_auto(hyper["momentum"])
+        if auto and self.optimizer.tuner is not None and self.optimizer.rule == hyper["rule"]:
+            self.optimizer.param_groups[0].update(
+                {k: hyper[k] for k in ("dampening", "weight_decay")})
+        elif self.optimizer.rule != hyper["rule"] or auto or self.optimizer.tuner is not None:
             steps = self.optimizer.steps
             self.optimizer = SGD([self.params], **hyper, backend=self.backend)
             self.optimizer.steps = steps
@@ -855,7 +882,11 @@ class MLP:
         momcore.training.Runner
             The runner.
         """
-        if self.optimizer.momenta is not None:  # rule "qian": curvature every few steps
+        if self.optimizer.momenta is not None or self.optimizer.tuner is not None:
+            # rule "qian" (curvature every few steps) or momentum="auto" (the tuner
+            # observes every gradient): the batches run in Python
+            if self.optimizer.tuner is not None:  # full-batch gradients carry no noise
+                self.optimizer.tuner.stochastic = batch < X.shape[0]
             if self._grad is None:
                 self._grad = np.zeros_like(self.params)
             return _CurvatureRunner(self, X, T, batch, accuracy)
@@ -1029,11 +1060,12 @@ class _NumpyRunner:
 
 
 class _CurvatureRunner:
-    """Runs of batches for per-weight momentum (rule "qian"): per batch one forward
-    pass and the gradient, with the diagonal Gauss-Newton curvature from the same
-    pass every ``optimizer.per_weight.every`` steps, fed to
-    ``optimizer.observe_curvature``; then one step of the optimizer, whose kernel
-    reads the per-weight momenta. The batch loop runs in Python (one or two C calls
+    """Runs of batches for per-weight momentum (rule "qian") and momentum="auto": per
+    batch one forward pass and the gradient, with (rule "qian") the diagonal
+    Gauss-Newton curvature from the same pass every ``optimizer.per_weight.every``
+    steps, fed to ``optimizer.observe_curvature``; then one step of the optimizer,
+    whose kernel reads the per-weight momenta (and whose tuner, with "auto", sees the
+    gradient first). The batch loop runs in Python (one or two C calls
     per batch), so it suits mini-batches better than online learning."""
 
     def __init__(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
@@ -1043,7 +1075,7 @@ class _CurvatureRunner:
         self.curv = np.zeros_like(net.params)
         self.core = None if net.backend == "numpy" else _core.NetCore(
             net.params, net.optimizer_state, net._grad, net.sizes, net.hidden, net.output,
-            batch, loss=net.loss_name, accuracy=accuracy)
+            batch, loss=net.loss_name, accuracy=accuracy, l2=net.l2)
 
     def _pass(self, X: np.ndarray, T: np.ndarray, curvature: bool) -> tuple[float, int]:
         net = self.net
@@ -1054,19 +1086,19 @@ class _CurvatureRunner:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if curvature:
                 ref.curvature(net.params, net.sizes, X, T, net.hidden, net.output,
-                              self.curv, loss=net.loss_name)
+                              self.curv, loss=net.loss_name, l2=net.l2)
             loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
-                                 net._grad, loss=net.loss_name)
+                                 net._grad, loss=net.loss_name, l2=net.l2)
             out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
         return loss, layout.count_correct(out, T, self.accuracy)
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
         optimizer = self.net.optimizer
-        every = optimizer.per_weight.every
+        every = optimizer.per_weight.every if optimizer.momenta is not None else 0
         sum_loss, correct, steps = 0.0, 0, 0
         for start in range(0, rows.shape[0], batch):
             chunk = rows[start:start + batch]
-            curvature = optimizer.steps % every == 0
+            curvature = every > 0 and optimizer.steps % every == 0
             loss, right = self._pass(self.X[chunk], self.T[chunk], curvature)
             correct += right
             if not np.isfinite(loss):

@@ -14,7 +14,7 @@ import numpy as np
 
 from momcore import _core
 from momcore import reference as _reference
-from momcore.curvature import PerWeightMomentum
+from momcore.curvature import AUTO_LR, PerWeightMomentum, Tuner, check_auto_rule, is_auto
 from momcore.registry import check_name
 
 HYPERPARAMETERS = ("lr", "momentum", "rule", "dampening", "weight_decay")
@@ -157,6 +157,10 @@ class SGD:
     lr, momentum, rule, dampening, weight_decay
         The defaults of every group; as in :func:`momcore.momentum_step`.
         ``dampening`` is taken only by rules that use it (``velocity``).
+        ``momentum="auto"``: a :class:`momcore.curvature.Tuner` (:attr:`tuner`) sets
+        lr and momentum before every step from the gradients it is given (rules in
+        ``momcore.curvature.AUTO_RULES``); ``lr`` is then only the first step's rate
+        (None: ``momcore.curvature.AUTO_LR``). Otherwise ``lr`` is required.
     nonfinite : {"propagate", "raise", "skip"}
         What a NaN or inf in any gradient does; with "raise" and "skip" every
         gradient of every group is checked before anything is written.
@@ -181,6 +185,8 @@ class SGD:
         Every parameter and its state buffer, group after group.
     steps : int
         Steps applied (a skipped step does not count).
+    tuner : momcore.curvature.Tuner or None
+        With ``momentum="auto"``: the tuner that sets lr and momentum in :meth:`step`.
     momenta, curvature : list of numpy.ndarray or None
         With ``rule="qian"``: each parameter's per-weight momentum (read by the kernel
         in the step's pass) and the running curvature estimate behind it; None for
@@ -194,13 +200,20 @@ class SGD:
     """
 
     def __init__(self, params: Sequence[np.ndarray] | Sequence[Mapping[str, Any]], *,
-                 lr: float, momentum: float = 0.0, rule: str = "classical",
+                 lr: float | None = None, momentum: float | str = 0.0,
+                 rule: str = "classical",
                  dampening: float = 0.0, weight_decay: float = 0.0,
                  nonfinite: str = "propagate", backend: str = "c",
                  per_weight: PerWeightMomentum | None = None) -> None:
         if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
             raise TypeError("params must be a list or tuple of numpy arrays or of parameter "
                             f"groups (dicts), got {type(params).__name__}")
+        auto = is_auto(momentum)
+        if auto:
+            check_auto_rule(rule)
+            lr, momentum = AUTO_LR if lr is None else lr, 0.0
+        elif lr is None:
+            raise TypeError("SGD needs lr (optional only with momentum='auto')")
         self.defaults: dict[str, Any] = checked_hyperparameters(
             dict(lr=lr, momentum=momentum, rule=rule, dampening=dampening,
                  weight_decay=weight_decay))
@@ -240,6 +253,11 @@ class SGD:
         self.backend = backend
         self.steps = 0
         self._stepping = threading.Lock()
+        self.tuner: Tuner | None = None
+        if auto:
+            for k, g in enumerate(self.param_groups):
+                check_auto_rule(g["rule"], f"param_groups[{k}]: ")
+            self.tuner = Tuner(self)
 
     def _group(self, spec: Mapping[str, Any], index: int | None) -> ParamGroup:
         where = "" if index is None else f"param_groups[{index}]: "
@@ -285,6 +303,9 @@ class SGD:
             raise
         self.param_groups.append(made)
         self.state.extend(np.zeros_like(p) for p in self.params[count:])
+        if self.tuner is not None:  # its window spans every weight: it starts again
+            self.tuner = Tuner(self, beta=self.tuner.beta, window=self.tuner.window,
+                               floor=self.tuner.floor, stochastic=self.tuner.stochastic)
 
     # ---- hyperparameters shared by every group (schedules) -----------------------
 
@@ -421,6 +442,10 @@ class SGD:
             raise RuntimeError("SGD.step is already running in another thread; one "
                                "optimizer steps in one thread at a time")
         try:
+            if self.tuner is not None:  # the gradient the step descends: g' = g + wd*w
+                decays = [g["weight_decay"] for g in self.param_groups for _ in g["params"]]
+                self.tuner.observe([g + d * p if d else g
+                                    for g, d, p in zip(grads, decays, self.params)])
             applied = self._apply(grads)
         finally:
             self._stepping.release()
@@ -509,6 +534,8 @@ class SGD:
             "momenta": [p.copy() for p in self.momenta],
             "curvature": [k.copy() for k in self.curvature],
             "curvature_observations": self.curvature_observations}
+        if self.tuner is not None:
+            extra["tuner"] = self.tuner.state_dict()
         return {**self.defaults, "nonfinite": self.nonfinite, "steps": self.steps,
                 "state": [s.copy() for s in self.state], "param_groups": groups, **extra}
 
@@ -567,7 +594,11 @@ class SGD:
                 if theirs.shape != mine.shape:
                     raise ValueError("state_dict['momenta'] or ['curvature'] does not match "
                                      "the parameters")
+        if self.tuner is not None and "tuner" in d:
+            self.tuner.check_state_dict(d["tuner"])
         # Everything is checked: only now does anything change.
+        if self.tuner is not None and "tuner" in d:
+            self.tuner.load_state_dict(d["tuner"])
         if per_weight is not None:
             for mine, theirs in zip(self.momenta + self.curvature,
                                     per_weight[0] + per_weight[1]):

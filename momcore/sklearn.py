@@ -52,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised without scikit-learn 
 from momcore import _mlp_numpy as _losses
 from momcore import _network
 from momcore import training
+from momcore.curvature import is_auto
 from momcore.mlp import MLP
 from momcore.registry import check_name
 
@@ -139,15 +140,21 @@ class _BaseMLP(BaseEstimator):
         if self.learning_rate not in LEARNING_RATES:
             raise ValueError(f"The 'learning_rate' parameter must be one of "
                              f"{list(LEARNING_RATES)}; got {self.learning_rate!r}")
+        auto = is_auto(self.momentum)
+        if auto and self.learning_rate != "constant":
+            raise ValueError(f"momentum='auto' sets the learning rate every step; "
+                             f"learning_rate must be 'constant', got {self.learning_rate!r}")
         for name, low, closed in (("alpha", 0.0, True), ("learning_rate_init", 0.0, False),
                                   ("momentum", 0.0, True), ("tol", 0.0, True),
                                   ("power_t", 0.0, True)):
+            if name == "momentum" and auto:
+                continue
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                     or not np.isfinite(value) or value < low or (value == low and not closed)):
                 raise ValueError(f"The '{name}' parameter must be a finite number "
                                  f"{'>=' if closed else '>'} {low}; got {value!r}")
-        if self.momentum > 1:
+        if not auto and self.momentum > 1:
             raise ValueError(f"The 'momentum' parameter must be in [0, 1]; got "
                              f"{self.momentum!r}")
         for name in ("max_iter", "n_iter_no_change"):
@@ -175,6 +182,8 @@ class _BaseMLP(BaseEstimator):
     def _rule(self) -> str:
         if self.rule is not None:
             return self.rule
+        if is_auto(self.momentum):  # the tuner's heavy ball; nesterovs_momentum ignored
+            return "classical"
         return "nesterov" if self.nesterovs_momentum else "classical"
 
     def _validate_X(self, X: Any, reset: bool) -> np.ndarray:
@@ -299,7 +308,8 @@ class _BaseMLP(BaseEstimator):
         try:
             net.train(X, T, trainer=trainer, rule=self._rule(),
                       epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                      lr=self.learning_rate_init, lr_schedule=self._current_learning_rate,
+                      lr=self.learning_rate_init,
+                      lr_schedule=None if is_auto(self.momentum) else self._current_learning_rate,
                       momentum=self.momentum, momentum_schedule=self.momentum_schedule,
                       shuffle=self.shuffle, callback=epoch_end)
         except FloatingPointError as exc:
@@ -593,8 +603,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Print the loss of every epoch.
     warm_start : bool, default=False
         Continue from the previous fit's weights.
-    momentum : float, default=0.9
-        The momentum coefficient (p), in [0, 1].
+    momentum : float or "auto", default=0.9
+        The momentum coefficient (p), in [0, 1]; or "auto": lr and momentum set every
+        step by :class:`momcore.curvature.Tuner` (see :meth:`momcore.MLP.fit`), with
+        ``learning_rate_init`` the first step's rate; ``learning_rate`` must then be
+        "constant", and the rule is "classical" (``nesterovs_momentum`` is ignored).
     nesterovs_momentum : bool, default=True
         Nesterov's momentum (rule "nesterov") or plain (rule "classical").
     early_stopping : bool, default=False
@@ -819,8 +832,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         Print the loss of every epoch.
     warm_start : bool, default=False
         Continue from the previous fit's weights.
-    momentum : float, default=0.9
-        The momentum coefficient (p), in [0, 1].
+    momentum : float or "auto", default=0.9
+        The momentum coefficient (p), in [0, 1]; or "auto": lr and momentum set every
+        step by :class:`momcore.curvature.Tuner` (see :meth:`momcore.MLP.fit`), with
+        ``learning_rate_init`` the first step's rate; ``learning_rate`` must then be
+        "constant", and the rule is "classical" (``nesterovs_momentum`` is ignored).
     nesterovs_momentum : bool, default=True
         Nesterov's momentum (rule "nesterov") or plain (rule "classical").
     early_stopping : bool, default=False

@@ -165,7 +165,9 @@ typedef struct {
  * each unit's d^2E/dz^2 back-propagated with the off-diagonal terms dropped;
  * c(W[k,j]) = sum_r a[r,k]^2 h[r,j]; see mlp_impl.h for the output layer's h),
  * and, from the same forward pass, dE/dparams into net->grad unless it is NULL.
- * Returns E and adds the rows net->accuracy counts correct to *n_correct. Cost:
+ * With net->l2, E includes l2/(2n) sum_i ||W_i||^2 and every weight entry (not the
+ * biases) of curv its exact curvature l2/n. Returns E and adds the rows net->accuracy
+ * counts correct to *n_correct. Cost:
  * the gradient's products once more, on squared activations and weights. */
 double mc_mlp_curvature(const mc_mlp *net, const mc_curvature_work *work, const void *X,
                         const void *T, size_t n, void *curv, int64_t *n_correct);

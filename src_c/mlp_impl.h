@@ -742,21 +742,44 @@ MC_TARGET static void MC_NAME(curvature_backward)(const mc_mlp *net,
     }
 }
 
+/* curv[P] += l2/B on every weight entry (not the biases): the curvature of the l2 term
+ * l2/(2B) sum_i ||W_i||^2, exact and constant, scaled as the gradient's (l2/B) W. */
+MC_TARGET static void MC_NAME(add_l2_curvature)(const mc_mlp *net, MC_T *curv, size_t B)
+{
+    const MC_T decay = (MC_T)(net->l2 / (double)B);
+    size_t offset = 0, k;
+    int i;
+    for (i = 0; i < net->n_layers; i++) {
+        const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
+        MC_T *restrict c = curv + offset;
+        for (k = 0; k < I * O; k++)
+            c[k] += decay;
+        offset += I * O + O;
+    }
+}
+
 /* The gradient (into net->grad, when it is not NULL) and the curvature (into curv)
- * of the mean loss over the n rows of X, from one forward pass; returns E. */
+ * of E over the n rows of X (the mean loss plus the l2 term), from one forward pass;
+ * returns E. */
 MC_TARGET static double MC_NAME(curvature)(const mc_mlp *net, const mc_curvature_work *work,
                                            const MC_T *X, const MC_T *T, size_t n,
                                            MC_T *curv, int64_t *n_correct)
 {
     const size_t O = (size_t)net->sizes[net->n_layers];
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
-    double total;
+    double total, squares = 0;
     MC_NAME(forward)(net, X, n);
     total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
                                   net->loss);
     *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
     if (net->grad != NULL)
-        MC_NAME(backward)(net, X, n, 0, 0, 0);
+        squares = MC_NAME(backward)(net, X, n, 0, 0, 0);
+    else if (net->l2 != 0)
+        squares = MC_NAME(weight_squares)(net);
     MC_NAME(curvature_backward)(net, work, X, n, curv);
+    if (net->l2 != 0) {
+        MC_NAME(add_l2_curvature)(net, curv, n);
+        total += 0.5 * net->l2 * squares;
+    }
     return total / (double)n;
 }
