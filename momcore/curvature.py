@@ -129,16 +129,41 @@ estimate before it has seen two gradients); small, as the first step is blind.""
 
 
 def check_auto_rule(rule: Any, where: str = "") -> None:
-    """Raises ValueError unless ``momentum="auto"`` can tune ``rule`` (``AUTO_RULES``);
-    ``where`` starts the message (e.g. "param_groups[1]: ")."""
+    """Refuses a rule that ``momentum="auto"`` cannot tune.
+
+    Parameters
+    ----------
+    rule : str
+        The update rule asked for.
+    where : str, optional
+        The start of the error message (e.g. ``"param_groups[1]: "``).
+
+    Raises
+    ------
+    ValueError
+        If ``rule`` is not one of :data:`AUTO_RULES`.
+    """
     if rule not in AUTO_RULES:
         raise ValueError(f"{where}momentum='auto' tunes the heavy ball (rules {AUTO_RULES}); "
                          f"rule {rule!r} is not one")
 
 
 def is_auto(momentum: Any) -> bool:
-    """Whether a ``momentum`` argument asks for the tuner: the string ``"auto"``. Every
-    surface (SGD, MLP.fit, the estimators, the torch optimizer) asks this one question."""
+    """Whether a ``momentum`` argument asks for the tuner.
+
+    Every surface (SGD, MLP.fit, the estimators, the torch optimizer) asks this one
+    question.
+
+    Parameters
+    ----------
+    momentum : object
+        A ``momentum`` argument as given.
+
+    Returns
+    -------
+    bool
+        True for the string ``"auto"``, False for anything else.
+    """
     return isinstance(momentum, str) and momentum == "auto"
 
 
@@ -371,7 +396,14 @@ class Tuner:
     _NUMBERS = ("t", "pairs", "k_min", "k_max", "distance", "variance")
 
     def state_dict(self) -> dict:
-        """A copy of the estimates and the window, to resume tuning where it stopped."""
+        """A copy of the estimates and the window, to resume tuning where it stopped.
+
+        Returns
+        -------
+        dict
+            The step count, the smoothed estimates, the window of steps and gradients
+            (copies) and the window size.
+        """
         out = {key: getattr(self, key) for key in self._NUMBERS}
         out.update({key: None if getattr(self, key) is None else getattr(self, key).copy()
                     for key in self._ARRAYS})
@@ -380,7 +412,18 @@ class Tuner:
 
     def load_state_dict(self, state: dict) -> None:
         """Restores a :meth:`state_dict` of a tuner over as many weights with the same
-        window; checked (:meth:`check_state_dict`) before anything changes."""
+        window; checked (:meth:`check_state_dict`) before anything changes.
+
+        Parameters
+        ----------
+        state : dict
+            A :meth:`state_dict`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``state`` is not a state_dict this tuner can load.
+        """
         arrays = self.check_state_dict(state)
         for key, value in arrays.items():
             setattr(self, key, value)
@@ -390,8 +433,24 @@ class Tuner:
         self._avg, self._count = dict(state["avg"]), dict(state["count"])
 
     def check_state_dict(self, state: dict) -> dict[str, np.ndarray | None]:
-        """Raises unless ``state`` is a :meth:`state_dict` this tuner can load; returns
-        copies of its arrays."""
+        """Checks that ``state`` is a :meth:`state_dict` this tuner can load.
+
+        Parameters
+        ----------
+        state : dict
+            A :meth:`state_dict`.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray or None
+            Copies of its arrays, by name.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``state`` is not a dict, lacks an entry, has another window, or holds
+            arrays of another shape.
+        """
         if not isinstance(state, dict):
             raise TypeError(f"a tuner's state_dict is a dict, got {type(state).__name__}")
         missing = set(self._ARRAYS + self._NUMBERS + ("avg", "count", "window")) - set(state)

@@ -379,7 +379,13 @@ class SGD(Optimizer):
         CPU tensors, float32 or float64, contiguous, updated in place.
     lr, momentum, dampening, weight_decay, nesterov, maximize
         As ``torch.optim.SGD`` (``lr`` may be a float or a 0-d tensor);
-        ``momentum`` in [0, 1).
+        ``momentum`` in [0, 1), or ``"auto"``: lr and momentum set before every step
+        by a :class:`momcore.curvature.Tuner` (:attr:`tuner`) from the gradients (with
+        weight decay and ``maximize`` applied); ``lr`` is the first step's rate; the
+        rule is "classical" (the heavy ball; ``nesterov`` and other rules are
+        refused); every group shares the tuned pair. The tuner keeps a float64 copy
+        of the parameters for each of the last 10 steps and gradients (20 times the
+        parameters' memory), and its state travels in :meth:`state_dict`.
     rule : str, optional
         A momcore rule (``momcore.registry.RULES``): "classical", "nesterov",
         "velocity", "ema", "one_step" or "nesterov_velocity". None (the default) is
@@ -388,14 +394,6 @@ class SGD(Optimizer):
         default) starts a buffer at the first gradient; the other rules start from a
         zero state, as in momcore. The rule of each group is its ``"rule"`` key.
         Rules that read a momentum per weight are refused (no such state here).
-    momentum="auto"
-        lr and momentum set before every step by a :class:`momcore.curvature.Tuner`
-        (:attr:`tuner`) from the gradients (with weight decay and ``maximize``
-        applied); ``lr`` is the first step's rate; the rule is "classical" (the heavy
-        ball; ``nesterov`` and other rules are refused); every group shares the
-        tuned pair. The tuner keeps a float64 copy of the parameters for each of the
-        last 10 steps and gradients (20 times the parameters' memory), and its state
-        travels in :meth:`state_dict`.
     nonfinite : {"propagate", "raise", "skip"}
         What a NaN or inf in any gradient does: flow into the parameters (torch's
         behaviour); raise FloatingPointError; or skip the whole step, every group,
@@ -491,7 +489,14 @@ class SGD(Optimizer):
             self.tuner = Tuner(_Tuned(self))
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's state_dict, with the tuner's state under "tuner" (momentum="auto")."""
+        """torch's state_dict, with the tuner's state under "tuner" (momentum="auto").
+
+        Returns
+        -------
+        dict
+            ``torch.optim.Optimizer.state_dict()``, plus ``"tuner"``: the tuner's
+            :meth:`momcore.curvature.Tuner.state_dict` when there is a tuner.
+        """
         state = super().state_dict()
         if self.tuner is not None:
             state["tuner"] = self.tuner.state_dict()
@@ -499,7 +504,18 @@ class SGD(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's load_state_dict; the tuner's state (momentum="auto") is checked
-        before anything changes."""
+        before anything changes.
+
+        Parameters
+        ----------
+        state_dict : dict
+            A :meth:`state_dict`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If the tuner's state cannot be loaded, or as torch's ``load_state_dict``.
+        """
         tuner = state_dict.get("tuner") if self.tuner is not None else None
         if tuner is not None:
             self.tuner.check_state_dict(tuner)
