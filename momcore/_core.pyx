@@ -15,6 +15,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isfinite
 from libc.stdint cimport uint16_t
+from libc.string cimport memset
 from libc.stdlib cimport qsort
 
 from momcore._kernels cimport *
@@ -733,10 +734,7 @@ def _stream5(w, g, s):
         mc_stream5(&b)
 
 
-def all_finite(a):
-    """Whether every element of the C-contiguous float32 or float64 array ``a`` is
-    finite: one pass over its bits, no temporary, the GIL released."""
-    cdef cnp.ndarray arr = _checked(a, ROLE_G, "a")
+cdef bint _finite(cnp.ndarray arr):
     cdef const void *data = cnp.PyArray_DATA(arr)
     cdef size_t n = <size_t>cnp.PyArray_SIZE(arr)
     cdef int dtype = _dtype_code(arr)
@@ -744,6 +742,58 @@ def all_finite(a):
     with nogil:
         finite = mc_all_finite(data, n, dtype)
     return finite != 0
+
+
+def all_finite(a):
+    """Whether every element of the C-contiguous float32 or float64 array ``a`` is
+    finite: one pass over its bits, no temporary, the GIL released."""
+    return _finite(_checked(a, ROLE_G, "a"))
+
+
+def all_finite_or_none(a):
+    """:func:`all_finite` of ``a`` when it can read it (a C-contiguous, aligned float32
+    or float64 ndarray in native byte order); None for anything else, without an
+    exception, for callers that then decide another way."""
+    if not cnp.PyArray_Check(a):
+        return None
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int t = cnp.PyArray_TYPE(arr)
+    if ((t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(arr)
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)):
+        return None
+    return _finite(arr)
+
+
+def one_hot(labels, out):
+    """out := one-hot rows of the labels (``out[r, labels[r]] = 1``, 0 elsewhere), for
+    a C-contiguous 1-D int64 ``labels`` and a C-contiguous (len(labels), k) float32 or
+    float64 ``out``, in one pass. Returns whether every label lies in [0, k); when one
+    does not, ``out`` is partly written."""
+    cdef cnp.ndarray y = <cnp.ndarray?>labels
+    cdef cnp.ndarray t = _checked(out, ROLE_S, "out")
+    if (cnp.PyArray_TYPE(y) != cnp.NPY_INT64 or y.ndim != 1
+            or not cnp.PyArray_IS_C_CONTIGUOUS(y) or not cnp.PyArray_ISALIGNED(y)):
+        raise TypeError("labels must be a C-contiguous 1-D int64 array")
+    if t.ndim != 2 or t.shape[0] != y.shape[0] or t.shape[1] < 1:
+        raise ValueError(f"out must have shape ({y.shape[0]}, k) with k >= 1, got "
+                         f"{(<object>t).shape}")
+    cdef const int64_t *lab = <const int64_t *>cnp.PyArray_DATA(y)
+    cdef Py_ssize_t r, n = y.shape[0], k = t.shape[1]
+    cdef float *f32 = <float *>cnp.PyArray_DATA(t)
+    cdef double *f64 = <double *>cnp.PyArray_DATA(t)
+    cdef bint wide = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT64
+    cdef bint ok = True
+    with nogil:
+        memset(cnp.PyArray_DATA(t), 0, <size_t>(n * k) * (8 if wide else 4))
+        for r in range(n):
+            if not 0 <= lab[r] < k:
+                ok = False
+                break
+            if wide:
+                f64[r * k + lab[r]] = 1.0
+            else:
+                f32[r * k + lab[r]] = 1.0
+    return ok
 
 
 def _round_to_half(const float[::1] src, uint16_t[::1] dst, str dtype):

@@ -141,6 +141,7 @@ class _MPITrainer(training.Trainer):
         self.MPI, self.comm, self.sharded = MPI, comm, bool(sharded)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.root = self.rank == 0
+        self.alone = False
         self.agreed = False
 
     def agree_on(self, error: BaseException | None) -> None:

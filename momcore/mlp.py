@@ -23,6 +23,7 @@ from momcore import training
 from momcore.optim import SGD, checked_hyperparameters
 from momcore.registry import check_name, loss_for
 from momcore.training import History
+from momcore.training import all_finite as _all_finite
 
 __all__ = ["MLP", "History"]
 
@@ -40,22 +41,6 @@ def _sweep_rows(sizes: Sequence[int], n: int = _PREDICT_ROWS) -> int:
     at least one."""
     rows = min(n, _PREDICT_ELEMENTS // sum(sizes), _MAX_WORKSPACE // max(sizes))
     return max(1, rows)
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    """Whether every element of the real array a is finite. float32/float64 in C order:
-    one pass over the bits in C (_core.all_finite). Otherwise a sum first (one pass, no
-    boolean temporary; NaN and inf make it non-finite), the element test only when the
-    sum is not finite (NaN, inf, or finite values whose sum overflows)."""
-    if a.dtype.kind in "biu":
-        return True
-    if (a.dtype.type in (np.float32, np.float64) and a.dtype.isnative
-            and a.flags.c_contiguous and a.flags.aligned):
-        return _core.all_finite(a)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(a.sum()):
-            return True
-    return bool(np.isfinite(a).all())
 
 
 class MLP:
@@ -520,21 +505,23 @@ class MLP:
         except Exception as exc:  # noqa: BLE001 - every process raises it (agree_on)
             error = exc
         trainer.agree_on(error)
-        trainer.agree_on_arguments({
-            "epochs": settings.epochs, "batch_size": settings.batch_size,
-            "shuffle": settings.shuffle, **hyper, "per_step": settings.per_step,
-            "target_loss": settings.target_loss, "patience": settings.patience,
-            "min_delta": settings.min_delta, "restore_best": settings.restore_best,
-            "validation_data": settings.validation_data is not None,
-            "inputs": (X.shape[1], X.dtype.name), "targets": (T.shape[1], T.dtype.name),
-            "accuracy": self._accuracy(y)})
+        accuracy = self._accuracy(y)
+        if not trainer.alone:
+            trainer.agree_on_arguments({
+                "epochs": settings.epochs, "batch_size": settings.batch_size,
+                "shuffle": settings.shuffle, **hyper, "per_step": settings.per_step,
+                "target_loss": settings.target_loss, "patience": settings.patience,
+                "min_delta": settings.min_delta, "restore_best": settings.restore_best,
+                "validation_data": settings.validation_data is not None,
+                "inputs": (X.shape[1], X.dtype.name), "targets": (T.shape[1], T.dtype.name),
+                "accuracy": accuracy})
         # A failure before the first step (the runner's own checks) leaves the model as
         # it was: the previous optimizer (its state untouched) and history.
         previous = (self.optimizer, dict(self.optimizer.param_groups[0]), self.history_,
                     self.optimizer.steps, self.epochs)
         self._use_rule(hyper)
         try:
-            return training.fit_loop(self, X, T, settings, accuracy=self._accuracy(y),
+            return training.fit_loop(self, X, T, settings, accuracy=accuracy,
                                      trainer=trainer)
         except BaseException as exc:
             if (not isinstance(exc, FloatingPointError)

@@ -57,6 +57,11 @@ def _refuse_shared(params: list[np.ndarray]) -> None:
             end, last = start + nbytes, i
 
 
+def _same_float(a: Any, b: float) -> bool:
+    """Whether a is the float b, bit for bit (0.0 and -0.0 differ)."""
+    return type(a) is float and a == b and (a != 0.0 or str(a) == str(b))
+
+
 class ParamGroup(dict):
     """One parameter group: its arrays under ``"params"`` and its hyperparameters
     (``lr``, ``momentum``, ``rule``, ``dampening``, ``weight_decay``).
@@ -73,6 +78,8 @@ class ParamGroup(dict):
             raise ValueError(f"the {key!r} of a parameter group is fixed once the optimizer "
                              f"is made; make a new SGD to change it")
         if key in _NUMBERS:
+            if type(value) is float and _same_float(self.get(key), value):
+                return  # the value in force: nothing to check, nothing changes
             value = checked_hyperparameters({**self, key: value})[key]
         super().__setitem__(key, value)
 
@@ -232,6 +239,9 @@ class SGD:
         return values.pop() if values else self.defaults[key]
 
     def _set_everywhere(self, key: str, value: Any) -> None:
+        if type(value) is float and all(_same_float(g[key], value) for g in self.param_groups) \
+                and _same_float(self.defaults[key], value):
+            return  # in force everywhere already (a schedule's value, epoch after epoch)
         checked = [checked_hyperparameters({**g, key: value})[key] for g in self.param_groups]
         checked.append(checked_hyperparameters({**self.defaults, key: value})[key])
         for g in self.param_groups:
