@@ -764,6 +764,24 @@ def all_finite_or_none(a):
     return _finite(arr)
 
 
+def ready_rows(X, dtype, Py_ssize_t width):
+    """Whether ``X`` can serve as it is as rows of ``width`` inputs in ``dtype`` (float32
+    or float64): a plain ndarray (no subclass) of that dtype in native byte order,
+    C-contiguous and aligned, 2-D with ``width`` columns and at least one row, every
+    element finite. One call for the common case of the checks of momcore.MLP's inputs;
+    False sends the caller down its full checks (conversions, error messages)."""
+    if not cnp.PyArray_CheckExact(X) or not cnp.PyArray_DescrCheck(dtype):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>X
+    cdef int t = cnp.PyArray_TYPE(arr)
+    if ((t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or t != (<cnp.dtype>dtype).type_num
+            or not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or not cnp.PyArray_ISALIGNED(arr) or cnp.PyArray_NDIM(arr) != 2
+            or cnp.PyArray_DIMS(arr)[1] != width or cnp.PyArray_DIMS(arr)[0] < 1):
+        return False
+    return _finite(arr)
+
+
 def one_hot(labels, out):
     """out := one-hot rows of the labels (``out[r, labels[r]] = 1``, 0 elsewhere), for
     a C-contiguous 1-D int64 ``labels`` and a C-contiguous (len(labels), k) float32 or

@@ -236,6 +236,8 @@ class MLP:
     def check_inputs(self, X: Any) -> np.ndarray:
         """X as a C-contiguous (n, sizes[0]) array of the network's dtype, or a clear
         error (never NaN or inf, never empty)."""
+        if _core.ready_rows(X, self.dtype, self.sizes[0]):
+            return X  # the common case, in one call: the checks below would pass X as it is
         _refuse_masked(X, "X")
         X = np.asarray(X)
         # floats, integers, booleans (numpy counts timedelta64, kind "m", among its
@@ -537,9 +539,9 @@ class MLP:
             steps = self.optimizer.steps
             self.optimizer = SGD([self.params], **hyper, backend=self.backend)
             self.optimizer.steps = steps
-        else:
-            self.optimizer.param_groups[0].update(
-                {k: v for k, v in hyper.items() if k != "rule"})
+        else:  # checked together above, in the network's dtype
+            dict.update(self.optimizer.param_groups[0],
+                        {k: v for k, v in hyper.items() if k != "rule"})
 
     def make_runner(self, X: np.ndarray, T: np.ndarray, batch: int,
                     accuracy: str) -> training.Runner:

@@ -7,6 +7,7 @@ is one call into the compiled kernel, whatever the number of groups.
 from __future__ import annotations
 
 import threading
+from math import copysign
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -59,7 +60,7 @@ def _refuse_shared(params: list[np.ndarray]) -> None:
 
 def _same_float(a: Any, b: float) -> bool:
     """Whether a is the float b, bit for bit (0.0 and -0.0 differ)."""
-    return type(a) is float and a == b and (a != 0.0 or str(a) == str(b))
+    return type(a) is float and a == b and (a != 0.0 or copysign(1.0, a) == copysign(1.0, b))
 
 
 class ParamGroup(dict):
@@ -85,7 +86,8 @@ class ParamGroup(dict):
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         for key, value in dict(*args, **kwargs).items():
-            self[key] = value
+            if not (type(value) is float and _same_float(self.get(key), value)):
+                self[key] = value  # (a value in force would change nothing)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         if key not in self:
@@ -239,9 +241,12 @@ class SGD:
         return values.pop() if values else self.defaults[key]
 
     def _set_everywhere(self, key: str, value: Any) -> None:
-        if type(value) is float and all(_same_float(g[key], value) for g in self.param_groups) \
-                and _same_float(self.defaults[key], value):
-            return  # in force everywhere already (a schedule's value, epoch after epoch)
+        if type(value) is float and _same_float(self.defaults[key], value):
+            for g in self.param_groups:
+                if not _same_float(g[key], value):
+                    break
+            else:
+                return  # in force everywhere already (a schedule's value, epoch after epoch)
         checked = [checked_hyperparameters({**g, key: value})[key] for g in self.param_groups]
         checked.append(checked_hyperparameters({**self.defaults, key: value})[key])
         for g in self.param_groups:
