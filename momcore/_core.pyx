@@ -1088,6 +1088,44 @@ cdef class NetCore:
                                     &correct)
         return loss, correct
 
+    def gradient_share(self, X, T, rows, Py_ssize_t divisor, double l2=0.0):
+        """grad := one process's share of the gradient of a global batch of ``divisor``
+        rows (data-parallel training; see mc_mlp_gradient_share): the rows ``rows``
+        (C-contiguous int64, at most max_batch, possibly none) of X and T, the sum of
+        their per-sample losses' gradients over ``divisor``, plus ``(l2/divisor) W``
+        on the weights (give l2 to one process only). The processes' buffers add up to
+        dE/dparams of the global batch.
+
+        Returns (sum of the rows' per-sample losses, rows the accuracy mode counts
+        correct, sum_i ||W_i||^2 when l2 is not 0, else 0)."""
+        cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
+        cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
+        cdef cnp.ndarray idx = _checked(rows, ROLE_G, "rows") \
+            if cnp.PyArray_TYPE(rows) != cnp.NPY_INT64 else rows
+        if cnp.PyArray_TYPE(idx) != cnp.NPY_INT64 or idx.ndim != 1 \
+                or not cnp.PyArray_IS_C_CONTIGUOUS(idx):
+            raise TypeError("rows must be a C-contiguous 1-D int64 array")
+        if self.grad is None:
+            raise ValueError("this NetCore has no gradient buffer")
+        if x.shape[0] != t.shape[0]:
+            raise ValueError("X and T must have the same number of rows")
+        cdef Py_ssize_t i, n = idx.shape[0], n_rows = x.shape[0]
+        if n > self.max_batch or divisor < max(n, 1):
+            raise ValueError(f"rows must hold at most {self.max_batch} rows and divisor at "
+                             f"least as many (and 1), got {n} and {divisor}")
+        if not (isfinite(l2) and l2 >= 0):
+            raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+        cdef const int64_t *o = <const int64_t *>cnp.PyArray_DATA(idx)
+        for i in range(n):
+            if not 0 <= o[i] < n_rows:
+                raise ValueError(f"rows[{i}] = {o[i]} is not a row of X")
+        cdef double loss, squares
+        cdef int64_t correct = 0
+        with nogil:
+            loss = mc_mlp_gradient_share(&self.net, cnp.PyArray_DATA(x), cnp.PyArray_DATA(t),
+                                         o, n, divisor, l2, &correct, &squares)
+        return loss, correct, squares
+
     def step(self, *, lr, momentum, rule="classical", dampening=0.0, weight_decay=0.0,
              momenta=None):
         """params, state := one momentum step with the gradient buffer, on the calling

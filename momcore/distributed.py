@@ -1,10 +1,10 @@
 """Data-parallel training of :class:`momcore.MLP` over MPI (``pip install 'momcore[mpi]'``).
 
 Every rank holds a full replica of the network. For each global batch, every rank
-computes the gradient of its share of the batch's rows into the flat gradient buffer,
-the ranks add their buffers with one ``Allreduce`` (each share weighted by its row
-count, so the sum divided by the batch size is the mean over the global batch), and
-every rank applies the same fused momentum step. The replicas therefore stay bit
+computes, in one compiled call, the sum of the gradients of its share of the batch's
+rows divided by the global batch size into the flat gradient buffer (rank 0 adds the
+l2 term), the ranks add their buffers with one ``Allreduce`` in place (the sum is the
+mean over the global batch), and every rank applies the same fused momentum step. The replicas therefore stay bit
 for bit identical, and the result equals single-process training on the same global
 batches (up to the order in which the per-row gradients are added).
 
@@ -32,13 +32,14 @@ a message naming the rank, instead of leaving the others waiting.
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import traceback
 from typing import Any
 
 import numpy as np
 
-from momcore import _network, training
+from momcore import training
 from momcore.mlp import MLP
 from momcore.training import History
 
@@ -176,69 +177,56 @@ class _MPITrainer(training.Trainer):
         if not self.sharded and len(set(counts)) != 1:
             self.agree_on(ValueError(f"without sharded=True every rank passes the same X; "
                                      f"the ranks have {counts} rows"))
-        return _MPIRunner(self, net, X, T, counts, accuracy)
+        return _MPIRunner(self, net, X, T, counts, accuracy, batch)
 
 
 class _MPIRunner:
-    """Global batches split across the ranks: each rank's gradient of its rows, one
-    Allreduce of the flat gradient, the same step everywhere."""
+    """Global batches split across the ranks. Per batch: one compiled call for this
+    rank's share of the gradient (its rows gathered, the sum of their gradients over
+    the global batch size, and on rank 0 the l2 term), one Allreduce of the flat
+    gradient in place (and one of two numbers: the losses and the rows right), one
+    compiled step, the same on every rank."""
 
     def __init__(self, trainer: _MPITrainer, net: MLP, X: np.ndarray, T: np.ndarray,
-                 counts: list[int], accuracy: str) -> None:
+                 counts: list[int], accuracy: str, batch: int) -> None:
         self.trainer, self.X, self.T = trainer, X, T
         rank, size = trainer.rank, trainer.size
         self.n_rows = sum(counts) if trainer.sharded else X.shape[0]
         self.first = sum(counts[:rank]) if trainer.sharded else 0  # global index of row 0
         self.grad = np.zeros_like(net.params)
-        self.X_rows = np.empty((max(X.shape[0], 1), X.shape[1]), net.dtype)
-        self.T_rows = np.empty((max(X.shape[0], 1), T.shape[1]), net.dtype)
-        # The l2 term is added once, after the reduction: each rank's kernel computes the
-        # gradient of its rows' losses only.
-        self.net, self.l2 = net, net.l2
-        self.kernel = net.gradient_kernel(self.grad, max(X.shape[0], 1), accuracy=accuracy,
-                                          l2=0.0)
-        self.grad_weights, _ = _network.views(self.grad, net.sizes)
-        self.stats = np.zeros(2)  # [sum of per-sample losses, correct rows] of one step
+        # The l2 term enters once, in rank 0's share (the replicas are identical).
+        self.l2 = net.l2 if rank == 0 else 0.0
+        # A rank's share of a batch holds at most min(batch, its rows) rows.
+        self.kernel = net.gradient_kernel(self.grad, max(1, min(batch, X.shape[0])),
+                                          accuracy=accuracy, l2=0.0)
+        self.stats = np.zeros(2)  # [sum of per-sample losses and penalty, correct rows]
         self.totals = np.zeros(2)
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
         MPI, comm, trainer = self.trainer.MPI, self.trainer.comm, self.trainer
-        X, grad, stats, totals = self.X, self.grad, self.stats, self.totals
-        run_totals = np.zeros(2)
-        steps = 0
+        X, T, grad, stats, totals = self.X, self.T, self.grad, self.stats, self.totals
+        kernel, l2, first, n_mine = self.kernel, self.l2, self.first, X.shape[0]
+        rank, size, sharded = trainer.rank, trainer.size, trainer.sharded
+        sum_loss, correct, steps = 0.0, 0, 0
         for b0 in range(0, rows.shape[0], batch):
             part = rows[b0:b0 + batch]
-            if trainer.sharded:
-                mine = part[(part >= self.first) & (part < self.first + X.shape[0])] - self.first
+            k = part.shape[0]
+            if sharded:
+                mine = part[(part >= first) & (part < first + n_mine)] - first
             else:
-                k = part.shape[0]
-                mine = part[trainer.rank * k // trainer.size:(trainer.rank + 1) * k // trainer.size]
-            m = mine.shape[0]
-            if m:
-                np.take(X, mine, axis=0, out=self.X_rows[:m])
-                np.take(self.T, mine, axis=0, out=self.T_rows[:m])
-                loss, stats[1] = self.kernel.gradients(self.X_rows[:m], self.T_rows[:m])
-                stats[0] = m * loss
-                grad *= m  # the mean over this rank's rows, back to their sum
-            else:
-                grad.fill(0)
-                stats[:] = 0
+                mine = part[rank * k // size:(rank + 1) * k // size]
+            loss, right, squares = kernel.gradient_share(X, T, mine, k, l2)
+            stats[0] = loss + 0.5 * l2 * squares  # the batch's l2 term times its rows
+            stats[1] = right
             comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
             comm.Allreduce(stats, totals, op=MPI.SUM)
-            # l2/2 sum ||W||^2 of the identical replicas, the batch's l2 term times its rows
-            penalty = 0.5 * self.l2 * _network.weight_squares(self.net.params, self.net.sizes) \
-                if self.l2 else 0.0
-            if not np.isfinite(totals[0] + penalty):  # the same on every rank
-                return float(run_totals[0]), int(run_totals[1] + totals[1]), steps, True
-            grad /= part.shape[0]
-            if self.l2:
-                for W, dW in zip(self.net.weights, self.grad_weights):
-                    dW += (self.l2 / part.shape[0]) * W
-            self.kernel.step()
+            if not math.isfinite(totals[0]):  # the same on every rank
+                return sum_loss, correct + int(totals[1]), steps, True
+            kernel.step()
             steps += 1
-            run_totals += totals
-            run_totals[0] += penalty
-        return float(run_totals[0]), int(run_totals[1]), steps, False
+            sum_loss += totals[0]
+            correct += int(totals[1])
+        return sum_loss, correct, steps, False
 
 
 def _replica_digest(net: MLP) -> tuple[Any, ...]:

@@ -397,7 +397,14 @@ class MLP:
         ``gradients(X, T) -> (E, rows right)`` (grad := dE/dparams of the mean loss
         over the rows of X, at most ``max_rows``, with encoded targets T) and
         ``step()`` (one step of :attr:`optimizer` with ``grad``, on the calling
-        thread). Workspaces are made once, here. ``l2`` overrides the network's for
+        thread), and for data-parallel training ``gradient_share(X, T, rows, divisor,
+        l2) -> (sum of the rows' losses, rows right, sum_i ||W_i||^2 or 0)``: grad :=
+        the sum over the rows ``rows`` of X (int64, at most ``max_rows``, possibly
+        none) of the per-sample losses' gradients over ``divisor``, plus
+        ``(l2/divisor) W`` (given to one process, whose squares count the penalty);
+        the processes' buffers add up to the gradient of a global batch of ``divisor``
+        rows (see :meth:`momcore._core.NetCore.gradient_share`). Workspaces are made
+        once, here. ``l2`` overrides the network's for
         this kernel (``momcore.distributed`` adds the l2 term after its reduction)."""
         accuracy = accuracy or layout.default_accuracy(self.sizes[-1])
         l2 = self.l2 if l2 is None else l2
@@ -747,6 +754,10 @@ class _CompiledKernel:
     def gradients(self, X: np.ndarray, T: np.ndarray) -> tuple[float, int]:
         return self.core.gradients(X, T)
 
+    def gradient_share(self, X: np.ndarray, T: np.ndarray, rows: np.ndarray, divisor: int,
+                       l2: float) -> tuple[float, int, float]:
+        return self.core.gradient_share(X, T, rows, divisor, l2)
+
     def step(self) -> None:
         self.core.step(**self.optimizer.hyperparameters())  # on this thread, as fit does
         self.optimizer.steps += 1
@@ -765,6 +776,26 @@ class _NumpyKernel:
                                  self.grad, loss=net.loss_name, l2=self.l2)
             out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
         return loss, layout.count_correct(out, T, self.accuracy)
+
+    def gradient_share(self, X: np.ndarray, T: np.ndarray, rows: np.ndarray, divisor: int,
+                       l2: float) -> tuple[float, int, float]:
+        net, n = self.net, rows.shape[0]
+        loss, right, squares = 0.0, 0, 0.0
+        if n:
+            X, T = X[rows], T[rows]
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                loss = n * ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
+                                         self.grad, loss=net.loss_name)
+                out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
+            right = layout.count_correct(out, T, self.accuracy)
+            self.grad *= n / divisor
+        else:
+            self.grad.fill(0)
+        if l2:
+            for W, dW in zip(net.weights, layout.views(self.grad, net.sizes)[0]):
+                dW += (l2 / divisor) * W
+            squares = layout.weight_squares(net.params, net.sizes)
+        return loss, right, squares
 
     def step(self) -> None:
         self.net.optimizer.step([self.grad])
