@@ -7,7 +7,8 @@ rank against ``MLP.fit``.
 Trains a 784-256-128-10 network (float64, 235,146 parameters: 1.9 MB per Allreduce)
 on 8,192 random rows with global batches of 256, one BLAS and kernel thread per rank.
 Under mpiexec, rank 0 prints the best of 3 epochs and the share of it spent in the
-gradient Allreduce; with one rank also the best epoch of ``MLP.fit`` on the same data,
+ranks adding their gradients (Allreduce, or the barriers around the sum in
+shared memory), waiting for each other included; with one rank also the best epoch of ``MLP.fit`` on the same data,
 the two taking turns. Without mpiexec the script launches itself with 1 and 2 ranks in
 turns (3 rounds) and prints the best of each and their ratios: 2 ranks over 1, and
 1 rank over ``MLP.fit``.
@@ -33,7 +34,8 @@ ROWS, BATCH, EPOCHS = 8192, 256, 3
 
 
 class TimedComm:
-    """COMM_WORLD, with the time spent in Allreduce added up."""
+    """COMM_WORLD, with the time spent in Allreduce and Barrier (the ranks adding their
+    gradients: through MPI, or in shared memory between two barriers) added up."""
 
     def __init__(self, comm):
         self._comm = comm
@@ -42,6 +44,11 @@ class TimedComm:
     def Allreduce(self, *args, **kwargs):
         start = time.perf_counter()
         self._comm.Allreduce(*args, **kwargs)
+        self.allreduce_seconds += time.perf_counter() - start
+
+    def Barrier(self):
+        start = time.perf_counter()
+        self._comm.Barrier()
         self.allreduce_seconds += time.perf_counter() - start
 
     def __getattr__(self, name):
@@ -65,8 +72,8 @@ def ranks_run() -> dict:
     alone = momcore.MLP(SIZES, seed=0) if comm.Get_size() == 1 else None
     best, share, fit_best = float("inf"), 0.0, float("inf")
     for _ in range(EPOCHS):
-        comm.allreduce_seconds = 0.0
         comm.Barrier()
+        comm.allreduce_seconds = 0.0
         history = distributed.fit(net, X, y, comm=comm, epochs=1, batch_size=BATCH, lr=1e-3)
         seconds = comm.allreduce(history.seconds[0], op=MPI.MAX)
         waited = comm.allreduce(comm.allreduce_seconds, op=MPI.MAX)
@@ -85,7 +92,7 @@ def ranks_run() -> dict:
 def report(r: dict) -> str:
     steps = -(-ROWS // BATCH)
     line = (f"ranks {r['ranks']}: {r['seconds'] * 1e3:.1f} ms per epoch ({steps} steps), "
-            f"Allreduce {r['allreduce_share']:.0%} of it (1.9 MB per step); "
+            f"adding the gradients {r['allreduce_share']:.0%} of it (1.9 MB per step); "
             f"threads per rank: {r['threads']}")
     if r["fit_seconds"] is not None:
         line += (f"; MLP.fit {r['fit_seconds'] * 1e3:.1f} ms per epoch (one rank / MLP.fit "

@@ -110,7 +110,14 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
                 "state); build every replica with the same sizes and seed, or load the "
                 "same file on every rank")
         trainer.agree_on(error)
-        return net.train(X, y, trainer=trainer, batch_size=batch_size, **fit_arguments)
+        try:
+            history = net.train(X, y, trainer=trainer, batch_size=batch_size, **fit_arguments)
+        except BaseException as exc:
+            if trainer.agreed or _agreed_stop(net, exc):
+                trainer.close()  # every rank is here, with the same error
+            raise
+        trainer.close()
+        return history
     except BaseException as exc:
         if trainer.agreed or _agreed_stop(net, exc):
             raise  # every rank raises the same error
@@ -144,6 +151,7 @@ class _MPITrainer(training.Trainer):
         self.root = self.rank == 0
         self.alone = False
         self.agreed = False
+        self._shared: _SharedSum | bool | None = None
 
     def agree_on(self, error: BaseException | None) -> None:
         try:
@@ -171,6 +179,28 @@ class _MPITrainer(training.Trainer):
     def describe(self) -> str:
         return f"ranks {self.size}"
 
+    def shared_sum(self, n: int, dtype: np.dtype) -> _SharedSum | None:
+        """The buffers in which the ranks add their gradient shares of n elements, when
+        every rank maps the same memory (made once per fit, collectively); None when
+        they do not (the ranks then add with Allreduce)."""
+        if self._shared is None:
+            node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED) if _SHARED_MEMORY \
+                else None
+            together = node is not None and node.Get_size() == self.size
+            if self.comm.allreduce(together, op=self.MPI.LAND):
+                self._shared = _SharedSum(self.MPI, self.comm, node, n, dtype)
+            else:
+                self._shared = False
+            if node is not None:
+                node.Free()
+        return self._shared or None
+
+    def close(self) -> None:
+        """Frees the shared buffers (collectively: every rank calls it)."""
+        if self._shared:
+            self._shared.free()
+        self._shared = None
+
     def runner(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
                accuracy: str) -> training.Runner:
         counts = self.comm.allgather(X.shape[0])
@@ -193,18 +223,24 @@ class _MPIRunner:
         rank, size = trainer.rank, trainer.size
         self.n_rows = sum(counts) if trainer.sharded else X.shape[0]
         self.first = sum(counts[:rank]) if trainer.sharded else 0  # global index of row 0
-        self.grad = np.zeros_like(net.params)
         # The l2 term enters once, in rank 0's share (the replicas are identical).
         self.l2 = net.l2 if rank == 0 else 0.0
+        self.shared = trainer.shared_sum(net.n_params, net.dtype)
+        if self.shared is None:  # Allreduce in place of the shares, then the step
+            self.grad = np.zeros_like(net.params)
+            self.stats = np.zeros(2)  # [sum of per-sample losses and penalty, rows right]
+            self.totals = np.zeros(2)
+        else:  # this rank's share in shared memory; the step reads the shared sum
+            self.grad, self.stats = self.shared.shares[rank], self.shared.stats[rank]
         # A rank's share of a batch holds at most min(batch, its rows) rows.
         self.kernel = net.gradient_kernel(self.grad, max(1, min(batch, X.shape[0])),
                                           accuracy=accuracy, l2=0.0)
-        self.stats = np.zeros(2)  # [sum of per-sample losses and penalty, correct rows]
-        self.totals = np.zeros(2)
+        self.stepper = self.kernel if self.shared is None else net.gradient_kernel(
+            self.shared.total, 1, accuracy=accuracy, l2=0.0)
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
         MPI, comm, trainer = self.trainer.MPI, self.trainer.comm, self.trainer
-        X, T, grad, stats, totals = self.X, self.T, self.grad, self.stats, self.totals
+        X, T, grad, stats, shared = self.X, self.T, self.grad, self.stats, self.shared
         kernel, l2, first, n_mine = self.kernel, self.l2, self.first, X.shape[0]
         rank, size, sharded = trainer.rank, trainer.size, trainer.sharded
         sum_loss, correct, steps = 0.0, 0, 0
@@ -218,15 +254,82 @@ class _MPIRunner:
             loss, right, squares = kernel.gradient_share(X, T, mine, k, l2)
             stats[0] = loss + 0.5 * l2 * squares  # the batch's l2 term times its rows
             stats[1] = right
-            comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
-            comm.Allreduce(stats, totals, op=MPI.SUM)
+            if shared is None:
+                comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
+                comm.Allreduce(stats, self.totals, op=MPI.SUM)
+                totals = self.totals
+            else:
+                totals = shared.add_up(rank)
             if not math.isfinite(totals[0]):  # the same on every rank
                 return sum_loss, correct + int(totals[1]), steps, True
-            kernel.step()
+            self.stepper.step()
             steps += 1
             sum_loss += totals[0]
             correct += int(totals[1])
         return sum_loss, correct, steps, False
+
+
+_SHARED_MEMORY = True
+"""Whether ranks that all map one node's memory add their gradients there (else, and
+across nodes, with Allreduce)."""
+
+
+class _SharedSum:
+    """The ranks' gradient shares and their sum in memory that every rank maps (an MPI-3
+    shared window): each rank writes its share into its own row; after a barrier each
+    rank adds up its block of columns over the rows, in rank order, into the one sum;
+    after a second barrier every rank steps with that sum. No copies through MPI, and
+    one sum for all (the replicas stay identical)."""
+
+    def __init__(self, MPI: Any, comm: Any, node: Any, n: int, dtype: np.dtype) -> None:
+        self.MPI, self.comm = MPI, comm
+        size, rank = comm.Get_size(), comm.Get_rank()
+        self.windows = []
+        self.shares = self._shared(node, (size + 1, n), dtype)
+        self.total = self.shares[size]
+        self.stats = self._shared(node, (size, 2), np.dtype(np.float64))
+        block = (-(-n // size) + 15) // 16 * 16  # a multiple of 16: whole cache lines
+        self.block = slice(min(rank * block, n), min((rank + 1) * block, n))
+        self.totals = np.zeros(2)
+        # every row is written by its rank before it is read (add_up's first barrier)
+
+    def _shared(self, node: Any, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        nbytes = shape[0] * shape[1] * dtype.itemsize
+        win = self.MPI.Win.Allocate_shared(nbytes if node.Get_rank() == 0 else 0,
+                                           dtype.itemsize, comm=node)
+        self.windows.append(win)
+        win.Lock_all(self.MPI.MODE_NOCHECK)
+        buffer, _ = win.Shared_query(0)
+        return np.ndarray(buffer=buffer, dtype=dtype, shape=shape)
+
+    def _barrier(self) -> None:
+        for win in self.windows:
+            win.Sync()
+        self.comm.Barrier()
+        for win in self.windows:
+            win.Sync()
+
+    def add_up(self, rank: int) -> np.ndarray:
+        """After every rank wrote its share and stats: this rank's block of the sum;
+        returns the summed stats (the same numbers on every rank)."""
+        self._barrier()
+        block, shares = self.block, self.shares
+        total = self.total[block]
+        np.copyto(total, shares[0, block])
+        for k in range(1, shares.shape[0] - 1):
+            np.add(total, shares[k, block], out=total)
+        totals = self.totals
+        totals[:] = self.stats[0]
+        for k in range(1, self.stats.shape[0]):
+            totals += self.stats[k]
+        self._barrier()
+        return totals
+
+    def free(self) -> None:
+        for win in self.windows:
+            win.Unlock_all()
+            win.Free()
+        self.windows = []
 
 
 def _replica_digest(net: MLP) -> tuple[Any, ...]:
