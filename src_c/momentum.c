@@ -320,42 +320,24 @@ int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyp
 
 /* ---- finiteness of an input array ---------------------------------------------- */
 
-/* Whether any element of x[lo:hi] has all exponent bits set (NaN or +-inf). */
-static int nonfinite_bits(const void *x, size_t lo, size_t hi, int dtype)
+int mc_all_finite(const void *x, size_t n, int dtype)
 {
     size_t i;
     if (dtype == MC_FLOAT64) {
         const uint64_t *bits = (const uint64_t *)x;
         const uint64_t exponent = UINT64_C(0x7ff0000000000000);
         uint64_t found = 0;
-        for (i = lo; i < hi; i++)
+        for (i = 0; i < n; i++)
             found |= (bits[i] & exponent) == exponent;
-        return found != 0;
+        return found == 0;
     } else {
         const uint32_t *bits = (const uint32_t *)x;
         const uint32_t exponent = UINT32_C(0x7f800000);
         uint32_t found = 0;
-        for (i = lo; i < hi; i++)
+        for (i = 0; i < n; i++)
             found |= (bits[i] & exponent) == exponent;
-        return found != 0;
+        return found == 0;
     }
-}
-
-int mc_all_finite(const void *x, size_t n, int dtype)
-{
-    const int nt = threads_for(n, mc_get_num_threads());
-    int found = 0;
-    if (nt <= 1)
-        return !nonfinite_bits(x, 0, n, dtype);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt) reduction(| : found)
-    {
-        size_t lo, hi;
-        thread_range(n, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-        found |= nonfinite_bits(x, lo, hi, dtype);
-    }
-#endif
-    return !found;
 }
 
 /* ---- roofline ------------------------------------------------------------------ */

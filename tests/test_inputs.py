@@ -130,21 +130,3 @@ def test_labels_out_of_range_are_refused_with_their_range():
                      (np.array([0, 2**63 + 5, 1], np.uint64), r"\[0, 9223372036854775813\]")):
         with pytest.raises(ValueError, match=f"class labels must lie in \\[0, 3\\), got values in {shown}"):
             net.encode_targets(y, 3)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
-def test_all_finite_on_threads_finds_a_value_in_any_thread_block(dtype):
-    n = 3 * (1 << 16) + 5  # above the size from which the test runs on threads
-    a = np.ones(n, dtype)
-    previous = _core.get_num_threads()
-    try:
-        for threads in (1, 2, 3):
-            _core.set_num_threads(threads)
-            assert _core.all_finite(a) is True
-            for where in (0, n // 3, n // 2, n - 1):
-                a[where] = np.inf
-                assert _core.all_finite(a) is False
-                assert _core.ready_rows(a.reshape(-1, 1), np.dtype(dtype), 1) is False
-                a[where] = 1
-    finally:
-        _core.set_num_threads(previous)
