@@ -10,7 +10,7 @@ Under mpiexec, rank 0 prints the best of 3 epochs and the share of it spent in t
 ranks adding their gradients (Allreduce, or the barriers around the sum in
 shared memory), waiting for each other included; with one rank also the best epoch of ``MLP.fit`` on the same data,
 the two taking turns. Without mpiexec the script launches itself with 1 and 2 ranks in
-turns (3 rounds) and prints the best of each and their ratios: 2 ranks over 1, and
+turns (5 rounds) and prints the best of each and their ratios: 2 ranks over 1, and
 1 rank over ``MLP.fit``.
 """
 from __future__ import annotations
@@ -100,7 +100,7 @@ def report(r: dict) -> str:
     return line
 
 
-def in_turns(rounds: int = 3) -> None:
+def in_turns(rounds: int = 5) -> None:
     """1 and 2 ranks launched in turns; the best of each, and the ratios."""
     mpiexec = (shutil.which("mpiexec", path=str(pathlib.Path(sys.executable).parent))
                or shutil.which("mpiexec"))
