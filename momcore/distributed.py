@@ -2,10 +2,12 @@
 
 Every rank holds a full replica of the network. For each global batch, every rank
 computes, in one compiled call, the sum of the gradients of its share of the batch's
-rows divided by the global batch size into the flat gradient buffer (rank 0 adds the
-l2 term), the ranks add their buffers with one ``Allreduce`` in place (the sum is the
-mean over the global batch), and every rank applies the same fused momentum step. The replicas therefore stay bit
-for bit identical, and the result equals single-process training on the same global
+rows divided by the global batch size into a flat gradient buffer (rank 0 adds the l2
+term); the ranks add their buffers (the sum is the mean over the global batch): ranks
+that all map one machine's memory in an MPI-3 shared window, each adding up its block
+of the buffer between two barriers, other ranks with one ``Allreduce`` in place; and
+every rank applies the same fused momentum step. The replicas therefore stay bit for
+bit identical, and the result equals single-process training on the same global
 batches (up to the order in which the per-row gradients are added).
 
 Launch as usual with MPI::
@@ -186,7 +188,8 @@ class _MPITrainer(training.Trainer):
         if self._shared is None:
             node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED) if _SHARED_MEMORY \
                 else None
-            together = node is not None and node.Get_size() == self.size
+            # (one rank has nothing to add: Allreduce in place leaves its buffer)
+            together = node is not None and node.Get_size() == self.size > 1
             if self.comm.allreduce(together, op=self.MPI.LAND):
                 self._shared = _SharedSum(self.MPI, self.comm, node, n, dtype)
             else:
@@ -213,9 +216,9 @@ class _MPITrainer(training.Trainer):
 class _MPIRunner:
     """Global batches split across the ranks. Per batch: one compiled call for this
     rank's share of the gradient (its rows gathered, the sum of their gradients over
-    the global batch size, and on rank 0 the l2 term), one Allreduce of the flat
-    gradient in place (and one of two numbers: the losses and the rows right), one
-    compiled step, the same on every rank."""
+    the global batch size, and on rank 0 the l2 term); the shares added up, with the
+    losses and the rows right (in shared memory, _SharedSum, or with Allreduce in
+    place); one compiled step, the same on every rank."""
 
     def __init__(self, trainer: _MPITrainer, net: MLP, X: np.ndarray, T: np.ndarray,
                  counts: list[int], accuracy: str, batch: int) -> None:
