@@ -400,7 +400,7 @@ cdef int _raise_shared(const _extent *a, const _extent *b, tuple names) except -
 
 def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
                   weight_decay=0.0, nonfinite="propagate", momenta=None):
-    """One momentum step, in place on ``w`` and ``state``; ``g`` is only read.
+    r"""One momentum step, in place on ``w`` and ``state``; ``g`` is only read.
 
     With ``g' = g + weight_decay*w``, ``rule`` is one of::
 
@@ -414,7 +414,14 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
                            w = w - lr*(g' + momentum*state)
 
     (``nesterov_velocity`` is PyTorch's and optax's Nesterov form, lr outside the
-    state.)
+    state.) In the notation of Qian (1999), ``classical`` is his Eq. 2,
+
+    .. math::
+
+        \Delta w_t = -\eta \nabla E(w_t) + p \, \Delta w_{t-1},
+
+    with ``lr`` = eta, ``momentum`` = p, ``g`` = grad E and the state the previous
+    weight change.
 
     Parameters
     ----------
@@ -429,6 +436,9 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
         Learning rate, finite and >= 0.
     momentum : float
         Momentum coefficient in (-1, 1).
+    rule : str
+        One of ``momcore.registry.RULES`` (the table above; ``qian`` reads
+        ``momenta``). Default ``"classical"``.
     dampening : float
         In [0, 1); taken by ``velocity`` only: nonzero with any other rule is a
         ValueError.
@@ -451,8 +461,30 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     Returns
     -------
     bool
-        True when the step was applied.
+        True when the step was applied; False when ``nonfinite="skip"`` skipped it.
 
+    Raises
+    ------
+    TypeError
+        If an operand is not a numpy array of a supported dtype, is byte-swapped,
+        non-contiguous or read-only where it is written, or a hyperparameter is not a
+        real number (booleans and times are not numbers).
+    ValueError
+        If shapes or dtypes differ, ``w`` or ``state`` shares memory with another
+        operand, a hyperparameter is out of range (or loses its meaning in the dtype,
+        see Notes), or a rule is given a hyperparameter it does not take.
+    FloatingPointError
+        With ``nonfinite="raise"``, when the step would write a NaN or inf (nothing is
+        written).
+
+    See Also
+    --------
+    momentum_step_many : the same step over lists of arrays, in one C call.
+    momcore.reference.momentum_step : the same step in numpy, bit for bit.
+    momcore.SGD : the optimizer that owns parameters, state and hyperparameters.
+
+    Notes
+    -----
     lr, weight_decay and momentum must keep their meaning in the precision the
     step computes in: with float32, float16 or bfloat16 arrays (all computed in
     float32) an lr or weight_decay beyond float32's range, or a momentum that
@@ -461,6 +493,19 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     Cost: one pass over memory (read w, g, state; write w, state; read momenta
     with ``qian``), plus one read of w, g and state (the dry run) with
     ``nonfinite`` "raise" or "skip". The GIL is released meanwhile.
+
+    Examples
+    --------
+    >>> import numpy as np, momcore
+    >>> w, state = np.array([3.56]), np.array([0.044])
+    >>> momcore.momentum_step(w, np.array([-2.70]), state, lr=0.01, momentum=0.5,
+    ...                       rule="one_step")          # McCaffrey's worked example
+    True
+    >>> round(float(w[0]), 3)
+    3.609
+    >>> g = np.array([np.nan])
+    >>> momcore.momentum_step(w, g, state, lr=0.01, momentum=0.5, nonfinite="skip")
+    False
     """
     cdef mc_hyper h
     cdef mc_buffer b
@@ -506,6 +551,49 @@ def momentum_step_many(ws, gs, states, *, lr, momentum, rule="classical", dampen
     the arrays may differ in shape and dtype from one ``i`` to the next. With
     ``nonfinite`` "raise" or "skip", every gradient is checked before anything
     is written, so either all arrays are updated or none is.
+
+    Parameters
+    ----------
+    ws, gs, states : list or tuple of numpy.ndarray
+        The weights (written), gradients (read) and states (written), one list
+        each, of one length; entry ``i`` of the three as ``w, g, state`` of
+        :func:`momentum_step`.
+    lr, momentum, rule, dampening, weight_decay, nonfinite
+        As in :func:`momentum_step`, the same for every entry.
+    momenta : list of numpy.ndarray or None
+        Taken by ``qian`` only: one per-weight momentum array per entry (None in
+        the list, or None for all: ``momentum`` for those weights).
+
+    Returns
+    -------
+    bool
+        True when the step was applied; False when ``nonfinite="skip"`` skipped it
+        (no array written).
+
+    Raises
+    ------
+    TypeError
+        If ``ws``, ``gs`` or ``states`` is not a list or tuple, their lengths differ,
+        or an operand or hyperparameter is refused as by :func:`momentum_step` (the
+        message names the entry, e.g. ``ws[3]``).
+    ValueError
+        As :func:`momentum_step`, also for operands of different entries that share
+        memory.
+    FloatingPointError
+        With ``nonfinite="raise"``, when any entry's step would write a NaN or inf
+        (no array written).
+
+    Examples
+    --------
+    >>> import numpy as np, momcore
+    >>> ws = [np.ones(3, np.float32), np.ones((2, 2))]
+    >>> gs = [np.ones_like(w) for w in ws]
+    >>> states = [np.zeros_like(w) for w in ws]
+    >>> momcore.momentum_step_many(ws, gs, states, lr=0.1, momentum=0.9)
+    True
+    >>> ws[1]
+    array([[0.9, 0.9],
+           [0.9, 0.9]])
     """
     cdef mc_hyper h
     cdef int mode = _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
@@ -536,8 +624,31 @@ def step_groups(groups, *, nonfinite="propagate", names=("ws", "gs", "states")):
     group. With ``nonfinite`` "raise" or "skip" every gradient of every group is
     checked before anything is written: all arrays are updated or none is.
 
-    Returns True when the step was applied, False when ``nonfinite="skip"``
-    skipped it; raises FloatingPointError with ``nonfinite="raise"``.
+    Parameters
+    ----------
+    groups : list or tuple of tuple
+        ``(ws, gs, states, hyper)`` per group, or ``(ws, gs, states, hyper,
+        momenta)`` with per-weight momenta for ``qian``.
+    nonfinite : {"propagate", "raise", "skip"}
+        As in :func:`momentum_step`, over all groups at once.
+    names : tuple of str
+        The caller's names of ws, gs and states, for error messages.
+
+    Returns
+    -------
+    bool
+        True when the step was applied, False when ``nonfinite="skip"`` skipped it.
+
+    Raises
+    ------
+    TypeError
+        If ``groups`` or a group is malformed, ``names`` is not three strings, or an
+        operand or hyperparameter is refused as by :func:`momentum_step`.
+    ValueError
+        If a ``hyper`` dict lacks a key or has an unknown one, a value is out of
+        range, or operands share memory.
+    FloatingPointError
+        With ``nonfinite="raise"``, when the step would write a NaN or inf.
     """
     cdef int mode = _parse_nonfinite(nonfinite)
     if not (isinstance(names, tuple) and len(names) == 3
@@ -671,12 +782,33 @@ cdef object _step_arrays(list ws, list gs, list states, const mc_hyper *hypers, 
 
 
 def set_num_threads(n):
-    """Sets the number of threads the kernels use for large arrays (an integer n >= 1;
-    more than the machine's processors counts as that many). Anything but an integer
-    (2.5, True, "2") is a TypeError, not truncated.
+    """Sets the number of threads the kernels use for large arrays.
 
-    Arrays smaller than OMP_MIN_ELEMENTS always run on the calling thread.
-    Without OpenMP in the build this has no effect and get_num_threads() is 1.
+    Arrays smaller than ``OMP_MIN_ELEMENTS`` (65,536) always run on the calling thread.
+    Without OpenMP in the build this has no effect and get_num_threads() is 1. Results
+    do not depend on the thread count (bit for bit).
+
+    Parameters
+    ----------
+    n : int
+        The number of threads, ``>= 1``; more than the machine's processors counts as
+        that many.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an integer (2.5, True and "2" are refused, not truncated).
+    ValueError
+        If ``n < 1``.
+
+    Examples
+    --------
+    >>> import momcore
+    >>> previous = momcore.get_num_threads()
+    >>> momcore.set_num_threads(1)
+    >>> momcore.get_num_threads()
+    1
+    >>> momcore.set_num_threads(previous)
     """
     if (isinstance(n, (bool, np.bool_, np.timedelta64))
             or not isinstance(n, (int, np.integer))):
@@ -687,7 +819,14 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads the kernels use for large arrays."""
+    """The number of threads the kernels use for large arrays.
+
+    Returns
+    -------
+    int
+        The thread count set by :func:`set_num_threads` (by default OpenMP's, from
+        ``OMP_NUM_THREADS`` or the processors), 1 without OpenMP.
+    """
     return mc_get_num_threads()
 
 

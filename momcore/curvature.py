@@ -42,6 +42,22 @@ class PerWeightMomentum:
 
     ``every``: a training loop that computes the curvature only every ``every`` steps
     (momcore.MLP.fit does) keeps the momenta in between.
+
+    Parameters
+    ----------
+    decay : float
+        Weight of the old estimate in the moving average, in [0, 1) (default 0.9).
+    floor : float
+        The smallest curvature, as a fraction of the largest, in (0, 1] (default 1e-3).
+    max_momentum : float
+        The cap on every momentum, in [0, 1) (default 0.99).
+    every : int
+        Steps between curvature computations, ``>= 1`` (default 1).
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range.
     """
 
     decay: float = 0.9
@@ -61,16 +77,36 @@ class PerWeightMomentum:
 
     def update_estimates(self, estimates: list[np.ndarray], observed: list[np.ndarray],
                          t: int) -> None:
-        """estimates <- decay*estimates + (1-decay)*observed, in place (t: the count
-        of observations, this one included, for the bias correction)."""
+        """estimates <- decay*estimates + (1-decay)*observed, in place.
+
+        Parameters
+        ----------
+        estimates : list of numpy.ndarray
+            The running estimates, one per parameter, updated in place.
+        observed : list of numpy.ndarray
+            This observation's curvature diagonals, shaped like ``estimates``.
+        t : int
+            The count of observations, this one included (for the bias correction).
+        """
         for k, c in zip(estimates, observed):
             k *= self.decay
             k += (1.0 - self.decay) * c
 
     def momenta(self, out: list[np.ndarray], estimates: list[np.ndarray],
                 lrs: list[float], t: int) -> None:
-        """out[i] := the per-weight momenta from the estimates (see the class), with
-        lrs[i] the learning rate of parameter i."""
+        """out[i] := the per-weight momenta from the estimates (see the class).
+
+        Parameters
+        ----------
+        out : list of numpy.ndarray
+            One momentum buffer per parameter, written in place.
+        estimates : list of numpy.ndarray
+            The running estimates, one per parameter.
+        lrs : list of float
+            The learning rate of each parameter (its group's).
+        t : int
+            The count of observations so far (for the bias correction; 0: none).
+        """
         correction = 1.0 - self.decay ** t if t > 0 else 1.0
         top = max((float(k.max()) for k in estimates if k.size), default=0.0) / correction
         least = self.floor * top if top > 0 else np.finfo(np.float64).tiny
@@ -113,6 +149,26 @@ class Tuner:
     Use: ``tuner = Tuner(opt)``, then per step ``tuner.observe(grads)`` (it sets
     ``opt.lr`` and ``opt.momentum``) and ``opt.step(grads)``. ``lr``: the rate used
     until the first estimate (None: the optimizer's own).
+
+    Parameters
+    ----------
+    optimizer : momcore.SGD
+        The optimizer whose ``lr`` and ``momentum`` are set.
+    beta : float, keyword-only
+        Weight of the old value in the moving averages, in [0, 1) (default 0.99).
+    window : int, keyword-only
+        Steps of secant curvatures kept, ``>= 1`` (default 20).
+    floor : float, keyword-only
+        The smallest ``k_min`` as a fraction of ``k_max`` (default 1e-6).
+    lr : float or None, keyword-only
+        The learning rate until the first estimate (None: the optimizer's own).
+    stochastic : bool, keyword-only
+        False for full-batch gradients: the pair is exactly ``theory.tune(k_min, k_max)``.
+
+    Raises
+    ------
+    ValueError
+        If ``beta`` or ``window`` is out of range.
     """
 
     def __init__(self, optimizer, *, beta: float = 0.99, window: int = 20,
@@ -141,8 +197,21 @@ class Tuner:
         return self._avg[key] / (1 - self.beta ** n)
 
     def observe(self, grads, curvature=None) -> tuple[float, float]:
-        """Updates the estimates from this step's gradients (and curvature diagonals,
-        if given) and sets the optimizer's lr and momentum; returns them."""
+        """Updates the estimates from this step and sets the optimizer's lr and momentum.
+
+        Parameters
+        ----------
+        grads : sequence of array_like
+            This step's gradients, one per parameter.
+        curvature : sequence of array_like or None
+            This step's curvature diagonals, one per parameter (e.g. :meth:`momcore.MLP.curvature`);
+            None: the secant curvature along the last step.
+
+        Returns
+        -------
+        lr, momentum : float
+            The values set (the optimizer's own until there is an estimate).
+        """
         grads = [np.asarray(g, np.float64) for g in grads]
         self.t += 1
         norm_sq = float(sum(np.vdot(g, g) for g in grads))

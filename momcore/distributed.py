@@ -91,6 +91,44 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
     ``comm.Abort`` after writing "momcore.distributed: rank r of n failed, aborting
     the job: ..." and the traceback to stderr; a non-finite loss raises
     FloatingPointError on every rank.
+
+    Parameters
+    ----------
+    net : momcore.MLP
+        The replica on this rank (the same on every rank).
+    X : array_like
+        Inputs: the whole data set on every rank, or this rank's shard with
+        ``sharded=True``.
+    y : array_like
+        Targets, rows as ``X``.
+    comm : mpi4py.MPI.Comm or None, keyword-only
+        The communicator (default ``MPI.COMM_WORLD``).
+    sharded : bool, keyword-only
+        Whether each rank passes its own shard (the global data set is the shards
+        concatenated in rank order).
+    batch_size : int, keyword-only
+        Rows of a global batch, shared by the ranks (default 32).
+    **fit_arguments
+        The other keyword arguments of :meth:`momcore.MLP.fit` (``epochs``, ``lr``,
+        ``momentum``, ``rule``, schedules, validation, early stopping, ...).
+
+    Returns
+    -------
+    History
+        The training history, identical on every rank.
+
+    Raises
+    ------
+    ValueError, TypeError
+        On every rank, when the replicas or the arguments differ between ranks or an
+        argument is refused (as by :meth:`momcore.MLP.fit`).
+    RuntimeError
+        On every rank, when the model is already training, or on the other ranks when one
+        rank failed while checking ("rank r failed: ...").
+    FloatingPointError
+        On every rank, when the (reduced) loss is not finite.
+    ImportError
+        If mpi4py (the extra ``mpi``) is not installed.
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm

@@ -69,10 +69,21 @@ class MLP:
         per batch, ``l2/2 sum_i ||W_i||^2`` at that batch's weights over the rows, as
         scikit-learn's ``loss_curve_``. Settable between fits.
     dtype : float32 or float64
+        The dtype of the parameters, the state and the computation.
     seed : int
         Seeds the generator that draws the initial weights and shuffles every epoch.
     backend : {"c", "numpy"}
+        The compiled passes, or the numpy reference they are tested against.
 
+    Raises
+    ------
+    ValueError, TypeError
+        If ``sizes`` has fewer than two layers or a width below 1, a name is not
+        registered (``momcore.registry``), the output and loss do not pair, or
+        ``l2``, ``dtype``, ``seed`` or ``backend`` is refused.
+
+    Notes
+    -----
     All parameters live in one flat buffer (:attr:`params`); :attr:`weights` and
     :attr:`biases` are views into it. Training goes through one :class:`momcore.SGD`
     over that buffer (:attr:`optimizer`), whose state is one buffer of the same
@@ -235,7 +246,23 @@ class MLP:
 
     def check_inputs(self, X: Any) -> np.ndarray:
         """X as a C-contiguous (n, sizes[0]) array of the network's dtype, or a clear
-        error (never NaN or inf, never empty)."""
+        error (never NaN or inf, never empty).
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``X`` itself when it already is such an array, else a converted copy.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` is refused; the message names the problem.
+        """
         if _core.ready_rows(X, self.dtype, self.sizes[0]):
             return X  # the common case, in one call: the checks below would pass X as it is
         _refuse_masked(X, "X")
@@ -261,7 +288,27 @@ class MLP:
 
     def encode_targets(self, y: Any, n_rows: int) -> np.ndarray:
         """y (labels or a 2-D target array, one row per row of X) as the (n_rows,
-        sizes[-1]) targets the loss compares the outputs with."""
+        sizes[-1]) targets the loss compares the outputs with.
+
+        Parameters
+        ----------
+        y : array_like
+            Targets: integer labels ``(n,)`` for softmax and sigmoid outputs, a 0/1 matrix
+            for multilabel, a ``(n, sizes[-1])`` array (or ``(n,)`` for one output) for
+            regression.
+        n_rows : int
+            The rows of X.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_rows, sizes[-1])`` targets in the network's dtype.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``y`` is refused (wrong rows or width, labels out of range, not finite).
+        """
         _refuse_masked(y, "y")
         y = np.asarray(y)
         if y.shape[:1] != (n_rows,):
@@ -283,7 +330,23 @@ class MLP:
     # ---- inference ----------------------------------------------------------------
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Outputs of the network, shape (n, sizes[-1])."""
+        """Outputs of the network, shape (n, sizes[-1]).
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, sizes[-1])`` in the network's dtype.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` is refused.
+        """
         X = self.check_inputs(X)
         if self.backend == "numpy":
             return ref.forward(self.params, self.sizes, X, self.hidden, self.output)[-1]
@@ -314,7 +377,24 @@ class MLP:
         """Class labels for softmax and sigmoid outputs (the argmax of the outputs; with
         a single output unit, 1 where it is >= 1/2); for binary cross-entropy over
         several units (multilabel), a 0/1 matrix with every unit thresholded at 1/2;
-        the outputs themselves for an identity output."""
+        the outputs themselves for an identity output.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n,)`` int64 labels, a ``(n, sizes[-1])`` 0/1 matrix (multilabel), or the
+            outputs (identity).
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` is refused.
+        """
         out = self.predict_proba(X)
         if self.output == "identity":
             return out
@@ -323,7 +403,28 @@ class MLP:
         return layout.predicted_class(out)
 
     def loss(self, X: Any, y: Any) -> float:
-        """Mean loss over the rows of X, plus ``l2/(2n) sum_i ||W_i||^2`` for its n rows."""
+        """Mean loss over the rows of X, plus ``l2/(2n) sum_i ||W_i||^2`` for its n rows.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+        y : array_like
+            Targets: integer labels ``(n,)`` for softmax and sigmoid outputs, a 0/1 matrix
+            for multilabel, a ``(n, sizes[-1])`` array (or ``(n,)`` for one output) for
+            regression.
+
+        Returns
+        -------
+        float
+            The loss E.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` or ``y`` is refused (wrong shape, not finite, masked, not numeric, labels
+            out of range); the message names the problem.
+        """
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
         mean = ref.loss_from_output(self.predict_proba(X), T, self.output, self.loss_name)
@@ -334,7 +435,28 @@ class MLP:
     def score(self, X: Any, y: Any) -> float:
         """Accuracy for integer labels; for a 0/1 label matrix of a multilabel network,
         the fraction of rows with every label right; the coefficient of determination
-        R^2 for a 2-D target array otherwise."""
+        R^2 for a 2-D target array otherwise.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+        y : array_like
+            Targets: integer labels ``(n,)`` for softmax and sigmoid outputs, a 0/1 matrix
+            for multilabel, a ``(n, sizes[-1])`` array (or ``(n,)`` for one output) for
+            regression.
+
+        Returns
+        -------
+        float
+            The accuracy, or R^2.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` or ``y`` is refused (wrong shape, not finite, masked, not numeric, labels
+            out of range); the message names the problem.
+        """
         X = self.check_inputs(X)
         y = np.asarray(y)
         T = self.encode_targets(y, X.shape[0])
@@ -349,7 +471,37 @@ class MLP:
 
     def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(dW, db): dE/dW[i] and dE/db[i] at the current weights, E the mean loss over X
-        plus the l2 term."""
+        plus the l2 term.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+        y : array_like
+            Targets: integer labels ``(n,)`` for softmax and sigmoid outputs, a 0/1 matrix
+            for multilabel, a ``(n, sizes[-1])`` array (or ``(n,)`` for one output) for
+            regression.
+
+        Returns
+        -------
+        dW, db : list of numpy.ndarray
+            One array per layer, shaped like :attr:`weights` and :attr:`biases`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` or ``y`` is refused (wrong shape, not finite, masked, not numeric, labels
+            out of range); the message names the problem.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from momcore import MLP
+        >>> net = MLP([3, 4, 2], seed=0)
+        >>> dW, db = net.gradients(np.ones((5, 3)), np.array([0, 1, 0, 1, 1]))
+        >>> [w.shape for w in dW], [b.shape for b in db]
+        ([(3, 4), (4, 2)], [(4,), (2,)])
+        """
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
         grad = np.empty_like(self.params)
@@ -371,6 +523,26 @@ class MLP:
         >= 0; it equals the exact Hessian diagonal for identity units with squared error
         and at most one hidden layer (tests/test_curvature.py measures how close it is
         elsewhere). These are the curvatures k_i of Qian's Eq. 25 per weight.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+        y : array_like
+            Targets: integer labels ``(n,)`` for softmax and sigmoid outputs, a 0/1 matrix
+            for multilabel, a ``(n, sizes[-1])`` array (or ``(n,)`` for one output) for
+            regression.
+
+        Returns
+        -------
+        cW, cb : list of numpy.ndarray
+            One array per layer, shaped like :attr:`weights` and :attr:`biases`, ``>= 0``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` or ``y`` is refused (wrong shape, not finite, masked, not numeric, labels
+            out of range); the message names the problem.
         """
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
@@ -404,8 +576,26 @@ class MLP:
         ``(l2/divisor) W`` (given to one process, whose squares count the penalty);
         the processes' buffers add up to the gradient of a global batch of ``divisor``
         rows (see :meth:`momcore._core.NetCore.gradient_share`). Workspaces are made
-        once, here. ``l2`` overrides the network's for
-        this kernel (``momcore.distributed`` adds the l2 term after its reduction)."""
+        once, here. ``l2`` overrides the network's for this kernel
+        (``momcore.distributed`` passes 0 and gives rank 0's share the l2 term).
+
+        Parameters
+        ----------
+        grad : numpy.ndarray
+            A flat buffer shaped like :attr:`params`, of the network's dtype.
+        max_rows : int
+            The most rows one ``gradients`` or ``gradient_share`` call is given.
+        accuracy : {"none", "argmax", "threshold"} or None, keyword-only
+            How rows classified right are counted (None: the network's own way).
+        l2 : float or None, keyword-only
+            The L2 factor of this kernel (None: the network's).
+
+        Returns
+        -------
+        object
+            The kernel, with ``gradients(X, T)``, ``gradient_share(X, T, rows, divisor,
+            l2)`` and ``step()``.
+        """
         accuracy = accuracy or layout.default_accuracy(self.sizes[-1])
         l2 = self.l2 if l2 is None else l2
         if self.backend == "numpy":
@@ -460,6 +650,68 @@ class MLP:
         Predicting from other threads is safe (each thread gets its own workspace), but
         sees the weights as they change; two ``fit`` calls on one model at once raise
         RuntimeError.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``.
+        y : array_like
+            Targets, as for :meth:`loss`.
+        epochs : int, keyword-only
+            Epochs to train, ``>= 0``.
+        batch_size : int, keyword-only
+            Rows per step, ``>= 1`` (default 1: online learning).
+        lr, momentum : float, keyword-only
+            Learning rate (eta) and momentum coefficient (p), as in
+            :func:`momcore.momentum_step` (defaults 0.1 and 0.9).
+        rule : str, keyword-only
+            The update rule (``momcore.registry.RULES``; default ``"classical"``).
+        lr_schedule, momentum_schedule : callable or None, keyword-only
+            Schedules overriding ``lr`` and ``momentum`` (:mod:`momcore.schedules`).
+        shuffle : bool, keyword-only
+            Shuffle the rows every epoch (default True).
+        target_loss : float or None, keyword-only
+            Stop once an epoch's mean loss is <= this.
+        verbose : bool, keyword-only
+            Print one line per epoch.
+        callback : callable or None, keyword-only
+            ``callback(epoch, logs)`` after every epoch; returning False stops.
+        dampening, weight_decay : float, keyword-only
+            As in :func:`momcore.momentum_step`.
+        validation_data : tuple or None, keyword-only
+            ``(X_val, y_val)``, measured after every epoch.
+        patience : int or None, keyword-only
+            Early stopping after this many epochs without improvement.
+        min_delta : float, keyword-only
+            The smallest improvement that counts (default 0).
+        restore_best : bool, keyword-only
+            With early stopping, put back the best epoch's weights and state (default True).
+
+        Returns
+        -------
+        History
+            The history of this call (also :attr:`history_`).
+
+        Raises
+        ------
+        TypeError, ValueError
+            If an argument is refused; nothing changes then.
+        FloatingPointError
+            When a batch's loss is not finite.
+        RuntimeError
+            If the model is already training in another thread.
+        KeyboardInterrupt
+            On Ctrl-C, with the model consistent (see above).
+
+        Examples
+        --------
+        >>> from momcore import MLP, datasets
+        >>> iris = datasets.load_iris()
+        >>> X = (iris.X - iris.X.mean(axis=0)) / iris.X.std(axis=0)
+        >>> net = MLP([4, 8, 3], seed=0)
+        >>> history = net.fit(X, iris.y, epochs=12, lr=0.01, momentum=0.9)
+        >>> history.epochs, round(history.loss[-1], 2)
+        (12, 0.1)
         """
         busy = self.acquire_training_lock()
         if busy is not None:
@@ -479,7 +731,13 @@ class MLP:
     def acquire_training_lock(self) -> RuntimeError | None:
         """Takes this model's training lock without waiting, for a training loop of
         one's own (:func:`momcore.distributed.fit`); returns None, or the error that
-        says why it is taken. :meth:`release_training_lock` gives it back."""
+        says why it is taken. :meth:`release_training_lock` gives it back.
+
+        Returns
+        -------
+        RuntimeError or None
+            None when the lock was taken; else the error to raise.
+        """
         if self._training.acquire(blocking=False):
             self._training_thread = threading.get_ident()
             return None
@@ -490,6 +748,7 @@ class MLP:
                             "one model trains in one thread at a time")
 
     def release_training_lock(self) -> None:
+        """Gives back the training lock taken by :meth:`acquire_training_lock`."""
         self._training_thread = None
         self._training.release()
 
@@ -499,7 +758,29 @@ class MLP:
         """:meth:`fit` with the processes that train given by ``trainer`` (see
         :mod:`momcore.training`); :mod:`momcore.distributed` trains through it. Every
         argument is checked, and the processes agree on any error, before anything
-        changes."""
+        changes.
+
+        Parameters
+        ----------
+        X, y : array_like
+            As for :meth:`fit`.
+        trainer : momcore.training.Trainer, keyword-only
+            The processes that train and how they agree.
+        rule, dampening, weight_decay : keyword-only
+            As for :meth:`fit`.
+        **loop_arguments
+            The other keyword arguments of :meth:`fit`.
+
+        Returns
+        -------
+        History
+            The history of this call.
+
+        Raises
+        ------
+        TypeError, ValueError, FloatingPointError, RuntimeError
+            As :meth:`fit`.
+        """
         error: BaseException | None = None
         try:
             settings = training.check_fit_arguments(**loop_arguments)
@@ -553,7 +834,24 @@ class MLP:
     def make_runner(self, X: np.ndarray, T: np.ndarray, batch: int,
                     accuracy: str) -> training.Runner:
         """The runner that trains this network on (X, T) in batches of at most
-        ``batch`` rows (see :class:`momcore.training.Runner`)."""
+        ``batch`` rows (see :class:`momcore.training.Runner`).
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            Checked inputs.
+        T : numpy.ndarray
+            Encoded targets.
+        batch : int
+            Rows per batch at most.
+        accuracy : {"none", "argmax", "threshold"}
+            How rows classified right are counted.
+
+        Returns
+        -------
+        momcore.training.Runner
+            The runner.
+        """
         if self.optimizer.momenta is not None:  # rule "qian": curvature every few steps
             if self._grad is None:
                 self._grad = np.zeros_like(self.params)
@@ -604,7 +902,22 @@ class MLP:
         ``path`` must be a regular file or not exist: a directory, FIFO, device or
         socket is refused. Re-saving over a file keeps its permission bits; a save
         removes the temporary files that saves killed half-way left in the directory
-        (see :mod:`momcore._checkpoint`)."""
+        (see :mod:`momcore._checkpoint`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        IsADirectoryError
+            If ``path`` is a directory.
+        ValueError
+            If ``path`` exists and is not a regular file (a FIFO, a device, a socket).
+        OSError
+            If the file cannot be written.
+        """
         _checkpoint.write(path, {"params": self.params, "state": self.optimizer_state,
                                  "metadata": np.array(json.dumps(self._metadata()))})
 
@@ -617,7 +930,25 @@ class MLP:
         allocating anything, and allocates no more than the file holds. A corrupt,
         truncated, hostile or mismatched file raises ValueError
         (:class:`momcore._checkpoint.CheckpointError`) naming the problem; a missing or
-        unreadable path raises the usual OSError."""
+        unreadable path raises the usual OSError.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A file written by :meth:`save`.
+
+        Returns
+        -------
+        MLP
+            The model, with its optimizer and generator state.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a valid model file or not a regular file (naming the problem).
+        OSError
+            If the path is missing, a directory or unreadable.
+        """
         with _checkpoint.Reader(path) as reader:
             meta = reader.metadata()
             n, dtype = layout.n_params(meta["sizes"]), meta["dtype"]

@@ -27,9 +27,28 @@ BACKENDS = ("c", "numpy")
 
 def checked_hyperparameters(hyper: Mapping[str, Any], where: str = "",
                             dtype: Any = None) -> dict[str, Any]:
-    """hyper's five hyperparameters, checked by the kernel's own rules (in arrays of
-    ``dtype`` when given), numbers as floats; errors start with ``where`` (e.g.
-    "param_groups[1]: ")."""
+    """hyper's five hyperparameters, checked by the kernel's own rules.
+
+    Parameters
+    ----------
+    hyper : mapping
+        Holds ``lr``, ``momentum``, ``rule``, ``dampening`` and ``weight_decay`` (other
+        keys are ignored).
+    where : str
+        The start of every error message (e.g. "param_groups[1]: ").
+    dtype : numpy dtype or None
+        Check the values in arrays of this dtype (float32 refuses an lr beyond its range).
+
+    Returns
+    -------
+    dict
+        The five hyperparameters, numbers as floats.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`momcore.momentum_step` would for these values.
+    """
     values = {key: hyper[key] for key in HYPERPARAMETERS}
     try:
         _core.check_hyperparameters(**values, dtype=dtype)
@@ -85,11 +104,37 @@ class ParamGroup(dict):
         super().__setitem__(key, value)
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Sets each key as ``group[key] = value`` does: checked, in order.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            As for ``dict.update``.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For a refused value (the keys before it are set) or a fixed key.
+        """
         for key, value in dict(*args, **kwargs).items():
             if not (type(value) is float and _same_float(self.get(key), value)):
                 self[key] = value  # (a value in force would change nothing)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
+        """``group[key]``, set to ``default`` first (checked) when the key is absent.
+
+        Parameters
+        ----------
+        key : str
+            The key.
+        default : object
+            The value to set when ``key`` is absent.
+
+        Returns
+        -------
+        object
+            The key's value.
+        """
         if key not in self:
             self[key] = default
         return self[key]
@@ -131,6 +176,12 @@ class SGD:
         become one momentum per weight (None: ``PerWeightMomentum()``). Until the
         first observation every weight uses its group's ``momentum``.
 
+    Raises
+    ------
+    TypeError, ValueError
+        If an array or a hyperparameter is refused as by :func:`momcore.momentum_step`,
+        a group is malformed, or two parameters share memory.
+
     Attributes
     ----------
     param_groups : list of ParamGroup
@@ -144,6 +195,8 @@ class SGD:
         in the step's pass) and the running curvature estimate behind it; None for
         the other rules.
 
+    Notes
+    -----
     ``opt.lr`` and ``opt.momentum`` read the value all groups share and set it in
     every group (schedules). One optimizer steps in one thread at a time: a
     ``step`` while another is running raises RuntimeError.
@@ -216,9 +269,20 @@ class SGD:
         return _group_from_dict({"params": list(arrays), **hyper, **extra})
 
     def add_param_group(self, group: Mapping[str, Any]) -> None:
-        """Adds a parameter group (a dict with its arrays under ``"params"`` and any
-        hyperparameters that differ from :attr:`defaults`), with zero state; as
-        PyTorch's ``Optimizer.add_param_group``. Nothing changes if it is refused."""
+        """Adds a parameter group with zero state, as PyTorch's ``Optimizer.add_param_group``.
+
+        Parameters
+        ----------
+        group : dict
+            The group's arrays under ``"params"`` and any hyperparameters that differ from
+            :attr:`defaults`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If an array or a hyperparameter is refused, or an array shares memory with
+            another parameter; nothing changes then.
+        """
         if not isinstance(group, Mapping):
             raise TypeError(f"a parameter group is a dict, got {type(group).__name__}")
         count = len(self.params)
@@ -287,14 +351,27 @@ class SGD:
 
     @property
     def dampening(self) -> float:
+        """The dampening of the next step (the one all groups share)."""
         return self._shared("dampening")
 
     @property
     def weight_decay(self) -> float:
+        """The weight decay of the next step (the one all groups share)."""
         return self._shared("weight_decay")
 
     def hyperparameters(self, group: int = 0) -> dict[str, Any]:
-        """The hyperparameters of one group as keywords of momentum_step."""
+        """The hyperparameters of one group as keywords of momentum_step.
+
+        Parameters
+        ----------
+        group : int
+            Index into :attr:`param_groups` (default 0).
+
+        Returns
+        -------
+        dict
+            ``lr``, ``momentum``, ``rule``, ``dampening`` and ``weight_decay``.
+        """
         g = self.param_groups[group]
         return {key: g[key] for key in HYPERPARAMETERS}
 
@@ -311,8 +388,43 @@ class SGD:
     # ---- the step ------------------------------------------------------------------
 
     def step(self, grads: Iterable[np.ndarray]) -> bool:
-        """Applies one step with ``grads[i] = dE/dparams[i]`` (one per parameter, in the
-        order of :attr:`params`); True if applied."""
+        """Applies one step with ``grads[i] = dE/dparams[i]``.
+
+        Parameters
+        ----------
+        grads : sequence of numpy.ndarray
+            One gradient per parameter, in the order of :attr:`params`, each of its
+            parameter's shape and dtype; only read.
+
+        Returns
+        -------
+        bool
+            True if applied; False when ``nonfinite="skip"`` skipped it (nothing written, not
+            counted in :attr:`steps`).
+
+        Raises
+        ------
+        TypeError
+            If ``grads`` is one array rather than a sequence, or a gradient is refused.
+        ValueError
+            If ``grads`` does not hold one array per parameter, or a gradient's shape or dtype
+            differs from its parameter's.
+        FloatingPointError
+            With ``nonfinite="raise"``, when the step would write a NaN or inf (nothing
+            written).
+        RuntimeError
+            If another thread is stepping this optimizer.
+
+        Examples
+        --------
+        >>> import numpy as np, momcore
+        >>> w = np.ones(4)
+        >>> opt = momcore.SGD([w], lr=0.1, momentum=0.9)
+        >>> opt.step([np.ones(4)]), opt.step([np.ones(4)])
+        (True, True)
+        >>> w                                  # 1 - 0.1, then - (0.9*0.1 + 0.1)
+        array([0.71, 0.71, 0.71, 0.71])
+        """
         if isinstance(grads, np.ndarray):
             raise TypeError("grads must be a sequence of numpy arrays, one per parameter, "
                             "not one array")
@@ -336,7 +448,19 @@ class SGD:
         :meth:`momcore.MLP.curvature`) for every element of ``params[i]``, >= 0.
         The estimate is smoothed over observations and the momenta follow
         :class:`momcore.curvature.PerWeightMomentum` with each group's current lr.
-        Cost: a few passes over the parameters in numpy."""
+        Cost: a few passes over the parameters in numpy.
+
+        Parameters
+        ----------
+        diagonals : sequence of numpy.ndarray
+            One curvature diagonal per parameter, of its shape, every value ``>= 0``.
+
+        Raises
+        ------
+        ValueError
+            If the rule is not ``qian``, or ``diagonals`` does not hold one array per
+            parameter of its shape.
+        """
         if self.curvature is None:
             raise ValueError(f"observe_curvature needs rule 'qian'; this optimizer uses "
                              f"{self.param_groups[0]['rule']!r}")
@@ -381,9 +505,15 @@ class SGD:
     # ---- state_dict ----------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """A copy of everything needed to resume: the defaults, each group's
-        hyperparameters (``"param_groups"``, arrays given as indices into
-        :attr:`params`), the non-finite policy, the step count and the state."""
+        """A copy of everything needed to resume.
+
+        Returns
+        -------
+        dict
+            The defaults, each group's hyperparameters (``"param_groups"``, arrays given as
+            indices into :attr:`params`), the non-finite policy, the step count and the state
+            (copies).
+        """
         groups, start = [], 0
         for g in self.param_groups:
             n = len(g["params"])
@@ -398,10 +528,23 @@ class SGD:
                 "state": [s.copy() for s in self.state], "param_groups": groups, **extra}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restores a :meth:`state_dict` of an optimizer over parameters of the same
-        shapes and groups. A dict without ``"param_groups"`` (one group, the earlier
-        format) sets every group to its hyperparameters. Everything is checked before
-        anything changes."""
+        """Restores a :meth:`state_dict`.
+
+        A dict without ``"param_groups"`` (one group, the earlier format) sets every group
+        to its hyperparameters. Everything is checked before anything changes.
+
+        Parameters
+        ----------
+        state_dict : dict
+            From :meth:`state_dict` of an optimizer over parameters of the same shapes and
+            groups.
+
+        Raises
+        ------
+        ValueError, TypeError
+            If the dict does not match this optimizer (shapes, dtypes, groups) or holds a
+            refused value; nothing changes then.
+        """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         keys = {"lr", "momentum", "rule", "dampening", "weight_decay", "nonfinite", "steps",

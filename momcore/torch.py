@@ -394,6 +394,15 @@ class SGD(Optimizer):
         :attr:`skipped_steps`). Either way nothing is written before every gradient
         has been checked.
 
+    Raises
+    ------
+    ValueError, TypeError
+        If a hyperparameter is refused (as ``torch.optim.SGD`` and then
+        :func:`momcore.momentum_step` refuse it) or a tensor cannot be stepped (CUDA,
+        sparse, complex); the message names the group or the parameter.
+
+    Notes
+    -----
     Every :meth:`step` is one C call for all parameters of all groups, on numpy
     views of the tensors' memory (no copies), made once and remade only when a
     parameter, gradient or buffer tensor changes. Costs beyond torch's: with
@@ -434,7 +443,20 @@ class SGD(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Adds a group, as ``torch.optim.Optimizer.add_param_group``, after checking
-        its hyperparameters and tensors."""
+        its hyperparameters and tensors.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": tensors, ...}`` with any of the constructor's hyperparameters;
+            the others are the defaults.
+
+        Raises
+        ------
+        ValueError, TypeError
+            If a hyperparameter is refused or a tensor cannot be stepped (CUDA, sparse,
+            complex, non-contiguous); the group is then not added.
+        """
         super().add_param_group(param_group)
         k = len(self.param_groups) - 1
         group = self.param_groups[k]
@@ -482,8 +504,30 @@ class SGD(Optimizer):
 
     @_with_step_hooks
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One step of every parameter that has a gradient; returns the closure's
-        loss (None without a closure). One C call, whatever the number of groups."""
+        """One step of every parameter that has a gradient.
+
+        One C call, whatever the number of groups.
+
+        Parameters
+        ----------
+        closure : callable or None
+            Re-evaluates the model and returns the loss, as for any torch optimizer; run
+            with gradients enabled before the step.
+
+        Returns
+        -------
+        torch.Tensor or None
+            The closure's loss (None without a closure).
+
+        Raises
+        ------
+        FloatingPointError
+            With ``nonfinite="raise"``, when a gradient or a new value is NaN or inf
+            (nothing written).
+        ValueError, TypeError
+            If a group's hyperparameters were set to values the kernel refuses, or a
+            tensor can no longer be stepped; the message names the group or parameter.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():

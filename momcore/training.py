@@ -29,10 +29,23 @@ STOP_REASONS = ("epochs", "target_loss", "callback", "early_stopping", "nonfinit
 
 
 def all_finite(a: np.ndarray) -> bool:
-    """Whether every element of the real array a is finite. float32/float64 in C order:
-    one pass over the bits in C (_core.all_finite). Otherwise a sum first (one pass, no
-    boolean temporary; NaN and inf make it non-finite), the element test only when the
-    sum is not finite (NaN, inf, or finite values whose sum overflows)."""
+    """Whether every element of the real array a is finite.
+
+    float32/float64 in C order: one pass over the bits in C (_core.all_finite).
+    Otherwise a sum first (one pass, no boolean temporary; NaN and inf make it
+    non-finite), the element test only when the sum is not finite (NaN, inf, or finite
+    values whose sum overflows).
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        Real numbers (floats, integers or booleans).
+
+    Returns
+    -------
+    bool
+        True when no element is NaN or infinite.
+    """
     finite = _core.all_finite_or_none(a)
     if finite is not None:
         return finite
@@ -61,6 +74,15 @@ class History:
     interrupted epoch's steps were applied and counted in the optimizer's ``steps``,
     but the lists hold only the epochs completed); ``best_epoch`` is the epoch
     (0-based, within this call) whose weights early stopping kept, or None.
+
+    Parameters
+    ----------
+    loss, accuracy, seconds, lr, momentum, val_loss, val_accuracy : list of float
+        One value per completed epoch, as described above (empty when not measured).
+    stopped : str
+        Why training ended, one of ``STOP_REASONS``.
+    best_epoch : int or None
+        The epoch whose weights early stopping kept.
     """
 
     loss: list[float] = field(default_factory=list)
@@ -81,7 +103,21 @@ class History:
 
 class FitSettings(NamedTuple):
     """The checked arguments of a fit call that the loop itself uses (immutable; a
-    named tuple, made in a fraction of a frozen dataclass's time)."""
+    named tuple, made in a fraction of a frozen dataclass's time).
+
+    Made by :func:`check_fit_arguments`; the fields are its arguments, checked.
+
+    Parameters
+    ----------
+    epochs, batch_size : int
+        As in :meth:`momcore.MLP.fit`.
+    lr, momentum : callable
+        The schedules (a number becomes a constant schedule).
+    shuffle, target_loss, verbose, callback, validation_data, patience, min_delta, restore_best
+        As in :meth:`momcore.MLP.fit`.
+    lr_name, momentum_name : str
+        The argument each schedule came from, for error messages.
+    """
 
     epochs: int
     batch_size: int
@@ -142,9 +178,47 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
                         target_loss: Any = None, verbose: Any = False, callback: Any = None,
                         validation_data: Any = None, patience: Any = None,
                         min_delta: Any = 0.0, restore_best: Any = True) -> FitSettings:
-    """The checks of fit's loop arguments, before anything changes (the data and the
-    hyperparameters are checked by the model and the optimizer); the defaults are
-    :meth:`momcore.MLP.fit`'s."""
+    """The checks of fit's loop arguments, before anything changes.
+
+    The data and the hyperparameters are checked by the model and the optimizer; the
+    defaults are :meth:`momcore.MLP.fit`'s, where each argument is described.
+
+    Parameters
+    ----------
+    epochs : int
+        ``>= 0``.
+    batch_size : int
+        ``>= 1``.
+    lr, momentum : float or schedule
+        Used when the matching schedule is None.
+    lr_schedule, momentum_schedule : schedule or None
+        Callables ``t -> value`` (see :mod:`momcore.schedules`).
+    shuffle, verbose, restore_best : bool
+        Booleans, not truthy values.
+    target_loss : float or None
+        Stop once an epoch's loss is below it.
+    callback : callable or None
+        ``callback(epoch, logs)``.
+    validation_data : tuple or None
+        ``(X_val, y_val)``.
+    patience : int or None
+        Early stopping after this many epochs without improvement.
+    min_delta : float
+        The smallest improvement that counts, ``>= 0``.
+
+    Returns
+    -------
+    FitSettings
+        The checked settings.
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type (booleans are not counts, numbers are not
+        booleans).
+    ValueError
+        If a count or ``min_delta`` is out of range.
+    """
     epochs = _count(epochs, "epochs", 0)
     batch_size = _count(batch_size, "batch_size", 1)
     if target_loss is not None and (isinstance(target_loss, bool)
@@ -179,9 +253,27 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
 
 
 def schedule_values(settings: FitSettings, epoch: int, step: int) -> dict[str, float]:
-    """The lr and momentum the schedules give, each at its own unit's count: the epoch
-    number, or the step number for a schedule marked ``per="step"``. A value that
-    float() refuses, or that is not finite, raises naming the schedule."""
+    """The lr and momentum the schedules give, each at its own unit's count.
+
+    Parameters
+    ----------
+    settings : FitSettings
+        Holds the schedules.
+    epoch : int
+        The epoch number (for a schedule counting epochs).
+    step : int
+        The step number (for a schedule marked ``per="step"``).
+
+    Returns
+    -------
+    dict
+        ``{"lr": float, "momentum": float}``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the schedule, for a value that float() refuses or that is not finite.
+    """
     values = {}
     for key, schedule, name in (("lr", settings.lr, settings.lr_name),
                                 ("momentum", settings.momentum, settings.momentum_name)):
@@ -195,8 +287,27 @@ def schedule_values(settings: FitSettings, epoch: int, step: int) -> dict[str, f
 
 def set_hyperparameters(optimizer: SGD, settings: FitSettings, epoch: int,
                         step: int) -> tuple[float, float]:
-    """optimizer.lr, optimizer.momentum := the schedules' values (see schedule_values);
-    returns them. A value the optimizer refuses raises with the schedule named."""
+    """optimizer.lr, optimizer.momentum := the schedules' values (see schedule_values).
+
+    Parameters
+    ----------
+    optimizer : momcore.SGD
+        The optimizer to set.
+    settings : FitSettings
+        Holds the schedules.
+    epoch, step : int
+        The counts, as in :func:`schedule_values`.
+
+    Returns
+    -------
+    lr, momentum : float
+        The values set.
+
+    Raises
+    ------
+    ValueError
+        With the schedule named, for a value the optimizer refuses.
+    """
     values = schedule_values(settings, epoch, step)
     for key, name in (("lr", settings.lr_name), ("momentum", settings.momentum_name)):
         try:
@@ -213,11 +324,24 @@ class Runner(Protocol):
     """Rows of the data set: an epoch's order is a permutation of range(n_rows)."""
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
-        """Consecutive batches of ``batch`` rows of ``rows`` (int64, contiguous), each a
-        forward pass, its loss, the backward pass and one step with the optimizer's
-        current hyperparameters, counted in the optimizer's ``steps``. Returns (sum of
-        the per-sample losses, rows classified right, steps applied, stopped on a
-        non-finite loss)."""
+        """Consecutive batches of ``batch`` rows of ``rows``.
+
+        Each batch is a forward pass, its loss, the backward pass and one step with the
+        optimizer's current hyperparameters, counted in the optimizer's ``steps``.
+
+        Parameters
+        ----------
+        rows : numpy.ndarray
+            Row indices, int64, contiguous.
+        batch : int
+            Rows per batch (the last batch may be shorter).
+
+        Returns
+        -------
+        tuple
+            (sum of the per-sample losses, rows classified right, steps applied, whether it
+            stopped on a non-finite loss).
+        """
 
 
 class Trainer:
@@ -232,40 +356,130 @@ class Trainer:
     (:meth:`agree_on_arguments` is not called) and no one to agree with."""
 
     def agree_on(self, error: BaseException | None) -> None:
-        """Raises ``error`` (on every process, when there are several)."""
+        """Raises ``error`` (on every process, when there are several).
+
+        Parameters
+        ----------
+        error : BaseException or None
+            This process's error, or None.
+        """
         if error is not None:
             raise error
 
     def agree_on_arguments(self, arguments: dict[str, Any]) -> None:
-        """Checks that every process trains with the same ``arguments`` (the checked
-        training arguments, before the first step); raises on every process when they
-        differ. One process has nothing to compare."""
+        """Checks that every process trains with the same ``arguments``.
+
+        Raises on every process when they differ. One process has nothing to compare.
+
+        Parameters
+        ----------
+        arguments : dict
+            The checked training arguments, before the first step.
+        """
 
     def decide(self, reason: str) -> str:
-        """The stop decision every process takes: the root's."""
+        """The stop decision every process takes: the root's.
+
+        Parameters
+        ----------
+        reason : str
+            This process's decision (``""`` to go on, else one of ``STOP_REASONS``).
+
+        Returns
+        -------
+        str
+            The decision taken.
+        """
         return reason
 
     def runner(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
                accuracy: str) -> Runner:
-        """The runner of this kind of training; ``accuracy`` says how rows classified
-        right are counted ("none", "argmax" or "threshold")."""
+        """The runner of this kind of training.
+
+        Parameters
+        ----------
+        net : momcore.MLP
+            The network to train.
+        X : numpy.ndarray
+            Inputs, checked.
+        T : numpy.ndarray
+            Encoded targets, checked.
+        batch : int
+            Rows per batch.
+        accuracy : {"none", "argmax", "threshold"}
+            How rows classified right are counted.
+
+        Returns
+        -------
+        Runner
+            Takes the steps.
+        """
         return net.make_runner(X, T, batch, accuracy)
 
     def epoch_order(self, net: MLP, n: int, shuffle: bool) -> np.ndarray:
-        """The order in which an epoch visits the n rows (int64): a permutation drawn
-        from ``net.rng`` when ``shuffle``, else 0..n-1. A trainer that must reproduce
-        another library's shuffling (momcore.sklearn) overrides this."""
+        """The order in which an epoch visits the n rows.
+
+        A trainer that must reproduce another library's shuffling (momcore.sklearn)
+        overrides this.
+
+        Parameters
+        ----------
+        net : momcore.MLP
+            The network; its ``rng`` draws the permutation.
+        n : int
+            The number of rows.
+        shuffle : bool
+            Whether to shuffle.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64: a permutation drawn from ``net.rng`` when ``shuffle``, else 0..n-1.
+        """
         return net.rng.permutation(n) if shuffle else np.arange(n)
 
     def describe(self) -> str:
-        """Words for the verbose line."""
+        """Words for the verbose line.
+
+        Returns
+        -------
+        str
+            ``""`` for one process.
+        """
         return ""
 
 
 def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
              accuracy: str, trainer: Trainer) -> History:
-    """Trains ``net`` through its optimizer for settings.epochs epochs; see MLP.fit.
-    Accuracy is reported unless ``accuracy`` is "none"."""
+    """Trains ``net`` through its optimizer for ``settings.epochs`` epochs; see MLP.fit.
+
+    Parameters
+    ----------
+    net : momcore.MLP
+        The network; its optimizer takes the steps.
+    X : numpy.ndarray
+        Inputs, checked.
+    T : numpy.ndarray
+        Encoded targets, checked.
+    settings : FitSettings
+        The loop's arguments (:func:`check_fit_arguments`).
+    accuracy : {"none", "argmax", "threshold"}, keyword-only
+        How rows classified right are counted; accuracy is reported unless "none".
+    trainer : Trainer, keyword-only
+        One process, or several that agree (momcore.distributed).
+
+    Returns
+    -------
+    History
+        Also stored as ``net.history_``.
+
+    Raises
+    ------
+    FloatingPointError
+        When a batch's loss is not finite (the weights of the last finite step stay).
+    KeyboardInterrupt
+        On Ctrl-C, after recording ``stopped = "interrupted"``.
+    """
     classify = accuracy != "none"
     runner = trainer.runner(net, X, T, min(settings.batch_size, X.shape[0]), accuracy)
     history = net.history_ = History()
