@@ -15,6 +15,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isfinite
 from libc.stdint cimport uint16_t
+from libc.string cimport memset
 from libc.stdlib cimport qsort
 
 from momcore._kernels cimport *
@@ -872,10 +873,7 @@ def _stream5(w, g, s):
         mc_stream5(&b)
 
 
-def all_finite(a):
-    """Whether every element of the C-contiguous float32 or float64 array ``a`` is
-    finite: one pass over its bits, no temporary, the GIL released."""
-    cdef cnp.ndarray arr = _checked(a, ROLE_G, "a")
+cdef bint _finite(cnp.ndarray arr):
     cdef const void *data = cnp.PyArray_DATA(arr)
     cdef size_t n = <size_t>cnp.PyArray_SIZE(arr)
     cdef int dtype = _dtype_code(arr)
@@ -883,6 +881,76 @@ def all_finite(a):
     with nogil:
         finite = mc_all_finite(data, n, dtype)
     return finite != 0
+
+
+def all_finite(a):
+    """Whether every element of the C-contiguous float32 or float64 array ``a`` is
+    finite: one pass over its bits, no temporary, the GIL released."""
+    return _finite(_checked(a, ROLE_G, "a"))
+
+
+def all_finite_or_none(a):
+    """:func:`all_finite` of ``a`` when it can read it (a C-contiguous, aligned float32
+    or float64 ndarray in native byte order); None for anything else, without an
+    exception, for callers that then decide another way."""
+    if not cnp.PyArray_Check(a):
+        return None
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int t = cnp.PyArray_TYPE(arr)
+    if ((t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(arr)
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)):
+        return None
+    return _finite(arr)
+
+
+def ready_rows(X, dtype, Py_ssize_t width):
+    """Whether ``X`` can serve as it is as rows of ``width`` inputs in ``dtype`` (float32
+    or float64): a plain ndarray (no subclass) of that dtype in native byte order,
+    C-contiguous and aligned, 2-D with ``width`` columns and at least one row, every
+    element finite. One call for the common case of the checks of momcore.MLP's inputs;
+    False sends the caller down its full checks (conversions, error messages)."""
+    if not cnp.PyArray_CheckExact(X) or not cnp.PyArray_DescrCheck(dtype):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>X
+    cdef int t = cnp.PyArray_TYPE(arr)
+    if ((t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or t != (<cnp.dtype>dtype).type_num
+            or not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or not cnp.PyArray_ISALIGNED(arr) or cnp.PyArray_NDIM(arr) != 2
+            or cnp.PyArray_DIMS(arr)[1] != width or cnp.PyArray_DIMS(arr)[0] < 1):
+        return False
+    return _finite(arr)
+
+
+def one_hot(labels, out):
+    """out := one-hot rows of the labels (``out[r, labels[r]] = 1``, 0 elsewhere), for
+    a C-contiguous 1-D int64 ``labels`` and a C-contiguous (len(labels), k) float32 or
+    float64 ``out``, in one pass. Returns whether every label lies in [0, k); when one
+    does not, ``out`` is partly written."""
+    cdef cnp.ndarray y = <cnp.ndarray?>labels
+    cdef cnp.ndarray t = _checked(out, ROLE_S, "out")
+    if (cnp.PyArray_TYPE(y) != cnp.NPY_INT64 or y.ndim != 1
+            or not cnp.PyArray_IS_C_CONTIGUOUS(y) or not cnp.PyArray_ISALIGNED(y)):
+        raise TypeError("labels must be a C-contiguous 1-D int64 array")
+    if t.ndim != 2 or t.shape[0] != y.shape[0] or t.shape[1] < 1:
+        raise ValueError(f"out must have shape ({y.shape[0]}, k) with k >= 1, got "
+                         f"{(<object>t).shape}")
+    cdef const int64_t *lab = <const int64_t *>cnp.PyArray_DATA(y)
+    cdef Py_ssize_t r, n = y.shape[0], k = t.shape[1]
+    cdef float *f32 = <float *>cnp.PyArray_DATA(t)
+    cdef double *f64 = <double *>cnp.PyArray_DATA(t)
+    cdef bint wide = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT64
+    cdef bint ok = True
+    with nogil:
+        memset(cnp.PyArray_DATA(t), 0, <size_t>(n * k) * (8 if wide else 4))
+        for r in range(n):
+            if not 0 <= lab[r] < k:
+                ok = False
+                break
+            if wide:
+                f64[r * k + lab[r]] = 1.0
+            else:
+                f32[r * k + lab[r]] = 1.0
+    return ok
 
 
 def _round_to_half(const float[::1] src, uint16_t[::1] dst, str dtype):
@@ -1158,6 +1226,44 @@ cdef class NetCore:
                                     cnp.PyArray_DATA(t), x.shape[0], cnp.PyArray_DATA(c),
                                     &correct)
         return loss, correct
+
+    def gradient_share(self, X, T, rows, Py_ssize_t divisor, double l2=0.0):
+        """grad := one process's share of the gradient of a global batch of ``divisor``
+        rows (data-parallel training; see mc_mlp_gradient_share): the rows ``rows``
+        (C-contiguous int64, at most max_batch, possibly none) of X and T, the sum of
+        their per-sample losses' gradients over ``divisor``, plus ``(l2/divisor) W``
+        on the weights (give l2 to one process only). The processes' buffers add up to
+        dE/dparams of the global batch.
+
+        Returns (sum of the rows' per-sample losses, rows the accuracy mode counts
+        correct, sum_i ||W_i||^2 when l2 is not 0, else 0)."""
+        cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
+        cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
+        cdef cnp.ndarray idx = _checked(rows, ROLE_G, "rows") \
+            if cnp.PyArray_TYPE(rows) != cnp.NPY_INT64 else rows
+        if cnp.PyArray_TYPE(idx) != cnp.NPY_INT64 or idx.ndim != 1 \
+                or not cnp.PyArray_IS_C_CONTIGUOUS(idx):
+            raise TypeError("rows must be a C-contiguous 1-D int64 array")
+        if self.grad is None:
+            raise ValueError("this NetCore has no gradient buffer")
+        if x.shape[0] != t.shape[0]:
+            raise ValueError("X and T must have the same number of rows")
+        cdef Py_ssize_t i, n = idx.shape[0], n_rows = x.shape[0]
+        if n > self.max_batch or divisor < max(n, 1):
+            raise ValueError(f"rows must hold at most {self.max_batch} rows and divisor at "
+                             f"least as many (and 1), got {n} and {divisor}")
+        if not (isfinite(l2) and l2 >= 0):
+            raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+        cdef const int64_t *o = <const int64_t *>cnp.PyArray_DATA(idx)
+        for i in range(n):
+            if not 0 <= o[i] < n_rows:
+                raise ValueError(f"rows[{i}] = {o[i]} is not a row of X")
+        cdef double loss, squares
+        cdef int64_t correct = 0
+        with nogil:
+            loss = mc_mlp_gradient_share(&self.net, cnp.PyArray_DATA(x), cnp.PyArray_DATA(t),
+                                         o, n, divisor, l2, &correct, &squares)
+        return loss, correct, squares
 
     def step(self, *, lr, momentum, rule="classical", dampening=0.0, weight_decay=0.0,
              momenta=None):

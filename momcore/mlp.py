@@ -24,6 +24,7 @@ from momcore.curvature import check_auto_rule, is_auto
 from momcore.optim import SGD, checked_hyperparameters
 from momcore.registry import check_name, loss_for
 from momcore.training import History
+from momcore.training import all_finite as _all_finite
 
 __all__ = ["MLP", "History"]
 
@@ -41,22 +42,6 @@ def _sweep_rows(sizes: Sequence[int], n: int = _PREDICT_ROWS) -> int:
     at least one."""
     rows = min(n, _PREDICT_ELEMENTS // sum(sizes), _MAX_WORKSPACE // max(sizes))
     return max(1, rows)
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    """Whether every element of the real array a is finite. float32/float64 in C order:
-    one pass over the bits in C (_core.all_finite). Otherwise a sum first (one pass, no
-    boolean temporary; NaN and inf make it non-finite), the element test only when the
-    sum is not finite (NaN, inf, or finite values whose sum overflows)."""
-    if a.dtype.kind in "biu":
-        return True
-    if (a.dtype.type in (np.float32, np.float64) and a.dtype.isnative
-            and a.flags.c_contiguous and a.flags.aligned):
-        return _core.all_finite(a)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(a.sum()):
-            return True
-    return bool(np.isfinite(a).all())
 
 
 class MLP:
@@ -279,6 +264,8 @@ class MLP:
         TypeError, ValueError
             If ``X`` is refused; the message names the problem.
         """
+        if _core.ready_rows(X, self.dtype, self.sizes[0]):
+            return X  # the common case, in one call: the checks below would pass X as it is
         _refuse_masked(X, "X")
         X = np.asarray(X)
         # floats, integers, booleans (numpy counts timedelta64, kind "m", among its
@@ -586,15 +573,22 @@ class MLP:
         ``gradients(X, T) -> (E, rows right)`` (grad := dE/dparams of the mean loss
         over the rows of X, at most ``max_rows``, with encoded targets T) and
         ``step()`` (one step of :attr:`optimizer` with ``grad``, on the calling
-        thread). Workspaces are made once, here. ``l2`` overrides the network's for
-        this kernel (``momcore.distributed`` adds the l2 term after its reduction).
+        thread), and for data-parallel training ``gradient_share(X, T, rows, divisor,
+        l2) -> (sum of the rows' losses, rows right, sum_i ||W_i||^2 or 0)``: grad :=
+        the sum over the rows ``rows`` of X (int64, at most ``max_rows``, possibly
+        none) of the per-sample losses' gradients over ``divisor``, plus
+        ``(l2/divisor) W`` (given to one process, whose squares count the penalty);
+        the processes' buffers add up to the gradient of a global batch of ``divisor``
+        rows (see :meth:`momcore._core.NetCore.gradient_share`). Workspaces are made
+        once, here. ``l2`` overrides the network's for this kernel
+        (``momcore.distributed`` passes 0 and gives rank 0's share the l2 term).
 
         Parameters
         ----------
         grad : numpy.ndarray
             A flat buffer shaped like :attr:`params`, of the network's dtype.
         max_rows : int
-            The most rows one ``gradients`` call is given.
+            The most rows one ``gradients`` or ``gradient_share`` call is given.
         accuracy : {"none", "argmax", "threshold"} or None, keyword-only
             How rows classified right are counted (None: the network's own way).
         l2 : float or None, keyword-only
@@ -603,7 +597,8 @@ class MLP:
         Returns
         -------
         object
-            The kernel, with ``gradients(X, T)`` and ``step()``.
+            The kernel, with ``gradients(X, T)``, ``gradient_share(X, T, rows, divisor,
+            l2)`` and ``step()``.
         """
         accuracy = accuracy or layout.default_accuracy(self.sizes[-1])
         l2 = self.l2 if l2 is None else l2
@@ -811,21 +806,23 @@ class MLP:
         except Exception as exc:  # noqa: BLE001 - every process raises it (agree_on)
             error = exc
         trainer.agree_on(error)
-        trainer.agree_on_arguments({
-            "epochs": settings.epochs, "batch_size": settings.batch_size,
-            "shuffle": settings.shuffle, **hyper, "per_step": settings.per_step,
-            "target_loss": settings.target_loss, "patience": settings.patience,
-            "min_delta": settings.min_delta, "restore_best": settings.restore_best,
-            "validation_data": settings.validation_data is not None,
-            "inputs": (X.shape[1], X.dtype.name), "targets": (T.shape[1], T.dtype.name),
-            "accuracy": self._accuracy(y)})
+        accuracy = self._accuracy(y)
+        if not trainer.alone:
+            trainer.agree_on_arguments({
+                "epochs": settings.epochs, "batch_size": settings.batch_size,
+                "shuffle": settings.shuffle, **hyper, "per_step": settings.per_step,
+                "target_loss": settings.target_loss, "patience": settings.patience,
+                "min_delta": settings.min_delta, "restore_best": settings.restore_best,
+                "validation_data": settings.validation_data is not None,
+                "inputs": (X.shape[1], X.dtype.name), "targets": (T.shape[1], T.dtype.name),
+                "accuracy": accuracy})
         # A failure before the first step (the runner's own checks) leaves the model as
         # it was: the previous optimizer (its state untouched) and history.
         previous = (self.optimizer, dict(self.optimizer.param_groups[0]), self.history_,
                     self.optimizer.steps, self.epochs)
         self._use_rule(hyper)
         try:
-            return training.fit_loop(self, X, T, settings, accuracy=self._accuracy(y),
+            return training.fit_loop(self, X, T, settings, accuracy=accuracy,
                                      trainer=trainer)
         except BaseException as exc:
             if (not isinstance(exc, FloatingPointError)
@@ -857,9 +854,9 @@ class MLP:
             steps = self.optimizer.steps
             self.optimizer = SGD([self.params], **hyper, backend=self.backend)
             self.optimizer.steps = steps
-        else:
-            self.optimizer.param_groups[0].update(
-                {k: v for k, v in hyper.items() if k != "rule"})
+        else:  # checked together above, in the network's dtype
+            dict.update(self.optimizer.param_groups[0],
+                        {k: v for k, v in hyper.items() if k != "rule"})
 
     def make_runner(self, X: np.ndarray, T: np.ndarray, batch: int,
                     accuracy: str) -> training.Runner:
@@ -1120,6 +1117,10 @@ class _CompiledKernel:
     def gradients(self, X: np.ndarray, T: np.ndarray) -> tuple[float, int]:
         return self.core.gradients(X, T)
 
+    def gradient_share(self, X: np.ndarray, T: np.ndarray, rows: np.ndarray, divisor: int,
+                       l2: float) -> tuple[float, int, float]:
+        return self.core.gradient_share(X, T, rows, divisor, l2)
+
     def step(self) -> None:
         self.core.step(**self.optimizer.hyperparameters())  # on this thread, as fit does
         self.optimizer.steps += 1
@@ -1138,6 +1139,26 @@ class _NumpyKernel:
                                  self.grad, loss=net.loss_name, l2=self.l2)
             out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
         return loss, layout.count_correct(out, T, self.accuracy)
+
+    def gradient_share(self, X: np.ndarray, T: np.ndarray, rows: np.ndarray, divisor: int,
+                       l2: float) -> tuple[float, int, float]:
+        net, n = self.net, rows.shape[0]
+        loss, right, squares = 0.0, 0, 0.0
+        if n:
+            X, T = X[rows], T[rows]
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                loss = n * ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
+                                         self.grad, loss=net.loss_name)
+                out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
+            right = layout.count_correct(out, T, self.accuracy)
+            self.grad *= n / divisor
+        else:
+            self.grad.fill(0)
+        if l2:
+            for W, dW in zip(net.weights, layout.views(self.grad, net.sizes)[0]):
+                dW += (l2 / divisor) * W
+            squares = layout.weight_squares(net.params, net.sizes)
+        return loss, right, squares
 
     def step(self) -> None:
         self.net.optimizer.step([self.grad])

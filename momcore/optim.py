@@ -7,6 +7,7 @@ is one call into the compiled kernel, whatever the number of groups.
 from __future__ import annotations
 
 import threading
+from math import copysign
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -76,6 +77,11 @@ def _refuse_shared(params: list[np.ndarray]) -> None:
             end, last = start + nbytes, i
 
 
+def _same_float(a: Any, b: float) -> bool:
+    """Whether a is the float b, bit for bit (0.0 and -0.0 differ)."""
+    return type(a) is float and a == b and (a != 0.0 or copysign(1.0, a) == copysign(1.0, b))
+
+
 class ParamGroup(dict):
     """One parameter group: its arrays under ``"params"`` and its hyperparameters
     (``lr``, ``momentum``, ``rule``, ``dampening``, ``weight_decay``).
@@ -92,6 +98,8 @@ class ParamGroup(dict):
             raise ValueError(f"the {key!r} of a parameter group is fixed once the optimizer "
                              f"is made; make a new SGD to change it")
         if key in _NUMBERS:
+            if type(value) is float and _same_float(self.get(key), value):
+                return  # the value in force: nothing to check, nothing changes
             value = checked_hyperparameters({**self, key: value})[key]
         super().__setitem__(key, value)
 
@@ -109,7 +117,8 @@ class ParamGroup(dict):
             For a refused value (the keys before it are set) or a fixed key.
         """
         for key, value in dict(*args, **kwargs).items():
-            self[key] = value
+            if not (type(value) is float and _same_float(self.get(key), value)):
+                self[key] = value  # (a value in force would change nothing)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         """``group[key]``, set to ``default`` first (checked) when the key is absent.
@@ -317,6 +326,12 @@ class SGD:
         return values.pop() if values else self.defaults[key]
 
     def _set_everywhere(self, key: str, value: Any) -> None:
+        if type(value) is float and _same_float(self.defaults[key], value):
+            for g in self.param_groups:
+                if not _same_float(g[key], value):
+                    break
+            else:
+                return  # in force everywhere already (a schedule's value, epoch after epoch)
         checked = [checked_hyperparameters({**g, key: value})[key] for g in self.param_groups]
         checked.append(checked_hyperparameters({**self.defaults, key: value})[key])
         for g in self.param_groups:

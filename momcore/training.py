@@ -13,10 +13,11 @@ import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
+from momcore import _core
 from momcore import schedules as _schedules
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,6 +26,35 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STOP_REASONS = ("epochs", "target_loss", "callback", "early_stopping", "nonfinite",
                 "interrupted")
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every element of the real array a is finite.
+
+    float32/float64 in C order: one pass over the bits in C (_core.all_finite).
+    Otherwise a sum first (one pass, no boolean temporary; NaN and inf make it
+    non-finite), the element test only when the sum is not finite (NaN, inf, or finite
+    values whose sum overflows).
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        Real numbers (floats, integers or booleans).
+
+    Returns
+    -------
+    bool
+        True when no element is NaN or infinite.
+    """
+    finite = _core.all_finite_or_none(a)
+    if finite is not None:
+        return finite
+    if a.dtype.kind in "biu":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(a.sum()):
+            return True
+    return bool(np.isfinite(a).all())
 
 
 @dataclass
@@ -71,9 +101,9 @@ class History:
         return len(self.loss)
 
 
-@dataclass(frozen=True)
-class FitSettings:
-    """The checked arguments of a fit call that the loop itself uses.
+class FitSettings(NamedTuple):
+    """The checked arguments of a fit call that the loop itself uses (immutable; a
+    named tuple, made in a fraction of a frozen dataclass's time).
 
     Made by :func:`check_fit_arguments`; the fields are its arguments, checked.
 
@@ -118,11 +148,28 @@ def _count(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
+_CONSTANTS: dict[tuple[float, float], _schedules.Constant] = {}
+"""The Constant schedules of the floats fit was called with, made once each (a Constant
+is immutable): calls with the same lr and momentum share them."""
+_MAX_CONSTANTS = 256
+
+
 def _schedule(value: Any, name: str) -> Callable[[int], Any]:
+    plain = type(value) is float
+    if plain:
+        key = (value, math.copysign(1.0, value))  # -0.0 apart from 0.0
+        constant = _CONSTANTS.get(key)
+        if constant is not None:
+            return constant
     try:
-        return _schedules.as_schedule(value)
+        schedule = _schedules.as_schedule(value)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{name}: {exc}") from None
+    if plain:
+        if len(_CONSTANTS) >= _MAX_CONSTANTS:
+            _CONSTANTS.clear()
+        _CONSTANTS[key] = schedule
+    return schedule
 
 
 def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
@@ -189,7 +236,8 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
         raise TypeError("validation_data must be a pair (X_val, y_val) or None")
     if patience is not None:
         patience = _count(patience, "patience", 1)
-    if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
+    if type(min_delta) is not float and (isinstance(min_delta, bool)
+                                         or not isinstance(min_delta, numbers.Real)) \
             or not (math.isfinite(min_delta) and min_delta >= 0):
         raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
     lr_of = _schedule(lr if lr_schedule is None else lr_schedule,
@@ -229,6 +277,9 @@ def schedule_values(settings: FitSettings, epoch: int, step: int) -> dict[str, f
     values = {}
     for key, schedule, name in (("lr", settings.lr, settings.lr_name),
                                 ("momentum", settings.momentum, settings.momentum_name)):
+        if type(schedule) is _schedules.Constant:  # its value is a checked finite float
+            values[key] = schedule.value
+            continue
         t = step if _schedules.unit_of(schedule) == "step" else epoch
         values[key] = _schedules.value_at(schedule, t, name)
     return values
@@ -299,6 +350,10 @@ class Trainer:
 
     root = True
     """Whether this process prints progress and runs the callback."""
+
+    alone = True
+    """Whether this process trains alone: then there are no arguments to compare
+    (:meth:`agree_on_arguments` is not called) and no one to agree with."""
 
     def agree_on(self, error: BaseException | None) -> None:
         """Raises ``error`` (on every process, when there are several).
@@ -443,13 +498,14 @@ def _epochs(net: MLP, runner: Runner, settings: FitSettings, trainer: Trainer,
     batch = min(settings.batch_size, n)
     monitor = _Monitor(net, settings)
     epoch_start = _Snapshot(net)
+    per_step = settings.per_step
     for _ in range(settings.epochs):
         epoch = net.epochs
         order = trainer.epoch_order(net, n, settings.shuffle)
         start = time.perf_counter()
         lr, momentum = set_hyperparameters(optimizer, settings, epoch, optimizer.steps)
         epoch_start.take()
-        if settings.per_step:
+        if per_step:
             sum_loss, correct, steps, stopped = 0.0, 0, 0, False
             for b0 in range(0, n, batch):
                 if b0:
@@ -536,14 +592,8 @@ class _Snapshot:
         self.net.optimizer.steps = self.steps
 
     def finite_now(self) -> bool:
-        """Whether the model's weights and state are all finite. A NaN or inf makes a
-        sum non-finite, so one finite sum settles it cheaply; only a non-finite sum
-        (or an overflowing one) looks at every element."""
-        arrays = self._arrays()
-        with np.errstate(over="ignore", invalid="ignore"):
-            if math.isfinite(sum(float(np.add.reduce(a)) for a in arrays)):
-                return True
-        return all(np.isfinite(a).all() for a in arrays)
+        """Whether the model's weights and state are all finite (one pass over each)."""
+        return all(all_finite(a) for a in self._arrays())
 
 
 def _back_to_last_finite_step(net: MLP, runner: Runner, order: np.ndarray, batch: int,
