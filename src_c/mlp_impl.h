@@ -321,6 +321,107 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
 #define MC_FOLD_NESTEROV 2
 #endif
 
+/* One layer of an online (B = 1) backward pass on loops, from the layer's delta[O] and
+ * inputs a[I]: one sweep over each row k of W and of its state or gradient G computes
+ * below[k] = sum_j delta_j W[k,j] with the weights before the step (when below is not
+ * NULL; f'(a) is the caller's) and the row's gradient a_k delta_j (+ decay W[k,j]) in
+ * registers, which is, by fold (see backward), stored into G, or the classical or the
+ * Nesterov step of the row. The biases' gradient (delta) or step likewise, in place.
+ * With penalised, returns sum W^2 over the weights after the step with fold, before
+ * it without; 0 otherwise. */
+MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
+                                            MC_T *restrict below, const MC_T *restrict a,
+                                            const MC_T *restrict delta, size_t I, size_t O,
+                                            int fold, int penalised, MC_T lr, MC_T momentum,
+                                            MC_T decay)
+{
+    MC_T *restrict b = W + I * O, *restrict gb = G + I * O;
+    MC_T squares = 0;
+    size_t k, j;
+/* for each row: DOT (0 or 1) whether to sum below[k], BODY the step of element j from
+ * wj (its weight before the step), gj (its state or gradient), c (a_k) and d[j] */
+#define MC_ONLINE_SWEEP(DOT, BODY)                                                       \
+    for (k = 0; k < I; k++) {                                                            \
+        const MC_T c = a[k];                                                             \
+        const MC_T *restrict d = delta;                                                  \
+        MC_T *restrict w = W + k * O, *restrict g = G + k * O;                           \
+        MC_T acc = 0, row_squares = 0;                                                   \
+        _Pragma("omp simd reduction(+ : acc, row_squares)")                              \
+        for (j = 0; j < O; j++) {                                                        \
+            const MC_T wj = w[j];                                                        \
+            if (DOT)                                                                     \
+                acc += d[j] * wj;                                                        \
+            BODY                                                                         \
+        }                                                                                \
+        if (DOT)                                                                         \
+            below[k] = acc;                                                              \
+        squares += row_squares;                                                          \
+    }
+#define MC_ONLINE_SWEEPS(BODY)                                                           \
+    if (below != NULL) {                                                                 \
+        MC_ONLINE_SWEEP(1, BODY)                                                         \
+    } else {                                                                             \
+        MC_ONLINE_SWEEP(0, BODY)                                                         \
+    }
+    if (fold == MC_FOLD_NESTEROV && penalised) {
+        MC_ONLINE_SWEEPS({
+            const MC_T gr = c * d[j] + decay * wj;
+            const MC_T sj = momentum * g[j] - lr * gr;
+            const MC_T wn = (wj + momentum * sj) - lr * gr;
+            g[j] = sj;
+            w[j] = wn;
+            row_squares += wn * wn;
+        })
+    } else if (fold == MC_FOLD_NESTEROV) {
+        MC_ONLINE_SWEEPS({
+            const MC_T gr = c * d[j];
+            const MC_T sj = momentum * g[j] - lr * gr;
+            g[j] = sj;
+            w[j] = (wj + momentum * sj) - lr * gr;
+        })
+    } else if (fold && penalised) {
+        MC_ONLINE_SWEEPS({
+            const MC_T sj = momentum * g[j] - lr * (c * d[j] + decay * wj);
+            const MC_T wn = wj + sj;
+            g[j] = sj;
+            w[j] = wn;
+            row_squares += wn * wn;
+        })
+    } else if (fold) {
+        MC_ONLINE_SWEEPS({
+            const MC_T sj = momentum * g[j] - lr * (c * d[j]);
+            g[j] = sj;
+            w[j] = wj + sj;
+        })
+    } else if (penalised) {
+        MC_ONLINE_SWEEPS({
+            g[j] = c * d[j] + decay * wj;
+            row_squares += wj * wj;
+        })
+    } else {
+        MC_ONLINE_SWEEPS({ g[j] = c * d[j]; })
+    }
+#undef MC_ONLINE_SWEEPS
+#undef MC_ONLINE_SWEEP
+    if (fold == MC_FOLD_NESTEROV) {
+        for (j = 0; j < O; j++) {
+            const MC_T sj = momentum * gb[j] - lr * delta[j];
+            gb[j] = sj;
+            b[j] = (b[j] + momentum * sj) - lr * delta[j];
+        }
+    } else if (fold) {
+        for (j = 0; j < O; j++) {
+            const MC_T sj = momentum * gb[j] - lr * delta[j];
+            gb[j] = sj;
+            b[j] = b[j] + sj;
+        }
+    } else {
+        for (j = 0; j < O; j++)
+            gb[j] = delta[j];
+    }
+    return squares;
+}
+
 /* Backward pass from net->delta (the output delta of B rows), with x the input
  * rows; dE/dW includes the l2 term (net->l2/B) W. Without fold: dE/dparams into
  * net->grad. With fold: the classical step state = momentum*state - lr*dE/dparams,
@@ -349,6 +450,19 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
         const MC_T alpha = fold ? -lr : (MC_T)1, beta = fold ? momentum : (MC_T)0;
         MC_T layer_squares = 0;
         size_t r, k, j;
+
+        if (B == 1 && !MC_NAME(use_gemm)(1, I, O)) {
+            /* online: below, the weights and the biases in one sweep of the layer */
+            layer_squares = MC_NAME(online_layer)(W, gW, i > 0 ? below : NULL, a, delta, I,
+                                                  O, fold, penalised, lr, momentum, decay);
+            if (i > 0)
+                MC_NAME(times_derivative)(below, a, I, net->hidden);
+            squares += (double)layer_squares;
+            MC_T *swap = delta;
+            delta = below;
+            below = swap;
+            continue;
+        }
 
         if (i > 0) { /* below[B,I] = delta[B,O] W^T [O,I] * f'(a), before W changes */
             if (MC_NAME(use_gemm)(B, I, O)) {
@@ -381,70 +495,6 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
                 MC_NAME(add)(W, gW, I * O + O);
             } else if (penalised) {
                 layer_squares = MC_NAME(add_decay)(gW, W, I * O, decay);
-            }
-        } else if (B == 1) {
-            /* online: each weight's gradient a_k delta_j, and (fold) its step, in
-             * one pass over the layer */
-            for (k = 0; k < I; k++) {
-                const MC_T c = a[k];
-                const MC_T *restrict d = delta;
-                MC_T *restrict g = gW + k * O, *restrict w = W + k * O;
-                MC_T row_squares = 0;
-                if (fold == MC_FOLD_NESTEROV && penalised) {
-#pragma omp simd reduction(+ : row_squares)
-                    for (j = 0; j < O; j++) {
-                        const MC_T gj = c * d[j] + decay * w[j];
-                        const MC_T sj = momentum * g[j] - lr * gj;
-                        const MC_T wj = (w[j] + momentum * sj) - lr * gj;
-                        g[j] = sj;
-                        w[j] = wj;
-                        row_squares += wj * wj;
-                    }
-                } else if (fold == MC_FOLD_NESTEROV) {
-                    for (j = 0; j < O; j++) {
-                        const MC_T gj = c * d[j];
-                        const MC_T sj = momentum * g[j] - lr * gj;
-                        g[j] = sj;
-                        w[j] = (w[j] + momentum * sj) - lr * gj;
-                    }
-                } else if (fold && penalised) {
-#pragma omp simd reduction(+ : row_squares)
-                    for (j = 0; j < O; j++) {
-                        const MC_T sj = momentum * g[j] - lr * (c * d[j] + decay * w[j]);
-                        const MC_T wj = w[j] + sj;
-                        g[j] = sj;
-                        w[j] = wj;
-                        row_squares += wj * wj;
-                    }
-                } else if (fold) {
-                    for (j = 0; j < O; j++) {
-                        const MC_T sj = momentum * g[j] - lr * (c * d[j]);
-                        g[j] = sj;
-                        w[j] = w[j] + sj;
-                    }
-                } else if (penalised) {
-#pragma omp simd reduction(+ : row_squares)
-                    for (j = 0; j < O; j++) {
-                        g[j] = c * d[j] + decay * w[j];
-                        row_squares += w[j] * w[j];
-                    }
-                } else {
-                    for (j = 0; j < O; j++)
-                        g[j] = c * d[j];
-                }
-                layer_squares += row_squares;
-            }
-            if (fold == MC_FOLD_NESTEROV) {
-                MC_T *restrict b = W + I * O;
-                for (j = 0; j < O; j++) {
-                    const MC_T sj = momentum * gb[j] - lr * delta[j];
-                    gb[j] = sj;
-                    b[j] = (b[j] + momentum * sj) - lr * delta[j];
-                }
-            } else {
-                MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
-                if (fold)
-                    MC_NAME(add)(W + I * O, gb, O);
             }
         } else {
             /* one pass per weight row: the row's gradient, then (fold) its step */
