@@ -299,8 +299,10 @@ MC_TARGET static double MC_NAME(weight_squares)(const mc_mlp *net)
     return total;
 }
 
-/* Forward pass of all layers for B rows of x[B, sizes[0]] into net->acts[1..L]. */
-MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t B)
+/* Forward pass of all layers for B rows of x[B, sizes[0]] into net->acts[1..L]; with
+ * ahead (B = 1), acts[1] already holds the first layer's product x W_0 (see backward)
+ * and only its bias and activation remain. */
+MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t B, int ahead)
 {
     const MC_T *p = (const MC_T *)net->params;
     const MC_T *in = x;
@@ -308,8 +310,11 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
     for (i = 0; i < net->n_layers; i++) {
         const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
         MC_T *out = (MC_T *)net->acts[i + 1];
-        MC_NAME(dense_forward)(out, in, p, p + I * O, B, I, O,
-                               i == net->n_layers - 1 ? net->output : net->hidden);
+        const int act = i == net->n_layers - 1 ? net->output : net->hidden;
+        if (i == 0 && ahead)
+            MC_NAME(bias_activate_row)(out, p + I * O, O, act);
+        else
+            MC_NAME(dense_forward)(out, in, p, p + I * O, B, I, O, act);
         p += I * O + O;
         in = out;
     }
@@ -328,21 +333,28 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
  * registers, which is, by fold (see backward), stored into G, or the classical or the
  * Nesterov step of the row. The biases' gradient (delta) or step likewise, in place.
  * With penalised, returns sum W^2 over the weights after the step with fold, before
- * it without; 0 otherwise. */
+ * it without; 0 otherwise. With next_x (fold only), the same sweep also forms the next
+ * sample's product with the updated weights, next_z[O] = next_x[I] W, summed over k
+ * in order as dense_forward does (the caller adds the updated biases). */
 MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
                                             MC_T *restrict below, const MC_T *restrict a,
                                             const MC_T *restrict delta, size_t I, size_t O,
                                             int fold, int penalised, MC_T lr, MC_T momentum,
-                                            MC_T decay)
+                                            MC_T decay, const MC_T *restrict next_x,
+                                            MC_T *restrict next_z)
 {
     MC_T *restrict b = W + I * O, *restrict gb = G + I * O;
     MC_T squares = 0;
     size_t k, j;
-/* for each row: DOT (0 or 1) whether to sum below[k], BODY the step of element j from
- * wj (its weight before the step), gj (its state or gradient), c (a_k) and d[j] */
-#define MC_ONLINE_SWEEP(DOT, BODY)                                                       \
+    if (next_x != NULL)
+        for (j = 0; j < O; j++)
+            next_z[j] = 0;
+/* for each row: DOT (0 or 1) whether to sum below[k], NEXT whether to add to next_z,
+ * BODY the step of element j from wj (its weight before the step), g[j] (its state or
+ * gradient), c (a_k) and d[j] */
+#define MC_ONLINE_SWEEP(DOT, NEXT, BODY)                                                 \
     for (k = 0; k < I; k++) {                                                            \
-        const MC_T c = a[k];                                                             \
+        const MC_T c = a[k], xn = NEXT ? next_x[k] : (MC_T)0;                            \
         const MC_T *restrict d = delta;                                                  \
         MC_T *restrict w = W + k * O, *restrict g = G + k * O;                           \
         MC_T acc = 0, row_squares = 0;                                                   \
@@ -352,6 +364,8 @@ MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
             if (DOT)                                                                     \
                 acc += d[j] * wj;                                                        \
             BODY                                                                         \
+            if (NEXT)                                                                    \
+                next_z[j] += xn * w[j];                                                  \
         }                                                                                \
         if (DOT)                                                                         \
             below[k] = acc;                                                              \
@@ -359,9 +373,11 @@ MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
     }
 #define MC_ONLINE_SWEEPS(BODY)                                                           \
     if (below != NULL) {                                                                 \
-        MC_ONLINE_SWEEP(1, BODY)                                                         \
+        MC_ONLINE_SWEEP(1, 0, BODY)                                                      \
+    } else if (next_x != NULL) {                                                         \
+        MC_ONLINE_SWEEP(0, 1, BODY)                                                      \
     } else {                                                                             \
-        MC_ONLINE_SWEEP(0, BODY)                                                         \
+        MC_ONLINE_SWEEP(0, 0, BODY)                                                      \
     }
     if (fold == MC_FOLD_NESTEROV && penalised) {
         MC_ONLINE_SWEEPS({
@@ -430,9 +446,12 @@ MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
  * (B = 1, no layer on gemm) the Nesterov step of mc_momentum_step instead,
  * w = (w + momentum*state) - lr*dE/dparams. With net->l2 != 0, returns
  * sum_i ||W_i||^2 read in the same sweeps as the l2 term: of the weights before the
- * step without fold, after it with fold; 0 otherwise. */
+ * step without fold, after it with fold; 0 otherwise. With next (B = 1, fold, the
+ * first layer on loops), the next sample's input row: the first layer's sweep also
+ * leaves its product with the updated weights, next W_0, in acts[1] (no longer read
+ * by then), for forward with ahead. */
 MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t B, int fold,
-                                          MC_T lr, MC_T momentum)
+                                          MC_T lr, MC_T momentum, const MC_T *next)
 {
     MC_T *delta = (MC_T *)net->delta, *below = (MC_T *)net->delta_prev;
     size_t offset = net->n_params; /* walked down layer by layer */
@@ -453,8 +472,10 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
 
         if (B == 1 && !MC_NAME(use_gemm)(1, I, O)) {
             /* online: below, the weights and the biases in one sweep of the layer */
-            layer_squares = MC_NAME(online_layer)(W, gW, i > 0 ? below : NULL, a, delta, I,
-                                                  O, fold, penalised, lr, momentum, decay);
+            const int ahead = i == 0 && next != NULL;
+            layer_squares = MC_NAME(online_layer)(
+                W, gW, i > 0 ? below : NULL, a, delta, I, O, fold, penalised, lr, momentum,
+                decay, ahead ? next : NULL, ahead ? (MC_T *)net->acts[1] : NULL);
             if (i > 0)
                 MC_NAME(times_derivative)(below, a, I, net->hidden);
             squares += (double)layer_squares;
@@ -553,7 +574,7 @@ MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t 
     size_t start;
     for (start = 0; start < n; start += net->max_batch) {
         const size_t B = n - start < net->max_batch ? n - start : net->max_batch;
-        MC_NAME(forward)(net, X + start * I, B);
+        MC_NAME(forward)(net, X + start * I, B, 0);
         memcpy(Y + start * O, net->acts[net->n_layers], B * O * sizeof(MC_T));
     }
 }
@@ -564,12 +585,12 @@ MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, con
     const size_t O = (size_t)net->sizes[net->n_layers];
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
     double total;
-    MC_NAME(forward)(net, X, n);
+    MC_NAME(forward)(net, X, n, 0);
     total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
                                   net->loss);
     *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
     /* without fold the squares are of the weights of this pass */
-    total += 0.5 * net->l2 * MC_NAME(backward)(net, X, n, 0, 0, 0);
+    total += 0.5 * net->l2 * MC_NAME(backward)(net, X, n, 0, 0, 0, NULL);
     return total / (double)n;
 }
 
@@ -592,6 +613,12 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             if (MC_NAME(use_gemm)(1, (size_t)net->sizes[i], (size_t)net->sizes[i + 1]))
                 fold = 0;
     }
+    /* Online folded steps whose first layer runs as loops: each step's sweep of that
+     * layer also forms the next sample's product with it (see backward), so that the
+     * next forward pass does not read those weights again. */
+    const int look_ahead = batch == 1 && fold &&
+                           !MC_NAME(use_gemm)(1, I, (size_t)net->sizes[1]);
+    int ahead = 0; /* acts[1] holds this sample's first-layer product */
     mc_buffer all;
     all.w = net->params;
     all.g = net->grad;
@@ -602,6 +629,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     for (start = 0; start < n_order; start += batch) {
         const size_t B = n_order - start < batch ? n_order - start : batch;
         const MC_T *in = X + (size_t)order[start] * I;
+        const MC_T *next;
         double loss, penalty = 0;
         /* rows that follow one another in X (no shuffling, full batch) are used in
          * place; others are gathered into the input workspace */
@@ -612,7 +640,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
                 memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
             in = x;
         }
-        MC_NAME(forward)(net, in, B);
+        MC_NAME(forward)(net, in, B, ahead);
         loss = MC_NAME(output_delta)((MC_T *)net->delta, y, T, order + start, B, O,
                                      net->output, net->loss);
         res.n_correct += MC_NAME(count_correct)(y, T, order + start, B, O, net->accuracy);
@@ -626,7 +654,10 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             res.stopped = 1;
             break;
         }
-        squares = MC_NAME(backward)(net, in, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum);
+        next = look_ahead && start + 1 < n_order ? X + (size_t)order[start + 1] * I : NULL;
+        squares = MC_NAME(backward)(net, in, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum,
+                                    next);
+        ahead = next != NULL;
         if (net->l2 != 0 && !fold) {
             penalty = 0.5 * net->l2 * squares;
             if (!isfinite(penalty)) {
@@ -801,12 +832,12 @@ MC_TARGET static double MC_NAME(curvature)(const mc_mlp *net, const mc_curvature
     const size_t O = (size_t)net->sizes[net->n_layers];
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
     double total;
-    MC_NAME(forward)(net, X, n);
+    MC_NAME(forward)(net, X, n, 0);
     total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
                                   net->loss);
     *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
     if (net->grad != NULL)
-        MC_NAME(backward)(net, X, n, 0, 0, 0);
+        MC_NAME(backward)(net, X, n, 0, 0, 0, NULL);
     MC_NAME(curvature_backward)(net, work, X, n, curv);
     return total / (double)n;
 }
