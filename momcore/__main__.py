@@ -27,6 +27,10 @@ def _bench(args: argparse.Namespace) -> int:
                                                   settle=args.settle)))
     print("\nMLP (speed-up = numpy backend time / compiled backend time)\n")
     print(_bench.format_mlp_table(_bench.mlp_table(budget=args.budget, settle=args.settle)))
+    print("\nOnline epoch against a compiled loop streaming its updates' bytes once per "
+          "sample\n")
+    print(_bench.format_online_roofline_table(
+        _bench.online_roofline_table(budget=args.budget, settle=args.settle)))
     try:
         import torch  # noqa: F401
     except ImportError:
