@@ -81,33 +81,43 @@ MC_TARGET static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC
     } else {
         /* Blocks of MC_FORWARD_BLOCK outputs are summed over all inputs in a
          * fixed-size accumulator the compiler keeps in registers; each output is
-         * still the sum over k in order. */
+         * still the sum over k in order. The last, narrower block too: in an
+         * accumulator of MC_FORWARD_BLOCK/2 or MC_FORWARD_BLOCK outputs whose loads
+         * past its width are masked (a loop to a variable width would keep it in
+         * memory, one store and reload per input). */
+#define MC_FORWARD_SUM(SIZE)                                                             \
+    do {                                                                                 \
+        MC_T acc[SIZE];                                                                  \
+        for (j = 0; j < SIZE; j++)                                                       \
+            acc[j] = 0;                                                                  \
+        if (width == SIZE)                                                               \
+            for (k = 0; k < I; k++) {                                                    \
+                const MC_T x = in[r * I + k];                                            \
+                const MC_T *restrict w = W + k * O + j0;                                 \
+                for (j = 0; j < SIZE; j++)                                               \
+                    acc[j] += x * w[j];                                                  \
+            }                                                                            \
+        else                                                                             \
+            for (k = 0; k < I; k++) {                                                    \
+                const MC_T x = in[r * I + k];                                            \
+                const MC_T *restrict w = W + k * O + j0;                                 \
+                for (j = 0; j < SIZE; j++)                                               \
+                    acc[j] += x * (j < width ? w[j] : (MC_T)0);                          \
+            }                                                                            \
+        for (j = 0; j < width; j++)                                                      \
+            out[r * O + j0 + j] = acc[j];                                                \
+    } while (0)
         for (r = 0; r < B; r++) {
             size_t j0;
             for (j0 = 0; j0 < O; j0 += MC_FORWARD_BLOCK) {
-                MC_T acc[MC_FORWARD_BLOCK];
                 const size_t width = O - j0 < MC_FORWARD_BLOCK ? O - j0 : MC_FORWARD_BLOCK;
-                for (j = 0; j < MC_FORWARD_BLOCK; j++)
-                    acc[j] = 0;
-                if (width == MC_FORWARD_BLOCK) {
-                    for (k = 0; k < I; k++) {
-                        const MC_T x = in[r * I + k];
-                        const MC_T *restrict w = W + k * O + j0;
-                        for (j = 0; j < MC_FORWARD_BLOCK; j++)
-                            acc[j] += x * w[j];
-                    }
-                } else {
-                    for (k = 0; k < I; k++) {
-                        const MC_T x = in[r * I + k];
-                        const MC_T *restrict w = W + k * O + j0;
-                        for (j = 0; j < width; j++)
-                            acc[j] += x * w[j];
-                    }
-                }
-                for (j = 0; j < width; j++)
-                    out[r * O + j0 + j] = acc[j];
+                if (width <= MC_FORWARD_BLOCK / 2)
+                    MC_FORWARD_SUM(MC_FORWARD_BLOCK / 2);
+                else
+                    MC_FORWARD_SUM(MC_FORWARD_BLOCK);
             }
         }
+#undef MC_FORWARD_SUM
     }
     for (r = 0; r < B; r++)
         MC_NAME(bias_activate_row)(out + r * O, b, O, act);

@@ -1,11 +1,11 @@
 """The online (batch 1) training epoch of the compiled MLP passes against the same
 samples stepped one epoch call at a time: within an epoch, each folded step's sweep of
 the first layer also forms the next sample's product with the updated weights, which a
-call of one sample never does. The products sum the same terms in the same order, but
-the compiler may round a multiply-add of the two loops differently (one fused, one
-not), so they agree to a few units in the last place; products with the weights before
-the step would differ by the step itself (about lr times the gradient). The l2 penalty
-of a call's first sample is summed by a sweep of its own, not by the step's sweep."""
+call of one sample never does (its forward pass forms it). Both sum the same terms in
+the same order, so the weights and the state agree bit for bit; products with the
+weights before the step would differ by the step itself. Only the l2 penalty of a
+call's first sample is summed by a sweep of its own (the others by the step's sweep),
+so with l2 the sums of losses agree to rounding."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,9 +17,8 @@ SIZES = [[5, 7, 3], [6, 9, 7, 4], [4, 40, 3]]
 
 
 def _close(dtype):
-    """Tolerances of a few units in the last place over an epoch of 23 steps."""
-    return dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5,
-                                                                         atol=1e-6)
+    """Tolerances of a few units in the last place of a sum of 23 losses."""
+    return dict(rtol=1e-12, atol=0) if dtype == np.float64 else dict(rtol=1e-5, atol=0)
 
 
 def _n_params(sizes):
@@ -68,9 +67,12 @@ def test_epoch_equals_one_sample_calls(sizes, dtype, hidden, l2, rule, with_grad
         sums = [sums[0] + r[0], sums[1] + r[1], sums[2] + r[2]]
     assert not stopped and steps == len(order) == sums[2]
     assert correct == sums[1]
-    np.testing.assert_allclose(loss, sums[0], **_close(dtype))
-    np.testing.assert_allclose(params, one_params, **_close(dtype))
-    np.testing.assert_allclose(state, one_state, **_close(dtype))
+    if l2 == 0:
+        assert loss == sums[0]
+    else:
+        np.testing.assert_allclose(loss, sums[0], **_close(dtype))
+    np.testing.assert_array_equal(params, one_params)
+    np.testing.assert_array_equal(state, one_state)
     assert not np.array_equal(params, _net(sizes, dtype, hidden, l2, with_grad)[1])
 
 
@@ -90,6 +92,25 @@ def test_epoch_stops_at_a_nonfinite_sample_as_one_sample_calls_do(dtype, rule, w
         total += one.train_epoch(X, T, np.array([row]), 1, **hyper)[0]
     assert one.train_epoch(X, T, np.array([order[stop_at]]), 1, **hyper)[3]
     assert stopped and steps == stop_at
-    np.testing.assert_allclose(loss, total, **_close(dtype))
-    np.testing.assert_allclose(params, one_params, **_close(dtype))
-    np.testing.assert_allclose(state, one_state, **_close(dtype))
+    assert loss == total
+    np.testing.assert_array_equal(params, one_params)
+    np.testing.assert_array_equal(state, one_state)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_epoch_equals_one_sample_calls_on_every_simd_path(dtype):
+    sizes, hyper = [4, 40, 3], dict(lr=0.05, momentum=0.9)
+    X, T, order = _data(sizes, dtype)
+    before = _core.simd_path()
+    try:
+        for path in _core.simd_supported():
+            _core.select_simd(path)
+            core, params, state = _net(sizes, dtype, "tanh", 0.0, False)
+            core.train_epoch(X, T, order, 1, **hyper)
+            one, one_params, one_state = _net(sizes, dtype, "tanh", 0.0, False)
+            for row in order:
+                one.train_epoch(X, T, np.array([row]), 1, **hyper)
+            np.testing.assert_array_equal(params, one_params, err_msg=path)
+            np.testing.assert_array_equal(state, one_state, err_msg=path)
+    finally:
+        _core.select_simd(before)
