@@ -97,17 +97,20 @@ def test_epoch_stops_at_a_nonfinite_sample_as_one_sample_calls_do(dtype, rule, w
     np.testing.assert_array_equal(state, one_state)
 
 
+@pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "-".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_epoch_equals_one_sample_calls_on_every_simd_path(dtype):
-    sizes, hyper = [4, 40, 3], dict(lr=0.05, momentum=0.9)
+@pytest.mark.parametrize("l2", [0.0, 0.01])
+@pytest.mark.parametrize("rule,with_grad", RULES[:2], ids=["classical-fold", "nesterov"])
+def test_epoch_equals_one_sample_calls_on_every_simd_path(sizes, dtype, l2, rule, with_grad):
+    hyper = dict(lr=0.05, momentum=0.9, rule=rule)
     X, T, order = _data(sizes, dtype)
     before = _core.simd_path()
     try:
         for path in _core.simd_supported():
             _core.select_simd(path)
-            core, params, state = _net(sizes, dtype, "tanh", 0.0, False)
+            core, params, state = _net(sizes, dtype, "tanh", l2, with_grad)
             core.train_epoch(X, T, order, 1, **hyper)
-            one, one_params, one_state = _net(sizes, dtype, "tanh", 0.0, False)
+            one, one_params, one_state = _net(sizes, dtype, "tanh", l2, with_grad)
             for row in order:
                 one.train_epoch(X, T, np.array([row]), 1, **hyper)
             np.testing.assert_array_equal(params, one_params, err_msg=path)
