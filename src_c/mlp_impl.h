@@ -345,7 +345,11 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
  * With penalised, returns sum W^2 over the weights after the step with fold, before
  * it without; 0 otherwise. With next_x (fold only), the same sweep also forms the next
  * sample's product with the updated weights, next_z[O] = next_x[I] W, summed over k
- * in order as dense_forward does (the caller adds the updated biases). */
+ * in order as dense_forward does (the caller adds the updated biases). Both loops write
+ * the sum as acc += x * w, which the compiler fuses alike on every SIMD path (one
+ * rounding with FMA, two without), so that an epoch's steps are bit for bit those of
+ * its samples stepped one call at a time (tests/test_online.py checks it on every
+ * path): a change to either loop must keep the two rounding alike. */
 MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
                                             MC_T *restrict below, const MC_T *restrict a,
                                             const MC_T *restrict delta, size_t I, size_t O,
