@@ -29,6 +29,10 @@ def _bench(args: argparse.Namespace) -> int:
     print(_bench.format_mlp_table(_bench.mlp_table(budget=args.budget, settle=args.settle)))
     print()
     print(_bench.format_fit_table(_bench.fit_table(budget=args.budget, settle=args.settle)))
+    print("\nOnline epoch against a compiled loop streaming its updates' bytes once per "
+          "sample\n")
+    print(_bench.format_online_roofline_table(
+        _bench.online_roofline_table(budget=args.budget, settle=args.settle)))
     try:
         import torch  # noqa: F401
     except ImportError:

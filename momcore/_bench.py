@@ -392,6 +392,60 @@ def format_fit_table(rows: list[dict[str, object]]) -> str:
         lines.append(f"{r['case']:<48} {r['us']:>11.1f} "
                      f"{'' if speedup != speedup else f'{speedup:>16.0f}x':>17} "
                      f"{'' if share != share else f'{share:>20.1%}':>21}")
+
+
+# ---- online epoch against the bytes of its updates ----------------------------------------
+
+ONLINE_SIZES = [64, 128, 10]
+
+
+def online_roofline_contenders(dtype: type = np.float64) -> dict[str, Callable[[], object]]:
+    """'c': one online epoch (batch 1, shuffled) of digits 64-128-10, tanh hidden, softmax
+    and cross-entropy, classical momentum folded into the backward pass; 'roofline': a
+    plain compiled loop that streams the bytes an update must move (read w, g, s; write
+    w, s) over all the parameters once per sample of that epoch, in one call."""
+    from momcore import _network, datasets
+
+    data = datasets.load_digits()
+    sizes = ONLINE_SIZES
+    X = np.ascontiguousarray(_standardised(data.X), dtype)
+    T = _network.encode_targets(data.y, sizes[-1], "softmax", dtype)
+    order = np.random.default_rng(0).permutation(X.shape[0])
+    params = np.empty(_network.n_params(sizes), dtype)
+    _network.init_params(params, sizes, "tanh", np.random.default_rng(0))
+    core = _core.NetCore(params, np.zeros_like(params), None, sizes, "tanh", "softmax", 1)
+    stream = operands(params.size, dtype)
+    return {
+        # a small lr keeps repeated epochs from changing the work done per epoch
+        "c": lambda: core.train_epoch(X, T, order, 1, lr=0.01, momentum=0.9),
+        "roofline": lambda: _core._stream5(stream.w, stream.g, stream.s, len(order)),
+    }
+
+
+def online_roofline_table(budget: float = 0.2,
+                          settle: float | None = None) -> list[dict[str, object]]:
+    """Rows per dtype: the online epoch's time per sample and its time over the
+    roofline's (target: <= 1.2x in float64)."""
+    from momcore import datasets
+
+    n = datasets.load_digits().y.shape[0]
+    rows = []
+    for dtype in (np.float64, np.float32):
+        t = best_times(online_roofline_contenders(dtype), budget, settle=settle)
+        rows.append({"case": f"online epoch digits 64-128-10 tanh {np.dtype(dtype).name}",
+                     "us_per_sample": t["c"] * 1e6 / n,
+                     "roofline_us": t["roofline"] * 1e6 / n,
+                     "over_roofline": t["c"] / t["roofline"]})
+    return rows
+
+
+def format_online_roofline_table(rows: list[dict[str, object]]) -> str:
+    head = (f"{'case':<44} {'us/sample':>10} {'roofline us':>12} "
+            f"{'time / roofline':>16}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['case']:<44} {r['us_per_sample']:>10.2f} "
+                     f"{r['roofline_us']:>12.2f} {r['over_roofline']:>15.2f}x")
     return "\n".join(lines)
 
 

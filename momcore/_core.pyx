@@ -863,14 +863,17 @@ def have_openmp():
     return bool(mc_have_openmp())
 
 
-def _stream5(w, g, s):
-    """Benchmark roofline: w += g; s += g over the same five streams as a step."""
+def _stream5(w, g, s, Py_ssize_t repeat=1):
+    """Benchmark roofline: w += g; s += g over the same five streams as a step,
+    ``repeat`` times in one compiled loop."""
     cdef mc_buffer b
     cdef _extent ext[4]
+    cdef Py_ssize_t i
     _fill(&b, w, g, s, _ONE_NAMES, -1)
     _check_disjoint(&b, 1, ext, _ONE_NAMES, False)
     with nogil:
-        mc_stream5(&b)
+        for i in range(repeat):
+            mc_stream5(&b)
 
 
 cdef bint _finite(cnp.ndarray arr):

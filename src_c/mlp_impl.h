@@ -81,33 +81,43 @@ MC_TARGET static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC
     } else {
         /* Blocks of MC_FORWARD_BLOCK outputs are summed over all inputs in a
          * fixed-size accumulator the compiler keeps in registers; each output is
-         * still the sum over k in order. */
+         * still the sum over k in order. The last, narrower block too: in an
+         * accumulator of MC_FORWARD_BLOCK/2 or MC_FORWARD_BLOCK outputs whose loads
+         * past its width are masked (a loop to a variable width would keep it in
+         * memory, one store and reload per input). */
+#define MC_FORWARD_SUM(SIZE)                                                             \
+    do {                                                                                 \
+        MC_T acc[SIZE];                                                                  \
+        for (j = 0; j < SIZE; j++)                                                       \
+            acc[j] = 0;                                                                  \
+        if (width == SIZE)                                                               \
+            for (k = 0; k < I; k++) {                                                    \
+                const MC_T x = in[r * I + k];                                            \
+                const MC_T *restrict w = W + k * O + j0;                                 \
+                for (j = 0; j < SIZE; j++)                                               \
+                    acc[j] += x * w[j];                                                  \
+            }                                                                            \
+        else                                                                             \
+            for (k = 0; k < I; k++) {                                                    \
+                const MC_T x = in[r * I + k];                                            \
+                const MC_T *restrict w = W + k * O + j0;                                 \
+                for (j = 0; j < SIZE; j++)                                               \
+                    acc[j] += x * (j < width ? w[j] : (MC_T)0);                          \
+            }                                                                            \
+        for (j = 0; j < width; j++)                                                      \
+            out[r * O + j0 + j] = acc[j];                                                \
+    } while (0)
         for (r = 0; r < B; r++) {
             size_t j0;
             for (j0 = 0; j0 < O; j0 += MC_FORWARD_BLOCK) {
-                MC_T acc[MC_FORWARD_BLOCK];
                 const size_t width = O - j0 < MC_FORWARD_BLOCK ? O - j0 : MC_FORWARD_BLOCK;
-                for (j = 0; j < MC_FORWARD_BLOCK; j++)
-                    acc[j] = 0;
-                if (width == MC_FORWARD_BLOCK) {
-                    for (k = 0; k < I; k++) {
-                        const MC_T x = in[r * I + k];
-                        const MC_T *restrict w = W + k * O + j0;
-                        for (j = 0; j < MC_FORWARD_BLOCK; j++)
-                            acc[j] += x * w[j];
-                    }
-                } else {
-                    for (k = 0; k < I; k++) {
-                        const MC_T x = in[r * I + k];
-                        const MC_T *restrict w = W + k * O + j0;
-                        for (j = 0; j < width; j++)
-                            acc[j] += x * w[j];
-                    }
-                }
-                for (j = 0; j < width; j++)
-                    out[r * O + j0 + j] = acc[j];
+                if (width <= MC_FORWARD_BLOCK / 2)
+                    MC_FORWARD_SUM(MC_FORWARD_BLOCK / 2);
+                else
+                    MC_FORWARD_SUM(MC_FORWARD_BLOCK);
             }
         }
+#undef MC_FORWARD_SUM
     }
     for (r = 0; r < B; r++)
         MC_NAME(bias_activate_row)(out + r * O, b, O, act);
@@ -299,8 +309,10 @@ MC_TARGET static double MC_NAME(weight_squares)(const mc_mlp *net)
     return total;
 }
 
-/* Forward pass of all layers for B rows of x[B, sizes[0]] into net->acts[1..L]. */
-MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t B)
+/* Forward pass of all layers for B rows of x[B, sizes[0]] into net->acts[1..L]; with
+ * ahead (B = 1), acts[1] already holds the first layer's product x W_0 (see backward)
+ * and only its bias and activation remain. */
+MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t B, int ahead)
 {
     const MC_T *p = (const MC_T *)net->params;
     const MC_T *in = x;
@@ -308,8 +320,11 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
     for (i = 0; i < net->n_layers; i++) {
         const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
         MC_T *out = (MC_T *)net->acts[i + 1];
-        MC_NAME(dense_forward)(out, in, p, p + I * O, B, I, O,
-                               i == net->n_layers - 1 ? net->output : net->hidden);
+        const int act = i == net->n_layers - 1 ? net->output : net->hidden;
+        if (i == 0 && ahead)
+            MC_NAME(bias_activate_row)(out, p + I * O, O, act);
+        else
+            MC_NAME(dense_forward)(out, in, p, p + I * O, B, I, O, act);
         p += I * O + O;
         in = out;
     }
@@ -321,6 +336,122 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
 #define MC_FOLD_NESTEROV 2
 #endif
 
+/* One layer of an online (B = 1) backward pass on loops, from the layer's delta[O] and
+ * inputs a[I]: one sweep over each row k of W and of its state or gradient G computes
+ * below[k] = sum_j delta_j W[k,j] with the weights before the step (when below is not
+ * NULL; f'(a) is the caller's) and the row's gradient a_k delta_j (+ decay W[k,j]) in
+ * registers, which is, by fold (see backward), stored into G, or the classical or the
+ * Nesterov step of the row. The biases' gradient (delta) or step likewise, in place.
+ * With penalised, returns sum W^2 over the weights after the step with fold, before
+ * it without; 0 otherwise. With next_x (fold only), the same sweep also forms the next
+ * sample's product with the updated weights, next_z[O] = next_x[I] W, summed over k
+ * in order as dense_forward does (the caller adds the updated biases). Both loops write
+ * the sum as acc += x * w, which the compiler fuses alike on every SIMD path (one
+ * rounding with FMA, two without), so that an epoch's steps are bit for bit those of
+ * its samples stepped one call at a time (tests/test_online.py checks it on every
+ * path): a change to either loop must keep the two rounding alike. */
+MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
+                                            MC_T *restrict below, const MC_T *restrict a,
+                                            const MC_T *restrict delta, size_t I, size_t O,
+                                            int fold, int penalised, MC_T lr, MC_T momentum,
+                                            MC_T decay, const MC_T *restrict next_x,
+                                            MC_T *restrict next_z)
+{
+    MC_T *restrict b = W + I * O, *restrict gb = G + I * O;
+    MC_T squares = 0;
+    size_t k, j;
+    if (next_x != NULL)
+        for (j = 0; j < O; j++)
+            next_z[j] = 0;
+/* for each row: DOT (0 or 1) whether to sum below[k], NEXT whether to add to next_z,
+ * BODY the step of element j from wj (its weight before the step), g[j] (its state or
+ * gradient), c (a_k) and d[j] */
+#define MC_ONLINE_SWEEP(DOT, NEXT, BODY)                                                 \
+    for (k = 0; k < I; k++) {                                                            \
+        const MC_T c = a[k], xn = NEXT ? next_x[k] : (MC_T)0;                            \
+        const MC_T *restrict d = delta;                                                  \
+        MC_T *restrict w = W + k * O, *restrict g = G + k * O;                           \
+        MC_T acc = 0, row_squares = 0;                                                   \
+        _Pragma("omp simd reduction(+ : acc, row_squares)")                              \
+        for (j = 0; j < O; j++) {                                                        \
+            const MC_T wj = w[j];                                                        \
+            if (DOT)                                                                     \
+                acc += d[j] * wj;                                                        \
+            BODY                                                                         \
+            if (NEXT)                                                                    \
+                next_z[j] += xn * w[j];                                                  \
+        }                                                                                \
+        if (DOT)                                                                         \
+            below[k] = acc;                                                              \
+        squares += row_squares;                                                          \
+    }
+#define MC_ONLINE_SWEEPS(BODY)                                                           \
+    if (below != NULL) {                                                                 \
+        MC_ONLINE_SWEEP(1, 0, BODY)                                                      \
+    } else if (next_x != NULL) {                                                         \
+        MC_ONLINE_SWEEP(0, 1, BODY)                                                      \
+    } else {                                                                             \
+        MC_ONLINE_SWEEP(0, 0, BODY)                                                      \
+    }
+    if (fold == MC_FOLD_NESTEROV && penalised) {
+        MC_ONLINE_SWEEPS({
+            const MC_T gr = c * d[j] + decay * wj;
+            const MC_T sj = momentum * g[j] - lr * gr;
+            const MC_T wn = (wj + momentum * sj) - lr * gr;
+            g[j] = sj;
+            w[j] = wn;
+            row_squares += wn * wn;
+        })
+    } else if (fold == MC_FOLD_NESTEROV) {
+        MC_ONLINE_SWEEPS({
+            const MC_T gr = c * d[j];
+            const MC_T sj = momentum * g[j] - lr * gr;
+            g[j] = sj;
+            w[j] = (wj + momentum * sj) - lr * gr;
+        })
+    } else if (fold && penalised) {
+        MC_ONLINE_SWEEPS({
+            const MC_T sj = momentum * g[j] - lr * (c * d[j] + decay * wj);
+            const MC_T wn = wj + sj;
+            g[j] = sj;
+            w[j] = wn;
+            row_squares += wn * wn;
+        })
+    } else if (fold) {
+        MC_ONLINE_SWEEPS({
+            const MC_T sj = momentum * g[j] - lr * (c * d[j]);
+            g[j] = sj;
+            w[j] = wj + sj;
+        })
+    } else if (penalised) {
+        MC_ONLINE_SWEEPS({
+            g[j] = c * d[j] + decay * wj;
+            row_squares += wj * wj;
+        })
+    } else {
+        MC_ONLINE_SWEEPS({ g[j] = c * d[j]; })
+    }
+#undef MC_ONLINE_SWEEPS
+#undef MC_ONLINE_SWEEP
+    if (fold == MC_FOLD_NESTEROV) {
+        for (j = 0; j < O; j++) {
+            const MC_T sj = momentum * gb[j] - lr * delta[j];
+            gb[j] = sj;
+            b[j] = (b[j] + momentum * sj) - lr * delta[j];
+        }
+    } else if (fold) {
+        for (j = 0; j < O; j++) {
+            const MC_T sj = momentum * gb[j] - lr * delta[j];
+            gb[j] = sj;
+            b[j] = b[j] + sj;
+        }
+    } else {
+        for (j = 0; j < O; j++)
+            gb[j] = delta[j];
+    }
+    return squares;
+}
+
 /* Backward pass from net->delta (the output delta of B rows), with x the input
  * rows; dE/dW includes the l2 term (net->l2/B) W. Without fold: dE/dparams into
  * net->grad. With fold: the classical step state = momentum*state - lr*dE/dparams,
@@ -329,9 +460,12 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
  * (B = 1, no layer on gemm) the Nesterov step of mc_momentum_step instead,
  * w = (w + momentum*state) - lr*dE/dparams. With net->l2 != 0, returns
  * sum_i ||W_i||^2 read in the same sweeps as the l2 term: of the weights before the
- * step without fold, after it with fold; 0 otherwise. */
+ * step without fold, after it with fold; 0 otherwise. With next (B = 1, fold, the
+ * first layer on loops), the next sample's input row: the first layer's sweep also
+ * leaves its product with the updated weights, next W_0, in acts[1] (no longer read
+ * by then), for forward with ahead. */
 MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t B, int fold,
-                                          MC_T lr, MC_T momentum)
+                                          MC_T lr, MC_T momentum, const MC_T *next)
 {
     MC_T *delta = (MC_T *)net->delta, *below = (MC_T *)net->delta_prev;
     size_t offset = net->n_params; /* walked down layer by layer */
@@ -349,6 +483,21 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
         const MC_T alpha = fold ? -lr : (MC_T)1, beta = fold ? momentum : (MC_T)0;
         MC_T layer_squares = 0;
         size_t r, k, j;
+
+        if (B == 1 && !MC_NAME(use_gemm)(1, I, O)) {
+            /* online: below, the weights and the biases in one sweep of the layer */
+            const int ahead = i == 0 && next != NULL;
+            layer_squares = MC_NAME(online_layer)(
+                W, gW, i > 0 ? below : NULL, a, delta, I, O, fold, penalised, lr, momentum,
+                decay, ahead ? next : NULL, ahead ? (MC_T *)net->acts[1] : NULL);
+            if (i > 0)
+                MC_NAME(times_derivative)(below, a, I, net->hidden);
+            squares += (double)layer_squares;
+            MC_T *swap = delta;
+            delta = below;
+            below = swap;
+            continue;
+        }
 
         if (i > 0) { /* below[B,I] = delta[B,O] W^T [O,I] * f'(a), before W changes */
             if (MC_NAME(use_gemm)(B, I, O)) {
@@ -381,70 +530,6 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
                 MC_NAME(add)(W, gW, I * O + O);
             } else if (penalised) {
                 layer_squares = MC_NAME(add_decay)(gW, W, I * O, decay);
-            }
-        } else if (B == 1) {
-            /* online: each weight's gradient a_k delta_j, and (fold) its step, in
-             * one pass over the layer */
-            for (k = 0; k < I; k++) {
-                const MC_T c = a[k];
-                const MC_T *restrict d = delta;
-                MC_T *restrict g = gW + k * O, *restrict w = W + k * O;
-                MC_T row_squares = 0;
-                if (fold == MC_FOLD_NESTEROV && penalised) {
-#pragma omp simd reduction(+ : row_squares)
-                    for (j = 0; j < O; j++) {
-                        const MC_T gj = c * d[j] + decay * w[j];
-                        const MC_T sj = momentum * g[j] - lr * gj;
-                        const MC_T wj = (w[j] + momentum * sj) - lr * gj;
-                        g[j] = sj;
-                        w[j] = wj;
-                        row_squares += wj * wj;
-                    }
-                } else if (fold == MC_FOLD_NESTEROV) {
-                    for (j = 0; j < O; j++) {
-                        const MC_T gj = c * d[j];
-                        const MC_T sj = momentum * g[j] - lr * gj;
-                        g[j] = sj;
-                        w[j] = (w[j] + momentum * sj) - lr * gj;
-                    }
-                } else if (fold && penalised) {
-#pragma omp simd reduction(+ : row_squares)
-                    for (j = 0; j < O; j++) {
-                        const MC_T sj = momentum * g[j] - lr * (c * d[j] + decay * w[j]);
-                        const MC_T wj = w[j] + sj;
-                        g[j] = sj;
-                        w[j] = wj;
-                        row_squares += wj * wj;
-                    }
-                } else if (fold) {
-                    for (j = 0; j < O; j++) {
-                        const MC_T sj = momentum * g[j] - lr * (c * d[j]);
-                        g[j] = sj;
-                        w[j] = w[j] + sj;
-                    }
-                } else if (penalised) {
-#pragma omp simd reduction(+ : row_squares)
-                    for (j = 0; j < O; j++) {
-                        g[j] = c * d[j] + decay * w[j];
-                        row_squares += w[j] * w[j];
-                    }
-                } else {
-                    for (j = 0; j < O; j++)
-                        g[j] = c * d[j];
-                }
-                layer_squares += row_squares;
-            }
-            if (fold == MC_FOLD_NESTEROV) {
-                MC_T *restrict b = W + I * O;
-                for (j = 0; j < O; j++) {
-                    const MC_T sj = momentum * gb[j] - lr * delta[j];
-                    gb[j] = sj;
-                    b[j] = (b[j] + momentum * sj) - lr * delta[j];
-                }
-            } else {
-                MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
-                if (fold)
-                    MC_NAME(add)(W + I * O, gb, O);
             }
         } else {
             /* one pass per weight row: the row's gradient, then (fold) its step */
@@ -503,7 +588,7 @@ MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t 
     size_t start;
     for (start = 0; start < n; start += net->max_batch) {
         const size_t B = n - start < net->max_batch ? n - start : net->max_batch;
-        MC_NAME(forward)(net, X + start * I, B);
+        MC_NAME(forward)(net, X + start * I, B, 0);
         memcpy(Y + start * O, net->acts[net->n_layers], B * O * sizeof(MC_T));
     }
 }
@@ -514,12 +599,12 @@ MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, con
     const size_t O = (size_t)net->sizes[net->n_layers];
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
     double total;
-    MC_NAME(forward)(net, X, n);
+    MC_NAME(forward)(net, X, n, 0);
     total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
                                   net->loss);
     *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
     /* without fold the squares are of the weights of this pass */
-    total += 0.5 * net->l2 * MC_NAME(backward)(net, X, n, 0, 0, 0);
+    total += 0.5 * net->l2 * MC_NAME(backward)(net, X, n, 0, 0, 0, NULL);
     return total / (double)n;
 }
 
@@ -548,7 +633,7 @@ MC_TARGET static double MC_NAME(gradient_share)(const mc_mlp *net, const MC_T *X
     if (n) {
         for (r = 0; r < n; r++)
             memcpy(x + r * I, X + (size_t)rows[r] * I, I * sizeof(MC_T));
-        MC_NAME(forward)(&plain, x, n);
+        MC_NAME(forward)(&plain, x, n, 0);
         total = MC_NAME(output_delta)(delta, y, T, rows, n, O, net->output, net->loss);
         *n_correct += MC_NAME(count_correct)(y, T, rows, n, O, net->accuracy);
         if (n != divisor) { /* delta = dloss/dz / n, to / divisor */
@@ -556,7 +641,7 @@ MC_TARGET static double MC_NAME(gradient_share)(const mc_mlp *net, const MC_T *X
             for (r = 0; r < n * O; r++)
                 delta[r] *= scale;
         }
-        MC_NAME(backward)(&plain, x, n, 0, 0, 0);
+        MC_NAME(backward)(&plain, x, n, 0, 0, 0, NULL);
     } else {
         memset(g, 0, net->n_params * sizeof(MC_T));
     }
@@ -591,6 +676,12 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             if (MC_NAME(use_gemm)(1, (size_t)net->sizes[i], (size_t)net->sizes[i + 1]))
                 fold = 0;
     }
+    /* Online folded steps whose first layer runs as loops: each step's sweep of that
+     * layer also forms the next sample's product with it (see backward), so that the
+     * next forward pass does not read those weights again. */
+    const int look_ahead = batch == 1 && fold &&
+                           !MC_NAME(use_gemm)(1, I, (size_t)net->sizes[1]);
+    int ahead = 0; /* acts[1] holds this sample's first-layer product */
     mc_buffer all;
     all.w = net->params;
     all.g = net->grad;
@@ -601,6 +692,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     for (start = 0; start < n_order; start += batch) {
         const size_t B = n_order - start < batch ? n_order - start : batch;
         const MC_T *in = X + (size_t)order[start] * I;
+        const MC_T *next;
         double loss, penalty = 0;
         /* rows that follow one another in X (no shuffling, full batch) are used in
          * place; others are gathered into the input workspace */
@@ -611,7 +703,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
                 memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
             in = x;
         }
-        MC_NAME(forward)(net, in, B);
+        MC_NAME(forward)(net, in, B, ahead);
         loss = MC_NAME(output_delta)((MC_T *)net->delta, y, T, order + start, B, O,
                                      net->output, net->loss);
         res.n_correct += MC_NAME(count_correct)(y, T, order + start, B, O, net->accuracy);
@@ -625,7 +717,10 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             res.stopped = 1;
             break;
         }
-        squares = MC_NAME(backward)(net, in, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum);
+        next = look_ahead && start + 1 < n_order ? X + (size_t)order[start + 1] * I : NULL;
+        squares = MC_NAME(backward)(net, in, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum,
+                                    next);
+        ahead = next != NULL;
         if (net->l2 != 0 && !fold) {
             penalty = 0.5 * net->l2 * squares;
             if (!isfinite(penalty)) {
@@ -817,12 +912,12 @@ MC_TARGET static double MC_NAME(curvature)(const mc_mlp *net, const mc_curvature
     const size_t O = (size_t)net->sizes[net->n_layers];
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
     double total, squares = 0;
-    MC_NAME(forward)(net, X, n);
+    MC_NAME(forward)(net, X, n, 0);
     total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
                                   net->loss);
     *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
     if (net->grad != NULL)
-        squares = MC_NAME(backward)(net, X, n, 0, 0, 0);
+        squares = MC_NAME(backward)(net, X, n, 0, 0, 0, NULL);
     else if (net->l2 != 0)
         squares = MC_NAME(weight_squares)(net);
     MC_NAME(curvature_backward)(net, work, X, n, curv);
