@@ -1,4 +1,4 @@
-"""What this build of momcore runs on: SIMD path, OpenMP, BLAS, threads."""
+"""What this build of momcore runs on: SIMD path, vector math, OpenMP, BLAS, threads."""
 from __future__ import annotations
 
 import platform
@@ -22,6 +22,7 @@ def config() -> dict[str, Any]:
         "numpy": np.__version__,
         "machine": platform.machine(),
         "simd": {"in use": _core.simd_path(), "supported": list(_core.simd_supported())},
+        "vector math": _core.vector_math(),
         "openmp": {"built with": _core.have_openmp(), "threads": _core.get_num_threads(),
                    "min elements per parallel step": _core.OMP_MIN_ELEMENTS},
         "blas": {"source": "scipy.linalg.cython_blas", "scipy": scipy.__version__},
@@ -29,7 +30,8 @@ def config() -> dict[str, Any]:
 
 
 def show_config() -> dict[str, Any]:
-    """Prints the SIMD path, OpenMP, BLAS and threads in use; returns them as a dict."""
+    """Prints the SIMD path, vector math, OpenMP, BLAS and threads in use; returns them
+    as a dict."""
     cfg = config()
     for key, value in cfg.items():
         if isinstance(value, dict):
