@@ -10,7 +10,8 @@
  * an older one although it uses nothing those versions added. The .symver directives
  * below bind these functions to the versions every glibc of the platform has (the
  * first one of x86-64 and of AArch64); a newer glibc keeps them as compatibility
- * symbols. Everything else momcore calls has versions up to 2.27.
+ * symbols. Everything else momcore calls has versions up to 2.27 (expf and logf: their
+ * 2.27 versions are the faster ones, and numpy's own wheels need glibc 2.27 too).
  *
  * Include this header in each C file that calls one of these functions (the directive
  * applies to the file it is in). Elsewhere than glibc on x86-64 or AArch64 it does
