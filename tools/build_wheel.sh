@@ -17,9 +17,9 @@
 # needs that is not part of the manylinux base into the wheel, and the wheel then needs
 # the newest glibc that any of them needs. This machine's libgomp was built against its
 # own glibc and needs 2.34 (pthread_create@GLIBC_2.34, ...). manylinux wheels carry the
-# libgomp of the manylinux build images, built against glibc 2.17; by default this
-# script takes that one from scikit-learn's manylinux wheel (fetched with pip, for this
-# interpreter and platform). The extension calls GOMP_parallel and omp_* only (GOMP_4.0
+# libgomp of the manylinux build images; by default this script takes the one in
+# scikit-learn's manylinux wheel (fetched with pip, for this interpreter and platform;
+# its newest glibc symbol version is 2.17). The extension calls GOMP_parallel and omp_* only (GOMP_4.0
 # and OMP_1.0, which every libgomp since GCC 4.9 has). The GCC runtime library
 # exception lets the library be redistributed with momcore.
 set -euo pipefail
