@@ -47,14 +47,16 @@ print(json.dumps({"vector_math": _core.vector_math(), "diffs": diffs}))
 """
 
 
-def _probe(no_libmvec: bool) -> dict:
+def _probe(no_libmvec: bool, cwd) -> dict:
+    """Runs PROBE in a fresh interpreter, from cwd (not the source tree, whose unbuilt
+    momcore/ would come first on sys.path)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")])))
     env.pop("MOMCORE_NO_LIBMVEC", None)
     if no_libmvec:
         env["MOMCORE_NO_LIBMVEC"] = "1"
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, cwd=cwd)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -102,8 +104,8 @@ def test_extension_does_not_link_libmvec():
 
 
 @pytest.mark.parametrize("no_libmvec", [False, True], ids=["default", "MOMCORE_NO_LIBMVEC"])
-def test_activations_agree_with_numpy_on_either_path(no_libmvec):
-    result = _probe(no_libmvec)
+def test_activations_agree_with_numpy_on_either_path(no_libmvec, tmp_path):
+    result = _probe(no_libmvec, tmp_path)
     if no_libmvec:
         assert result["vector_math"] == {"exp": "libm", "tanh": "libm"}
     else:
