@@ -26,6 +26,8 @@ RATIOS = [
     ("mlp step", "numpy", "c", "minibatch step: numpy backend / compiled", ">= 1.5x"),
     ("mlp step", "c", "gemm_floor", "minibatch step: compiled / its GEMMs alone", "<= 1.25x"),
     ("mlp step", "torch", "c", "minibatch step: PyTorch / compiled", "peer"),
+    ("mlp curvature", "curvature", "plain", "step with the curvature pass (rule qian) / plain step",
+     "< 1.5x"),
     ("sklearn fit", "sklearn", "momcore", "fit: scikit-learn MLPClassifier / momcore.MLPClassifier",
      ">= 3x digits b200, >= 1.3x 784-256-128-10 b200, >= 30x online"),
     ("sklearn cross", "sklearn", "momcore", "cross_val_score on digits", "figure"),

@@ -68,3 +68,20 @@ def test_online_epoch_sklearn(benchmark, record):
     benchmark.group = "mlp online epoch digits"
     benchmark.pedantic(lambda: clf.partial_fit(X, data.y), rounds=3, iterations=1)
     record(benchmark, benchmark.group, "sklearn")
+
+
+@pytest.mark.parametrize("contender", ["c", "numpy"])
+def test_fit_call_iris(benchmark, record, contender):
+    fn = _bench.fit_call_contenders("iris")[contender]
+    benchmark.group = "fit call iris 4-8-3 online"
+    benchmark(fn)
+    record(benchmark, benchmark.group, contender)
+
+
+@pytest.mark.parametrize("contender", ["fit", "epoch"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+def test_fit_call_minibatch(benchmark, record, dtype, contender):
+    fn = _bench.fit_call_contenders("minibatch", dtype)[contender]
+    benchmark.group = f"fit call 784-256-128-10 b128 {_bench.FIT_ROWS} rows {np.dtype(dtype).name}"
+    benchmark(fn)
+    record(benchmark, benchmark.group, contender)

@@ -5,21 +5,35 @@ gradient descent ``Delta w = -lr*g`` into ``Delta w(t) = -lr*g + momentum*Delta 
 
 Public API
 ----------
-momentum_step, momentum_step_many   the fused in-place update (C, GIL released)
-SGD                                  the optimizer: parameter groups, state, state_dict
-MLP                                  a multilayer perceptron trained with momentum
-MLPClassifier, MLPRegressor          scikit-learn estimators (momcore.sklearn; needs
-                                     scikit-learn: pip install 'momcore[sklearn]')
-momcore.torch.SGD                    a torch.optim.Optimizer on the kernel (optional,
-                                     not imported here: pip install 'momcore[torch]')
-registry                             the names of rules, activations and losses
-training                             the training loop, History
-reference                            the pure-numpy ground truth, same signatures
-theory                               Qian (1999): eigenvalues, rates, optimal momentum
-schedules, datasets                  lr/momentum schedules; iris and digits
-set_num_threads, get_num_threads, show_config
+``momentum_step``, ``momentum_step_many``
+    The fused in-place update (C, GIL released).
+``SGD``
+    The optimizer: parameter groups, state, ``state_dict``.
+``MLP``
+    A multilayer perceptron trained with momentum.
+``MLPClassifier``, ``MLPRegressor``
+    scikit-learn estimators (``momcore.sklearn``; needs scikit-learn:
+    ``pip install 'momcore[sklearn]'``).
+``momcore.torch.SGD``
+    A ``torch.optim.Optimizer`` on the kernel (optional, not imported here:
+    ``pip install 'momcore[torch]'``).
+``registry``
+    The names of rules, activations and losses.
+``training``
+    The training loop, ``History``.
+``reference``
+    The pure-numpy ground truth, same signatures.
+``theory``
+    Qian (1999): eigenvalues, rates, optimal momentum.
+``schedules``, ``datasets``
+    lr/momentum schedules; iris and digits.
+``curvature``, ``distributed``, ``plots``
+    Per-weight momentum and the tuner; training over MPI; figures.
+``set_num_threads``, ``get_num_threads``, ``show_config``
+    Threads and the build's configuration.
 """
 from momcore._config import show_config
+from momcore._version import __version__
 from momcore._core import (
     get_num_threads,
     momentum_step,
@@ -30,8 +44,6 @@ from momcore import datasets, reference, registry, schedules, theory, training
 from momcore.mlp import MLP
 from momcore.optim import SGD
 from momcore.training import History
-
-__version__ = "0.1.0"
 
 __all__ = [
     "History",

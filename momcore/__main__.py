@@ -27,6 +27,8 @@ def _bench(args: argparse.Namespace) -> int:
                                                   settle=args.settle)))
     print("\nMLP (speed-up = numpy backend time / compiled backend time)\n")
     print(_bench.format_mlp_table(_bench.mlp_table(budget=args.budget, settle=args.settle)))
+    print()
+    print(_bench.format_fit_table(_bench.fit_table(budget=args.budget, settle=args.settle)))
     try:
         import torch  # noqa: F401
     except ImportError:

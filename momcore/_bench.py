@@ -288,6 +288,113 @@ def format_mlp_table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+# ---- the Python layer of MLP.fit ------------------------------------------------------
+
+FIT_ROWS = 2048  # rows of the minibatch fit call: 16 steps of 128
+
+
+def fit_call_contenders(case: str, dtype: type = np.float64) -> dict[str, Callable[[], object]]:
+    """Whole ``MLP.fit`` calls of one epoch, and what they are compared with.
+
+    ``case="iris"``: an online epoch of iris (4-8-3, batch 1, shuffled) through
+    ``MLP.fit`` of the compiled backend ('c') and of the numpy backend ('numpy').
+    ``case="minibatch"``: an epoch of 784-256-128-10 on FIT_ROWS random rows in batches
+    of 128 through ``MLP.fit`` ('fit') and through the compiled epoch alone ('epoch':
+    ``train_epoch`` of the same NetCore that fit calls, same rows, batch, lr and
+    momentum): the difference is fit's Python layer (checks, schedules, the shuffle,
+    the snapshot and finiteness test of the weights, History). A small lr keeps repeated
+    calls doing the same work."""
+    from momcore import datasets
+    from momcore.mlp import MLP
+
+    if case == "iris":
+        data = datasets.load_iris()
+        X = np.ascontiguousarray(_standardised(data.X))
+        nets = {name: MLP([4, 8, 3], seed=0, backend=name) for name in ("c", "numpy")}
+        return {name: (lambda net=net: net.fit(X, data.y, epochs=1, lr=0.01, momentum=0.9))
+                for name, net in nets.items()}
+    if case != "minibatch":
+        raise ValueError(f"case must be 'iris' or 'minibatch', got {case!r}")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((FIT_ROWS, MINIBATCH_SIZES[0])).astype(dtype)
+    y = rng.integers(0, MINIBATCH_SIZES[-1], FIT_ROWS)
+    net = MLP(MINIBATCH_SIZES, dtype=dtype, seed=0)
+    hyper = dict(lr=1e-4, momentum=0.9)
+    net.fit(X, y, epochs=1, batch_size=MINIBATCH_ROWS, **hyper)
+    core, T = net._fit_core, net.encode_targets(y, FIT_ROWS)
+    order = rng.permutation(FIT_ROWS)
+    return {"fit": lambda: net.fit(X, y, epochs=1, batch_size=MINIBATCH_ROWS, **hyper),
+            "epoch": lambda: core.train_epoch(X, T, order, MINIBATCH_ROWS, **hyper)}
+
+
+def python_layer(dtype: type = np.float64, calls: int = 9,
+                 settle: float | None = None) -> tuple[float, float]:
+    """(best fit call in seconds, median over calls of (fit call - its compiled epoch) /
+    its compiled epoch) of the minibatch fit call of fit_call_contenders: the epoch is
+    timed inside the same call, around the NetCore's train_epoch (the C entry point fit
+    calls), so that the noise between two calls does not enter the difference."""
+    from momcore import _core as core_module
+    from momcore.mlp import MLP
+
+    class TimedCore(core_module.NetCore):
+        seconds = 0.0
+
+        def train_epoch(self, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return super().train_epoch(*args, **kwargs)
+            finally:
+                self.seconds = time.perf_counter() - start
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((FIT_ROWS, MINIBATCH_SIZES[0])).astype(dtype)
+    y = rng.integers(0, MINIBATCH_SIZES[-1], FIT_ROWS)
+    net = MLP(MINIBATCH_SIZES, dtype=dtype, seed=0)
+    hyper = dict(epochs=1, batch_size=MINIBATCH_ROWS, lr=1e-4, momentum=0.9)
+    net.fit(X, y, **hyper)  # the optimizer and the fit workspaces as fit makes them
+    core = TimedCore(net.params, net.optimizer_state, None, net.sizes, net.hidden,
+                     net.output, MINIBATCH_ROWS, loss=net.loss_name,
+                     accuracy=net._fit_core_accuracy)
+    net._fit_core = core  # fit keeps a core that fits its batch size and optimizer
+    best, shares = float("inf"), []
+    for _ in range(calls):
+        time.sleep(SETTLE if settle is None else settle)
+        start = time.perf_counter()
+        net.fit(X, y, **hyper)
+        seconds = time.perf_counter() - start
+        assert net._fit_core is core
+        best = min(best, seconds)
+        shares.append((seconds - core.seconds) / core.seconds)
+    return best, float(np.median(shares))
+
+
+def fit_table(budget: float = 0.2, settle: float | None = None) -> list[dict[str, object]]:
+    """Rows: the iris online fit call and its speed-up over the numpy backend's (calls
+    timed in blocks); per dtype, the minibatch fit call and the share of its time spent
+    above the compiled epoch, over the epoch (fit's Python layer; see python_layer)."""
+    t = best_times(fit_call_contenders("iris"), budget, settle=settle)
+    rows = [{"case": "fit call iris 4-8-3 online", "us": t["c"] * 1e6,
+             "speedup": t["numpy"] / t["c"], "python_share": float("nan")}]
+    for dtype in (np.float64, np.float32):
+        seconds, share = python_layer(dtype, settle=settle)
+        rows.append({"case": f"fit call 784-256-128-10 b128 {FIT_ROWS} rows "
+                             f"{np.dtype(dtype).name}",
+                     "us": seconds * 1e6, "speedup": float("nan"), "python_share": share})
+    return rows
+
+
+def format_fit_table(rows: list[dict[str, object]]) -> str:
+    head = (f"{'case':<48} {'momcore us':>11} {'vs numpy backend':>17} "
+            f"{'Python layer / epoch':>21}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        speedup, share = r["speedup"], r["python_share"]
+        lines.append(f"{r['case']:<48} {r['us']:>11.1f} "
+                     f"{'' if speedup != speedup else f'{speedup:>16.0f}x':>17} "
+                     f"{'' if share != share else f'{share:>20.1%}':>21}")
+    return "\n".join(lines)
+
+
 # ---- PyTorch optimizer ------------------------------------------------------------------
 
 TORCH_CASES = {

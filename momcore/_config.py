@@ -11,7 +11,13 @@ from momcore import _core
 
 
 def config() -> dict[str, Any]:
-    """The build and run-time configuration as a dict (what show_config prints)."""
+    """The build and run-time configuration as a dict (what show_config prints).
+
+    Returns
+    -------
+    dict
+        See :func:`show_config`.
+    """
     import scipy
 
     from momcore import __version__
@@ -31,7 +37,23 @@ def config() -> dict[str, Any]:
 
 def show_config() -> dict[str, Any]:
     """Prints the SIMD path, vector math, OpenMP, BLAS and threads in use; returns them
-    as a dict."""
+    as a dict.
+
+    Returns
+    -------
+    dict
+        ``momcore``, ``python`` and ``numpy`` versions, ``machine``, and the ``simd``,
+        ``vector math`` (what the MLP passes' vectorised exp and tanh run: ``"libmvec"``
+        or ``"libm"``), ``openmp`` and ``blas`` settings (dicts of their own), as printed.
+
+    Examples
+    --------
+    >>> import momcore
+    >>> cfg = momcore.show_config()  # doctest: +ELLIPSIS
+    momcore: ...
+    >>> sorted(cfg)
+    ['blas', 'machine', 'momcore', 'numpy', 'openmp', 'python', 'simd', 'vector math']
+    """
     cfg = config()
     for key, value in cfg.items():
         if isinstance(value, dict):

@@ -15,6 +15,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport isfinite
 from libc.stdint cimport uint16_t
+from libc.string cimport memset
 from libc.stdlib cimport qsort
 
 from momcore._kernels cimport *
@@ -399,7 +400,7 @@ cdef int _raise_shared(const _extent *a, const _extent *b, tuple names) except -
 
 def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
                   weight_decay=0.0, nonfinite="propagate", momenta=None):
-    """One momentum step, in place on ``w`` and ``state``; ``g`` is only read.
+    r"""One momentum step, in place on ``w`` and ``state``; ``g`` is only read.
 
     With ``g' = g + weight_decay*w``, ``rule`` is one of::
 
@@ -413,7 +414,14 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
                            w = w - lr*(g' + momentum*state)
 
     (``nesterov_velocity`` is PyTorch's and optax's Nesterov form, lr outside the
-    state.)
+    state.) In the notation of Qian (1999), ``classical`` is his Eq. 2,
+
+    .. math::
+
+        \Delta w_t = -\eta \nabla E(w_t) + p \, \Delta w_{t-1},
+
+    with ``lr`` = eta, ``momentum`` = p, ``g`` = grad E and the state the previous
+    weight change.
 
     Parameters
     ----------
@@ -428,6 +436,9 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
         Learning rate, finite and >= 0.
     momentum : float
         Momentum coefficient in (-1, 1).
+    rule : str
+        One of ``momcore.registry.RULES`` (the table above; ``qian`` reads
+        ``momenta``). Default ``"classical"``.
     dampening : float
         In [0, 1); taken by ``velocity`` only: nonzero with any other rule is a
         ValueError.
@@ -450,8 +461,30 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     Returns
     -------
     bool
-        True when the step was applied.
+        True when the step was applied; False when ``nonfinite="skip"`` skipped it.
 
+    Raises
+    ------
+    TypeError
+        If an operand is not a numpy array of a supported dtype, is byte-swapped,
+        non-contiguous or read-only where it is written, or a hyperparameter is not a
+        real number (booleans and times are not numbers).
+    ValueError
+        If shapes or dtypes differ, ``w`` or ``state`` shares memory with another
+        operand, a hyperparameter is out of range (or loses its meaning in the dtype,
+        see Notes), or a rule is given a hyperparameter it does not take.
+    FloatingPointError
+        With ``nonfinite="raise"``, when the step would write a NaN or inf (nothing is
+        written).
+
+    See Also
+    --------
+    momentum_step_many : the same step over lists of arrays, in one C call.
+    momcore.reference.momentum_step : the same step in numpy, bit for bit.
+    momcore.SGD : the optimizer that owns parameters, state and hyperparameters.
+
+    Notes
+    -----
     lr, weight_decay and momentum must keep their meaning in the precision the
     step computes in: with float32, float16 or bfloat16 arrays (all computed in
     float32) an lr or weight_decay beyond float32's range, or a momentum that
@@ -460,6 +493,19 @@ def momentum_step(w, g, state, *, lr, momentum, rule="classical", dampening=0.0,
     Cost: one pass over memory (read w, g, state; write w, state; read momenta
     with ``qian``), plus one read of w, g and state (the dry run) with
     ``nonfinite`` "raise" or "skip". The GIL is released meanwhile.
+
+    Examples
+    --------
+    >>> import numpy as np, momcore
+    >>> w, state = np.array([3.56]), np.array([0.044])
+    >>> momcore.momentum_step(w, np.array([-2.70]), state, lr=0.01, momentum=0.5,
+    ...                       rule="one_step")          # McCaffrey's worked example
+    True
+    >>> round(float(w[0]), 3)
+    3.609
+    >>> g = np.array([np.nan])
+    >>> momcore.momentum_step(w, g, state, lr=0.01, momentum=0.5, nonfinite="skip")
+    False
     """
     cdef mc_hyper h
     cdef mc_buffer b
@@ -505,6 +551,49 @@ def momentum_step_many(ws, gs, states, *, lr, momentum, rule="classical", dampen
     the arrays may differ in shape and dtype from one ``i`` to the next. With
     ``nonfinite`` "raise" or "skip", every gradient is checked before anything
     is written, so either all arrays are updated or none is.
+
+    Parameters
+    ----------
+    ws, gs, states : list or tuple of numpy.ndarray
+        The weights (written), gradients (read) and states (written), one list
+        each, of one length; entry ``i`` of the three as ``w, g, state`` of
+        :func:`momentum_step`.
+    lr, momentum, rule, dampening, weight_decay, nonfinite
+        As in :func:`momentum_step`, the same for every entry.
+    momenta : list of numpy.ndarray or None
+        Taken by ``qian`` only: one per-weight momentum array per entry (None in
+        the list, or None for all: ``momentum`` for those weights).
+
+    Returns
+    -------
+    bool
+        True when the step was applied; False when ``nonfinite="skip"`` skipped it
+        (no array written).
+
+    Raises
+    ------
+    TypeError
+        If ``ws``, ``gs`` or ``states`` is not a list or tuple, their lengths differ,
+        or an operand or hyperparameter is refused as by :func:`momentum_step` (the
+        message names the entry, e.g. ``ws[3]``).
+    ValueError
+        As :func:`momentum_step`, also for operands of different entries that share
+        memory.
+    FloatingPointError
+        With ``nonfinite="raise"``, when any entry's step would write a NaN or inf
+        (no array written).
+
+    Examples
+    --------
+    >>> import numpy as np, momcore
+    >>> ws = [np.ones(3, np.float32), np.ones((2, 2))]
+    >>> gs = [np.ones_like(w) for w in ws]
+    >>> states = [np.zeros_like(w) for w in ws]
+    >>> momcore.momentum_step_many(ws, gs, states, lr=0.1, momentum=0.9)
+    True
+    >>> ws[1]
+    array([[0.9, 0.9],
+           [0.9, 0.9]])
     """
     cdef mc_hyper h
     cdef int mode = _parse_hyper(&h, lr, momentum, rule, dampening, weight_decay, nonfinite)
@@ -535,8 +624,31 @@ def step_groups(groups, *, nonfinite="propagate", names=("ws", "gs", "states")):
     group. With ``nonfinite`` "raise" or "skip" every gradient of every group is
     checked before anything is written: all arrays are updated or none is.
 
-    Returns True when the step was applied, False when ``nonfinite="skip"``
-    skipped it; raises FloatingPointError with ``nonfinite="raise"``.
+    Parameters
+    ----------
+    groups : list or tuple of tuple
+        ``(ws, gs, states, hyper)`` per group, or ``(ws, gs, states, hyper,
+        momenta)`` with per-weight momenta for ``qian``.
+    nonfinite : {"propagate", "raise", "skip"}
+        As in :func:`momentum_step`, over all groups at once.
+    names : tuple of str
+        The caller's names of ws, gs and states, for error messages.
+
+    Returns
+    -------
+    bool
+        True when the step was applied, False when ``nonfinite="skip"`` skipped it.
+
+    Raises
+    ------
+    TypeError
+        If ``groups`` or a group is malformed, ``names`` is not three strings, or an
+        operand or hyperparameter is refused as by :func:`momentum_step`.
+    ValueError
+        If a ``hyper`` dict lacks a key or has an unknown one, a value is out of
+        range, or operands share memory.
+    FloatingPointError
+        With ``nonfinite="raise"``, when the step would write a NaN or inf.
     """
     cdef int mode = _parse_nonfinite(nonfinite)
     if not (isinstance(names, tuple) and len(names) == 3
@@ -670,12 +782,33 @@ cdef object _step_arrays(list ws, list gs, list states, const mc_hyper *hypers, 
 
 
 def set_num_threads(n):
-    """Sets the number of threads the kernels use for large arrays (an integer n >= 1;
-    more than the machine's processors counts as that many). Anything but an integer
-    (2.5, True, "2") is a TypeError, not truncated.
+    """Sets the number of threads the kernels use for large arrays.
 
-    Arrays smaller than OMP_MIN_ELEMENTS always run on the calling thread.
-    Without OpenMP in the build this has no effect and get_num_threads() is 1.
+    Arrays smaller than ``OMP_MIN_ELEMENTS`` (65,536) always run on the calling thread.
+    Without OpenMP in the build this has no effect and get_num_threads() is 1. Results
+    do not depend on the thread count (bit for bit).
+
+    Parameters
+    ----------
+    n : int
+        The number of threads, ``>= 1``; more than the machine's processors counts as
+        that many.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an integer (2.5, True and "2" are refused, not truncated).
+    ValueError
+        If ``n < 1``.
+
+    Examples
+    --------
+    >>> import momcore
+    >>> previous = momcore.get_num_threads()
+    >>> momcore.set_num_threads(1)
+    >>> momcore.get_num_threads()
+    1
+    >>> momcore.set_num_threads(previous)
     """
     if (isinstance(n, (bool, np.bool_, np.timedelta64))
             or not isinstance(n, (int, np.integer))):
@@ -686,7 +819,14 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads the kernels use for large arrays."""
+    """The number of threads the kernels use for large arrays.
+
+    Returns
+    -------
+    int
+        The thread count set by :func:`set_num_threads` (by default OpenMP's, from
+        ``OMP_NUM_THREADS`` or the processors), 1 without OpenMP.
+    """
     return mc_get_num_threads()
 
 
@@ -741,10 +881,7 @@ def _stream5(w, g, s):
         mc_stream5(&b)
 
 
-def all_finite(a):
-    """Whether every element of the C-contiguous float32 or float64 array ``a`` is
-    finite: one pass over its bits, no temporary, the GIL released."""
-    cdef cnp.ndarray arr = _checked(a, ROLE_G, "a")
+cdef bint _finite(cnp.ndarray arr):
     cdef const void *data = cnp.PyArray_DATA(arr)
     cdef size_t n = <size_t>cnp.PyArray_SIZE(arr)
     cdef int dtype = _dtype_code(arr)
@@ -752,6 +889,76 @@ def all_finite(a):
     with nogil:
         finite = mc_all_finite(data, n, dtype)
     return finite != 0
+
+
+def all_finite(a):
+    """Whether every element of the C-contiguous float32 or float64 array ``a`` is
+    finite: one pass over its bits, no temporary, the GIL released."""
+    return _finite(_checked(a, ROLE_G, "a"))
+
+
+def all_finite_or_none(a):
+    """:func:`all_finite` of ``a`` when it can read it (a C-contiguous, aligned float32
+    or float64 ndarray in native byte order); None for anything else, without an
+    exception, for callers that then decide another way."""
+    if not cnp.PyArray_Check(a):
+        return None
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int t = cnp.PyArray_TYPE(arr)
+    if ((t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or not cnp.PyArray_ISNOTSWAPPED(arr)
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)):
+        return None
+    return _finite(arr)
+
+
+def ready_rows(X, dtype, Py_ssize_t width):
+    """Whether ``X`` can serve as it is as rows of ``width`` inputs in ``dtype`` (float32
+    or float64): a plain ndarray (no subclass) of that dtype in native byte order,
+    C-contiguous and aligned, 2-D with ``width`` columns and at least one row, every
+    element finite. One call for the common case of the checks of momcore.MLP's inputs;
+    False sends the caller down its full checks (conversions, error messages)."""
+    if not cnp.PyArray_CheckExact(X) or not cnp.PyArray_DescrCheck(dtype):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>X
+    cdef int t = cnp.PyArray_TYPE(arr)
+    if ((t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or t != (<cnp.dtype>dtype).type_num
+            or not cnp.PyArray_ISNOTSWAPPED(arr) or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or not cnp.PyArray_ISALIGNED(arr) or cnp.PyArray_NDIM(arr) != 2
+            or cnp.PyArray_DIMS(arr)[1] != width or cnp.PyArray_DIMS(arr)[0] < 1):
+        return False
+    return _finite(arr)
+
+
+def one_hot(labels, out):
+    """out := one-hot rows of the labels (``out[r, labels[r]] = 1``, 0 elsewhere), for
+    a C-contiguous 1-D int64 ``labels`` and a C-contiguous (len(labels), k) float32 or
+    float64 ``out``, in one pass. Returns whether every label lies in [0, k); when one
+    does not, ``out`` is partly written."""
+    cdef cnp.ndarray y = <cnp.ndarray?>labels
+    cdef cnp.ndarray t = _checked(out, ROLE_S, "out")
+    if (cnp.PyArray_TYPE(y) != cnp.NPY_INT64 or y.ndim != 1
+            or not cnp.PyArray_IS_C_CONTIGUOUS(y) or not cnp.PyArray_ISALIGNED(y)):
+        raise TypeError("labels must be a C-contiguous 1-D int64 array")
+    if t.ndim != 2 or t.shape[0] != y.shape[0] or t.shape[1] < 1:
+        raise ValueError(f"out must have shape ({y.shape[0]}, k) with k >= 1, got "
+                         f"{(<object>t).shape}")
+    cdef const int64_t *lab = <const int64_t *>cnp.PyArray_DATA(y)
+    cdef Py_ssize_t r, n = y.shape[0], k = t.shape[1]
+    cdef float *f32 = <float *>cnp.PyArray_DATA(t)
+    cdef double *f64 = <double *>cnp.PyArray_DATA(t)
+    cdef bint wide = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT64
+    cdef bint ok = True
+    with nogil:
+        memset(cnp.PyArray_DATA(t), 0, <size_t>(n * k) * (8 if wide else 4))
+        for r in range(n):
+            if not 0 <= lab[r] < k:
+                ok = False
+                break
+            if wide:
+                f64[r * k + lab[r]] = 1.0
+            else:
+                f32[r * k + lab[r]] = 1.0
+    return ok
 
 
 def _round_to_half(const float[::1] src, uint16_t[::1] dst, str dtype):
@@ -1027,6 +1234,44 @@ cdef class NetCore:
                                     cnp.PyArray_DATA(t), x.shape[0], cnp.PyArray_DATA(c),
                                     &correct)
         return loss, correct
+
+    def gradient_share(self, X, T, rows, Py_ssize_t divisor, double l2=0.0):
+        """grad := one process's share of the gradient of a global batch of ``divisor``
+        rows (data-parallel training; see mc_mlp_gradient_share): the rows ``rows``
+        (C-contiguous int64, at most max_batch, possibly none) of X and T, the sum of
+        their per-sample losses' gradients over ``divisor``, plus ``(l2/divisor) W``
+        on the weights (give l2 to one process only). The processes' buffers add up to
+        dE/dparams of the global batch.
+
+        Returns (sum of the rows' per-sample losses, rows the accuracy mode counts
+        correct, sum_i ||W_i||^2 when l2 is not 0, else 0)."""
+        cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
+        cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
+        cdef cnp.ndarray idx = _checked(rows, ROLE_G, "rows") \
+            if cnp.PyArray_TYPE(rows) != cnp.NPY_INT64 else rows
+        if cnp.PyArray_TYPE(idx) != cnp.NPY_INT64 or idx.ndim != 1 \
+                or not cnp.PyArray_IS_C_CONTIGUOUS(idx):
+            raise TypeError("rows must be a C-contiguous 1-D int64 array")
+        if self.grad is None:
+            raise ValueError("this NetCore has no gradient buffer")
+        if x.shape[0] != t.shape[0]:
+            raise ValueError("X and T must have the same number of rows")
+        cdef Py_ssize_t i, n = idx.shape[0], n_rows = x.shape[0]
+        if n > self.max_batch or divisor < max(n, 1):
+            raise ValueError(f"rows must hold at most {self.max_batch} rows and divisor at "
+                             f"least as many (and 1), got {n} and {divisor}")
+        if not (isfinite(l2) and l2 >= 0):
+            raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+        cdef const int64_t *o = <const int64_t *>cnp.PyArray_DATA(idx)
+        for i in range(n):
+            if not 0 <= o[i] < n_rows:
+                raise ValueError(f"rows[{i}] = {o[i]} is not a row of X")
+        cdef double loss, squares
+        cdef int64_t correct = 0
+        with nogil:
+            loss = mc_mlp_gradient_share(&self.net, cnp.PyArray_DATA(x), cnp.PyArray_DATA(t),
+                                         o, n, divisor, l2, &correct, &squares)
+        return loss, correct, squares
 
     def step(self, *, lr, momentum, rule="classical", dampening=0.0, weight_decay=0.0,
              momenta=None):

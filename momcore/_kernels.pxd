@@ -121,6 +121,9 @@ cdef extern from "mlp.h" nogil:
 
     double mc_mlp_curvature(const mc_mlp *net, const mc_curvature_work *work, const void *X,
                             const void *T, size_t n, void *curv, int64_t *n_correct)
+    double mc_mlp_gradient_share(const mc_mlp *net, const void *X, const void *T,
+                                 const int64_t *rows, size_t n, size_t divisor, double l2,
+                                 int64_t *n_correct, double *squares)
     mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
                                      const int64_t *order, size_t n_order, size_t batch,
                                      const mc_hyper *hyper, int fold)

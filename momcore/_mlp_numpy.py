@@ -343,9 +343,12 @@ def curvature(
     curv_out: np.ndarray,
     *,
     loss: str | None = None,
+    l2: float = 0.0,
 ) -> float:
     """Write the diagonal Gauss-Newton curvature of E into ``curv_out`` (flat layout) and
-    return E, the mean loss over X.
+    return E, the mean loss over X plus the l2 term ``l2/(2B) sum_i ||W_i||^2``, whose
+    exact curvature ``l2/B`` is added to every weight entry (not the biases), scaled as
+    :func:`gradients` scales its gradient.
 
     Becker and LeCun's second-order back-propagation: ``h[i] = d^2E/dz[i]^2`` for each
     unit's pre-activation, starting from :func:`_output_curvature` and back-propagated with
@@ -368,6 +371,10 @@ def curvature(
         np.sum(h, axis=0, out=curv_b[i])
         if i > 0:
             h = _times_derivative_squared(h @ (weights[i] * weights[i]).T, a, hidden)
+    if l2:
+        mean_loss += 0.5 * l2 * weight_squares(flat, sizes) / X.shape[0]
+        for c in curv_W:
+            c += l2 / X.shape[0]
     return mean_loss
 
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from momcore import registry
+from momcore import _core, registry
 from momcore.registry import check_name, loss_for
 
 __all__ = [
@@ -201,15 +201,17 @@ def encode_targets(
                 f"real-valued targets as a 2-D (n, {n_out}) array"
             )
         classes = max(n_out, 2)  # one output unit: two classes, the unit says "class 1"
+        if n_out > 1:
+            T = np.empty((y.shape[0], n_out), dtype=dtype)
+            # One pass in C; a label outside [0, n_out) makes it return False (uint64
+            # labels beyond int64 become negative: outside too).
+            if _core.one_hot(np.ascontiguousarray(y, np.int64), T):
+                return T
         if y.size and (y.min() < 0 or y.max() >= classes):
             raise ValueError(
                 f"class labels must lie in [0, {classes}), got values in [{y.min()}, {y.max()}]"
             )
-        if n_out == 1:
-            return y.astype(dtype).reshape(-1, 1)
-        T = np.zeros((y.shape[0], n_out), dtype=dtype)
-        T[np.arange(y.shape[0]), y] = 1
-        return T
+        return y.astype(dtype).reshape(-1, 1)
 
     if y.ndim == 2:
         if y.shape[1] != n_out:

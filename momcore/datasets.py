@@ -45,7 +45,19 @@ UCI Machine Learning Repository, CC BY 4.0.
 
 
 class Dataset(NamedTuple):
-    """A labelled data set: features X (n, d) float64, labels y (n,) int64 in 0..k-1."""
+    """A labelled data set.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Features, ``(n, d)`` float64.
+    y : numpy.ndarray
+        Labels, ``(n,)`` int64 in ``0 .. k-1``.
+    target_names : tuple of str
+        The name of each class, ``k`` of them.
+    description : str
+        Where the data come from, their licence and shape.
+    """
 
     X: np.ndarray
     y: np.ndarray
@@ -77,6 +89,24 @@ def load_iris() -> Dataset:
 
     The first line of the file is ``rows,features,name0,name1,name2``; it is checked
     against the table that follows.
+
+    Returns
+    -------
+    Dataset
+        ``X`` (sepal length, sepal width, petal length, petal width), ``y`` (setosa,
+        versicolor, virginica; 50 rows each), the class names and a description.
+
+    Raises
+    ------
+    ValueError
+        If the packaged file does not match its header (a damaged installation).
+
+    Examples
+    --------
+    >>> from momcore import datasets
+    >>> iris = datasets.load_iris()
+    >>> iris.X.shape, iris.target_names
+    ((150, 4), ('setosa', 'versicolor', 'virginica'))
     """
     text = _read_bytes(_IRIS_FILE).decode("ascii")
     header, _, body = text.partition("\n")
@@ -94,6 +124,23 @@ def load_digits() -> Dataset:
     """UCI optical digits (test part): X (1797, 64) float64, y (1797,) int64 in 0..9.
 
     X holds pixel counts, integers 0..16; row r is the 8x8 image ``X[r].reshape(8, 8)``.
+
+    Returns
+    -------
+    Dataset
+        ``X``, ``y``, the class names ``"0" .. "9"`` and a description.
+
+    Raises
+    ------
+    ValueError
+        If the packaged file does not have the expected rows and columns.
+
+    Examples
+    --------
+    >>> from momcore import datasets
+    >>> digits = datasets.load_digits()
+    >>> digits.X.shape, int(digits.X.max()), digits.y[:5].tolist()
+    ((1797, 64), 16, [0, 1, 2, 3, 4])
     """
     raw = gzip.decompress(_read_bytes(_DIGITS_FILE)).decode("ascii")
     table = np.loadtxt(io.StringIO(raw), delimiter=",", dtype=np.float64, ndmin=2)
@@ -111,7 +158,41 @@ def train_test_split(
 
     ``perm = np.random.default_rng(seed).permutation(n)``; the first
     ``ceil(test_fraction * n)`` rows of ``perm`` form the test set, the rest the training
-    set (both in permuted order). Not stratified. The results are copies.
+    set (both in permuted order). Not stratified.
+
+    Parameters
+    ----------
+    X : array_like
+        Features, ``n`` rows (at least one dimension).
+    y : array_like
+        Targets, ``n`` rows.
+    test_fraction : float, keyword-only
+        The fraction of rows in the test set, in (0, 1) (default 0.2); at least one row
+        must remain for training.
+    seed : int, keyword-only
+        Seed of the permutation (default 0).
+
+    Returns
+    -------
+    X_train, X_test, y_train, y_test : numpy.ndarray
+        Copies of the rows.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` and ``y`` differ in rows, either is 0-d, or ``test_fraction`` is out of
+        range or leaves no training rows.
+    TypeError
+        If ``test_fraction`` is not a number (booleans are not).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from momcore import datasets
+    >>> X_train, X_test, y_train, y_test = datasets.train_test_split(
+    ...     np.arange(20).reshape(10, 2), np.arange(10), test_fraction=0.3)
+    >>> X_train.shape, X_test.shape
+    ((7, 2), (3, 2))
     """
     X = np.asarray(X)
     y = np.asarray(y)

@@ -1,11 +1,13 @@
 """Data-parallel training of :class:`momcore.MLP` over MPI (``pip install 'momcore[mpi]'``).
 
 Every rank holds a full replica of the network. For each global batch, every rank
-computes the gradient of its share of the batch's rows into the flat gradient buffer,
-the ranks add their buffers with one ``Allreduce`` (each share weighted by its row
-count, so the sum divided by the batch size is the mean over the global batch), and
-every rank applies the same fused momentum step. The replicas therefore stay bit
-for bit identical, and the result equals single-process training on the same global
+computes, in one compiled call, the sum of the gradients of its share of the batch's
+rows divided by the global batch size into a flat gradient buffer (rank 0 adds the l2
+term); the ranks add their buffers (the sum is the mean over the global batch): ranks
+that all map one machine's memory in an MPI-3 shared window, each adding up its block
+of the buffer between two barriers, other ranks with one ``Allreduce`` in place; and
+every rank applies the same fused momentum step. The replicas therefore stay bit for
+bit identical, and the result equals single-process training on the same global
 batches (up to the order in which the per-row gradients are added).
 
 Launch as usual with MPI::
@@ -32,13 +34,14 @@ a message naming the rank, instead of leaving the others waiting.
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import traceback
 from typing import Any
 
 import numpy as np
 
-from momcore import _network, training
+from momcore import training
 from momcore.mlp import MLP
 from momcore.training import History
 
@@ -88,6 +91,44 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
     ``comm.Abort`` after writing "momcore.distributed: rank r of n failed, aborting
     the job: ..." and the traceback to stderr; a non-finite loss raises
     FloatingPointError on every rank.
+
+    Parameters
+    ----------
+    net : momcore.MLP
+        The replica on this rank (the same on every rank).
+    X : array_like
+        Inputs: the whole data set on every rank, or this rank's shard with
+        ``sharded=True``.
+    y : array_like
+        Targets, rows as ``X``.
+    comm : mpi4py.MPI.Comm or None, keyword-only
+        The communicator (default ``MPI.COMM_WORLD``).
+    sharded : bool, keyword-only
+        Whether each rank passes its own shard (the global data set is the shards
+        concatenated in rank order).
+    batch_size : int, keyword-only
+        Rows of a global batch, shared by the ranks (default 32).
+    **fit_arguments
+        The other keyword arguments of :meth:`momcore.MLP.fit` (``epochs``, ``lr``,
+        ``momentum``, ``rule``, schedules, validation, early stopping, ...).
+
+    Returns
+    -------
+    History
+        The training history, identical on every rank.
+
+    Raises
+    ------
+    ValueError, TypeError
+        On every rank, when the replicas or the arguments differ between ranks or an
+        argument is refused (as by :meth:`momcore.MLP.fit`).
+    RuntimeError
+        On every rank, when the model is already training, or on the other ranks when one
+        rank failed while checking ("rank r failed: ...").
+    FloatingPointError
+        On every rank, when the (reduced) loss is not finite.
+    ImportError
+        If mpi4py (the extra ``mpi``) is not installed.
     """
     MPI = _mpi()
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -109,7 +150,14 @@ def fit(net: MLP, X: Any, y: Any, *, comm: Any = None, sharded: bool = False,
                 "state); build every replica with the same sizes and seed, or load the "
                 "same file on every rank")
         trainer.agree_on(error)
-        return net.train(X, y, trainer=trainer, batch_size=batch_size, **fit_arguments)
+        try:
+            history = net.train(X, y, trainer=trainer, batch_size=batch_size, **fit_arguments)
+        except BaseException as exc:
+            if trainer.agreed or _agreed_stop(net, exc):
+                trainer.close()  # every rank is here, with the same error
+            raise
+        trainer.close()
+        return history
     except BaseException as exc:
         if trainer.agreed or _agreed_stop(net, exc):
             raise  # every rank raises the same error
@@ -141,7 +189,9 @@ class _MPITrainer(training.Trainer):
         self.MPI, self.comm, self.sharded = MPI, comm, bool(sharded)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.root = self.rank == 0
+        self.alone = False
         self.agreed = False
+        self._shared: _SharedSum | bool | None = None
 
     def agree_on(self, error: BaseException | None) -> None:
         try:
@@ -169,75 +219,158 @@ class _MPITrainer(training.Trainer):
     def describe(self) -> str:
         return f"ranks {self.size}"
 
+    def shared_sum(self, n: int, dtype: np.dtype) -> _SharedSum | None:
+        """The buffers in which the ranks add their gradient shares of n elements, when
+        every rank maps the same memory (made once per fit, collectively); None when
+        they do not (the ranks then add with Allreduce)."""
+        if self._shared is None:
+            node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED) if _SHARED_MEMORY \
+                else None
+            # (one rank has nothing to add: Allreduce in place leaves its buffer)
+            together = node is not None and node.Get_size() == self.size > 1
+            if self.comm.allreduce(together, op=self.MPI.LAND):
+                self._shared = _SharedSum(self.MPI, self.comm, node, n, dtype)
+            else:
+                self._shared = False
+            if node is not None:
+                node.Free()
+        return self._shared or None
+
+    def close(self) -> None:
+        """Frees the shared buffers (collectively: every rank calls it)."""
+        if self._shared:
+            self._shared.free()
+        self._shared = None
+
     def runner(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
                accuracy: str) -> training.Runner:
         counts = self.comm.allgather(X.shape[0])
         if not self.sharded and len(set(counts)) != 1:
             self.agree_on(ValueError(f"without sharded=True every rank passes the same X; "
                                      f"the ranks have {counts} rows"))
-        return _MPIRunner(self, net, X, T, counts, accuracy)
+        return _MPIRunner(self, net, X, T, counts, accuracy, batch)
 
 
 class _MPIRunner:
-    """Global batches split across the ranks: each rank's gradient of its rows, one
-    Allreduce of the flat gradient, the same step everywhere."""
+    """Global batches split across the ranks. Per batch: one compiled call for this
+    rank's share of the gradient (its rows gathered, the sum of their gradients over
+    the global batch size, and on rank 0 the l2 term); the shares added up, with the
+    losses and the rows right (in shared memory, _SharedSum, or with Allreduce in
+    place); one compiled step, the same on every rank."""
 
     def __init__(self, trainer: _MPITrainer, net: MLP, X: np.ndarray, T: np.ndarray,
-                 counts: list[int], accuracy: str) -> None:
+                 counts: list[int], accuracy: str, batch: int) -> None:
         self.trainer, self.X, self.T = trainer, X, T
         rank, size = trainer.rank, trainer.size
         self.n_rows = sum(counts) if trainer.sharded else X.shape[0]
         self.first = sum(counts[:rank]) if trainer.sharded else 0  # global index of row 0
-        self.grad = np.zeros_like(net.params)
-        self.X_rows = np.empty((max(X.shape[0], 1), X.shape[1]), net.dtype)
-        self.T_rows = np.empty((max(X.shape[0], 1), T.shape[1]), net.dtype)
-        # The l2 term is added once, after the reduction: each rank's kernel computes the
-        # gradient of its rows' losses only.
-        self.net, self.l2 = net, net.l2
-        self.kernel = net.gradient_kernel(self.grad, max(X.shape[0], 1), accuracy=accuracy,
-                                          l2=0.0)
-        self.grad_weights, _ = _network.views(self.grad, net.sizes)
-        self.stats = np.zeros(2)  # [sum of per-sample losses, correct rows] of one step
-        self.totals = np.zeros(2)
+        # The l2 term enters once, in rank 0's share (the replicas are identical).
+        self.l2 = net.l2 if rank == 0 else 0.0
+        self.shared = trainer.shared_sum(net.n_params, net.dtype)
+        if self.shared is None:  # Allreduce in place of the shares, then the step
+            self.grad = np.zeros_like(net.params)
+            self.stats = np.zeros(2)  # [sum of per-sample losses and penalty, rows right]
+            self.totals = np.zeros(2)
+        else:  # this rank's share in shared memory; the step reads the shared sum
+            self.grad, self.stats = self.shared.shares[rank], self.shared.stats[rank]
+        # A rank's share of a batch holds at most min(batch, its rows) rows.
+        self.kernel = net.gradient_kernel(self.grad, max(1, min(batch, X.shape[0])),
+                                          accuracy=accuracy, l2=0.0)
+        self.stepper = self.kernel if self.shared is None else net.gradient_kernel(
+            self.shared.total, 1, accuracy=accuracy, l2=0.0)
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
         MPI, comm, trainer = self.trainer.MPI, self.trainer.comm, self.trainer
-        X, grad, stats, totals = self.X, self.grad, self.stats, self.totals
-        run_totals = np.zeros(2)
-        steps = 0
+        X, T, grad, stats, shared = self.X, self.T, self.grad, self.stats, self.shared
+        kernel, l2, first, n_mine = self.kernel, self.l2, self.first, X.shape[0]
+        rank, size, sharded = trainer.rank, trainer.size, trainer.sharded
+        sum_loss, correct, steps = 0.0, 0, 0
         for b0 in range(0, rows.shape[0], batch):
             part = rows[b0:b0 + batch]
-            if trainer.sharded:
-                mine = part[(part >= self.first) & (part < self.first + X.shape[0])] - self.first
+            k = part.shape[0]
+            if sharded:
+                mine = part[(part >= first) & (part < first + n_mine)] - first
             else:
-                k = part.shape[0]
-                mine = part[trainer.rank * k // trainer.size:(trainer.rank + 1) * k // trainer.size]
-            m = mine.shape[0]
-            if m:
-                np.take(X, mine, axis=0, out=self.X_rows[:m])
-                np.take(self.T, mine, axis=0, out=self.T_rows[:m])
-                loss, stats[1] = self.kernel.gradients(self.X_rows[:m], self.T_rows[:m])
-                stats[0] = m * loss
-                grad *= m  # the mean over this rank's rows, back to their sum
+                mine = part[rank * k // size:(rank + 1) * k // size]
+            loss, right, squares = kernel.gradient_share(X, T, mine, k, l2)
+            stats[0] = loss + 0.5 * l2 * squares  # the batch's l2 term times its rows
+            stats[1] = right
+            if shared is None:
+                comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
+                comm.Allreduce(stats, self.totals, op=MPI.SUM)
+                totals = self.totals
             else:
-                grad.fill(0)
-                stats[:] = 0
-            comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
-            comm.Allreduce(stats, totals, op=MPI.SUM)
-            # l2/2 sum ||W||^2 of the identical replicas, the batch's l2 term times its rows
-            penalty = 0.5 * self.l2 * _network.weight_squares(self.net.params, self.net.sizes) \
-                if self.l2 else 0.0
-            if not np.isfinite(totals[0] + penalty):  # the same on every rank
-                return float(run_totals[0]), int(run_totals[1] + totals[1]), steps, True
-            grad /= part.shape[0]
-            if self.l2:
-                for W, dW in zip(self.net.weights, self.grad_weights):
-                    dW += (self.l2 / part.shape[0]) * W
-            self.kernel.step()
+                totals = shared.add_up(rank)
+            if not math.isfinite(totals[0]):  # the same on every rank
+                return sum_loss, correct + int(totals[1]), steps, True
+            self.stepper.step()
             steps += 1
-            run_totals += totals
-            run_totals[0] += penalty
-        return float(run_totals[0]), int(run_totals[1]), steps, False
+            sum_loss += totals[0]
+            correct += int(totals[1])
+        return sum_loss, correct, steps, False
+
+
+_SHARED_MEMORY = True
+"""Whether ranks that all map one node's memory add their gradients there (else, and
+across nodes, with Allreduce)."""
+
+
+class _SharedSum:
+    """The ranks' gradient shares and their sum in memory that every rank maps (an MPI-3
+    shared window): each rank writes its share into its own row; after a barrier each
+    rank adds up its block of columns over the rows, in rank order, into the one sum;
+    after a second barrier every rank steps with that sum. No copies through MPI, and
+    one sum for all (the replicas stay identical)."""
+
+    def __init__(self, MPI: Any, comm: Any, node: Any, n: int, dtype: np.dtype) -> None:
+        self.MPI, self.comm = MPI, comm
+        size, rank = comm.Get_size(), comm.Get_rank()
+        self.windows = []
+        self.shares = self._shared(node, (size + 1, n), dtype)
+        self.total = self.shares[size]
+        self.stats = self._shared(node, (size, 2), np.dtype(np.float64))
+        block = (-(-n // size) + 15) // 16 * 16  # a multiple of 16: whole cache lines
+        self.block = slice(min(rank * block, n), min((rank + 1) * block, n))
+        self.totals = np.zeros(2)
+        # every row is written by its rank before it is read (add_up's first barrier)
+
+    def _shared(self, node: Any, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        nbytes = shape[0] * shape[1] * dtype.itemsize
+        win = self.MPI.Win.Allocate_shared(nbytes if node.Get_rank() == 0 else 0,
+                                           dtype.itemsize, comm=node)
+        self.windows.append(win)
+        win.Lock_all(self.MPI.MODE_NOCHECK)
+        buffer, _ = win.Shared_query(0)
+        return np.ndarray(buffer=buffer, dtype=dtype, shape=shape)
+
+    def _barrier(self) -> None:
+        for win in self.windows:
+            win.Sync()
+        self.comm.Barrier()
+        for win in self.windows:
+            win.Sync()
+
+    def add_up(self, rank: int) -> np.ndarray:
+        """After every rank wrote its share and stats: this rank's block of the sum;
+        returns the summed stats (the same numbers on every rank)."""
+        self._barrier()
+        block, shares = self.block, self.shares
+        total = self.total[block]
+        np.copyto(total, shares[0, block])
+        for k in range(1, shares.shape[0] - 1):
+            np.add(total, shares[k, block], out=total)
+        totals = self.totals
+        totals[:] = self.stats[0]
+        for k in range(1, self.stats.shape[0]):
+            totals += self.stats[k]
+        self._barrier()
+        return totals
+
+    def free(self) -> None:
+        for win in self.windows:
+            win.Unlock_all()
+            win.Free()
+        self.windows = []
 
 
 def _replica_digest(net: MLP) -> tuple[Any, ...]:

@@ -20,9 +20,11 @@ from momcore import _checkpoint, _core
 from momcore import _mlp_numpy as ref
 from momcore import _network as layout
 from momcore import training
+from momcore.curvature import check_auto_rule, is_auto
 from momcore.optim import SGD, checked_hyperparameters
 from momcore.registry import check_name, loss_for
 from momcore.training import History
+from momcore.training import all_finite as _all_finite
 
 __all__ = ["MLP", "History"]
 
@@ -40,22 +42,6 @@ def _sweep_rows(sizes: Sequence[int], n: int = _PREDICT_ROWS) -> int:
     at least one."""
     rows = min(n, _PREDICT_ELEMENTS // sum(sizes), _MAX_WORKSPACE // max(sizes))
     return max(1, rows)
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    """Whether every element of the real array a is finite. float32/float64 in C order:
-    one pass over the bits in C (_core.all_finite). Otherwise a sum first (one pass, no
-    boolean temporary; NaN and inf make it non-finite), the element test only when the
-    sum is not finite (NaN, inf, or finite values whose sum overflows)."""
-    if a.dtype.kind in "biu":
-        return True
-    if (a.dtype.type in (np.float32, np.float64) and a.dtype.isnative
-            and a.flags.c_contiguous and a.flags.aligned):
-        return _core.all_finite(a)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(a.sum()):
-            return True
-    return bool(np.isfinite(a).all())
 
 
 class MLP:
@@ -84,10 +70,21 @@ class MLP:
         per batch, ``l2/2 sum_i ||W_i||^2`` at that batch's weights over the rows, as
         scikit-learn's ``loss_curve_``. Settable between fits.
     dtype : float32 or float64
+        The dtype of the parameters, the state and the computation.
     seed : int
         Seeds the generator that draws the initial weights and shuffles every epoch.
     backend : {"c", "numpy"}
+        The compiled passes, or the numpy reference they are tested against.
 
+    Raises
+    ------
+    ValueError, TypeError
+        If ``sizes`` has fewer than two layers or a width below 1, a name is not
+        registered (``momcore.registry``), the output and loss do not pair, or
+        ``l2``, ``dtype``, ``seed`` or ``backend`` is refused.
+
+    Notes
+    -----
     All parameters live in one flat buffer (:attr:`params`); :attr:`weights` and
     :attr:`biases` are views into it. Training goes through one :class:`momcore.SGD`
     over that buffer (:attr:`optimizer`), whose state is one buffer of the same
@@ -250,7 +247,25 @@ class MLP:
 
     def check_inputs(self, X: Any) -> np.ndarray:
         """X as a C-contiguous (n, sizes[0]) array of the network's dtype, or a clear
-        error (never NaN or inf, never empty)."""
+        error (never NaN or inf, never empty).
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``X`` itself when it already is such an array, else a converted copy.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` is refused; the message names the problem.
+        """
+        if _core.ready_rows(X, self.dtype, self.sizes[0]):
+            return X  # the common case, in one call: the checks below would pass X as it is
         _refuse_masked(X, "X")
         X = np.asarray(X)
         # floats, integers, booleans (numpy counts timedelta64, kind "m", among its
@@ -274,7 +289,27 @@ class MLP:
 
     def encode_targets(self, y: Any, n_rows: int) -> np.ndarray:
         """y (labels or a 2-D target array, one row per row of X) as the (n_rows,
-        sizes[-1]) targets the loss compares the outputs with."""
+        sizes[-1]) targets the loss compares the outputs with.
+
+        Parameters
+        ----------
+        y : array_like
+            Targets: integer labels ``(n,)`` for softmax and sigmoid outputs, a 0/1 matrix
+            for multilabel, a ``(n, sizes[-1])`` array (or ``(n,)`` for one output) for
+            regression.
+        n_rows : int
+            The rows of X.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_rows, sizes[-1])`` targets in the network's dtype.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``y`` is refused (wrong rows or width, labels out of range, not finite).
+        """
         _refuse_masked(y, "y")
         y = np.asarray(y)
         if y.shape[:1] != (n_rows,):
@@ -296,7 +331,23 @@ class MLP:
     # ---- inference ----------------------------------------------------------------
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Outputs of the network, shape (n, sizes[-1])."""
+        """Outputs of the network, shape (n, sizes[-1]).
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, sizes[-1])`` in the network's dtype.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` is refused.
+        """
         X = self.check_inputs(X)
         if self.backend == "numpy":
             return ref.forward(self.params, self.sizes, X, self.hidden, self.output)[-1]
@@ -327,7 +378,24 @@ class MLP:
         """Class labels for softmax and sigmoid outputs (the argmax of the outputs; with
         a single output unit, 1 where it is >= 1/2); for binary cross-entropy over
         several units (multilabel), a 0/1 matrix with every unit thresholded at 1/2;
-        the outputs themselves for an identity output."""
+        the outputs themselves for an identity output.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n,)`` int64 labels, a ``(n, sizes[-1])`` 0/1 matrix (multilabel), or the
+            outputs (identity).
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` is refused.
+        """
         out = self.predict_proba(X)
         if self.output == "identity":
             return out
@@ -336,7 +404,28 @@ class MLP:
         return layout.predicted_class(out)
 
     def loss(self, X: Any, y: Any) -> float:
-        """Mean loss over the rows of X, plus ``l2/(2n) sum_i ||W_i||^2`` for its n rows."""
+        """Mean loss over the rows of X, plus ``l2/(2n) sum_i ||W_i||^2`` for its n rows.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+        y : array_like
+            Targets: integer labels ``(n,)`` for softmax and sigmoid outputs, a 0/1 matrix
+            for multilabel, a ``(n, sizes[-1])`` array (or ``(n,)`` for one output) for
+            regression.
+
+        Returns
+        -------
+        float
+            The loss E.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` or ``y`` is refused (wrong shape, not finite, masked, not numeric, labels
+            out of range); the message names the problem.
+        """
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
         mean = ref.loss_from_output(self.predict_proba(X), T, self.output, self.loss_name)
@@ -347,7 +436,28 @@ class MLP:
     def score(self, X: Any, y: Any) -> float:
         """Accuracy for integer labels; for a 0/1 label matrix of a multilabel network,
         the fraction of rows with every label right; the coefficient of determination
-        R^2 for a 2-D target array otherwise."""
+        R^2 for a 2-D target array otherwise.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+        y : array_like
+            Targets: integer labels ``(n,)`` for softmax and sigmoid outputs, a 0/1 matrix
+            for multilabel, a ``(n, sizes[-1])`` array (or ``(n,)`` for one output) for
+            regression.
+
+        Returns
+        -------
+        float
+            The accuracy, or R^2.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` or ``y`` is refused (wrong shape, not finite, masked, not numeric, labels
+            out of range); the message names the problem.
+        """
         X = self.check_inputs(X)
         y = np.asarray(y)
         T = self.encode_targets(y, X.shape[0])
@@ -362,7 +472,37 @@ class MLP:
 
     def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(dW, db): dE/dW[i] and dE/db[i] at the current weights, E the mean loss over X
-        plus the l2 term."""
+        plus the l2 term.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+        y : array_like
+            Targets: integer labels ``(n,)`` for softmax and sigmoid outputs, a 0/1 matrix
+            for multilabel, a ``(n, sizes[-1])`` array (or ``(n,)`` for one output) for
+            regression.
+
+        Returns
+        -------
+        dW, db : list of numpy.ndarray
+            One array per layer, shaped like :attr:`weights` and :attr:`biases`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` or ``y`` is refused (wrong shape, not finite, masked, not numeric, labels
+            out of range); the message names the problem.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from momcore import MLP
+        >>> net = MLP([3, 4, 2], seed=0)
+        >>> dW, db = net.gradients(np.ones((5, 3)), np.array([0, 1, 0, 1, 1]))
+        >>> [w.shape for w in dW], [b.shape for b in db]
+        ([(3, 4), (4, 2)], [(4,), (2,)])
+        """
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
         grad = np.empty_like(self.params)
@@ -383,14 +523,36 @@ class MLP:
         for sigmoid + squared error, 1 for identity + squared error. Every entry is
         >= 0; it equals the exact Hessian diagonal for identity units with squared error
         and at most one hidden layer (tests/test_curvature.py measures how close it is
-        elsewhere). These are the curvatures k_i of Qian's Eq. 25 per weight.
+        elsewhere). These are the curvatures k_i of Qian's Eq. 25 per weight. With
+        :attr:`l2`, the penalty's own curvature ``l2 / len(X)`` is added to every weight
+        (not bias) entry, as :meth:`gradients` adds ``(l2 / len(X)) W``.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``, finite, numeric.
+        y : array_like
+            Targets: integer labels ``(n,)`` for softmax and sigmoid outputs, a 0/1 matrix
+            for multilabel, a ``(n, sizes[-1])`` array (or ``(n,)`` for one output) for
+            regression.
+
+        Returns
+        -------
+        cW, cb : list of numpy.ndarray
+            One array per layer, shaped like :attr:`weights` and :attr:`biases`, ``>= 0``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``X`` or ``y`` is refused (wrong shape, not finite, masked, not numeric, labels
+            out of range); the message names the problem.
         """
         X = self.check_inputs(X)
         T = self.encode_targets(y, X.shape[0])
         curv = np.empty_like(self.params)
         if self.backend == "numpy":
             ref.curvature(self.params, self.sizes, X, T, self.hidden, self.output, curv,
-                          loss=self.loss_name)
+                          loss=self.loss_name, l2=self.l2)
         else:
             rows = _sweep_rows(self.sizes, min(X.shape[0], _PREDICT_ROWS))
             core = _core.NetCore(self.params, self.optimizer_state, None, self.sizes,
@@ -399,6 +561,7 @@ class MLP:
             curv.fill(0)
             for start in range(0, X.shape[0], rows):  # the mean over chunks of rows
                 stop = min(start + rows, X.shape[0])
+                core.l2 = self.l2 * (stop - start) / X.shape[0]  # l2/len(X) in the mean
                 core.curvature(X[start:stop], T[start:stop], part)
                 curv += part * ((stop - start) / X.shape[0])
         return layout.views(curv, self.sizes)
@@ -410,8 +573,33 @@ class MLP:
         ``gradients(X, T) -> (E, rows right)`` (grad := dE/dparams of the mean loss
         over the rows of X, at most ``max_rows``, with encoded targets T) and
         ``step()`` (one step of :attr:`optimizer` with ``grad``, on the calling
-        thread). Workspaces are made once, here. ``l2`` overrides the network's for
-        this kernel (``momcore.distributed`` adds the l2 term after its reduction)."""
+        thread), and for data-parallel training ``gradient_share(X, T, rows, divisor,
+        l2) -> (sum of the rows' losses, rows right, sum_i ||W_i||^2 or 0)``: grad :=
+        the sum over the rows ``rows`` of X (int64, at most ``max_rows``, possibly
+        none) of the per-sample losses' gradients over ``divisor``, plus
+        ``(l2/divisor) W`` (given to one process, whose squares count the penalty);
+        the processes' buffers add up to the gradient of a global batch of ``divisor``
+        rows (see :meth:`momcore._core.NetCore.gradient_share`). Workspaces are made
+        once, here. ``l2`` overrides the network's for this kernel
+        (``momcore.distributed`` passes 0 and gives rank 0's share the l2 term).
+
+        Parameters
+        ----------
+        grad : numpy.ndarray
+            A flat buffer shaped like :attr:`params`, of the network's dtype.
+        max_rows : int
+            The most rows one ``gradients`` or ``gradient_share`` call is given.
+        accuracy : {"none", "argmax", "threshold"} or None, keyword-only
+            How rows classified right are counted (None: the network's own way).
+        l2 : float or None, keyword-only
+            The L2 factor of this kernel (None: the network's).
+
+        Returns
+        -------
+        object
+            The kernel, with ``gradients(X, T)``, ``gradient_share(X, T, rows, divisor,
+            l2)`` and ``step()``.
+        """
         accuracy = accuracy or layout.default_accuracy(self.sizes[-1])
         l2 = self.l2 if l2 is None else l2
         if self.backend == "numpy":
@@ -466,6 +654,68 @@ class MLP:
         Predicting from other threads is safe (each thread gets its own workspace), but
         sees the weights as they change; two ``fit`` calls on one model at once raise
         RuntimeError.
+
+        Parameters
+        ----------
+        X : array_like
+            Inputs, ``(n, sizes[0])``.
+        y : array_like
+            Targets, as for :meth:`loss`.
+        epochs : int, keyword-only
+            Epochs to train, ``>= 0``.
+        batch_size : int, keyword-only
+            Rows per step, ``>= 1`` (default 1: online learning).
+        lr, momentum : float, keyword-only
+            Learning rate (eta) and momentum coefficient (p), as in
+            :func:`momcore.momentum_step` (defaults 0.1 and 0.9).
+        rule : str, keyword-only
+            The update rule (``momcore.registry.RULES``; default ``"classical"``).
+        lr_schedule, momentum_schedule : callable or None, keyword-only
+            Schedules overriding ``lr`` and ``momentum`` (:mod:`momcore.schedules`).
+        shuffle : bool, keyword-only
+            Shuffle the rows every epoch (default True).
+        target_loss : float or None, keyword-only
+            Stop once an epoch's mean loss is <= this.
+        verbose : bool, keyword-only
+            Print one line per epoch.
+        callback : callable or None, keyword-only
+            ``callback(epoch, logs)`` after every epoch; returning False stops.
+        dampening, weight_decay : float, keyword-only
+            As in :func:`momcore.momentum_step`.
+        validation_data : tuple or None, keyword-only
+            ``(X_val, y_val)``, measured after every epoch.
+        patience : int or None, keyword-only
+            Early stopping after this many epochs without improvement.
+        min_delta : float, keyword-only
+            The smallest improvement that counts (default 0).
+        restore_best : bool, keyword-only
+            With early stopping, put back the best epoch's weights and state (default True).
+
+        Returns
+        -------
+        History
+            The history of this call (also :attr:`history_`).
+
+        Raises
+        ------
+        TypeError, ValueError
+            If an argument is refused; nothing changes then.
+        FloatingPointError
+            When a batch's loss is not finite.
+        RuntimeError
+            If the model is already training in another thread.
+        KeyboardInterrupt
+            On Ctrl-C, with the model consistent (see above).
+
+        Examples
+        --------
+        >>> from momcore import MLP, datasets
+        >>> iris = datasets.load_iris()
+        >>> X = (iris.X - iris.X.mean(axis=0)) / iris.X.std(axis=0)
+        >>> net = MLP([4, 8, 3], seed=0)
+        >>> history = net.fit(X, iris.y, epochs=12, lr=0.01, momentum=0.9)
+        >>> history.epochs, round(history.loss[-1], 2)
+        (12, 0.1)
         """
         busy = self.acquire_training_lock()
         if busy is not None:
@@ -485,7 +735,13 @@ class MLP:
     def acquire_training_lock(self) -> RuntimeError | None:
         """Takes this model's training lock without waiting, for a training loop of
         one's own (:func:`momcore.distributed.fit`); returns None, or the error that
-        says why it is taken. :meth:`release_training_lock` gives it back."""
+        says why it is taken. :meth:`release_training_lock` gives it back.
+
+        Returns
+        -------
+        RuntimeError or None
+            None when the lock was taken; else the error to raise.
+        """
         if self._training.acquire(blocking=False):
             self._training_thread = threading.get_ident()
             return None
@@ -496,6 +752,7 @@ class MLP:
                             "one model trains in one thread at a time")
 
     def release_training_lock(self) -> None:
+        """Gives back the training lock taken by :meth:`acquire_training_lock`."""
         self._training_thread = None
         self._training.release()
 
@@ -505,9 +762,34 @@ class MLP:
         """:meth:`fit` with the processes that train given by ``trainer`` (see
         :mod:`momcore.training`); :mod:`momcore.distributed` trains through it. Every
         argument is checked, and the processes agree on any error, before anything
-        changes."""
+        changes.
+
+        Parameters
+        ----------
+        X, y : array_like
+            As for :meth:`fit`.
+        trainer : momcore.training.Trainer, keyword-only
+            The processes that train and how they agree.
+        rule, dampening, weight_decay : keyword-only
+            As for :meth:`fit`.
+        **loop_arguments
+            The other keyword arguments of :meth:`fit`.
+
+        Returns
+        -------
+        History
+            The history of this call.
+
+        Raises
+        ------
+        TypeError, ValueError, FloatingPointError, RuntimeError
+            As :meth:`fit`.
+        """
         error: BaseException | None = None
+        auto = is_auto(loop_arguments.get("momentum"))
         try:
+            if auto:
+                first_lr, loop_arguments = self._tuned_arguments(loop_arguments)
             settings = training.check_fit_arguments(**loop_arguments)
             X = self.check_inputs(X)
             T = self.encode_targets(y, X.shape[0])
@@ -517,24 +799,30 @@ class MLP:
             hyper = checked_hyperparameters(dict(
                 **training.schedule_values(settings, self.epochs, self.steps),
                 rule=rule, dampening=dampening, weight_decay=weight_decay), dtype=self.dtype)
+            if auto:
+                check_auto_rule(rule)
+                hyper = {**checked_hyperparameters({**hyper, "lr": first_lr}, dtype=self.dtype),
+                         "momentum": "auto"}
         except Exception as exc:  # noqa: BLE001 - every process raises it (agree_on)
             error = exc
         trainer.agree_on(error)
-        trainer.agree_on_arguments({
-            "epochs": settings.epochs, "batch_size": settings.batch_size,
-            "shuffle": settings.shuffle, **hyper, "per_step": settings.per_step,
-            "target_loss": settings.target_loss, "patience": settings.patience,
-            "min_delta": settings.min_delta, "restore_best": settings.restore_best,
-            "validation_data": settings.validation_data is not None,
-            "inputs": (X.shape[1], X.dtype.name), "targets": (T.shape[1], T.dtype.name),
-            "accuracy": self._accuracy(y)})
+        accuracy = self._accuracy(y)
+        if not trainer.alone:
+            trainer.agree_on_arguments({
+                "epochs": settings.epochs, "batch_size": settings.batch_size,
+                "shuffle": settings.shuffle, **hyper, "per_step": settings.per_step,
+                "target_loss": settings.target_loss, "patience": settings.patience,
+                "min_delta": settings.min_delta, "restore_best": settings.restore_best,
+                "validation_data": settings.validation_data is not None,
+                "inputs": (X.shape[1], X.dtype.name), "targets": (T.shape[1], T.dtype.name),
+                "accuracy": accuracy})
         # A failure before the first step (the runner's own checks) leaves the model as
         # it was: the previous optimizer (its state untouched) and history.
         previous = (self.optimizer, dict(self.optimizer.param_groups[0]), self.history_,
                     self.optimizer.steps, self.epochs)
         self._use_rule(hyper)
         try:
-            return training.fit_loop(self, X, T, settings, accuracy=self._accuracy(y),
+            return training.fit_loop(self, X, T, settings, accuracy=accuracy,
                                      trainer=trainer)
         except BaseException as exc:
             if (not isinstance(exc, FloatingPointError)
@@ -543,22 +831,59 @@ class MLP:
                 dict.update(self.optimizer.param_groups[0], groups)
             raise
 
+    def _tuned_arguments(self, loop_arguments: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """fit(momentum="auto"): the first step's lr, and the loop arguments whose lr and
+        momentum read what the optimizer's tuner set (recorded in the history)."""
+        for name in ("lr_schedule", "momentum_schedule"):
+            if loop_arguments.get(name) is not None:
+                raise ValueError(f"momentum='auto' sets lr and momentum every step; "
+                                 f"{name} cannot be given with it")
+        return loop_arguments.get("lr", 0.1), {
+            **loop_arguments, "lr": lambda _: self.optimizer.lr,
+            "momentum": lambda _: self.optimizer.momentum}
+
     def _use_rule(self, hyper: dict[str, Any]) -> None:
         """The optimizer for hyper: the same one with new hyperparameters, or a fresh
-        state when the rule changes (the step count carries over)."""
-        if self.optimizer.rule != hyper["rule"]:
+        state when the rule changes or momentum="auto" starts or stops (the step count
+        carries over); an optimizer already tuning keeps tuning."""
+        auto = is_auto(hyper["momentum"])
+        if auto and self.optimizer.tuner is not None and self.optimizer.rule == hyper["rule"]:
+            self.optimizer.param_groups[0].update(
+                {k: hyper[k] for k in ("dampening", "weight_decay")})
+        elif self.optimizer.rule != hyper["rule"] or auto or self.optimizer.tuner is not None:
             steps = self.optimizer.steps
             self.optimizer = SGD([self.params], **hyper, backend=self.backend)
             self.optimizer.steps = steps
-        else:
-            self.optimizer.param_groups[0].update(
-                {k: v for k, v in hyper.items() if k != "rule"})
+        else:  # checked together above, in the network's dtype
+            dict.update(self.optimizer.param_groups[0],
+                        {k: v for k, v in hyper.items() if k != "rule"})
 
     def make_runner(self, X: np.ndarray, T: np.ndarray, batch: int,
                     accuracy: str) -> training.Runner:
         """The runner that trains this network on (X, T) in batches of at most
-        ``batch`` rows (see :class:`momcore.training.Runner`)."""
-        if self.optimizer.momenta is not None:  # rule "qian": curvature every few steps
+        ``batch`` rows (see :class:`momcore.training.Runner`).
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            Checked inputs.
+        T : numpy.ndarray
+            Encoded targets.
+        batch : int
+            Rows per batch at most.
+        accuracy : {"none", "argmax", "threshold"}
+            How rows classified right are counted.
+
+        Returns
+        -------
+        momcore.training.Runner
+            The runner.
+        """
+        if self.optimizer.momenta is not None or self.optimizer.tuner is not None:
+            # rule "qian" (curvature every few steps) or momentum="auto" (the tuner
+            # observes every gradient): the batches run in Python
+            if self.optimizer.tuner is not None:  # full-batch gradients carry no noise
+                self.optimizer.tuner.stochastic = batch < X.shape[0]
             if self._grad is None:
                 self._grad = np.zeros_like(self.params)
             return _CurvatureRunner(self, X, T, batch, accuracy)
@@ -608,7 +933,22 @@ class MLP:
         ``path`` must be a regular file or not exist: a directory, FIFO, device or
         socket is refused. Re-saving over a file keeps its permission bits; a save
         removes the temporary files that saves killed half-way left in the directory
-        (see :mod:`momcore._checkpoint`)."""
+        (see :mod:`momcore._checkpoint`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        IsADirectoryError
+            If ``path`` is a directory.
+        ValueError
+            If ``path`` exists and is not a regular file (a FIFO, a device, a socket).
+        OSError
+            If the file cannot be written.
+        """
         _checkpoint.write(path, {"params": self.params, "state": self.optimizer_state,
                                  "metadata": np.array(json.dumps(self._metadata()))})
 
@@ -621,7 +961,25 @@ class MLP:
         allocating anything, and allocates no more than the file holds. A corrupt,
         truncated, hostile or mismatched file raises ValueError
         (:class:`momcore._checkpoint.CheckpointError`) naming the problem; a missing or
-        unreadable path raises the usual OSError."""
+        unreadable path raises the usual OSError.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A file written by :meth:`save`.
+
+        Returns
+        -------
+        MLP
+            The model, with its optimizer and generator state.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a valid model file or not a regular file (naming the problem).
+        OSError
+            If the path is missing, a directory or unreadable.
+        """
         with _checkpoint.Reader(path) as reader:
             meta = reader.metadata()
             n, dtype = layout.n_params(meta["sizes"]), meta["dtype"]
@@ -699,11 +1057,12 @@ class _NumpyRunner:
 
 
 class _CurvatureRunner:
-    """Runs of batches for per-weight momentum (rule "qian"): per batch one forward
-    pass and the gradient, with the diagonal Gauss-Newton curvature from the same
-    pass every ``optimizer.per_weight.every`` steps, fed to
-    ``optimizer.observe_curvature``; then one step of the optimizer, whose kernel
-    reads the per-weight momenta. The batch loop runs in Python (one or two C calls
+    """Runs of batches for per-weight momentum (rule "qian") and momentum="auto": per
+    batch one forward pass and the gradient, with (rule "qian") the diagonal
+    Gauss-Newton curvature from the same pass every ``optimizer.per_weight.every``
+    steps, fed to ``optimizer.observe_curvature``; then one step of the optimizer,
+    whose kernel reads the per-weight momenta (and whose tuner, with "auto", sees the
+    gradient first). The batch loop runs in Python (one or two C calls
     per batch), so it suits mini-batches better than online learning."""
 
     def __init__(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
@@ -713,7 +1072,7 @@ class _CurvatureRunner:
         self.curv = np.zeros_like(net.params)
         self.core = None if net.backend == "numpy" else _core.NetCore(
             net.params, net.optimizer_state, net._grad, net.sizes, net.hidden, net.output,
-            batch, loss=net.loss_name, accuracy=accuracy)
+            batch, loss=net.loss_name, accuracy=accuracy, l2=net.l2)
 
     def _pass(self, X: np.ndarray, T: np.ndarray, curvature: bool) -> tuple[float, int]:
         net = self.net
@@ -724,19 +1083,19 @@ class _CurvatureRunner:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if curvature:
                 ref.curvature(net.params, net.sizes, X, T, net.hidden, net.output,
-                              self.curv, loss=net.loss_name)
+                              self.curv, loss=net.loss_name, l2=net.l2)
             loss = ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
-                                 net._grad, loss=net.loss_name)
+                                 net._grad, loss=net.loss_name, l2=net.l2)
             out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
         return loss, layout.count_correct(out, T, self.accuracy)
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
         optimizer = self.net.optimizer
-        every = optimizer.per_weight.every
+        every = optimizer.per_weight.every if optimizer.momenta is not None else 0
         sum_loss, correct, steps = 0.0, 0, 0
         for start in range(0, rows.shape[0], batch):
             chunk = rows[start:start + batch]
-            curvature = optimizer.steps % every == 0
+            curvature = every > 0 and optimizer.steps % every == 0
             loss, right = self._pass(self.X[chunk], self.T[chunk], curvature)
             correct += right
             if not np.isfinite(loss):
@@ -758,6 +1117,10 @@ class _CompiledKernel:
     def gradients(self, X: np.ndarray, T: np.ndarray) -> tuple[float, int]:
         return self.core.gradients(X, T)
 
+    def gradient_share(self, X: np.ndarray, T: np.ndarray, rows: np.ndarray, divisor: int,
+                       l2: float) -> tuple[float, int, float]:
+        return self.core.gradient_share(X, T, rows, divisor, l2)
+
     def step(self) -> None:
         self.core.step(**self.optimizer.hyperparameters())  # on this thread, as fit does
         self.optimizer.steps += 1
@@ -776,6 +1139,26 @@ class _NumpyKernel:
                                  self.grad, loss=net.loss_name, l2=self.l2)
             out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
         return loss, layout.count_correct(out, T, self.accuracy)
+
+    def gradient_share(self, X: np.ndarray, T: np.ndarray, rows: np.ndarray, divisor: int,
+                       l2: float) -> tuple[float, int, float]:
+        net, n = self.net, rows.shape[0]
+        loss, right, squares = 0.0, 0, 0.0
+        if n:
+            X, T = X[rows], T[rows]
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                loss = n * ref.gradients(net.params, net.sizes, X, T, net.hidden, net.output,
+                                         self.grad, loss=net.loss_name)
+                out = ref.forward(net.params, net.sizes, X, net.hidden, net.output)[-1]
+            right = layout.count_correct(out, T, self.accuracy)
+            self.grad *= n / divisor
+        else:
+            self.grad.fill(0)
+        if l2:
+            for W, dW in zip(net.weights, layout.views(self.grad, net.sizes)[0]):
+                dW += (l2 / divisor) * W
+            squares = layout.weight_squares(net.params, net.sizes)
+        return loss, right, squares
 
     def step(self) -> None:
         self.net.optimizer.step([self.grad])

@@ -7,6 +7,7 @@ is one call into the compiled kernel, whatever the number of groups.
 from __future__ import annotations
 
 import threading
+from math import copysign
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from momcore import _core
 from momcore import reference as _reference
-from momcore.curvature import PerWeightMomentum
+from momcore.curvature import AUTO_LR, PerWeightMomentum, Tuner, check_auto_rule, is_auto
 from momcore.registry import check_name
 
 HYPERPARAMETERS = ("lr", "momentum", "rule", "dampening", "weight_decay")
@@ -26,9 +27,28 @@ BACKENDS = ("c", "numpy")
 
 def checked_hyperparameters(hyper: Mapping[str, Any], where: str = "",
                             dtype: Any = None) -> dict[str, Any]:
-    """hyper's five hyperparameters, checked by the kernel's own rules (in arrays of
-    ``dtype`` when given), numbers as floats; errors start with ``where`` (e.g.
-    "param_groups[1]: ")."""
+    """hyper's five hyperparameters, checked by the kernel's own rules.
+
+    Parameters
+    ----------
+    hyper : mapping
+        Holds ``lr``, ``momentum``, ``rule``, ``dampening`` and ``weight_decay`` (other
+        keys are ignored).
+    where : str
+        The start of every error message (e.g. "param_groups[1]: ").
+    dtype : numpy dtype or None
+        Check the values in arrays of this dtype (float32 refuses an lr beyond its range).
+
+    Returns
+    -------
+    dict
+        The five hyperparameters, numbers as floats.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`momcore.momentum_step` would for these values.
+    """
     values = {key: hyper[key] for key in HYPERPARAMETERS}
     try:
         _core.check_hyperparameters(**values, dtype=dtype)
@@ -57,6 +77,11 @@ def _refuse_shared(params: list[np.ndarray]) -> None:
             end, last = start + nbytes, i
 
 
+def _same_float(a: Any, b: float) -> bool:
+    """Whether a is the float b, bit for bit (0.0 and -0.0 differ)."""
+    return type(a) is float and a == b and (a != 0.0 or copysign(1.0, a) == copysign(1.0, b))
+
+
 class ParamGroup(dict):
     """One parameter group: its arrays under ``"params"`` and its hyperparameters
     (``lr``, ``momentum``, ``rule``, ``dampening``, ``weight_decay``).
@@ -73,14 +98,43 @@ class ParamGroup(dict):
             raise ValueError(f"the {key!r} of a parameter group is fixed once the optimizer "
                              f"is made; make a new SGD to change it")
         if key in _NUMBERS:
+            if type(value) is float and _same_float(self.get(key), value):
+                return  # the value in force: nothing to check, nothing changes
             value = checked_hyperparameters({**self, key: value})[key]
         super().__setitem__(key, value)
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Sets each key as ``group[key] = value`` does: checked, in order.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            As for ``dict.update``.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For a refused value (the keys before it are set) or a fixed key.
+        """
         for key, value in dict(*args, **kwargs).items():
-            self[key] = value
+            if not (type(value) is float and _same_float(self.get(key), value)):
+                self[key] = value  # (a value in force would change nothing)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
+        """``group[key]``, set to ``default`` first (checked) when the key is absent.
+
+        Parameters
+        ----------
+        key : str
+            The key.
+        default : object
+            The value to set when ``key`` is absent.
+
+        Returns
+        -------
+        object
+            The key's value.
+        """
         if key not in self:
             self[key] = default
         return self[key]
@@ -112,6 +166,10 @@ class SGD:
     lr, momentum, rule, dampening, weight_decay
         The defaults of every group; as in :func:`momcore.momentum_step`.
         ``dampening`` is taken only by rules that use it (``velocity``).
+        ``momentum="auto"``: a :class:`momcore.curvature.Tuner` (:attr:`tuner`) sets
+        lr and momentum before every step from the gradients it is given (rules in
+        ``momcore.curvature.AUTO_RULES``); ``lr`` is then only the first step's rate
+        (None: ``momcore.curvature.AUTO_LR``). Otherwise ``lr`` is required.
     nonfinite : {"propagate", "raise", "skip"}
         What a NaN or inf in any gradient does; with "raise" and "skip" every
         gradient of every group is checked before anything is written.
@@ -122,6 +180,12 @@ class SGD:
         become one momentum per weight (None: ``PerWeightMomentum()``). Until the
         first observation every weight uses its group's ``momentum``.
 
+    Raises
+    ------
+    TypeError, ValueError
+        If an array or a hyperparameter is refused as by :func:`momcore.momentum_step`,
+        a group is malformed, or two parameters share memory.
+
     Attributes
     ----------
     param_groups : list of ParamGroup
@@ -130,24 +194,35 @@ class SGD:
         Every parameter and its state buffer, group after group.
     steps : int
         Steps applied (a skipped step does not count).
+    tuner : momcore.curvature.Tuner or None
+        With ``momentum="auto"``: the tuner that sets lr and momentum in :meth:`step`.
     momenta, curvature : list of numpy.ndarray or None
         With ``rule="qian"``: each parameter's per-weight momentum (read by the kernel
         in the step's pass) and the running curvature estimate behind it; None for
         the other rules.
 
+    Notes
+    -----
     ``opt.lr`` and ``opt.momentum`` read the value all groups share and set it in
     every group (schedules). One optimizer steps in one thread at a time: a
     ``step`` while another is running raises RuntimeError.
     """
 
     def __init__(self, params: Sequence[np.ndarray] | Sequence[Mapping[str, Any]], *,
-                 lr: float, momentum: float = 0.0, rule: str = "classical",
+                 lr: float | None = None, momentum: float | str = 0.0,
+                 rule: str = "classical",
                  dampening: float = 0.0, weight_decay: float = 0.0,
                  nonfinite: str = "propagate", backend: str = "c",
                  per_weight: PerWeightMomentum | None = None) -> None:
         if isinstance(params, np.ndarray) or not isinstance(params, (list, tuple)):
             raise TypeError("params must be a list or tuple of numpy arrays or of parameter "
                             f"groups (dicts), got {type(params).__name__}")
+        auto = is_auto(momentum)
+        if auto:
+            check_auto_rule(rule)
+            lr, momentum = AUTO_LR if lr is None else lr, 0.0
+        elif lr is None:
+            raise TypeError("SGD needs lr (optional only with momentum='auto')")
         self.defaults: dict[str, Any] = checked_hyperparameters(
             dict(lr=lr, momentum=momentum, rule=rule, dampening=dampening,
                  weight_decay=weight_decay))
@@ -187,6 +262,11 @@ class SGD:
         self.backend = backend
         self.steps = 0
         self._stepping = threading.Lock()
+        self.tuner: Tuner | None = None
+        if auto:
+            for k, g in enumerate(self.param_groups):
+                check_auto_rule(g["rule"], f"param_groups[{k}]: ")
+            self.tuner = Tuner(self)
 
     def _group(self, spec: Mapping[str, Any], index: int | None) -> ParamGroup:
         where = "" if index is None else f"param_groups[{index}]: "
@@ -207,9 +287,20 @@ class SGD:
         return _group_from_dict({"params": list(arrays), **hyper, **extra})
 
     def add_param_group(self, group: Mapping[str, Any]) -> None:
-        """Adds a parameter group (a dict with its arrays under ``"params"`` and any
-        hyperparameters that differ from :attr:`defaults`), with zero state; as
-        PyTorch's ``Optimizer.add_param_group``. Nothing changes if it is refused."""
+        """Adds a parameter group with zero state, as PyTorch's ``Optimizer.add_param_group``.
+
+        Parameters
+        ----------
+        group : dict
+            The group's arrays under ``"params"`` and any hyperparameters that differ from
+            :attr:`defaults`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If an array or a hyperparameter is refused, or an array shares memory with
+            another parameter; nothing changes then.
+        """
         if not isinstance(group, Mapping):
             raise TypeError(f"a parameter group is a dict, got {type(group).__name__}")
         count = len(self.params)
@@ -221,6 +312,9 @@ class SGD:
             raise
         self.param_groups.append(made)
         self.state.extend(np.zeros_like(p) for p in self.params[count:])
+        if self.tuner is not None:  # its window spans every weight: it starts again
+            self.tuner = Tuner(self, beta=self.tuner.beta, window=self.tuner.window,
+                               floor=self.tuner.floor, stochastic=self.tuner.stochastic)
 
     # ---- hyperparameters shared by every group (schedules) -----------------------
 
@@ -232,6 +326,12 @@ class SGD:
         return values.pop() if values else self.defaults[key]
 
     def _set_everywhere(self, key: str, value: Any) -> None:
+        if type(value) is float and _same_float(self.defaults[key], value):
+            for g in self.param_groups:
+                if not _same_float(g[key], value):
+                    break
+            else:
+                return  # in force everywhere already (a schedule's value, epoch after epoch)
         checked = [checked_hyperparameters({**g, key: value})[key] for g in self.param_groups]
         checked.append(checked_hyperparameters({**self.defaults, key: value})[key])
         for g in self.param_groups:
@@ -272,14 +372,27 @@ class SGD:
 
     @property
     def dampening(self) -> float:
+        """The dampening of the next step (the one all groups share)."""
         return self._shared("dampening")
 
     @property
     def weight_decay(self) -> float:
+        """The weight decay of the next step (the one all groups share)."""
         return self._shared("weight_decay")
 
     def hyperparameters(self, group: int = 0) -> dict[str, Any]:
-        """The hyperparameters of one group as keywords of momentum_step."""
+        """The hyperparameters of one group as keywords of momentum_step.
+
+        Parameters
+        ----------
+        group : int
+            Index into :attr:`param_groups` (default 0).
+
+        Returns
+        -------
+        dict
+            ``lr``, ``momentum``, ``rule``, ``dampening`` and ``weight_decay``.
+        """
         g = self.param_groups[group]
         return {key: g[key] for key in HYPERPARAMETERS}
 
@@ -296,8 +409,43 @@ class SGD:
     # ---- the step ------------------------------------------------------------------
 
     def step(self, grads: Iterable[np.ndarray]) -> bool:
-        """Applies one step with ``grads[i] = dE/dparams[i]`` (one per parameter, in the
-        order of :attr:`params`); True if applied."""
+        """Applies one step with ``grads[i] = dE/dparams[i]``.
+
+        Parameters
+        ----------
+        grads : sequence of numpy.ndarray
+            One gradient per parameter, in the order of :attr:`params`, each of its
+            parameter's shape and dtype; only read.
+
+        Returns
+        -------
+        bool
+            True if applied; False when ``nonfinite="skip"`` skipped it (nothing written, not
+            counted in :attr:`steps`).
+
+        Raises
+        ------
+        TypeError
+            If ``grads`` is one array rather than a sequence, or a gradient is refused.
+        ValueError
+            If ``grads`` does not hold one array per parameter, or a gradient's shape or dtype
+            differs from its parameter's.
+        FloatingPointError
+            With ``nonfinite="raise"``, when the step would write a NaN or inf (nothing
+            written).
+        RuntimeError
+            If another thread is stepping this optimizer.
+
+        Examples
+        --------
+        >>> import numpy as np, momcore
+        >>> w = np.ones(4)
+        >>> opt = momcore.SGD([w], lr=0.1, momentum=0.9)
+        >>> opt.step([np.ones(4)]), opt.step([np.ones(4)])
+        (True, True)
+        >>> w                                  # 1 - 0.1, then - (0.9*0.1 + 0.1)
+        array([0.71, 0.71, 0.71, 0.71])
+        """
         if isinstance(grads, np.ndarray):
             raise TypeError("grads must be a sequence of numpy arrays, one per parameter, "
                             "not one array")
@@ -309,6 +457,10 @@ class SGD:
             raise RuntimeError("SGD.step is already running in another thread; one "
                                "optimizer steps in one thread at a time")
         try:
+            if self.tuner is not None:  # the gradient the step descends: g' = g + wd*w
+                decays = [g["weight_decay"] for g in self.param_groups for _ in g["params"]]
+                self.tuner.observe([g + d * p if d else g
+                                    for g, d, p in zip(grads, decays, self.params)])
             applied = self._apply(grads)
         finally:
             self._stepping.release()
@@ -321,7 +473,19 @@ class SGD:
         :meth:`momcore.MLP.curvature`) for every element of ``params[i]``, >= 0.
         The estimate is smoothed over observations and the momenta follow
         :class:`momcore.curvature.PerWeightMomentum` with each group's current lr.
-        Cost: a few passes over the parameters in numpy."""
+        Cost: a few passes over the parameters in numpy.
+
+        Parameters
+        ----------
+        diagonals : sequence of numpy.ndarray
+            One curvature diagonal per parameter, of its shape, every value ``>= 0``.
+
+        Raises
+        ------
+        ValueError
+            If the rule is not ``qian``, or ``diagonals`` does not hold one array per
+            parameter of its shape.
+        """
         if self.curvature is None:
             raise ValueError(f"observe_curvature needs rule 'qian'; this optimizer uses "
                              f"{self.param_groups[0]['rule']!r}")
@@ -366,9 +530,15 @@ class SGD:
     # ---- state_dict ----------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """A copy of everything needed to resume: the defaults, each group's
-        hyperparameters (``"param_groups"``, arrays given as indices into
-        :attr:`params`), the non-finite policy, the step count and the state."""
+        """A copy of everything needed to resume.
+
+        Returns
+        -------
+        dict
+            The defaults, each group's hyperparameters (``"param_groups"``, arrays given as
+            indices into :attr:`params`), the non-finite policy, the step count and the state
+            (copies).
+        """
         groups, start = [], 0
         for g in self.param_groups:
             n = len(g["params"])
@@ -379,14 +549,29 @@ class SGD:
             "momenta": [p.copy() for p in self.momenta],
             "curvature": [k.copy() for k in self.curvature],
             "curvature_observations": self.curvature_observations}
+        if self.tuner is not None:
+            extra["tuner"] = self.tuner.state_dict()
         return {**self.defaults, "nonfinite": self.nonfinite, "steps": self.steps,
                 "state": [s.copy() for s in self.state], "param_groups": groups, **extra}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restores a :meth:`state_dict` of an optimizer over parameters of the same
-        shapes and groups. A dict without ``"param_groups"`` (one group, the earlier
-        format) sets every group to its hyperparameters. Everything is checked before
-        anything changes."""
+        """Restores a :meth:`state_dict`.
+
+        A dict without ``"param_groups"`` (one group, the earlier format) sets every group
+        to its hyperparameters. Everything is checked before anything changes.
+
+        Parameters
+        ----------
+        state_dict : dict
+            From :meth:`state_dict` of an optimizer over parameters of the same shapes and
+            groups.
+
+        Raises
+        ------
+        ValueError, TypeError
+            If the dict does not match this optimizer (shapes, dtypes, groups) or holds a
+            refused value; nothing changes then.
+        """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         keys = {"lr", "momentum", "rule", "dampening", "weight_decay", "nonfinite", "steps",
@@ -424,7 +609,11 @@ class SGD:
                 if theirs.shape != mine.shape:
                     raise ValueError("state_dict['momenta'] or ['curvature'] does not match "
                                      "the parameters")
+        if self.tuner is not None and "tuner" in d:
+            self.tuner.check_state_dict(d["tuner"])
         # Everything is checked: only now does anything change.
+        if self.tuner is not None and "tuner" in d:
+            self.tuner.load_state_dict(d["tuner"])
         if per_weight is not None:
             for mine, theirs in zip(self.momenta + self.curvature,
                                     per_weight[0] + per_weight[1]):

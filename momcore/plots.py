@@ -76,8 +76,28 @@ def figure1(
     grid of ``lr k`` in (0, 4) and ``momentum`` in (-1, 1), grey where it is >= 1 (the
     iteration diverges), with contour lines. Drawn on top: the convergent triangle of
     Result 3 (``0 < lr k < 2 + 2 p``, ``-1 < p < 1``) and the optimal momentum
-    ``p* = (1 - sqrt(lr k))^2`` where the two roots coincide. ``point = (lr_k, momentum)``
-    marks one setting.
+    ``p* = (1 - sqrt(lr k))^2`` where the two roots coincide.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where to write the PNG file.
+    resolution : int
+        Grid points per axis, ``>= 10`` (default 300).
+    point : tuple of float or None, keyword-only
+        ``(lr_k, momentum)``: one setting to mark.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``, the PNG file written (100 dpi).
+
+    Raises
+    ------
+    ImportError
+        If matplotlib (the extra ``plot``) is not installed.
+    ValueError
+        If ``path`` names a file with another suffix than ``.png``, or ``resolution < 10``.
     """
     _png_path(path)
     resolution = int(resolution)
@@ -172,12 +192,46 @@ def ravine_numbers(
     rate ``(K - 1) / (K + 1)``; the momentum run adds to the same ``lr`` Qian's optimal
     momentum for the floor, ``(1 - sqrt(lr k_along))^2``. For the default curvatures that
     also damps the walls (a complex pair of radius ``sqrt(momentum)``): both then contract by
-    ``1 - sqrt(lr k_along)`` per step, 0.80 against plain descent's 0.96.
+    ``1 - sqrt(lr k_along)`` per step, 0.80 against plain descent's 0.96. Plain numpy and
+    the compiled kernel: needs no matplotlib.
 
-    Returns a dict: ``lr``, ``momentum``, ``plain_lr``, the per-step rates predicted by
-    :func:`momcore.theory.spectral_radius` (``rate``, ``plain_rate``) and the measured
-    ``steps`` and ``plain_steps``, the first step from which ``E < tol * E(w_0)`` holds
-    (``inf`` if not within ``max_steps``).
+    Parameters
+    ----------
+    curvatures : sequence of two floats, keyword-only
+        Curvature along the floor and across it (default ``(1, 50)``).
+    angle : float, keyword-only
+        Rotation of the valley in degrees (default 30).
+    lr : float or None, keyword-only
+        Learning rate of the momentum run; None: ``plain_lr``.
+    momentum : float or None, keyword-only
+        Momentum of the momentum run; None: the optimal momentum for the floor.
+    plain_lr : float or None, keyword-only
+        Learning rate of plain descent; None: ``2 / (k_along + k_across)``.
+    tol : float, keyword-only
+        The factor E must fall by, in (0, 1) (default 1e-6).
+    max_steps : int, keyword-only
+        The longest run, ``>= 1``.
+
+    Returns
+    -------
+    dict
+        ``lr``, ``momentum``, ``plain_lr``, the per-step rates predicted by
+        :func:`momcore.theory.spectral_radius` (``rate``, ``plain_rate``) and the measured
+        ``steps`` and ``plain_steps``, the first step from which ``E < tol * E(w_0)`` holds
+        (``inf`` if not within ``max_steps``).
+
+    Raises
+    ------
+    ValueError
+        If ``tol`` or ``max_steps`` is out of range, or a setting is refused by
+        :func:`momcore.theory.simulate`.
+
+    Examples
+    --------
+    >>> from momcore import plots
+    >>> numbers = plots.ravine_numbers()
+    >>> numbers["plain_steps"], numbers["steps"]
+    (173.0, 41.0)
     """
     tol = float(tol)
     if not 0.0 < tol < 1.0:
@@ -217,6 +271,27 @@ def ravine(
     (:func:`momcore.theory.simulate`), ``steps`` steps from the same start. Plain descent,
     whose learning rate is bounded by the steep walls, zig-zags across the valley and creeps
     along it; momentum damps the zig-zag and runs along the floor.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where to write the PNG file.
+    curvatures, angle, lr, momentum, plain_lr : keyword-only
+        As in :func:`ravine_numbers`.
+    steps : int, keyword-only
+        The steps drawn of each run (default 40).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``, the PNG file written (100 dpi).
+
+    Raises
+    ------
+    ImportError
+        If matplotlib (the extra ``plot``) is not installed.
+    ValueError
+        If ``path`` names a file with another suffix than ``.png``, or a setting is refused by :func:`momcore.theory.simulate`.
     """
     hessian, rotation = _ravine_setup(curvatures, angle)
     lr, momentum, plain_lr = _ravine_settings(curvatures, lr, momentum, plain_lr)
@@ -274,8 +349,28 @@ def loss_curves(path: str | os.PathLike[str], histories: Mapping[str, Sequence[f
                 title: str = "Training loss per epoch") -> pathlib.Path:
     """Per-epoch loss curves, one per label, on a log scale.
 
-    ``histories`` maps a label (e.g. ``"momentum 0.9"``) to the per-epoch losses; epoch 1 is
-    the first value. Losses must be finite and > 0 (log axis).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where to write the PNG file.
+    histories : mapping of str to sequence of float
+        A label (e.g. ``"momentum 0.9"``) to its per-epoch losses (``History.loss``);
+        epoch 1 is the first value. Losses must be finite and > 0 (log axis).
+    title : str, keyword-only
+        The title of the plot.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``, the PNG file written (100 dpi).
+
+    Raises
+    ------
+    ImportError
+        If matplotlib (the extra ``plot``) is not installed.
+    ValueError
+        If ``path`` names a file with another suffix than ``.png``, ``histories`` is empty, or a curve is empty or holds a loss that is not finite
+        and > 0.
     """
     if not histories:
         raise ValueError("histories must hold at least one curve")

@@ -208,7 +208,41 @@ def momentum_step(w: np.ndarray, g: np.ndarray, state: np.ndarray, *, lr: float,
                   momentum: float, rule: str = "classical", dampening: float = 0.0,
                   weight_decay: float = 0.0, nonfinite: str = "propagate",
                   momenta: np.ndarray | None = None) -> bool:
-    """One momentum step in place on w and state (see momcore.momentum_step)."""
+    """One momentum step in place on ``w`` and ``state``, in numpy.
+
+    The same checks, errors and results as :func:`momcore.momentum_step`, bit for bit:
+    each rule is written with numpy's in-place operators in the kernel's order of
+    operations.
+
+    Parameters
+    ----------
+    w, g, state : numpy.ndarray
+        Weights (written), gradient (read), state (written); one shape and dtype.
+    lr, momentum, rule, dampening, weight_decay, nonfinite, momenta
+        As in :func:`momcore.momentum_step`.
+
+    Returns
+    -------
+    bool
+        True when the step was applied; False when ``nonfinite="skip"`` skipped it.
+
+    Raises
+    ------
+    TypeError, ValueError, FloatingPointError
+        As :func:`momcore.momentum_step`, with the same messages.
+
+    Examples
+    --------
+    >>> import numpy as np, momcore
+    >>> from momcore import reference
+    >>> w1, w2 = np.linspace(-1, 1, 5), np.linspace(-1, 1, 5)
+    >>> s1, s2 = np.zeros(5), np.zeros(5)
+    >>> for _ in range(3):
+    ...     _ = reference.momentum_step(w1, 0.5 * w1, s1, lr=0.1, momentum=0.9, rule="nesterov")
+    ...     _ = momcore.momentum_step(w2, 0.5 * w2, s2, lr=0.1, momentum=0.9, rule="nesterov")
+    >>> w1.tobytes() == w2.tobytes()                     # bit for bit
+    True
+    """
     hyper = _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite)
     ps = _check_momenta(rule, None if momenta is None else [momenta], [w])
     _check_operands([(w, g, state)], many=False)
@@ -220,7 +254,25 @@ def momentum_step_many(ws: Sequence[np.ndarray], gs: Sequence[np.ndarray],
                        rule: str = "classical", dampening: float = 0.0,
                        weight_decay: float = 0.0, nonfinite: str = "propagate",
                        momenta: Sequence[np.ndarray] | None = None) -> bool:
-    """momentum_step over lists of arrays; all or none updated (see momcore)."""
+    """:func:`momentum_step` over lists of arrays; all or none updated.
+
+    Parameters
+    ----------
+    ws, gs, states : list or tuple of numpy.ndarray
+        As in :func:`momcore.momentum_step_many`.
+    lr, momentum, rule, dampening, weight_decay, nonfinite, momenta
+        As in :func:`momcore.momentum_step_many`.
+
+    Returns
+    -------
+    bool
+        True when the step was applied; False when ``nonfinite="skip"`` skipped it.
+
+    Raises
+    ------
+    TypeError, ValueError, FloatingPointError
+        As :func:`momcore.momentum_step_many`, with the same messages.
+    """
     hyper = _check_hyper(lr, momentum, rule, dampening, weight_decay, nonfinite)
     triples = _collect(ws, gs, states, ("ws", "gs", "states"), None)
     ps = _check_momenta(rule, momenta, [t[0] for t in triples])
@@ -233,8 +285,38 @@ _HYPER_KEYS = ("lr", "momentum", "rule", "dampening", "weight_decay")
 
 def step_groups(groups: Sequence[tuple], *, nonfinite: str = "propagate",
                 names: tuple[str, str, str] = ("ws", "gs", "states")) -> bool:
-    """Groups (ws, gs, states, hyper), each stepped with its own hyper dict; arrays
-    numbered across groups by names; all or none updated (see momcore._core)."""
+    """Groups ``(ws, gs, states, hyper)``, each stepped with its own ``hyper`` dict.
+
+    The numpy counterpart of the compiled ``step_groups`` behind :class:`momcore.SGD`:
+    arrays are numbered across groups by ``names`` in messages; all or none updated.
+
+    Parameters
+    ----------
+    groups : list or tuple of tuple
+        ``(ws, gs, states, hyper)`` or ``(ws, gs, states, hyper, momenta)`` per group;
+        ``hyper`` has exactly the keys ``lr``, ``momentum``, ``rule``, ``dampening`` and
+        ``weight_decay``.
+    nonfinite : {"propagate", "raise", "skip"}
+        As in :func:`momcore.momentum_step`, over all groups at once.
+    names : tuple of str
+        The caller's names of ws, gs and states, for error messages.
+
+    Returns
+    -------
+    bool
+        True when the step was applied; False when ``nonfinite="skip"`` skipped it.
+
+    Raises
+    ------
+    TypeError
+        If ``groups``, a group, ``hyper`` or ``names`` is malformed, or an operand is
+        refused.
+    ValueError
+        If a ``hyper`` dict lacks a key or has an unknown one, a value is out of range, or
+        operands share memory.
+    FloatingPointError
+        With ``nonfinite="raise"``, when the step would write a NaN or inf.
+    """
     registry.check_name("nonfinite", nonfinite)
     if not (isinstance(names, tuple) and len(names) == 3
             and all(isinstance(n, str) for n in names)):

@@ -15,7 +15,24 @@ from typing import Any
 class Rule:
     """An update rule: what its state holds, one step in math, and which of the
     optional hyperparameters it takes (``lr``, ``momentum`` and ``weight_decay`` are
-    taken by every rule)."""
+    taken by every rule).
+
+    Parameters
+    ----------
+    name : str
+        The name ``rule=`` takes.
+    state : str
+        What the state buffer holds.
+    step : str
+        One step, with ``g' = g + weight_decay*w``.
+    takes_dampening : bool
+        Whether the rule takes ``dampening``.
+    takes_momenta : bool
+        Whether the rule reads a per-weight momentum buffer (``momenta``).
+    lr_in_state : bool
+        Whether the state holds lr-scaled steps (a changed lr affects new gradients
+        only) or raw gradients (a changed lr rescales the whole history).
+    """
 
     name: str
     state: str
@@ -63,7 +80,17 @@ OUTPUTS: tuple[str, ...] = ("softmax", "sigmoid", "identity")
 
 @dataclass(frozen=True)
 class Loss:
-    """A per-sample loss and the output activations it pairs with."""
+    """A per-sample loss and the output activations it pairs with.
+
+    Parameters
+    ----------
+    name : str
+        The name ``loss=`` takes.
+    formula : str
+        The loss of one sample, ``t`` the target and ``y`` the output.
+    outputs : tuple of str
+        The output activations it pairs with.
+    """
 
     name: str
     formula: str
@@ -95,8 +122,37 @@ side of 1/2 as its target (binary and multilabel)."""
 
 
 def check_name(kind: str, value: Any, argument: str | None = None) -> str:
-    """``value`` if it names a registered ``kind`` ("rule", "nonfinite", "hidden",
-    "output", "loss" or "accuracy"); a ValueError naming the argument and the choices otherwise."""
+    """``value`` if it names a registered ``kind``.
+
+    Parameters
+    ----------
+    kind : {"rule", "nonfinite", "hidden", "output", "loss", "accuracy"}
+        The kind of name.
+    value : object
+        The name to check.
+    argument : str or None
+        The argument's name for the error message (default: ``kind``).
+
+    Returns
+    -------
+    str
+        ``value``.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and the choices, if ``value`` is not one of them.
+
+    Examples
+    --------
+    >>> from momcore import registry
+    >>> registry.check_name("rule", "nesterov")
+    'nesterov'
+    >>> registry.check_name("hidden", "softplus", "hidden")
+    Traceback (most recent call last):
+    ...
+    ValueError: hidden must be one of 'sigmoid', 'tanh', 'relu', 'identity'; got 'softplus'
+    """
     choices = _CHOICES[kind]
     if isinstance(value, str) and value in choices:
         return value
@@ -105,8 +161,32 @@ def check_name(kind: str, value: Any, argument: str | None = None) -> str:
 
 
 def loss_for(output: str, loss: str | None = None) -> str:
-    """The loss of an ``output`` activation: ``loss`` checked against the pairs, or the
-    default pair when ``loss`` is None."""
+    """The loss of an ``output`` activation.
+
+    Parameters
+    ----------
+    output : str
+        An output activation (``OUTPUTS``).
+    loss : str or None
+        A loss (``LOSSES``) to check against the pairs, or None for the default pair
+        (``DEFAULT_LOSS``).
+
+    Returns
+    -------
+    str
+        The loss.
+
+    Raises
+    ------
+    ValueError
+        If ``output`` or ``loss`` is not registered, or they do not pair.
+
+    Examples
+    --------
+    >>> from momcore import registry
+    >>> registry.loss_for("softmax"), registry.loss_for("sigmoid", "binary_cross_entropy")
+    ('cross_entropy', 'binary_cross_entropy')
+    """
     check_name("output", output)
     if loss is None:
         return DEFAULT_LOSS[output]
@@ -119,7 +199,24 @@ def loss_for(output: str, loss: str | None = None) -> str:
 
 
 def rules_taking(hyperparameter: str) -> tuple[str, ...]:
-    """The rules that take an optional hyperparameter (``"dampening"``)."""
+    """The rules that take an optional hyperparameter.
+
+    Parameters
+    ----------
+    hyperparameter : {"dampening", "momenta"}
+        The hyperparameter, as in the ``takes_*`` fields of :class:`Rule`.
+
+    Returns
+    -------
+    tuple of str
+        The names of those rules, in registry order.
+
+    Examples
+    --------
+    >>> from momcore import registry
+    >>> registry.rules_taking("dampening"), registry.rules_taking("momenta")
+    (('velocity',), ('qian',))
+    """
     return tuple(name for name, rule in RULES.items()
                  if getattr(rule, f"takes_{hyperparameter}"))
 

@@ -153,7 +153,26 @@ class _Dataclass:
 
 @dataclass(frozen=True, repr=False)
 class Constant(_Dataclass):
-    """The same value at every t: ``s(t) = value``."""
+    r"""The same value at every t: :math:`s(t) = \text{value}`.
+
+    Parameters
+    ----------
+    value : float
+        The value, finite.
+    per : {"epoch", "step"}, keyword-only
+        What ``t`` counts (default ``"epoch"``).
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range or not finite (the message names it).
+
+    Examples
+    --------
+    >>> from momcore import schedules
+    >>> schedules.Constant(0.25)(7)
+    0.25
+    """
 
     value: float
     per: str = field(default="epoch", kw_only=True)
@@ -163,16 +182,61 @@ class Constant(_Dataclass):
         object.__setattr__(self, "per", _unit("per", self.per))
 
     def __call__(self, t: int) -> float:
+        """The value at ``t``: ``value``.
+
+        Parameters
+        ----------
+        t : int
+            The counter, ``>= 0``, in the schedule's unit (``per``).
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is negative.
+        TypeError
+            If ``t`` is not an int.
+        """
         _check_t(t)
         return self.value
 
 
 @dataclass(frozen=True, repr=False)
 class Linear(_Dataclass):
-    """A linear ramp from ``start`` at t = 0 to ``end`` at t = ``epochs``, then ``end``.
+    r"""A linear ramp from ``start`` at t = 0 to ``end`` at t = ``epochs``, then ``end``.
 
-    ``s(t) = start + (end - start) * min(t, epochs) / epochs``. ``epochs`` is a length in
-    the schedule's unit: steps when ``per="step"``.
+    .. math::
+
+        s(t) = \text{start} + (\text{end} - \text{start})
+        \, \frac{\min(t, \text{epochs})}{\text{epochs}}
+
+    ``epochs`` is a length in the schedule's unit: steps when ``per="step"``.
+
+    Parameters
+    ----------
+    start : float
+        The value at t = 0, finite.
+    end : float
+        The value from t = ``epochs`` on, finite.
+    epochs : int
+        The length of the ramp, ``>= 1``.
+    per : {"epoch", "step"}, keyword-only
+        What ``t`` counts (default ``"epoch"``).
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range or not finite (the message names it).
+
+    Examples
+    --------
+    >>> from momcore import schedules
+    >>> ramp = schedules.Linear(0.5, 0.9, 4)
+    >>> [round(ramp(t), 2) for t in range(6)]
+    [0.5, 0.6, 0.7, 0.8, 0.9, 0.9]
     """
 
     start: float
@@ -187,6 +251,24 @@ class Linear(_Dataclass):
         object.__setattr__(self, "per", _unit("per", self.per))
 
     def __call__(self, t: int) -> float:
+        """The value at ``t``.
+
+        Parameters
+        ----------
+        t : int
+            The counter, ``>= 0``, in the schedule's unit (``per``).
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is negative.
+        TypeError
+            If ``t`` is not an int.
+        """
         t = _check_t(t)
         if t >= self.epochs:
             return self.end
@@ -195,9 +277,33 @@ class Linear(_Dataclass):
 
 @dataclass(frozen=True, repr=False)
 class Step(_Dataclass):
-    """Step decay: multiply by ``factor`` every ``every`` units of t.
+    r"""Step decay: multiply by ``factor`` every ``every`` units of t.
 
-    ``s(t) = initial * factor ** (t // every)``.
+    .. math::
+
+        s(t) = \text{initial} \cdot \text{factor}^{\lfloor t / \text{every} \rfloor}
+
+    Parameters
+    ----------
+    initial : float
+        The value at t = 0, finite.
+    factor : float
+        The factor, ``> 0``.
+    every : int
+        The length of each step, ``>= 1``.
+    per : {"epoch", "step"}, keyword-only
+        What ``t`` counts (default ``"epoch"``).
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range or not finite (the message names it).
+
+    Examples
+    --------
+    >>> from momcore import schedules
+    >>> [schedules.Step(0.1, 0.5, 2)(t) for t in range(5)]
+    [0.1, 0.1, 0.05, 0.05, 0.025]
     """
 
     initial: float
@@ -215,18 +321,63 @@ class Step(_Dataclass):
         object.__setattr__(self, "per", _unit("per", self.per))
 
     def __call__(self, t: int) -> float:
+        """The value at ``t``.
+
+        Parameters
+        ----------
+        t : int
+            The counter, ``>= 0``, in the schedule's unit (``per``).
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is negative.
+        TypeError
+            If ``t`` is not an int.
+        """
         t = _check_t(t)
         return self.initial * self.factor ** (t // self.every)
 
 
 @dataclass(frozen=True, repr=False)
 class Cosine(_Dataclass):
-    """Cosine annealing from ``start`` to ``end`` over ``length`` units, then ``end``.
+    r"""Cosine annealing from ``start`` to ``end`` over ``length`` units, then ``end``.
 
-    ``s(t) = end + (start - end) * (1 + cos(pi * t / length)) / 2`` for ``t < length``,
-    ``s(t) = end`` for ``t >= length``. This is SGDR (Loshchilov & Hutter, 2017) without
-    restarts, and PyTorch's ``CosineAnnealingLR`` closed form with ``T_max = length``,
-    ``eta_min = end``, held at ``end`` after ``T_max``.
+    .. math::
+
+        s(t) = \text{end} + (\text{start} - \text{end})
+        \, \frac{1 + \cos(\pi t / \text{length})}{2} \quad (t < \text{length}),
+        \qquad s(t) = \text{end} \quad (t \ge \text{length}).
+
+    This is SGDR (Loshchilov & Hutter, 2017) without restarts, and PyTorch's
+    ``CosineAnnealingLR`` closed form with ``T_max = length``, ``eta_min = end``, held at
+    ``end`` after ``T_max``.
+
+    Parameters
+    ----------
+    start : float
+        The value at t = 0, finite.
+    end : float
+        The value from t = ``length`` on, finite.
+    length : int
+        The length of the annealing, ``>= 1``.
+    per : {"epoch", "step"}, keyword-only
+        What ``t`` counts (default ``"epoch"``).
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range or not finite (the message names it).
+
+    Examples
+    --------
+    >>> from momcore import schedules
+    >>> [round(schedules.Cosine(1.0, 0.0, 4)(t), 3) for t in range(5)]
+    [1.0, 0.854, 0.5, 0.146, 0.0]
     """
 
     start: float
@@ -241,6 +392,24 @@ class Cosine(_Dataclass):
         object.__setattr__(self, "per", _unit("per", self.per))
 
     def __call__(self, t: int) -> float:
+        """The value at ``t``.
+
+        Parameters
+        ----------
+        t : int
+            The counter, ``>= 0``, in the schedule's unit (``per``).
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is negative.
+        TypeError
+            If ``t`` is not an int.
+        """
         t = _check_t(t)
         if t >= self.length:
             return self.end
@@ -250,15 +419,44 @@ class Cosine(_Dataclass):
 
 @dataclass(frozen=True, repr=False)
 class Warmup(_Dataclass):
-    """Linear warm-up in front of another schedule.
+    r"""Linear warm-up in front of another schedule.
 
-    ``s(t) = start + (after(0) - start) * t / length`` for ``t < length``, then
-    ``s(t) = after(t - length)``: the value rises linearly from ``start`` to ``after(0)``
-    over ``length`` units, and ``after`` begins, from its own t = 0, where the warm-up ends.
+    .. math::
 
-    ``after`` is a schedule or a number (a :class:`Constant`). ``per`` defaults to the unit
-    of ``after``; giving another unit is an error, except for a constant ``after``, whose
-    value does not depend on t.
+        s(t) = \text{start} + (\text{after}(0) - \text{start}) \, \frac{t}{\text{length}}
+        \quad (t < \text{length}), \qquad s(t) = \text{after}(t - \text{length})
+        \quad (t \ge \text{length}):
+
+    the value rises linearly from ``start`` to ``after(0)`` over ``length`` units, and
+    ``after`` begins, from its own t = 0, where the warm-up ends.
+
+    Parameters
+    ----------
+    after : schedule or float
+        The schedule that follows; a number is a :class:`Constant`.
+    length : int
+        The length of the warm-up, ``>= 1``.
+    start : float, keyword-only
+        The value at t = 0 (default 0), finite.
+    per : {"epoch", "step"} or None, keyword-only
+        What ``t`` counts; None (the default) takes the unit of ``after``. Another unit than
+        ``after``'s is an error, except for a constant ``after``, whose value does not depend
+        on t.
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range or not finite, or ``per`` differs from ``after``'s
+        unit.
+    TypeError
+        If ``after`` is neither a number nor a callable.
+
+    Examples
+    --------
+    >>> from momcore import schedules
+    >>> warm = schedules.Warmup(schedules.Step(0.1, 0.5, 2), length=2)
+    >>> [warm(t) for t in range(6)]
+    [0.0, 0.05, 0.1, 0.1, 0.05, 0.05]
     """
 
     after: Schedule
@@ -290,6 +488,24 @@ class Warmup(_Dataclass):
         object.__setattr__(self, "per", per)
 
     def __call__(self, t: int) -> float:
+        """The value at ``t``.
+
+        Parameters
+        ----------
+        t : int
+            The counter, ``>= 0``, in the schedule's unit (``per``).
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is negative.
+        TypeError
+            If ``t`` is not an int.
+        """
         t = _check_t(t)
         if t >= self.length:
             return value_at(self.after, t - self.length, "after")
@@ -320,6 +536,35 @@ class OneCycle(_Dataclass):
     ``fit(lr_schedule=oc.lr, momentum_schedule=oc.momentum)``; ``oc(t)`` returns the pair
     ``(lr, momentum)``. The cycle lasts ``total`` units of t (steps by default).
 
+    Parameters
+    ----------
+    max_lr : float
+        The peak learning rate, finite and ``>= 0``.
+    total : int
+        The length of the cycle, ``>= 1``.
+    pct_start : float, keyword-only
+        The fraction of the cycle spent rising, in [0, 1] (default 0.3);
+        ``pct_start * total`` must not be 1.
+    div_factor : float, keyword-only
+        ``initial_lr = max_lr / div_factor`` (default 25), ``> 0``.
+    final_div_factor : float, keyword-only
+        ``min_lr = initial_lr / final_div_factor`` (default 1e4), ``> 0``.
+    base_momentum : float, keyword-only
+        The momentum at the lr's peak (default 0.85), in (-1, 1).
+    max_momentum : float, keyword-only
+        The momentum at both ends (default 0.95), in (-1, 1).
+    anneal : {"cos", "linear"}, keyword-only
+        The shape of each phase (default ``"cos"``).
+    per : {"step", "epoch"}, keyword-only
+        What ``t`` counts (default ``"step"``).
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range or not finite, or ``pct_start * total == 1``.
+
+    Notes
+    -----
     Differences from PyTorch: past the last step (``t >= total``) the values of step
     ``total - 1`` (``min_lr``, ``max_momentum``) hold, where PyTorch raises (or, at
     ``t == total``, extrapolates); and ``pct_start * total == 1``, for which PyTorch divides
@@ -328,6 +573,13 @@ class OneCycle(_Dataclass):
     References: L. N. Smith & N. Topin, "Super-Convergence: Very Fast Training of Neural
     Networks Using Large Learning Rates" (2017); L. N. Smith, "A disciplined approach to
     neural network hyper-parameters: Part 1" (2018).
+
+    Examples
+    --------
+    >>> from momcore import schedules
+    >>> oc = schedules.OneCycle(0.1, total=10)
+    >>> round(oc.lr(0), 4), round(oc.lr(2), 4), oc.momentum(0), oc.momentum(2)
+    (0.004, 0.1, 0.95, 0.85)
     """
 
     max_lr: float
@@ -379,6 +631,25 @@ class OneCycle(_Dataclass):
         return (end - start) * pct + start
 
     def __call__(self, t: int) -> tuple[float, float]:
+        """The pair ``(lr, momentum)`` at ``t``.
+
+        Parameters
+        ----------
+        t : int
+            The counter, ``>= 0``, in the schedule's unit (``per``).
+
+        Returns
+        -------
+        tuple of float
+            ``(lr, momentum)``.
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is negative.
+        TypeError
+            If ``t`` is not an int.
+        """
         t = min(_check_t(t), self.total - 1)
         end_rise = float(self.pct_start * self.total) - 1.0
         if t <= end_rise:
@@ -405,7 +676,34 @@ def momentum_annealing(start: float = 0.5, end: float = 0.9, *, epochs: int,
     """The classic momentum ramp: ``Linear(start, end, epochs)``, by default 0.5 -> 0.9.
 
     A small momentum while the gradients are large and erratic early in training, a large
-    one once they settle. Both ends must lie in (-1, 1).
+    one once they settle.
+
+    Parameters
+    ----------
+    start : float
+        The momentum at t = 0 (default 0.5), in (-1, 1).
+    end : float
+        The momentum from t = ``epochs`` on (default 0.9), in (-1, 1).
+    epochs : int, keyword-only
+        The length of the ramp, ``>= 1``.
+    per : {"epoch", "step"}, keyword-only
+        What ``t`` counts (default ``"epoch"``).
+
+    Returns
+    -------
+    Linear
+        The ramp.
+
+    Raises
+    ------
+    ValueError
+        If an end lies outside (-1, 1) or ``epochs < 1``.
+
+    Examples
+    --------
+    >>> from momcore import schedules
+    >>> schedules.momentum_annealing(epochs=10)
+    Linear(start=0.5, end=0.9, epochs=10)
     """
     return Linear(_momentum("start", start), _momentum("end", end), epochs, per=per)
 
@@ -418,7 +716,30 @@ class Stages(_Dataclass):
     sequence ``epochs_per_stage``, stage k lasts ``epochs_per_stage[k]`` units of t);
     after the last stage the last pair holds. ``stages.lr`` and ``stages.momentum`` are
     schedules of their own (with the same ``per``); ``stages(t)`` returns the pair
-    ``(lr, momentum)``. Each lr must be >= 0 and each momentum in (-1, 1).
+    ``(lr, momentum)``.
+
+    Parameters
+    ----------
+    pairs : sequence of (float, float)
+        The ``(lr, momentum)`` pairs, at least one; each lr ``>= 0``, each momentum in
+        (-1, 1).
+    epochs_per_stage : int or sequence of int
+        The length of every stage, or of each stage (one per pair), ``>= 1``.
+    per : {"epoch", "step"}, keyword-only
+        What ``t`` counts (default ``"epoch"``).
+
+    Raises
+    ------
+    ValueError
+        If ``pairs`` is empty or malformed, a value is out of range, or
+        ``epochs_per_stage`` has the wrong length.
+
+    Examples
+    --------
+    >>> from momcore import schedules
+    >>> stages = schedules.Stages([(0.1, 0.5), (0.05, 0.9)], epochs_per_stage=2)
+    >>> [stages.momentum(t) for t in range(4)]
+    [0.5, 0.5, 0.9, 0.9]
     """
 
     pairs: tuple[tuple[float, float], ...]
@@ -458,7 +779,25 @@ class Stages(_Dataclass):
         object.__setattr__(self, "per", _unit("per", self.per))
 
     def stage(self, t: int) -> int:
-        """Index into ``pairs`` of the stage active at ``t``."""
+        """Index into ``pairs`` of the stage active at ``t``.
+
+        Parameters
+        ----------
+        t : int
+            The counter, ``>= 0``, in the schedule's unit.
+
+        Returns
+        -------
+        int
+            The index, at most ``len(pairs) - 1``.
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is negative.
+        TypeError
+            If ``t`` is not an int.
+        """
         t = _check_t(t)
         last = len(self.pairs) - 1
         if isinstance(self.epochs_per_stage, int):
@@ -471,6 +810,25 @@ class Stages(_Dataclass):
         return last
 
     def __call__(self, t: int) -> tuple[float, float]:
+        """The pair ``(lr, momentum)`` of the stage active at ``t``.
+
+        Parameters
+        ----------
+        t : int
+            The counter, ``>= 0``, in the schedule's unit (``per``).
+
+        Returns
+        -------
+        tuple of float
+            ``pairs[stage(t)]``.
+
+        Raises
+        ------
+        ValueError
+            If ``t`` is negative.
+        TypeError
+            If ``t`` is not an int.
+        """
         return self.pairs[self.stage(t)]
 
     @property
@@ -533,16 +891,59 @@ def _mark(fn: Union[float, Schedule], per: str) -> Schedule:
 
 
 def per_step(fn: Union[float, Schedule]) -> Schedule:
-    """``fn`` marked as a schedule whose t counts optimizer steps (``unit_of(...) ==
-    "step"``); its values are unchanged: ``per_step(fn)(t) == fn(t)``. A number becomes
-    ``Constant(fn, per="step")``; a callable already per step is returned as it is."""
+    """``fn`` marked as a schedule whose t counts optimizer steps.
+
+    Its values are unchanged: ``per_step(fn)(t) == fn(t)``, and ``unit_of(per_step(fn)) ==
+    "step"``.
+
+    Parameters
+    ----------
+    fn : callable or float
+        A schedule (any callable ``t -> value``) or a number.
+
+    Returns
+    -------
+    callable
+        ``fn`` marked; a number becomes ``Constant(fn, per="step")``, a callable already per
+        step is returned as it is.
+
+    Raises
+    ------
+    TypeError
+        If ``fn`` is neither a number nor a callable.
+
+    Examples
+    --------
+    >>> from momcore import schedules
+    >>> s = schedules.per_step(lambda t: 0.1 / (1 + t))
+    >>> schedules.unit_of(s), s(1)
+    ('step', 0.05)
+    """
     return _mark(fn, "step")
 
 
 def per_epoch(fn: Union[float, Schedule]) -> Schedule:
-    """``fn`` marked as a schedule whose t counts epochs (``unit_of(...) == "epoch"``);
-    its values are unchanged: ``per_epoch(fn)(t) == fn(t)``. A number becomes
-    ``Constant(fn)``; a callable already per epoch is returned as it is."""
+    """``fn`` marked as a schedule whose t counts epochs.
+
+    Its values are unchanged: ``per_epoch(fn)(t) == fn(t)``, and
+    ``unit_of(per_epoch(fn)) == "epoch"``.
+
+    Parameters
+    ----------
+    fn : callable or float
+        A schedule (any callable ``t -> value``) or a number.
+
+    Returns
+    -------
+    callable
+        ``fn`` marked; a number becomes ``Constant(fn)``, a callable already per epoch is
+        returned as it is.
+
+    Raises
+    ------
+    TypeError
+        If ``fn`` is neither a number nor a callable.
+    """
     return _mark(fn, "epoch")
 
 
@@ -550,7 +951,23 @@ def unit_of(schedule: Union[float, Schedule]) -> str:
     """What the schedule's t counts: its ``per`` attribute, ``"epoch"`` or ``"step"``.
 
     A callable without ``per`` (a plain function, a lambda) and a number count epochs.
-    A ``per`` that is neither unit is a ValueError; a non-callable, non-number a TypeError.
+
+    Parameters
+    ----------
+    schedule : callable or float
+        A schedule or a number.
+
+    Returns
+    -------
+    str
+        ``"epoch"`` or ``"step"``.
+
+    Raises
+    ------
+    ValueError
+        If ``per`` is neither unit.
+    TypeError
+        If ``schedule`` is neither a callable nor a number.
     """
     if isinstance(schedule, numbers.Real) and not isinstance(schedule, bool):
         return "epoch"
@@ -563,8 +980,29 @@ def unit_of(schedule: Union[float, Schedule]) -> str:
 
 
 def as_schedule(x: Union[float, Schedule]) -> Schedule:
-    """Return ``x`` as a schedule: a real number becomes ``Constant(x)``; any callable passes
-    through unchanged. Anything else (None, strings, arrays, ...) raises TypeError."""
+    """``x`` as a schedule.
+
+    Parameters
+    ----------
+    x : float or callable
+        A real number, or a schedule (any callable ``t -> value``).
+
+    Returns
+    -------
+    callable
+        ``Constant(x)`` for a real number; a callable passes through unchanged.
+
+    Raises
+    ------
+    TypeError
+        For anything else (None, strings, arrays, ...).
+
+    Examples
+    --------
+    >>> from momcore import schedules
+    >>> schedules.as_schedule(0.9)
+    Constant(value=0.9)
+    """
     if isinstance(x, numbers.Real) and not isinstance(x, bool):
         return Constant(x)
     if callable(x):
@@ -579,10 +1017,36 @@ def value_at(schedule: Schedule, t: int, name: str) -> float:
 
     Accepted: anything ``float()`` converts that stands for one real number: python and
     numpy scalars, 0-d numpy arrays, torch or JAX scalars, objects with ``__float__``.
-    Rejected with a TypeError that names ``name`` and t: values ``float()`` refuses, and
-    also strings, booleans, complex numbers and arrays with ``ndim > 0`` (which ``float()``
-    would parse, coerce or, for numpy, convert with a deprecation warning). A NaN or
-    infinite value is a ValueError naming ``name``.
+
+    Parameters
+    ----------
+    schedule : callable
+        The schedule.
+    t : int
+        The counter, ``>= 0``.
+    name : str
+        What the value is (``"lr"``, ``"momentum"``), for error messages.
+
+    Returns
+    -------
+    float
+        The finite value.
+
+    Raises
+    ------
+    TypeError
+        Naming ``name`` and t, for values ``float()`` refuses, and also strings, booleans,
+        complex numbers and arrays with ``ndim > 0`` (which ``float()`` would parse, coerce
+        or, for numpy, convert with a deprecation warning).
+    ValueError
+        If the value is NaN or infinite, or ``t`` is negative.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from momcore import schedules
+    >>> schedules.value_at(lambda t: np.float32(0.5) * t, 3, "lr")
+    1.5
     """
     t = _check_t(t)
     value = schedule(t)

@@ -52,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised without scikit-learn 
 from momcore import _mlp_numpy as _losses
 from momcore import _network
 from momcore import training
+from momcore.curvature import is_auto
 from momcore.mlp import MLP
 from momcore.registry import check_name
 
@@ -139,15 +140,21 @@ class _BaseMLP(BaseEstimator):
         if self.learning_rate not in LEARNING_RATES:
             raise ValueError(f"The 'learning_rate' parameter must be one of "
                              f"{list(LEARNING_RATES)}; got {self.learning_rate!r}")
+        auto = is_auto(self.momentum)
+        if auto and self.learning_rate != "constant":
+            raise ValueError(f"momentum='auto' sets the learning rate every step; "
+                             f"learning_rate must be 'constant', got {self.learning_rate!r}")
         for name, low, closed in (("alpha", 0.0, True), ("learning_rate_init", 0.0, False),
                                   ("momentum", 0.0, True), ("tol", 0.0, True),
                                   ("power_t", 0.0, True)):
+            if name == "momentum" and auto:
+                continue
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                     or not np.isfinite(value) or value < low or (value == low and not closed)):
                 raise ValueError(f"The '{name}' parameter must be a finite number "
                                  f"{'>=' if closed else '>'} {low}; got {value!r}")
-        if self.momentum > 1:
+        if not auto and self.momentum > 1:
             raise ValueError(f"The 'momentum' parameter must be in [0, 1]; got "
                              f"{self.momentum!r}")
         for name in ("max_iter", "n_iter_no_change"):
@@ -175,6 +182,8 @@ class _BaseMLP(BaseEstimator):
     def _rule(self) -> str:
         if self.rule is not None:
             return self.rule
+        if is_auto(self.momentum):  # the tuner's heavy ball; nesterovs_momentum ignored
+            return "classical"
         return "nesterov" if self.nesterovs_momentum else "classical"
 
     def _validate_X(self, X: Any, reset: bool) -> np.ndarray:
@@ -186,7 +195,27 @@ class _BaseMLP(BaseEstimator):
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _BaseMLP:
         """Fits the model to X (n_samples, n_features) and y; ``sample_weight``
         weights each sample's loss (a weighted mean per batch, as scikit-learn does).
-        Returns self."""
+        Returns self.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n_samples, n_features)``, dense.
+        y : array_like
+            Labels (classifier) or targets (regressor).
+        sample_weight : array_like or None
+            One non-negative weight per sample.
+
+        Returns
+        -------
+        self
+            The fitted estimator.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If a parameter or the data are refused (sparse X, NaN, wrong shapes).
+        """
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X: Any, y: Any, sample_weight: Any, incremental: bool) -> _BaseMLP:
@@ -279,7 +308,8 @@ class _BaseMLP(BaseEstimator):
         try:
             net.train(X, T, trainer=trainer, rule=self._rule(),
                       epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-                      lr=self.learning_rate_init, lr_schedule=self._current_learning_rate,
+                      lr=self.learning_rate_init,
+                      lr_schedule=None if is_auto(self.momentum) else self._current_learning_rate,
                       momentum=self.momentum, momentum_schedule=self.momentum_schedule,
                       shuffle=self.shuffle, callback=epoch_end)
         except FloatingPointError as exc:
@@ -533,10 +563,61 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ``sklearn.neural_network.MLPClassifier(solver="sgd")`` on momcore's compiled passes.
 
     Parameters are scikit-learn's, with the same meanings and defaults except
-    ``solver``, which is "sgd" (the only solver momcore has; anything else is a
-    ValueError). ``beta_1``, ``beta_2``, ``epsilon`` and ``max_fun`` are accepted and
-    ignored, as scikit-learn ignores them with "sgd". momcore's own:
+    ``solver``, which is "sgd"; ``rule``, ``momentum_schedule``, ``dtype`` and
+    ``backend`` are momcore's own.
 
+    Labels may be anything :class:`sklearn.preprocessing.LabelBinarizer` takes: two
+    classes train one logistic unit with binary cross-entropy, more a softmax with
+    cross-entropy, a 0/1 indicator matrix one logistic unit per label. Sparse X is
+    refused with a TypeError (densify it first).
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(100,)
+        The width of each hidden layer.
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        The hidden units (``logistic`` is momcore's ``sigmoid``).
+    solver : {"sgd"}, default="sgd"
+        The only solver momcore has; anything else is a ValueError.
+    alpha : float, default=0.0001
+        L2 penalty on the weights, the network's ``l2`` (scaled per batch as
+        scikit-learn scales it).
+    batch_size : int or "auto", default="auto"
+        Rows per step; "auto" is ``min(200, n_samples)``.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        The learning-rate schedule, as scikit-learn's.
+    learning_rate_init : float, default=0.001
+        The initial learning rate (eta).
+    power_t : float, default=0.5
+        The exponent of "invscaling".
+    max_iter : int, default=200
+        The most epochs.
+    shuffle : bool, default=True
+        Shuffle the rows every epoch, as scikit-learn draws them.
+    random_state : int, RandomState or None
+        Initial weights, shuffling and the validation split, drawn as scikit-learn draws
+        them.
+    tol : float, default=1e-4
+        The improvement that counts for the stopping rule.
+    verbose : bool, default=False
+        Print the loss of every epoch.
+    warm_start : bool, default=False
+        Continue from the previous fit's weights.
+    momentum : float or "auto", default=0.9
+        The momentum coefficient (p), in [0, 1]; or "auto": lr and momentum set every
+        step by :class:`momcore.curvature.Tuner` (see :meth:`momcore.MLP.fit`), with
+        ``learning_rate_init`` the first step's rate; ``learning_rate`` must then be
+        "constant", and the rule is "classical" (``nesterovs_momentum`` is ignored).
+    nesterovs_momentum : bool, default=True
+        Nesterov's momentum (rule "nesterov") or plain (rule "classical").
+    early_stopping : bool, default=False
+        Stop on the validation score of a held-out ``validation_fraction``.
+    validation_fraction : float, default=0.1
+        The held-out fraction with ``early_stopping``.
+    beta_1, beta_2, epsilon, max_fun
+        Accepted and ignored, as scikit-learn ignores them with "sgd".
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of ``tol`` before stopping.
     rule : str or None, default=None
         A momcore update rule (:data:`momcore.registry.RULES`); None takes
         ``"nesterov"`` when ``nesterovs_momentum`` else ``"classical"``, which are
@@ -549,16 +630,31 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     backend : {"c", "numpy"}
         "numpy" trains with the pure-numpy reference.
 
-    Labels may be anything :class:`sklearn.preprocessing.LabelBinarizer` takes: two
-    classes train one logistic unit with binary cross-entropy, more a softmax with
-    cross-entropy, a 0/1 indicator matrix one logistic unit per label. Sparse X is
-    refused with a TypeError (densify it first).
+    Attributes
+    ----------
+    coefs_, intercepts_ : list of numpy.ndarray
+        Weights and biases per layer, views of the network's flat parameter buffer.
+    loss_, best_loss_ : float
+        The last epoch's loss and the best.
+    loss_curve_, validation_scores_ : list of float
+        Per epoch (``validation_scores_`` with ``early_stopping``).
+    n_iter_, t_ : int
+        Epochs and samples seen.
+    n_features_in_, feature_names_in_, n_layers_, n_outputs_, out_activation_
+        As in scikit-learn.
+    classes_ : numpy.ndarray
+        The labels seen.
+    best_validation_score_ : float
+        With ``early_stopping``.
 
-    Attributes: ``classes_``, ``coefs_`` and ``intercepts_`` (views of the network's
-    flat parameter buffer), ``loss_``, ``loss_curve_``, ``best_loss_``,
-    ``validation_scores_``, ``best_validation_score_``, ``n_iter_``, ``t_``,
-    ``n_features_in_``, ``feature_names_in_``, ``n_layers_``, ``n_outputs_``,
-    ``out_activation_``.
+    Examples
+    --------
+    >>> from momcore import MLPClassifier, datasets
+    >>> digits = datasets.load_digits()
+    >>> clf = MLPClassifier(hidden_layer_sizes=(32,), learning_rate_init=0.1,
+    ...                     n_iter_no_change=2, random_state=0)
+    >>> clf.fit(digits.X / 16, digits.y).score(digits.X / 16, digits.y) > 0.95
+    True
     """
 
     def _out_activation(self) -> str:
@@ -598,7 +694,29 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                     classes: Any = None) -> MLPClassifier:
         """One epoch over (X, y), continuing from the current weights, optimizer state
         and learning rate; ``classes`` (every label y may ever hold) is required on the
-        first call. Returns self."""
+        first call. Returns self.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n_samples, n_features)``, dense.
+        y : array_like
+            Labels, among ``classes``.
+        sample_weight : array_like or None
+            One non-negative weight per sample.
+        classes : array_like or None
+            Every label y may ever hold; required on the first call.
+
+        Returns
+        -------
+        self
+            The estimator.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If the data are refused, or ``classes`` is missing on the first call.
+        """
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
@@ -613,7 +731,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted labels, shape (n_samples,) (or (n_samples, n_labels) for
-        multilabel y)."""
+        multilabel y).
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n_samples, n_features)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The labels.
+        """
         out = self._forward(X)
         if self.n_outputs_ == 1:
             out = out.ravel()
@@ -621,7 +750,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """The probability of each class, shape (n_samples, n_classes); for multilabel
-        y the probability of each label."""
+        y the probability of each label.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n_samples, n_features)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            Probabilities in X's dtype.
+        """
         out = self._forward(X)
         if self.n_outputs_ == 1:
             out = out.ravel()
@@ -630,7 +770,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return out
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
-        """log of :meth:`predict_proba`."""
+        """log of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n_samples, n_features)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``log(predict_proba(X))``.
+        """
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
 
@@ -644,9 +795,82 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by gradient descent with momentum:
     ``sklearn.neural_network.MLPRegressor(solver="sgd")`` on momcore's compiled passes.
 
-    The parameters and attributes are :class:`MLPClassifier`'s, plus ``loss``, which
-    must be "squared_error" (half the mean squared error over samples and outputs, as
-    scikit-learn reports it). y may be 1-D or 2-D (several outputs).
+    The parameters and attributes are :class:`MLPClassifier`'s, plus ``loss``. y may be
+    1-D or 2-D (several outputs).
+
+    Parameters
+    ----------
+    loss : {"squared_error"}, default="squared_error"
+        Half the mean squared error over samples and outputs, as scikit-learn reports it.
+    hidden_layer_sizes : tuple of int, default=(100,)
+        The width of each hidden layer.
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        The hidden units (``logistic`` is momcore's ``sigmoid``).
+    solver : {"sgd"}, default="sgd"
+        The only solver momcore has; anything else is a ValueError.
+    alpha : float, default=0.0001
+        L2 penalty on the weights, the network's ``l2`` (scaled per batch as
+        scikit-learn scales it).
+    batch_size : int or "auto", default="auto"
+        Rows per step; "auto" is ``min(200, n_samples)``.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        The learning-rate schedule, as scikit-learn's.
+    learning_rate_init : float, default=0.001
+        The initial learning rate (eta).
+    power_t : float, default=0.5
+        The exponent of "invscaling".
+    max_iter : int, default=200
+        The most epochs.
+    shuffle : bool, default=True
+        Shuffle the rows every epoch, as scikit-learn draws them.
+    random_state : int, RandomState or None
+        Initial weights, shuffling and the validation split, drawn as scikit-learn draws
+        them.
+    tol : float, default=1e-4
+        The improvement that counts for the stopping rule.
+    verbose : bool, default=False
+        Print the loss of every epoch.
+    warm_start : bool, default=False
+        Continue from the previous fit's weights.
+    momentum : float or "auto", default=0.9
+        The momentum coefficient (p), in [0, 1]; or "auto": lr and momentum set every
+        step by :class:`momcore.curvature.Tuner` (see :meth:`momcore.MLP.fit`), with
+        ``learning_rate_init`` the first step's rate; ``learning_rate`` must then be
+        "constant", and the rule is "classical" (``nesterovs_momentum`` is ignored).
+    nesterovs_momentum : bool, default=True
+        Nesterov's momentum (rule "nesterov") or plain (rule "classical").
+    early_stopping : bool, default=False
+        Stop on the validation score of a held-out ``validation_fraction``.
+    validation_fraction : float, default=0.1
+        The held-out fraction with ``early_stopping``.
+    beta_1, beta_2, epsilon, max_fun
+        Accepted and ignored, as scikit-learn ignores them with "sgd".
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of ``tol`` before stopping.
+    rule : str or None, default=None
+        A momcore update rule (:data:`momcore.registry.RULES`); None takes
+        ``"nesterov"`` when ``nesterovs_momentum`` else ``"classical"``, which are
+        scikit-learn's two updates.
+    momentum_schedule : callable or None
+        Overrides ``momentum``: a :mod:`momcore.schedules` schedule, per epoch or
+        ``per="step"``.
+    dtype : None, float32 or float64
+        The network's dtype; None follows X (float32 stays float32).
+    backend : {"c", "numpy"}
+        "numpy" trains with the pure-numpy reference.
+
+    Attributes
+    ----------
+    coefs_, intercepts_ : list of numpy.ndarray
+        Weights and biases per layer, views of the network's flat parameter buffer.
+    loss_, best_loss_ : float
+        The last epoch's loss and the best.
+    loss_curve_, validation_scores_ : list of float
+        Per epoch (``validation_scores_`` with ``early_stopping``).
+    n_iter_, t_ : int
+        Epochs and samples seen.
+    n_features_in_, feature_names_in_, n_layers_, n_outputs_, out_activation_
+        As in scikit-learn.
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="squared_error",
@@ -688,14 +912,40 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over (X, y), continuing from the current weights, optimizer state
-        and learning rate. Returns self."""
+        and learning rate. Returns self.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n_samples, n_features)``, dense.
+        y : array_like
+            Targets, ``(n_samples,)`` or ``(n_samples, n_outputs)``.
+        sample_weight : array_like or None
+            One non-negative weight per sample.
+
+        Returns
+        -------
+        self
+            The estimator.
+        """
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _validation_score(self, X: np.ndarray, Y: np.ndarray, sample_weight: Any) -> float:
         return float(r2_score(Y, self._forward(X), sample_weight=sample_weight))
 
     def predict(self, X: Any) -> np.ndarray:
-        """The predicted values, shape (n_samples,) or (n_samples, n_outputs)."""
+        """The predicted values, shape (n_samples,) or (n_samples, n_outputs).
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n_samples, n_features)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            The predicted values.
+        """
         out = self._forward(X)
         if out.shape[1] == 1:
             return out.ravel()

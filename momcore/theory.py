@@ -70,7 +70,19 @@ Result = Any
 
 
 class HeavyBall(NamedTuple):
-    """Polyak's heavy-ball parameters for a curvature range, and the rate they achieve."""
+    """Polyak's heavy-ball parameters for a curvature range, and the rate they achieve.
+
+    Returned by :func:`tune`.
+
+    Parameters
+    ----------
+    lr : numpy.float64 or numpy.ndarray
+        The learning rate ``4 / (sqrt(k_max) + sqrt(k_min))^2``.
+    momentum : numpy.float64 or numpy.ndarray
+        The momentum ``rate**2``.
+    rate : numpy.float64 or numpy.ndarray
+        The contraction per step of every curvature in the range.
+    """
 
     lr: Result
     momentum: Result
@@ -123,23 +135,50 @@ def _scalar_if_0d(array: np.ndarray) -> Result:
 
 
 def eigenvalues(lr: ArrayLike, momentum: ArrayLike, k: ArrayLike) -> tuple[Result, Result]:
-    """The two roots of the momentum recurrence along curvature ``k``.
+    r"""The two roots of the momentum recurrence along curvature ``k``.
 
     With ``b = 1 + p - lr k``, the recurrence ``x_{t+1} = b x_t - p x_{t-1}`` has the
     characteristic polynomial ``z^2 - b z + p`` (Qian's discrete-time analysis), whose
-    roots are::
+    roots are
 
-        lambda_{1,2} = (b +- sqrt(b^2 - 4 p)) / 2
+    .. math::
+
+        \lambda_{1,2} = \frac{b \pm \sqrt{b^2 - 4p}}{2}, \qquad b = 1 + p - \eta k
 
     with the principal complex square root, so that ``b^2 < 4 p`` gives a complex-conjugate
     pair (an oscillating, under-damped component) and ``b^2 = 4 p`` a double root (critical
     damping). The root that the textbook formula would compute by cancellation is taken from
     ``lambda_1 lambda_2 = p`` instead, so both are accurate to rounding.
 
-    Parameters: ``lr >= 0``; ``momentum`` any finite real (values outside (-1, 1) give the
-    roots of the divergent iteration); ``k > 0``.
+    Parameters
+    ----------
+    lr : float or array_like
+        Learning rate (Qian's eta), ``>= 0``.
+    momentum : float or array_like
+        Momentum coefficient p, any finite real (values outside (-1, 1) give the roots of
+        the divergent iteration).
+    k : float or array_like
+        Curvature, an eigenvalue of the Hessian, ``> 0``.
 
-    Returns ``(lambda_1, lambda_2)``, complex128, broadcast shape.
+    Returns
+    -------
+    lambda_1, lambda_2 : numpy.complex128 or numpy.ndarray
+        The roots, complex128, of the arguments' broadcast shape (numpy scalars for scalar
+        arguments); ``|lambda_1| >= |lambda_2|``.
+
+    Raises
+    ------
+    ValueError
+        If an argument is outside its domain or not finite.
+    TypeError
+        If an argument is not real.
+
+    Examples
+    --------
+    >>> from momcore import theory
+    >>> l1, l2 = theory.eigenvalues(0.01, 0.81, 1.0)   # the optimal momentum: a double root
+    >>> round(float(l1.real), 6), round(float(l2.real), 6)
+    (0.9, 0.9)
     """
     lr, k, lrk = _curvature(lr, k)
     p = _real("momentum", momentum)
@@ -156,19 +195,49 @@ def eigenvalues(lr: ArrayLike, momentum: ArrayLike, k: ArrayLike) -> tuple[Resul
 
 
 def spectral_radius(lr: ArrayLike, momentum: ArrayLike, k: ArrayLike) -> Result:
-    """The per-step contraction factor ``max(|lambda_1|, |lambda_2|)`` along curvature ``k``.
+    r"""The per-step contraction factor ``max(|lambda_1|, |lambda_2|)`` along curvature ``k``.
 
     After many steps ``|x_t|`` shrinks (or grows) like ``rho^t``. Computed in closed form
-    from ``b = 1 + p - lr k``::
+    from ``b = 1 + p - lr k``:
 
-        rho = sqrt(p)                          if b^2 <= 4 p   (complex or double root)
-        rho = (|b| + sqrt(b^2 - 4 p)) / 2      otherwise       (two real roots)
+    .. math::
+
+        \rho = \begin{cases} \sqrt{p} & b^2 \le 4p \quad \text{(complex or double root)} \\
+        \tfrac12 \left(|b| + \sqrt{b^2 - 4p}\right) & \text{otherwise (two real roots)}
+        \end{cases}
 
     ``momentum = 0`` gives plain gradient descent, ``rho = |1 - lr k|``. ``rho < 1`` exactly
     where :func:`converges` holds (Qian's Result 3); Figure 1 of the paper plots ``rho`` over
     ``p`` and ``lr k``.
 
-    Parameters: ``lr >= 0``; ``momentum`` any finite real; ``k > 0``. Returns float64.
+    Parameters
+    ----------
+    lr : float or array_like
+        Learning rate (eta), ``>= 0``.
+    momentum : float or array_like
+        Momentum coefficient p, any finite real.
+    k : float or array_like
+        Curvature, ``> 0``.
+
+    Returns
+    -------
+    numpy.float64 or numpy.ndarray
+        ``rho``, float64, of the arguments' broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        If an argument is outside its domain or not finite.
+    TypeError
+        If an argument is not real.
+
+    Examples
+    --------
+    >>> from momcore import theory
+    >>> float(theory.spectral_radius(0.01, 0.0, 1.0))     # plain descent: 1 - lr k
+    0.99
+    >>> float(theory.spectral_radius(0.01, 0.81, 1.0))    # the optimal momentum
+    0.9
     """
     lr, k, lrk = _curvature(lr, k)
     p = _real("momentum", momentum)
@@ -185,17 +254,44 @@ def spectral_radius(lr: ArrayLike, momentum: ArrayLike, k: ArrayLike) -> Result:
 
 
 def converges(lr: ArrayLike, momentum: ArrayLike, k: ArrayLike) -> Result:
-    """Whether the momentum iteration converges along curvature ``k`` (Qian's Result 3).
+    r"""Whether the momentum iteration converges along curvature ``k`` (Qian's Result 3).
 
-    The iteration converges if and only if::
+    The iteration converges if and only if
 
-        -1 < p < 1   and   0 < lr k < 2 + 2 p
+    .. math::
+
+        -1 < p < 1 \quad\text{and}\quad 0 < \eta k < 2 + 2p,
 
     the triangle of Figure 1 in the paper. Without momentum the bound is ``lr k < 2``;
     positive momentum widens the range of learning rates that converge, up to ``lr k < 4``
     as ``p -> 1``. Equivalent to ``spectral_radius(lr, momentum, k) < 1``.
 
-    Parameters: ``lr >= 0``; ``momentum`` any finite real; ``k > 0``. Returns bool.
+    Parameters
+    ----------
+    lr : float or array_like
+        Learning rate (eta), ``>= 0``.
+    momentum : float or array_like
+        Momentum coefficient p, any finite real.
+    k : float or array_like
+        Curvature, ``> 0``.
+
+    Returns
+    -------
+    numpy.bool or numpy.ndarray
+        True where the iteration converges, of the arguments' broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        If an argument is outside its domain or not finite.
+    TypeError
+        If an argument is not real.
+
+    Examples
+    --------
+    >>> from momcore import theory
+    >>> bool(theory.converges(2.5, 0.0, 1.0)), bool(theory.converges(2.5, 0.5, 1.0))
+    (False, True)
     """
     lr, k, lrk = _curvature(lr, k)
     p = _real("momentum", momentum)
@@ -211,18 +307,43 @@ def _lrk_in_range(lr: ArrayLike, k: ArrayLike) -> np.ndarray:
 
 
 def optimal_momentum(lr: ArrayLike, k: ArrayLike) -> Result:
-    """The momentum that minimises the spectral radius for a given ``lr k``.
+    r"""The momentum that minimises the spectral radius for a given ``lr k``.
 
-    Qian's optimal condition for the discrete iteration::
+    Qian's optimal condition for the discrete iteration:
 
-        p* = (1 - sqrt(lr k))^2,   0 < lr k < 4
+    .. math::
+
+        p^* = \left(1 - \sqrt{\eta k}\right)^2, \qquad 0 < \eta k < 4.
 
     At ``p*`` the discriminant ``(1 + p - lr k)^2 - 4 p`` vanishes: the two roots coincide at
     ``1 - sqrt(lr k)`` (critical damping), and ``p*`` lies in [0, 1). A larger ``p`` makes
     the component oscillate with radius ``sqrt(p)``; a smaller one leaves a real root
     farther from zero.
 
-    Parameters: ``lr >= 0``, ``k > 0`` with ``lr k`` in (0, 4). Returns float64.
+    Parameters
+    ----------
+    lr : float or array_like
+        Learning rate (eta), ``>= 0``.
+    k : float or array_like
+        Curvature, ``> 0``; ``lr k`` must lie in (0, 4).
+
+    Returns
+    -------
+    numpy.float64 or numpy.ndarray
+        ``p*``, float64, of the arguments' broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        If ``lr k`` is outside (0, 4), or an argument is outside its domain or not finite.
+    TypeError
+        If an argument is not real.
+
+    Examples
+    --------
+    >>> from momcore import theory
+    >>> float(theory.optimal_momentum(0.01, 1.0))
+    0.81
     """
     lrk = _lrk_in_range(lr, k)
     return _scalar_if_0d((1.0 - np.sqrt(lrk)) ** 2)
@@ -236,20 +357,39 @@ def optimal_rate(lr: ArrayLike, k: ArrayLike) -> Result:
     optimal momentum turns ``1 - lr k`` into ``1 - sqrt(lr k)`` (``lr k = 0.01``: 0.99 per
     step becomes 0.9).
 
-    Parameters: ``lr >= 0``, ``k > 0`` with ``lr k`` in (0, 4). Returns float64.
+    Parameters
+    ----------
+    lr : float or array_like
+        Learning rate (eta), ``>= 0``.
+    k : float or array_like
+        Curvature, ``> 0``; ``lr k`` must lie in (0, 4).
+
+    Returns
+    -------
+    numpy.float64 or numpy.ndarray
+        The contraction per step, float64, of the arguments' broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        If ``lr k`` is outside (0, 4), or an argument is outside its domain or not finite.
+    TypeError
+        If an argument is not real.
     """
     lrk = _lrk_in_range(lr, k)
     return _scalar_if_0d(np.abs(1.0 - np.sqrt(lrk)))
 
 
 def tune(k_min: ArrayLike, k_max: ArrayLike) -> HeavyBall:
-    """Polyak's heavy-ball ``lr`` and ``momentum`` for curvatures in ``[k_min, k_max]``.
+    r"""Polyak's heavy-ball ``lr`` and ``momentum`` for curvatures in ``[k_min, k_max]``.
 
-    With the condition number ``K = k_max / k_min``::
+    With the condition number :math:`K = k_{\max} / k_{\min}`:
 
-        lr   = 4 / (sqrt(k_max) + sqrt(k_min))^2
-        p    = ((sqrt(K) - 1) / (sqrt(K) + 1))^2
-        rate = (sqrt(K) - 1) / (sqrt(K) + 1)
+    .. math::
+
+        \eta = \frac{4}{(\sqrt{k_{\max}} + \sqrt{k_{\min}})^2}, \qquad
+        p = \left(\frac{\sqrt{K} - 1}{\sqrt{K} + 1}\right)^2, \qquad
+        \text{rate} = \frac{\sqrt{K} - 1}{\sqrt{K} + 1}
 
     (B. T. Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.)
     The choice puts both ends of the spectrum exactly at critical damping, so every
@@ -257,8 +397,31 @@ def tune(k_min: ArrayLike, k_max: ArrayLike) -> HeavyBall:
     spectral radius over the range. The best plain gradient descent
     (``lr = 2 / (k_min + k_max)``) only reaches ``(K - 1) / (K + 1)``.
 
-    Parameters: ``k_min > 0``, ``k_max >= k_min``.
-    Returns :class:`HeavyBall` ``(lr, momentum, rate)``, each float64.
+    Parameters
+    ----------
+    k_min : float or array_like
+        The smallest curvature, ``> 0``.
+    k_max : float or array_like
+        The largest curvature, ``>= k_min``.
+
+    Returns
+    -------
+    HeavyBall
+        ``(lr, momentum, rate)``, each float64 of the arguments' broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        If ``k_min <= 0``, ``k_max < k_min`` or an argument is not finite.
+    TypeError
+        If an argument is not real.
+
+    Examples
+    --------
+    >>> from momcore import theory
+    >>> pair = theory.tune(1.0, 50.0)
+    >>> round(float(pair.lr), 4), round(float(pair.momentum), 4), round(float(pair.rate), 4)
+    (0.0614, 0.5658, 0.7522)
     """
     k_min = _real("k_min", k_min)
     k_max = _real("k_max", k_max)
@@ -285,8 +448,35 @@ def iterations_to(tol: ArrayLike, lr: ArrayLike, momentum: ArrayLike, k: ArrayLi
     power of ``rho`` (``tol = 0.25``, ``rho = 0.5``: 2 steps) is not pushed one step further
     by the rounding of the logarithms.
 
-    Parameters: ``tol`` in (0, 1); ``lr >= 0``; ``momentum`` any finite real; ``k > 0``.
-    Returns float64 holding whole numbers or ``inf``.
+    Parameters
+    ----------
+    tol : float or array_like
+        The factor to reach, in (0, 1).
+    lr : float or array_like
+        Learning rate (eta), ``>= 0``.
+    momentum : float or array_like
+        Momentum coefficient p, any finite real.
+    k : float or array_like
+        Curvature, ``> 0``.
+
+    Returns
+    -------
+    numpy.float64 or numpy.ndarray
+        Whole numbers, or ``inf`` where the iteration does not converge, float64 of the
+        arguments' broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        If an argument is outside its domain or not finite.
+    TypeError
+        If an argument is not real.
+
+    Examples
+    --------
+    >>> from momcore import theory
+    >>> float(theory.iterations_to(1e-6, 0.01, 0.0, 1.0)), float(theory.iterations_to(1e-6, 0.01, 0.81, 1.0))
+    (1375.0, 132.0)
     """
     tol = _real("tol", tol)
     _require("tol", tol, (tol > 0.0) & (tol < 1.0), "in (0, 1)")
@@ -306,21 +496,44 @@ def iterations_to(tol: ArrayLike, lr: ArrayLike, momentum: ArrayLike, k: ArrayLi
 
 
 def from_physics(mass: ArrayLike, friction: ArrayLike, dt: ArrayLike) -> tuple[Result, Result]:
-    """``(lr, momentum)`` of the momentum rule that discretises a particle in a viscous medium.
+    r"""``(lr, momentum)`` of the momentum rule that discretises a particle in a viscous medium.
 
-    Qian's Eq. 7-8: discretising ``m w'' + mu w' = -grad E`` with time step ``dt`` as::
+    Qian's Eq. 7-8: discretising ``m w'' + mu w' = -grad E`` with time step ``dt`` as
 
-        m (w_{t+1} - 2 w_t + w_{t-1}) / dt^2 + mu (w_{t+1} - w_t) / dt = -grad E(w_t)
+    .. math::
 
-    and solving for ``w_{t+1} - w_t`` gives the classical momentum rule with::
+        m \frac{w_{t+1} - 2 w_t + w_{t-1}}{\Delta t^2} + \mu \frac{w_{t+1} - w_t}{\Delta t}
+        = -\nabla E(w_t)
 
-        lr = dt^2 / (m + mu dt),    p = m / (m + mu dt)
+    and solving for ``w_{t+1} - w_t`` gives the classical momentum rule with
+
+    .. math::
+
+        \eta = \frac{\Delta t^2}{m + \mu \Delta t}, \qquad p = \frac{m}{m + \mu \Delta t},
 
     so the momentum is the mass relative to mass plus friction per step. ``friction = 0``
-    gives ``p = 1`` (no damping).
+    gives ``p = 1`` (no damping). Inverse of :func:`to_physics`.
 
-    Parameters: ``mass > 0``, ``friction >= 0``, ``dt > 0``. Returns float64 each.
-    Inverse of :func:`to_physics`.
+    Parameters
+    ----------
+    mass : float or array_like
+        The particle's mass m, ``> 0``.
+    friction : float or array_like
+        The friction coefficient mu, ``>= 0``.
+    dt : float or array_like
+        The time step, ``> 0``.
+
+    Returns
+    -------
+    lr, momentum : numpy.float64 or numpy.ndarray
+        float64 each, of the arguments' broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        If an argument is outside its domain or not finite.
+    TypeError
+        If an argument is not real.
     """
     mass = _real("mass", mass)
     friction = _real("friction", friction)
@@ -333,15 +546,44 @@ def from_physics(mass: ArrayLike, friction: ArrayLike, dt: ArrayLike) -> tuple[R
 
 
 def to_physics(lr: ArrayLike, momentum: ArrayLike, dt: ArrayLike) -> tuple[Result, Result]:
-    """``(mass, friction)`` of the particle whose discretisation is the momentum rule.
+    r"""``(mass, friction)`` of the particle whose discretisation is the momentum rule.
 
-    The inverse of Qian's Eq. 7-8 (:func:`from_physics`)::
+    The inverse of Qian's Eq. 7-8 (:func:`from_physics`):
 
-        m = p dt^2 / lr,    mu = dt (1 - p) / lr
+    .. math::
+
+        m = \frac{p \, \Delta t^2}{\eta}, \qquad \mu = \frac{\Delta t \, (1 - p)}{\eta}.
 
     A positive mass and a non-negative friction need ``0 < p <= 1`` and ``lr > 0``.
 
-    Parameters: ``lr > 0``, ``momentum`` in (0, 1], ``dt > 0``. Returns float64 each.
+    Parameters
+    ----------
+    lr : float or array_like
+        Learning rate (eta), ``> 0``.
+    momentum : float or array_like
+        Momentum coefficient p, in (0, 1].
+    dt : float or array_like
+        The time step, ``> 0``.
+
+    Returns
+    -------
+    mass, friction : numpy.float64 or numpy.ndarray
+        float64 each, of the arguments' broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        If an argument is outside its domain or not finite.
+    TypeError
+        If an argument is not real.
+
+    Examples
+    --------
+    >>> from momcore import theory
+    >>> m, mu = theory.to_physics(0.01, 0.9, 1.0)
+    >>> lr, p = theory.from_physics(m, mu, 1.0)
+    >>> round(float(lr), 12), round(float(p), 12)
+    (0.01, 0.9)
     """
     lr = _real("lr", lr)
     p = _real("momentum", momentum)
@@ -353,13 +595,15 @@ def to_physics(lr: ArrayLike, momentum: ArrayLike, dt: ArrayLike) -> tuple[Resul
 
 
 def improvement_factor(k: ArrayLike, mass: ArrayLike, friction: ArrayLike) -> Result:
-    """How much faster the damped particle approaches the minimum than pure friction does.
+    r"""How much faster the damped particle approaches the minimum than pure friction does.
 
     Continuous time (Qian's Results 1 and 2). Along curvature ``k`` the particle obeys
     ``m x'' + mu x' + k x = 0``, whose slowest mode decays like ``exp(Re(lambda_1) t)``
-    with::
+    with
 
-        lambda_1 = -mu / (2 m) + sqrt(mu^2 / (4 m^2) - k / m)
+    .. math::
+
+        \lambda_1 = -\frac{\mu}{2m} + \sqrt{\frac{\mu^2}{4m^2} - \frac{k}{m}}.
 
     Without mass (gradient descent in continuous time, ``mu x' = -k x``) the decay rate is
     ``k / mu``. The factor is ``|Re lambda_1| / (k / mu)``; with ``a = mu / (2 m)``::
@@ -370,7 +614,32 @@ def improvement_factor(k: ArrayLike, mass: ArrayLike, friction: ArrayLike) -> Re
     It is > 1 (momentum helps) iff ``k < mu^2 / (2 m)``, equals 1 at ``k = mu^2 / (2 m)``
     and reaches its maximum 2 at critical damping ``k = mu^2 / (4 m)``.
 
-    Parameters: ``k > 0``, ``mass > 0``, ``friction > 0``. Returns float64.
+    Parameters
+    ----------
+    k : float or array_like
+        Curvature, ``> 0``.
+    mass : float or array_like
+        The particle's mass m, ``> 0``.
+    friction : float or array_like
+        The friction coefficient mu, ``> 0``.
+
+    Returns
+    -------
+    numpy.float64 or numpy.ndarray
+        The factor, float64, of the arguments' broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        If an argument is outside its domain or not finite.
+    TypeError
+        If an argument is not real.
+
+    Examples
+    --------
+    >>> from momcore import theory
+    >>> float(theory.improvement_factor(0.25, 1.0, 1.0))     # critical damping
+    2.0
     """
     k = _real("k", k)
     mass = _real("mass", mass)
@@ -401,9 +670,16 @@ _NORM_BOUND = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e150}
 class Trajectory(NamedTuple):
     """A run of the compiled momentum kernel on a quadratic; see :func:`simulate`.
 
-    ``weights``: (T + 1, n) array, ``w_0 .. w_T`` in the dtype of the run. ``loss``: (T + 1,)
-    float64, ``E(w_t)``. ``contraction``: float, the measured per-step contraction factor
-    (``inf`` when the run diverged). ``T`` is ``steps``, or fewer when the run diverged.
+    ``T`` below is ``steps``, or fewer when the run diverged.
+
+    Parameters
+    ----------
+    weights : numpy.ndarray
+        ``(T + 1, n)``: ``w_0 .. w_T`` in the dtype of the run.
+    loss : numpy.ndarray
+        ``(T + 1,)`` float64: ``E(w_t)``.
+    contraction : float
+        The measured per-step contraction factor (``inf`` when the run diverged).
     """
 
     weights: np.ndarray
@@ -413,8 +689,21 @@ class Trajectory(NamedTuple):
     def steps_to(self, tol: float) -> float:
         """The first step ``t`` from which on ``loss`` stays below ``tol * loss[0]``.
 
-        A float holding a whole number, as :func:`iterations_to` returns, or ``inf`` when
-        the run ends above that level (or diverged). ``tol`` in (0, 1).
+        Parameters
+        ----------
+        tol : float
+            The factor, in (0, 1).
+
+        Returns
+        -------
+        float
+            A whole number, as :func:`iterations_to` returns, or ``inf`` when the run ends above
+            that level (or diverged).
+
+        Raises
+        ------
+        ValueError
+            If ``tol`` is outside (0, 1).
         """
         tol = float(tol)
         if not 0.0 < tol < 1.0:
@@ -514,18 +803,41 @@ def simulate(
 
     Parameters
     ----------
-    lr : float >= 0.
-    momentum : float in (-1, 1).
-    k : 1-D array of curvatures > 0 (a scalar is one curvature), or None with ``hessian``.
-    steps : int >= 1.
-    rule : any rule of ``momentum_step``; the closed forms of this module are for
+    lr : float
+        Learning rate, ``>= 0``.
+    momentum : float
+        Momentum coefficient, in (-1, 1).
+    k : array_like or None
+        1-D array of curvatures ``> 0`` (a scalar is one curvature), or None with
+        ``hessian``.
+    steps : int
+        Number of kernel steps, ``>= 1``.
+    rule : str
+        Any rule of ``momentum_step``; the closed forms of this module are for
         ``classical``.
-    w0 : start, shape (n,), finite and not all zero; default all ones.
-    hessian : (n, n) symmetric positive-definite matrix, instead of ``k``.
-    dtype : float32 or float64, the dtype of the weights, gradient and state.
+    w0 : array_like or None
+        The start, shape ``(n,)``, finite and not all zero; default all ones.
+    hessian : array_like or None
+        ``(n, n)`` symmetric positive-definite matrix, instead of ``k``.
+    dtype : numpy dtype
+        float32 or float64, the dtype of the weights, gradient and state.
 
-    Returns :class:`Trajectory` ``(weights, loss, contraction)``.
+    Returns
+    -------
+    Trajectory
+        ``(weights, loss, contraction)``.
 
+    Raises
+    ------
+    ValueError
+        If both or neither of ``k`` and ``hessian`` are given, an argument is outside its
+        domain, ``hessian`` is not symmetric positive definite, or ``w0`` has the wrong
+        shape or is all zero.
+    TypeError
+        If ``steps`` is not an int or an argument is not real.
+
+    Notes
+    -----
     Cost: ``steps`` kernel calls plus O(n) (diagonal) or O(n^2) (``hessian``) numpy work per
     step; memory O(steps n) for the stored weights.
     """

@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised without torch only
     raise ImportError("momcore.torch needs PyTorch: pip install 'momcore[torch]'") from exc
 
 from momcore import _core
+from momcore.curvature import Tuner, check_auto_rule, is_auto
 from momcore.registry import RULES, check_name
 
 __all__ = ["SGD"]
@@ -378,7 +379,13 @@ class SGD(Optimizer):
         CPU tensors, float32 or float64, contiguous, updated in place.
     lr, momentum, dampening, weight_decay, nesterov, maximize
         As ``torch.optim.SGD`` (``lr`` may be a float or a 0-d tensor);
-        ``momentum`` in [0, 1).
+        ``momentum`` in [0, 1), or ``"auto"``: lr and momentum set before every step
+        by a :class:`momcore.curvature.Tuner` (:attr:`tuner`) from the gradients (with
+        weight decay and ``maximize`` applied); ``lr`` is the first step's rate; the
+        rule is "classical" (the heavy ball; ``nesterov`` and other rules are
+        refused); every group shares the tuned pair. The tuner keeps a float64 copy
+        of the parameters for each of the last 10 steps and gradients (20 times the
+        parameters' memory), and its state travels in :meth:`state_dict`.
     rule : str, optional
         A momcore rule (``momcore.registry.RULES``): "classical", "nesterov",
         "velocity", "ema", "one_step" or "nesterov_velocity". None (the default) is
@@ -394,6 +401,15 @@ class SGD(Optimizer):
         :attr:`skipped_steps`). Either way nothing is written before every gradient
         has been checked.
 
+    Raises
+    ------
+    ValueError, TypeError
+        If a hyperparameter is refused (as ``torch.optim.SGD`` and then
+        :func:`momcore.momentum_step` refuse it) or a tensor cannot be stepped (CUDA,
+        sparse, complex); the message names the group or the parameter.
+
+    Notes
+    -----
     Every :meth:`step` is one C call for all parameters of all groups, on numpy
     views of the tensors' memory (no copies), made once and remade only when a
     parameter, gradient or buffer tensor changes. Costs beyond torch's: with
@@ -417,11 +433,21 @@ class SGD(Optimizer):
         self._last_hyperparameters: tuple | None = None
         self.nonfinite = nonfinite
         self.skipped_steps = 0
+        self.tuner: Tuner | None = None
+        auto = is_auto(momentum)
+        if auto:
+            rule = "classical" if rule is None else rule
+            check_auto_rule("nesterov_velocity" if nesterov else rule)
+            momentum = 0.0
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
                     "weight_decay": weight_decay, "nesterov": nesterov,
                     "maximize": maximize, "rule": rule}
         _check_group(defaults, "")
         super().__init__(params, defaults)
+        if auto:
+            for k, group in enumerate(self.param_groups):
+                check_auto_rule(_rule(group), f"param_groups[{k}]: ")
+            self.tuner = Tuner(_Tuned(self))
 
     @property
     def nonfinite(self) -> str:
@@ -434,7 +460,20 @@ class SGD(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Adds a group, as ``torch.optim.Optimizer.add_param_group``, after checking
-        its hyperparameters and tensors."""
+        its hyperparameters and tensors.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": tensors, ...}`` with any of the constructor's hyperparameters;
+            the others are the defaults.
+
+        Raises
+        ------
+        ValueError, TypeError
+            If a hyperparameter is refused or a tensor cannot be stepped (CUDA, sparse,
+            complex, non-contiguous); the group is then not added.
+        """
         super().add_param_group(param_group)
         k = len(self.param_groups) - 1
         group = self.param_groups[k]
@@ -446,6 +485,43 @@ class SGD(Optimizer):
             self.param_groups.pop()
             raise
         self._plan = None
+        if getattr(self, "tuner", None) is not None:  # its window spans every weight
+            self.tuner = Tuner(_Tuned(self))
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state_dict, with the tuner's state under "tuner" (momentum="auto").
+
+        Returns
+        -------
+        dict
+            ``torch.optim.Optimizer.state_dict()``, plus ``"tuner"``: the tuner's
+            :meth:`momcore.curvature.Tuner.state_dict` when there is a tuner.
+        """
+        state = super().state_dict()
+        if self.tuner is not None:
+            state["tuner"] = self.tuner.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's load_state_dict; the tuner's state (momentum="auto") is checked
+        before anything changes.
+
+        Parameters
+        ----------
+        state_dict : dict
+            A :meth:`state_dict`.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If the tuner's state cannot be loaded, or as torch's ``load_state_dict``.
+        """
+        tuner = state_dict.get("tuner") if self.tuner is not None else None
+        if tuner is not None:
+            self.tuner.check_state_dict(tuner)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "tuner"})
+        if tuner is not None:
+            self.tuner.load_state_dict(tuner)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -456,12 +532,13 @@ class SGD(Optimizer):
         self.defaults.setdefault("rule", None)
         self.__dict__.setdefault("_nonfinite", "propagate")
         self.__dict__.setdefault("skipped_steps", 0)
+        self.__dict__.setdefault("tuner", None)
         self._plan = None
         self._last_hyperparameters = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "_nonfinite": self._nonfinite,
-                "skipped_steps": self.skipped_steps}
+                "skipped_steps": self.skipped_steps, "tuner": self.tuner}
 
     def _hyperparameters(self) -> tuple[list[dict[str, Any]], list[tuple]]:
         """Each group's hyperparameters for the kernel, and the flags a plan is made
@@ -482,12 +559,36 @@ class SGD(Optimizer):
 
     @_with_step_hooks
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One step of every parameter that has a gradient; returns the closure's
-        loss (None without a closure). One C call, whatever the number of groups."""
+        """One step of every parameter that has a gradient.
+
+        One C call, whatever the number of groups.
+
+        Parameters
+        ----------
+        closure : callable or None
+            Re-evaluates the model and returns the loss, as for any torch optimizer; run
+            with gradients enabled before the step.
+
+        Returns
+        -------
+        torch.Tensor or None
+            The closure's loss (None without a closure).
+
+        Raises
+        ------
+        FloatingPointError
+            With ``nonfinite="raise"``, when a gradient or a new value is NaN or inf
+            (nothing written).
+        ValueError, TypeError
+            If a group's hyperparameters were set to values the kernel refuses, or a
+            tensor can no longer be stepped; the message names the group or parameter.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.tuner is not None:
+            self._tune()
         hypers, flags = self._hyperparameters()
         plan = self._plan
         grads = None if plan is None else plan.fits(self, flags)
@@ -529,6 +630,52 @@ class SGD(Optimizer):
             self._plan = None
             self.skipped_steps += 1
         return loss
+
+
+    def _tune(self) -> None:
+        """momentum="auto": the tuner sees the gradients the step descends (weight decay
+        and maximize applied) and sets every group's lr and momentum. A step in which
+        some parameter has no gradient is not observed."""
+        grads = []
+        for group in self.param_groups:
+            decay, sign = _number(group["weight_decay"]), -1.0 if group["maximize"] else 1.0
+            for p in group["params"]:
+                if p.grad is None:
+                    return
+                g = sign * p.grad.detach().to(torch.float64).numpy()
+                grads.append(g + decay * p.detach().to(torch.float64).numpy() if decay else g)
+        self.tuner.observe(grads)
+
+
+class _Tuned:
+    """momcore.torch.SGD as the Tuner sees an optimizer: its parameters as arrays, and
+    one lr and momentum set in every group."""
+
+    def __init__(self, optimizer: SGD) -> None:
+        self.optimizer = optimizer
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        return [p.detach().to(torch.float64).numpy() for g in self.optimizer.param_groups
+                for p in g["params"]]
+
+    @property
+    def lr(self) -> float:
+        return float(_number(self.optimizer.param_groups[0]["lr"]))
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = value
+
+    @property
+    def momentum(self) -> float:
+        return float(_number(self.optimizer.param_groups[0]["momentum"]))
+
+    @momentum.setter
+    def momentum(self, value: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["momentum"] = value
 
 
 def _check_group(group: Mapping[str, Any], where: str) -> None:

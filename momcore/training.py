@@ -13,10 +13,11 @@ import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
+from momcore import _core
 from momcore import schedules as _schedules
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,6 +26,35 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STOP_REASONS = ("epochs", "target_loss", "callback", "early_stopping", "nonfinite",
                 "interrupted")
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every element of the real array a is finite.
+
+    float32/float64 in C order: one pass over the bits in C (_core.all_finite).
+    Otherwise a sum first (one pass, no boolean temporary; NaN and inf make it
+    non-finite), the element test only when the sum is not finite (NaN, inf, or finite
+    values whose sum overflows).
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        Real numbers (floats, integers or booleans).
+
+    Returns
+    -------
+    bool
+        True when no element is NaN or infinite.
+    """
+    finite = _core.all_finite_or_none(a)
+    if finite is not None:
+        return finite
+    if a.dtype.kind in "biu":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(a.sum()):
+            return True
+    return bool(np.isfinite(a).all())
 
 
 @dataclass
@@ -44,6 +74,15 @@ class History:
     interrupted epoch's steps were applied and counted in the optimizer's ``steps``,
     but the lists hold only the epochs completed); ``best_epoch`` is the epoch
     (0-based, within this call) whose weights early stopping kept, or None.
+
+    Parameters
+    ----------
+    loss, accuracy, seconds, lr, momentum, val_loss, val_accuracy : list of float
+        One value per completed epoch, as described above (empty when not measured).
+    stopped : str
+        Why training ended, one of ``STOP_REASONS``.
+    best_epoch : int or None
+        The epoch whose weights early stopping kept.
     """
 
     loss: list[float] = field(default_factory=list)
@@ -62,9 +101,23 @@ class History:
         return len(self.loss)
 
 
-@dataclass(frozen=True)
-class FitSettings:
-    """The checked arguments of a fit call that the loop itself uses."""
+class FitSettings(NamedTuple):
+    """The checked arguments of a fit call that the loop itself uses (immutable; a
+    named tuple, made in a fraction of a frozen dataclass's time).
+
+    Made by :func:`check_fit_arguments`; the fields are its arguments, checked.
+
+    Parameters
+    ----------
+    epochs, batch_size : int
+        As in :meth:`momcore.MLP.fit`.
+    lr, momentum : callable
+        The schedules (a number becomes a constant schedule).
+    shuffle, target_loss, verbose, callback, validation_data, patience, min_delta, restore_best
+        As in :meth:`momcore.MLP.fit`.
+    lr_name, momentum_name : str
+        The argument each schedule came from, for error messages.
+    """
 
     epochs: int
     batch_size: int
@@ -95,11 +148,28 @@ def _count(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
+_CONSTANTS: dict[tuple[float, float], _schedules.Constant] = {}
+"""The Constant schedules of the floats fit was called with, made once each (a Constant
+is immutable): calls with the same lr and momentum share them."""
+_MAX_CONSTANTS = 256
+
+
 def _schedule(value: Any, name: str) -> Callable[[int], Any]:
+    plain = type(value) is float
+    if plain:
+        key = (value, math.copysign(1.0, value))  # -0.0 apart from 0.0
+        constant = _CONSTANTS.get(key)
+        if constant is not None:
+            return constant
     try:
-        return _schedules.as_schedule(value)
+        schedule = _schedules.as_schedule(value)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{name}: {exc}") from None
+    if plain:
+        if len(_CONSTANTS) >= _MAX_CONSTANTS:
+            _CONSTANTS.clear()
+        _CONSTANTS[key] = schedule
+    return schedule
 
 
 def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
@@ -108,9 +178,47 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
                         target_loss: Any = None, verbose: Any = False, callback: Any = None,
                         validation_data: Any = None, patience: Any = None,
                         min_delta: Any = 0.0, restore_best: Any = True) -> FitSettings:
-    """The checks of fit's loop arguments, before anything changes (the data and the
-    hyperparameters are checked by the model and the optimizer); the defaults are
-    :meth:`momcore.MLP.fit`'s."""
+    """The checks of fit's loop arguments, before anything changes.
+
+    The data and the hyperparameters are checked by the model and the optimizer; the
+    defaults are :meth:`momcore.MLP.fit`'s, where each argument is described.
+
+    Parameters
+    ----------
+    epochs : int
+        ``>= 0``.
+    batch_size : int
+        ``>= 1``.
+    lr, momentum : float or schedule
+        Used when the matching schedule is None.
+    lr_schedule, momentum_schedule : schedule or None
+        Callables ``t -> value`` (see :mod:`momcore.schedules`).
+    shuffle, verbose, restore_best : bool
+        Booleans, not truthy values.
+    target_loss : float or None
+        Stop once an epoch's loss is below it.
+    callback : callable or None
+        ``callback(epoch, logs)``.
+    validation_data : tuple or None
+        ``(X_val, y_val)``.
+    patience : int or None
+        Early stopping after this many epochs without improvement.
+    min_delta : float
+        The smallest improvement that counts, ``>= 0``.
+
+    Returns
+    -------
+    FitSettings
+        The checked settings.
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type (booleans are not counts, numbers are not
+        booleans).
+    ValueError
+        If a count or ``min_delta`` is out of range.
+    """
     epochs = _count(epochs, "epochs", 0)
     batch_size = _count(batch_size, "batch_size", 1)
     if target_loss is not None and (isinstance(target_loss, bool)
@@ -128,7 +236,8 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
         raise TypeError("validation_data must be a pair (X_val, y_val) or None")
     if patience is not None:
         patience = _count(patience, "patience", 1)
-    if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
+    if type(min_delta) is not float and (isinstance(min_delta, bool)
+                                         or not isinstance(min_delta, numbers.Real)) \
             or not (math.isfinite(min_delta) and min_delta >= 0):
         raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta!r}")
     lr_of = _schedule(lr if lr_schedule is None else lr_schedule,
@@ -144,12 +253,33 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
 
 
 def schedule_values(settings: FitSettings, epoch: int, step: int) -> dict[str, float]:
-    """The lr and momentum the schedules give, each at its own unit's count: the epoch
-    number, or the step number for a schedule marked ``per="step"``. A value that
-    float() refuses, or that is not finite, raises naming the schedule."""
+    """The lr and momentum the schedules give, each at its own unit's count.
+
+    Parameters
+    ----------
+    settings : FitSettings
+        Holds the schedules.
+    epoch : int
+        The epoch number (for a schedule counting epochs).
+    step : int
+        The step number (for a schedule marked ``per="step"``).
+
+    Returns
+    -------
+    dict
+        ``{"lr": float, "momentum": float}``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the schedule, for a value that float() refuses or that is not finite.
+    """
     values = {}
     for key, schedule, name in (("lr", settings.lr, settings.lr_name),
                                 ("momentum", settings.momentum, settings.momentum_name)):
+        if type(schedule) is _schedules.Constant:  # its value is a checked finite float
+            values[key] = schedule.value
+            continue
         t = step if _schedules.unit_of(schedule) == "step" else epoch
         values[key] = _schedules.value_at(schedule, t, name)
     return values
@@ -157,8 +287,27 @@ def schedule_values(settings: FitSettings, epoch: int, step: int) -> dict[str, f
 
 def set_hyperparameters(optimizer: SGD, settings: FitSettings, epoch: int,
                         step: int) -> tuple[float, float]:
-    """optimizer.lr, optimizer.momentum := the schedules' values (see schedule_values);
-    returns them. A value the optimizer refuses raises with the schedule named."""
+    """optimizer.lr, optimizer.momentum := the schedules' values (see schedule_values).
+
+    Parameters
+    ----------
+    optimizer : momcore.SGD
+        The optimizer to set.
+    settings : FitSettings
+        Holds the schedules.
+    epoch, step : int
+        The counts, as in :func:`schedule_values`.
+
+    Returns
+    -------
+    lr, momentum : float
+        The values set.
+
+    Raises
+    ------
+    ValueError
+        With the schedule named, for a value the optimizer refuses.
+    """
     values = schedule_values(settings, epoch, step)
     for key, name in (("lr", settings.lr_name), ("momentum", settings.momentum_name)):
         try:
@@ -175,11 +324,24 @@ class Runner(Protocol):
     """Rows of the data set: an epoch's order is a permutation of range(n_rows)."""
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
-        """Consecutive batches of ``batch`` rows of ``rows`` (int64, contiguous), each a
-        forward pass, its loss, the backward pass and one step with the optimizer's
-        current hyperparameters, counted in the optimizer's ``steps``. Returns (sum of
-        the per-sample losses, rows classified right, steps applied, stopped on a
-        non-finite loss)."""
+        """Consecutive batches of ``batch`` rows of ``rows``.
+
+        Each batch is a forward pass, its loss, the backward pass and one step with the
+        optimizer's current hyperparameters, counted in the optimizer's ``steps``.
+
+        Parameters
+        ----------
+        rows : numpy.ndarray
+            Row indices, int64, contiguous.
+        batch : int
+            Rows per batch (the last batch may be shorter).
+
+        Returns
+        -------
+        tuple
+            (sum of the per-sample losses, rows classified right, steps applied, whether it
+            stopped on a non-finite loss).
+        """
 
 
 class Trainer:
@@ -189,41 +351,135 @@ class Trainer:
     root = True
     """Whether this process prints progress and runs the callback."""
 
+    alone = True
+    """Whether this process trains alone: then there are no arguments to compare
+    (:meth:`agree_on_arguments` is not called) and no one to agree with."""
+
     def agree_on(self, error: BaseException | None) -> None:
-        """Raises ``error`` (on every process, when there are several)."""
+        """Raises ``error`` (on every process, when there are several).
+
+        Parameters
+        ----------
+        error : BaseException or None
+            This process's error, or None.
+        """
         if error is not None:
             raise error
 
     def agree_on_arguments(self, arguments: dict[str, Any]) -> None:
-        """Checks that every process trains with the same ``arguments`` (the checked
-        training arguments, before the first step); raises on every process when they
-        differ. One process has nothing to compare."""
+        """Checks that every process trains with the same ``arguments``.
+
+        Raises on every process when they differ. One process has nothing to compare.
+
+        Parameters
+        ----------
+        arguments : dict
+            The checked training arguments, before the first step.
+        """
 
     def decide(self, reason: str) -> str:
-        """The stop decision every process takes: the root's."""
+        """The stop decision every process takes: the root's.
+
+        Parameters
+        ----------
+        reason : str
+            This process's decision (``""`` to go on, else one of ``STOP_REASONS``).
+
+        Returns
+        -------
+        str
+            The decision taken.
+        """
         return reason
 
     def runner(self, net: MLP, X: np.ndarray, T: np.ndarray, batch: int,
                accuracy: str) -> Runner:
-        """The runner of this kind of training; ``accuracy`` says how rows classified
-        right are counted ("none", "argmax" or "threshold")."""
+        """The runner of this kind of training.
+
+        Parameters
+        ----------
+        net : momcore.MLP
+            The network to train.
+        X : numpy.ndarray
+            Inputs, checked.
+        T : numpy.ndarray
+            Encoded targets, checked.
+        batch : int
+            Rows per batch.
+        accuracy : {"none", "argmax", "threshold"}
+            How rows classified right are counted.
+
+        Returns
+        -------
+        Runner
+            Takes the steps.
+        """
         return net.make_runner(X, T, batch, accuracy)
 
     def epoch_order(self, net: MLP, n: int, shuffle: bool) -> np.ndarray:
-        """The order in which an epoch visits the n rows (int64): a permutation drawn
-        from ``net.rng`` when ``shuffle``, else 0..n-1. A trainer that must reproduce
-        another library's shuffling (momcore.sklearn) overrides this."""
+        """The order in which an epoch visits the n rows.
+
+        A trainer that must reproduce another library's shuffling (momcore.sklearn)
+        overrides this.
+
+        Parameters
+        ----------
+        net : momcore.MLP
+            The network; its ``rng`` draws the permutation.
+        n : int
+            The number of rows.
+        shuffle : bool
+            Whether to shuffle.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64: a permutation drawn from ``net.rng`` when ``shuffle``, else 0..n-1.
+        """
         return net.rng.permutation(n) if shuffle else np.arange(n)
 
     def describe(self) -> str:
-        """Words for the verbose line."""
+        """Words for the verbose line.
+
+        Returns
+        -------
+        str
+            ``""`` for one process.
+        """
         return ""
 
 
 def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
              accuracy: str, trainer: Trainer) -> History:
-    """Trains ``net`` through its optimizer for settings.epochs epochs; see MLP.fit.
-    Accuracy is reported unless ``accuracy`` is "none"."""
+    """Trains ``net`` through its optimizer for ``settings.epochs`` epochs; see MLP.fit.
+
+    Parameters
+    ----------
+    net : momcore.MLP
+        The network; its optimizer takes the steps.
+    X : numpy.ndarray
+        Inputs, checked.
+    T : numpy.ndarray
+        Encoded targets, checked.
+    settings : FitSettings
+        The loop's arguments (:func:`check_fit_arguments`).
+    accuracy : {"none", "argmax", "threshold"}, keyword-only
+        How rows classified right are counted; accuracy is reported unless "none".
+    trainer : Trainer, keyword-only
+        One process, or several that agree (momcore.distributed).
+
+    Returns
+    -------
+    History
+        Also stored as ``net.history_``.
+
+    Raises
+    ------
+    FloatingPointError
+        When a batch's loss is not finite (the weights of the last finite step stay).
+    KeyboardInterrupt
+        On Ctrl-C, after recording ``stopped = "interrupted"``.
+    """
     classify = accuracy != "none"
     runner = trainer.runner(net, X, T, min(settings.batch_size, X.shape[0]), accuracy)
     history = net.history_ = History()
@@ -242,13 +498,14 @@ def _epochs(net: MLP, runner: Runner, settings: FitSettings, trainer: Trainer,
     batch = min(settings.batch_size, n)
     monitor = _Monitor(net, settings)
     epoch_start = _Snapshot(net)
+    per_step = settings.per_step
     for _ in range(settings.epochs):
         epoch = net.epochs
         order = trainer.epoch_order(net, n, settings.shuffle)
         start = time.perf_counter()
         lr, momentum = set_hyperparameters(optimizer, settings, epoch, optimizer.steps)
         epoch_start.take()
-        if settings.per_step:
+        if per_step:
             sum_loss, correct, steps, stopped = 0.0, 0, 0, False
             for b0 in range(0, n, batch):
                 if b0:
@@ -335,14 +592,8 @@ class _Snapshot:
         self.net.optimizer.steps = self.steps
 
     def finite_now(self) -> bool:
-        """Whether the model's weights and state are all finite. A NaN or inf makes a
-        sum non-finite, so one finite sum settles it cheaply; only a non-finite sum
-        (or an overflowing one) looks at every element."""
-        arrays = self._arrays()
-        with np.errstate(over="ignore", invalid="ignore"):
-            if math.isfinite(sum(float(np.add.reduce(a)) for a in arrays)):
-                return True
-        return all(np.isfinite(a).all() for a in arrays)
+        """Whether the model's weights and state are all finite (one pass over each)."""
+        return all(all_finite(a) for a in self._arrays())
 
 
 def _back_to_last_finite_step(net: MLP, runner: Runner, order: np.ndarray, batch: int,

@@ -50,6 +50,10 @@ typedef struct {
                             const float *, size_t, float *, int64_t *);
     double (*curvature_f64)(const mc_mlp *, const mc_curvature_work *, const double *,
                             const double *, size_t, double *, int64_t *);
+    double (*gradient_share_f32)(const mc_mlp *, const float *, const float *, const int64_t *,
+                                 size_t, size_t, double, int64_t *, double *);
+    double (*gradient_share_f64)(const mc_mlp *, const double *, const double *,
+                                 const int64_t *, size_t, size_t, double, int64_t *, double *);
     mc_fit_result (*train_epoch_f32)(const mc_mlp *, const float *, const float *,
                                      const int64_t *, size_t, size_t, const mc_hyper *, int);
     mc_fit_result (*train_epoch_f64)(const mc_mlp *, const double *, const double *,
@@ -60,6 +64,7 @@ typedef struct {
     {                                                                                 \
         #isa, predict_f32_##isa, predict_f64_##isa, gradients_f32_##isa,              \
             gradients_f64_##isa, curvature_f32_##isa, curvature_f64_##isa,            \
+            gradient_share_f32_##isa, gradient_share_f64_##isa,                       \
             train_epoch_f32_##isa, train_epoch_f64_##isa                              \
     }
 
@@ -107,6 +112,17 @@ double mc_mlp_curvature(const mc_mlp *net, const mc_curvature_work *work, const 
                                               n, (float *)curv, n_correct);
     return current_table()->curvature_f64(net, work, (const double *)X, (const double *)T, n,
                                           (double *)curv, n_correct);
+}
+
+double mc_mlp_gradient_share(const mc_mlp *net, const void *X, const void *T,
+                             const int64_t *rows, size_t n, size_t divisor, double l2,
+                             int64_t *n_correct, double *squares)
+{
+    if (net->dtype == MC_FLOAT32)
+        return current_table()->gradient_share_f32(net, (const float *)X, (const float *)T,
+                                                   rows, n, divisor, l2, n_correct, squares);
+    return current_table()->gradient_share_f64(net, (const double *)X, (const double *)T,
+                                               rows, n, divisor, l2, n_correct, squares);
 }
 
 mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,

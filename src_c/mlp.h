@@ -165,10 +165,23 @@ typedef struct {
  * each unit's d^2E/dz^2 back-propagated with the off-diagonal terms dropped;
  * c(W[k,j]) = sum_r a[r,k]^2 h[r,j]; see mlp_impl.h for the output layer's h),
  * and, from the same forward pass, dE/dparams into net->grad unless it is NULL.
- * Returns E and adds the rows net->accuracy counts correct to *n_correct. Cost:
+ * With net->l2, E includes l2/(2n) sum_i ||W_i||^2 and every weight entry (not the
+ * biases) of curv its exact curvature l2/n. Returns E and adds the rows net->accuracy
+ * counts correct to *n_correct. Cost:
  * the gradient's products once more, on squared activations and weights. */
 double mc_mlp_curvature(const mc_mlp *net, const mc_curvature_work *work, const void *X,
                         const void *T, size_t n, void *curv, int64_t *n_correct);
+
+/* Data-parallel training: one process's share of a global batch of `divisor` rows.
+ * grad := (1/divisor) sum over the n rows rows[0:n] of X (targets T; n <= max_batch,
+ * may be 0) of dloss/dparams, plus (l2/divisor) W_i on the weights, where l2 is
+ * given to one process and 0 to the others (net->l2 is not used): the sum of the
+ * processes' buffers is dE/dparams of the global batch. Returns the sum of the n
+ * per-sample losses; adds the rows net->accuracy counts correct to *n_correct;
+ * *squares := sum_i ||W_i||^2 when l2 != 0, else 0. */
+double mc_mlp_gradient_share(const mc_mlp *net, const void *X, const void *T,
+                             const int64_t *rows, size_t n, size_t divisor, double l2,
+                             int64_t *n_correct, double *squares);
 
 mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
                                  const int64_t *order, size_t n_order, size_t batch,

@@ -523,6 +523,55 @@ MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, con
     return total / (double)n;
 }
 
+/* One process's share of a global batch of `divisor` rows (data-parallel training):
+ * grad := (1/divisor) sum over its n rows (rows[0:n] of X and T; n may be 0) of the
+ * per-sample loss's dloss/dparams, plus (l2/divisor) W_i on the weight blocks; the
+ * processes add their shares and every one takes the same step. l2 is given to one
+ * process only (0 on the others); net->l2 is not used. Returns the sum of the n
+ * per-sample losses, adds the rows net->accuracy counts correct to *n_correct and
+ * sets *squares to sum_i ||W_i||^2 (0 when l2 is 0). */
+MC_TARGET static double MC_NAME(gradient_share)(const mc_mlp *net, const MC_T *X, const MC_T *T,
+                                                const int64_t *rows, size_t n, size_t divisor,
+                                                double l2, int64_t *n_correct, double *squares)
+{
+    const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
+    const MC_T *y = (const MC_T *)net->acts[net->n_layers];
+    MC_T *x = (MC_T *)net->acts[0], *delta = (MC_T *)net->delta;
+    MC_T *g = (MC_T *)net->grad;
+    const MC_T *p = (const MC_T *)net->params;
+    mc_mlp plain = *net;
+    double total = 0;
+    size_t r;
+    int i;
+    plain.l2 = 0;
+    *squares = 0;
+    if (n) {
+        for (r = 0; r < n; r++)
+            memcpy(x + r * I, X + (size_t)rows[r] * I, I * sizeof(MC_T));
+        MC_NAME(forward)(&plain, x, n);
+        total = MC_NAME(output_delta)(delta, y, T, rows, n, O, net->output, net->loss);
+        *n_correct += MC_NAME(count_correct)(y, T, rows, n, O, net->accuracy);
+        if (n != divisor) { /* delta = dloss/dz / n, to / divisor */
+            const MC_T scale = (MC_T)n / (MC_T)divisor;
+            for (r = 0; r < n * O; r++)
+                delta[r] *= scale;
+        }
+        MC_NAME(backward)(&plain, x, n, 0, 0, 0);
+    } else {
+        memset(g, 0, net->n_params * sizeof(MC_T));
+    }
+    if (l2 != 0) {
+        const MC_T decay = (MC_T)(l2 / (double)divisor);
+        for (i = 0; i < net->n_layers; i++) {
+            const size_t weights = (size_t)net->sizes[i] * (size_t)net->sizes[i + 1];
+            *squares += (double)MC_NAME(add_decay)(g, p, weights, decay);
+            g += weights + (size_t)net->sizes[i + 1];
+            p += weights + (size_t)net->sizes[i + 1];
+        }
+    }
+    return total;
+}
+
 MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_T *X, const MC_T *T,
                                           const int64_t *order, size_t n_order, size_t batch,
                                           const mc_hyper *hyper, int fold)
@@ -742,21 +791,44 @@ MC_TARGET static void MC_NAME(curvature_backward)(const mc_mlp *net,
     }
 }
 
+/* curv[P] += l2/B on every weight entry (not the biases): the curvature of the l2 term
+ * l2/(2B) sum_i ||W_i||^2, exact and constant, scaled as the gradient's (l2/B) W. */
+MC_TARGET static void MC_NAME(add_l2_curvature)(const mc_mlp *net, MC_T *curv, size_t B)
+{
+    const MC_T decay = (MC_T)(net->l2 / (double)B);
+    size_t offset = 0, k;
+    int i;
+    for (i = 0; i < net->n_layers; i++) {
+        const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
+        MC_T *restrict c = curv + offset;
+        for (k = 0; k < I * O; k++)
+            c[k] += decay;
+        offset += I * O + O;
+    }
+}
+
 /* The gradient (into net->grad, when it is not NULL) and the curvature (into curv)
- * of the mean loss over the n rows of X, from one forward pass; returns E. */
+ * of E over the n rows of X (the mean loss plus the l2 term), from one forward pass;
+ * returns E. */
 MC_TARGET static double MC_NAME(curvature)(const mc_mlp *net, const mc_curvature_work *work,
                                            const MC_T *X, const MC_T *T, size_t n,
                                            MC_T *curv, int64_t *n_correct)
 {
     const size_t O = (size_t)net->sizes[net->n_layers];
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
-    double total;
+    double total, squares = 0;
     MC_NAME(forward)(net, X, n);
     total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
                                   net->loss);
     *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
     if (net->grad != NULL)
-        MC_NAME(backward)(net, X, n, 0, 0, 0);
+        squares = MC_NAME(backward)(net, X, n, 0, 0, 0);
+    else if (net->l2 != 0)
+        squares = MC_NAME(weight_squares)(net);
     MC_NAME(curvature_backward)(net, work, X, n, curv);
+    if (net->l2 != 0) {
+        MC_NAME(add_l2_curvature)(net, curv, n);
+        total += 0.5 * net->l2 * squares;
+    }
     return total / (double)n;
 }

@@ -129,7 +129,8 @@ int mc_isa_supported(const char *name);
 
 /* 1 if no element of x[0:n] (MC_FLOAT32 or MC_FLOAT64) is NaN or +-inf, else 0:
  * the exponent bits tested as integers (no floating-point exceptions, no
- * temporaries), one pass that the compiler vectorises. */
+ * temporaries), one pass that the compiler vectorises, on the calling thread (MLP.fit
+ * runs it between BLAS calls, whose thread pool may still spin on the other cores). */
 int mc_all_finite(const void *x, size_t n, int dtype);
 
 /* Benchmark-only roofline: a plain loop over the same five streams as the step

@@ -17,6 +17,9 @@ from momcore import distributed
 
 comm = MPI.COMM_WORLD
 scenario, out = sys.argv[1], pathlib.Path(sys.argv[2])
+if scenario.endswith("_allreduce"):  # as ranks on different machines add their gradients
+    distributed._SHARED_MEMORY = False
+    scenario = scenario.removesuffix("_allreduce")
 digits = momcore.datasets.load_digits()
 X, y = digits.X[:500] / 16, digits.y[:500]
 FIT = dict(epochs=3, lr=0.05, momentum=0.9)

@@ -72,6 +72,14 @@ def test_equals_single_process_training(scenario, tmp_path):
     assert _replicas_identical(tmp_path)
 
 
+@pytest.mark.parametrize("scenario", ["same", "l2", "sharded"])
+def test_ranks_that_share_no_memory_add_their_gradients_with_allreduce(scenario, tmp_path):
+    r = _result(f"{scenario}_allreduce", tmp_path)
+    assert _close(r["params"], r["ref"]) < RTOL
+    np.testing.assert_allclose(r["loss"], r["ref_loss"], rtol=1e-12)
+    assert _replicas_identical(tmp_path)
+
+
 @pytest.mark.parametrize("ranks", [1, 3])
 def test_other_rank_counts_equal_single_process_training(ranks, tmp_path):
     # 3 ranks on 2 cores: oversubscribed, slower, and still the same result; 30 rows a

@@ -79,3 +79,54 @@ def test_an_array_in_the_nets_dtype_is_used_as_it_is():
     F = np.asfortranarray(X)
     out = net.check_inputs(F)
     assert out is not F and out.flags.c_contiguous and np.array_equal(out, F)
+
+
+def test_all_finite_or_none_reads_what_all_finite_reads_and_declines_the_rest():
+    a = np.ones(5)
+    assert _core.all_finite_or_none(a) is True
+    a[3] = np.nan
+    assert _core.all_finite_or_none(a) is False
+    assert _core.all_finite_or_none(np.full((2, 3), np.inf, np.float32)) is False
+    for other in (np.zeros(3, np.int64), np.zeros(6)[::2], np.zeros(3, ">f8"),
+                  np.zeros(3, np.float16), [1.0, 2.0], 1.0, None):
+        assert _core.all_finite_or_none(other) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+def test_one_hot_writes_the_rows_numpy_indexing_writes(dtype):
+    rng = np.random.default_rng(3)
+    for n, k in ((0, 3), (1, 1), (150, 3), (1000, 10)):
+        y = rng.integers(0, k, n)
+        out = np.full((n, k), 7.0, dtype)  # every element is written
+        assert _core.one_hot(y, out) is True
+        assert np.array_equal(out, np.eye(k, dtype=dtype)[y])
+
+
+def test_one_hot_reports_labels_outside_the_columns():
+    for bad in (-1, 3, 2**40, -2**63):
+        y = np.array([0, 2, bad, 1])
+        assert _core.one_hot(y, np.empty((4, 3))) is False
+    with pytest.raises(TypeError, match="int64"):
+        _core.one_hot(np.array([0, 1], np.int32), np.empty((2, 2)))
+    with pytest.raises(TypeError, match="int64"):
+        _core.one_hot(np.array([0, 1, 0, 1])[::2], np.empty((2, 2)))
+    with pytest.raises(ValueError, match="shape"):
+        _core.one_hot(np.array([0, 1]), np.empty((3, 2)))
+    with pytest.raises(TypeError, match="dtype int64"):
+        _core.one_hot(np.array([0, 1]), np.empty((2, 2), np.int64))
+
+
+@pytest.mark.parametrize("labels", [np.array([0, 1, 2], np.uint8), np.array([0, 1, 2], np.int32),
+                                    np.array([0, 1, 2], np.uint64), [0, 1, 2],
+                                    np.array([0, 0, 1, 1, 2, 2])[::2]])
+def test_targets_of_any_integer_labels(labels):
+    net = momcore.MLP([2, 3, 3])
+    assert np.array_equal(net.encode_targets(labels, 3), np.eye(3))
+
+
+def test_labels_out_of_range_are_refused_with_their_range():
+    net = momcore.MLP([2, 3, 3])
+    for y, shown in (([0, 3, 1], r"\[0, 3\]"), ([-2, 0, 1], r"\[-2, 1\]"),
+                     (np.array([0, 2**63 + 5, 1], np.uint64), r"\[0, 9223372036854775813\]")):
+        with pytest.raises(ValueError, match=f"class labels must lie in \\[0, 3\\), got values in {shown}"):
+            net.encode_targets(y, 3)

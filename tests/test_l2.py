@@ -184,3 +184,48 @@ def test_online_nesterov_agrees_with_reference(digits, sizes, l2):
     assert _rel_diff(nets["c"].optimizer_state, nets["numpy"].optimizer_state) < 1e-9
     np.testing.assert_allclose(nets["c"].history_.loss, nets["numpy"].history_.loss,
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda d: d.__name__)
+def test_gradient_shares_add_up_to_the_gradient_of_the_global_batch(backend, dtype):
+    # What each process of a data-parallel run computes: shares of one batch of 7 rows
+    # (one of them empty), the l2 term in one share only.
+    rng = np.random.default_rng(4)
+    net = MLP([5, 7, 3], l2=0.3, dtype=dtype, seed=1, backend=backend)
+    X = rng.standard_normal((20, 5)).astype(dtype)
+    y = rng.integers(0, 3, 20)
+    T = net.encode_targets(y, 20)
+    batch = np.array([3, 7, 1, 19, 4, 0, 12])
+    dW, db = net.gradients(X[batch], y[batch])
+    expected = np.concatenate([a.ravel() for pair in zip(dW, db) for a in pair])
+    total, loss, right = np.zeros_like(net.params), 0.0, 0
+    for rows, l2 in ((batch[:3], 0.3), (batch[3:], 0.0), (batch[:0], 0.0)):
+        grad = np.full_like(net.params, np.nan)  # every element is written
+        kernel = net.gradient_kernel(grad, 4, accuracy="argmax", l2=0.0)
+        part_loss, part_right, squares = kernel.gradient_share(X, T, rows, 7, l2)
+        assert (squares > 0) == (l2 > 0)
+        total += grad
+        loss += part_loss + 0.5 * l2 * squares
+        right += part_right
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert np.abs(total - expected).max() <= tol * np.abs(expected).max()
+    assert loss / 7 == pytest.approx(net.loss(X[batch], y[batch]), rel=tol)
+    assert right == int(np.sum(net.predict(X[batch]) == y[batch]))
+
+
+def test_a_gradient_share_refuses_rows_it_cannot_take():
+    net = MLP([2, 3, 2])
+    X, T = np.ones((4, 2)), net.encode_targets(np.array([0, 1, 0, 1]), 4)
+    core = _core.NetCore(net.params, net.optimizer_state, np.zeros_like(net.params),
+                         net.sizes, net.hidden, net.output, 2)
+    with pytest.raises(ValueError, match="not a row of X"):
+        core.gradient_share(X, T, np.array([0, 4]), 2)
+    with pytest.raises(ValueError, match="at most 2 rows"):
+        core.gradient_share(X, T, np.array([0, 1, 2]), 3)
+    with pytest.raises(ValueError, match="divisor"):
+        core.gradient_share(X, T, np.array([0, 1]), 1)
+    with pytest.raises(TypeError, match="int64"):
+        core.gradient_share(X, T, np.array([0.0, 1.0]), 2)
+    with pytest.raises(ValueError, match="l2"):
+        core.gradient_share(X, T, np.array([0, 1]), 2, -1.0)

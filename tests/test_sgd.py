@@ -102,3 +102,26 @@ def test_skip_does_not_count_a_step():
     opt = momcore.SGD([np.zeros(3)], lr=0.1, momentum=0.5, nonfinite="skip")
     assert opt.step([np.array([0.0, np.nan, 0.0])]) is False
     assert opt.steps == 0
+
+
+def test_a_value_in_force_is_kept_and_minus_zero_is_set_as_itself():
+    opt = momcore.SGD([np.ones(3)], lr=0.1, momentum=0.0)
+    opt.momentum = 0.0
+    opt.param_groups[0]["lr"] = 0.1
+    assert opt.param_groups[0]["lr"] == 0.1 and opt.steps == 0
+    opt.momentum = -0.0  # equal to 0.0, but a different float
+    assert str(opt.param_groups[0]["momentum"]) == "-0.0"
+    assert str(opt.defaults["momentum"]) == "-0.0"
+    opt.param_groups[0]["momentum"] = 0.0
+    assert str(opt.param_groups[0]["momentum"]) == "0.0"
+    with pytest.raises(ValueError, match="momentum"):
+        opt.momentum = 1.5  # a new value is checked
+
+
+def test_fit_keeps_the_sign_of_a_zero_lr_or_momentum():
+    X, y = np.ones((4, 2)), np.array([0, 1, 0, 1])
+    net = momcore.MLP([2, 3, 2])
+    for momentum in (0.0, -0.0, 0.0):
+        history = net.fit(X, y, epochs=1, momentum=momentum)
+        assert str(history.momentum[0]) == str(momentum)
+        assert str(net.optimizer.momentum) == str(momentum)

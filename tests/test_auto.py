@@ -1,0 +1,207 @@
+"""momentum="auto" through every surface: MLP.fit, the scikit-learn estimators and the
+torch optimizer pass it to momcore.SGD, whose Tuner decides what it means."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import momcore
+
+
+def _digits():
+    X, y = momcore.datasets.load_digits()[:2]
+    return (X - X.mean(0)) / (X.std(0) + 1e-9), y
+
+
+def test_fit_auto_learns_digits_with_mini_batches():
+    """Regression: without the noise correction of the secant pairs the estimate of
+    k_max grew with every step, lr fell to 1e-7 within 20 epochs and the loss stayed
+    above 1. Measured with it: loss 0.01 to 0.04, lr about 1e-2."""
+    X, y = _digits()
+    net = momcore.MLP([64, 64, 10], seed=0)
+    history = net.fit(X, y, epochs=20, batch_size=64, momentum="auto")
+    assert history.loss[-1] < 0.1
+    assert net.optimizer.tuner is not None
+    assert history.lr[-1] > 1e-4
+    assert history.lr[0] == 0.1  # fit's lr: the first step's rate
+    assert len(set(history.momentum)) > 1  # the tuner moved it
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_fit_auto_hands_every_gradient_to_the_tuner(backend):
+    X, y = _digits()
+    net = momcore.MLP([64, 16, 10], seed=1, backend=backend)
+    net.fit(X[:300], y[:300], epochs=2, batch_size=50, momentum="auto")
+    assert net.optimizer.tuner.t == net.steps == 12
+    assert net.optimizer.tuner.stochastic
+    # a full batch has no gradient noise: the tuner is told so
+    net.fit(X[:300], y[:300], epochs=1, batch_size=300, momentum="auto")
+    assert net.optimizer.tuner.t == 13 and not net.optimizer.tuner.stochastic
+
+
+def test_fit_auto_backends_agree():
+    X, y = _digits()
+    nets = [momcore.MLP([64, 16, 10], seed=2, backend=b) for b in ("c", "numpy")]
+    for net in nets:
+        net.fit(X[:400], y[:400], epochs=3, batch_size=40, momentum="auto", lr=0.05)
+    np.testing.assert_allclose(nets[0].params, nets[1].params, rtol=1e-6, atol=1e-9)
+
+
+def test_fit_switches_between_auto_and_fixed_momentum():
+    X, y = _digits()
+    net = momcore.MLP([64, 16, 10], seed=3)
+    net.fit(X[:200], y[:200], epochs=1, batch_size=50, momentum="auto")
+    tuner = net.optimizer.tuner
+    net.fit(X[:200], y[:200], epochs=1, batch_size=50, momentum="auto")
+    assert net.optimizer.tuner is tuner and tuner.t == 8  # tuning continues
+    net.fit(X[:200], y[:200], epochs=1, batch_size=50, lr=0.1, momentum=0.9)
+    assert net.optimizer.tuner is None and net.optimizer.momentum == 0.9
+    assert net.steps == 12
+
+
+def test_fit_auto_refuses_what_conflicts_with_it():
+    X, y = _digits()
+    net = momcore.MLP([64, 16, 10], seed=3)
+    before = net.params.copy()
+    with pytest.raises(ValueError, match="lr_schedule"):
+        net.fit(X, y, epochs=1, momentum="auto", lr_schedule=lambda e: 0.1)
+    with pytest.raises(ValueError, match="momentum_schedule"):
+        net.fit(X, y, epochs=1, momentum="auto", momentum_schedule=lambda e: 0.9)
+    with pytest.raises(ValueError, match="auto"):
+        net.fit(X, y, epochs=1, momentum="auto", rule="nesterov")
+    with pytest.raises(TypeError, match="momentum"):
+        net.fit(X, y, epochs=1, momentum="automatic")
+    with pytest.raises(ValueError, match="lr"):
+        net.fit(X, y, epochs=1, momentum="auto", lr=-1.0)
+    np.testing.assert_array_equal(net.params, before)
+    assert net.steps == 0
+
+
+# ---- scikit-learn -------------------------------------------------------------------
+
+
+def test_estimators_take_momentum_auto():
+    pytest.importorskip("sklearn")
+    from sklearn.base import clone
+
+    from momcore.sklearn import MLPClassifier, MLPRegressor
+    X, y = _digits()
+    est = MLPClassifier(hidden_layer_sizes=(32,), momentum="auto", max_iter=30,
+                        random_state=0, batch_size=64, learning_rate_init=0.05)
+    assert est.get_params()["momentum"] == "auto"
+    assert clone(est).get_params()["momentum"] == "auto"
+    with pytest.warns(Warning):  # scikit-learn's ConvergenceWarning at max_iter
+        est.fit(X, y)
+    assert est._net.optimizer.tuner is not None
+    assert est._net.optimizer.rule == "classical"  # not the nesterov default
+    assert est.score(X, y) > 0.95
+    reg = MLPRegressor(hidden_layer_sizes=(8,), momentum="auto", max_iter=5, random_state=0)
+    rng = np.random.default_rng(0)
+    Xr = rng.standard_normal((200, 3))
+    with pytest.warns(Warning):
+        reg.fit(Xr, Xr @ [1.0, -2.0, 0.5])
+    assert reg._net.optimizer.tuner is not None
+
+
+@pytest.mark.parametrize("bad", ["Auto", "adaptive", -0.1, 1.5, None, True])
+def test_estimators_still_refuse_bad_momentum(bad):
+    pytest.importorskip("sklearn")
+    from momcore.sklearn import MLPClassifier
+    X, y = _digits()
+    with pytest.raises((ValueError, TypeError)):
+        MLPClassifier(hidden_layer_sizes=(4,), momentum=bad, max_iter=1).fit(X[:50], y[:50])
+
+
+def test_estimators_refuse_auto_with_a_learning_rate_schedule_or_another_rule():
+    pytest.importorskip("sklearn")
+    from momcore.sklearn import MLPClassifier
+    X, y = _digits()
+    with pytest.raises(ValueError, match="constant"):
+        MLPClassifier(momentum="auto", learning_rate="adaptive", max_iter=1).fit(X, y)
+    with pytest.raises(ValueError, match="auto"):
+        MLPClassifier(momentum="auto", rule="nesterov", max_iter=1).fit(X, y)
+
+
+# ---- torch ------------------------------------------------------------------------
+
+
+def test_torch_sgd_auto_matches_momcore_sgd_auto():
+    torch = pytest.importorskip("torch")
+    import momcore.torch as mt
+    rng = np.random.default_rng(0)
+    k = np.geomspace(0.01, 1.0, 12)
+    w0 = rng.standard_normal(12)
+    w = w0.copy()
+    ref = momcore.SGD([w], momentum="auto")
+    p = torch.nn.Parameter(torch.tensor(w0))
+    opt = mt.SGD([p], momentum="auto")
+    assert opt.param_groups[0]["rule"] == "classical"
+    for _ in range(60):
+        ref.step([k * w])
+        opt.zero_grad()
+        (0.5 * (torch.tensor(k) * p * p).sum()).backward()
+        opt.step()
+    np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-12, atol=1e-15)
+    assert opt.param_groups[0]["momentum"] == ref.momentum > 0
+
+
+def test_torch_sgd_auto_state_dict_round_trip_and_refusals():
+    torch = pytest.importorskip("torch")
+    import momcore.torch as mt
+    k = torch.linspace(0.05, 1.0, 6, dtype=torch.float64)
+
+    def run(opt, p, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            (0.5 * (k * p * p).sum()).backward()
+            opt.step()
+    p1 = torch.nn.Parameter(torch.ones(6, dtype=torch.float64))
+    first = mt.SGD([p1], momentum="auto", lr=0.01)
+    run(first, p1, 10)
+    saved = copy.deepcopy(first.state_dict())  # torch's state_dict holds the live buffers
+    assert saved["tuner"]["pairs"] == 9
+    p2 = torch.nn.Parameter(p1.detach().clone())
+    second = mt.SGD([p2], momentum="auto")
+    second.load_state_dict(saved)
+    run(first, p1, 15)
+    run(second, p2, 15)
+    assert torch.equal(p1, p2)
+    for bad in (dict(nesterov=True), dict(rule="velocity"), dict(rule="nesterov")):
+        with pytest.raises(ValueError, match="auto"):
+            mt.SGD([torch.nn.Parameter(torch.ones(2))], momentum="auto", **bad)
+    with pytest.raises((TypeError, ValueError)):
+        mt.SGD([torch.nn.Parameter(torch.ones(2))], momentum="automatic")
+
+
+def test_torch_sgd_auto_survives_deepcopy():
+    torch = pytest.importorskip("torch")
+    import momcore.torch as mt
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    opt = mt.SGD([p], momentum="auto")
+    for _ in range(5):
+        opt.zero_grad()
+        (p * p).sum().backward()
+        opt.step()
+    twin = copy.deepcopy(opt)
+    assert twin.tuner is not opt.tuner and twin.tuner.t == opt.tuner.t == 5
+    assert twin.tuner.optimizer.optimizer is twin
+
+
+def test_estimator_with_auto_pickles_and_continues_with_partial_fit():
+    pytest.importorskip("sklearn")
+    import pickle
+
+    from momcore.sklearn import MLPClassifier
+    X, y = _digits()
+    est = MLPClassifier(hidden_layer_sizes=(16,), momentum="auto", random_state=0)
+    for _ in range(2):
+        est.partial_fit(X, y, classes=np.arange(10))
+    twin = pickle.loads(pickle.dumps(est))
+    mine, theirs = est._net.optimizer.tuner, twin._net.optimizer.tuner
+    assert theirs.optimizer is twin._net.optimizer
+    assert theirs.t == mine.t == 18
+    assert (theirs.k_min, theirs.k_max) == (mine.k_min, mine.k_max)
+    twin.partial_fit(X, y)
+    assert theirs.t == 27
