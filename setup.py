@@ -14,28 +14,11 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-C_SOURCES = ["src_c/momentum.c", "src_c/mlp.c"]
+C_SOURCES = ["src_c/momentum.c", "src_c/mlp.c", "src_c/vmath.c"]
 BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp-simd"]
 
 
 OPENMP_PROBE = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
-LIBMVEC_PROBE = """#include <math.h>
-#pragma omp declare simd notinbranch
-extern double exp(double);
-#pragma omp declare simd notinbranch
-extern float tanhf(float);
-double x[64];
-float y[64];
-int main(void)
-{
-    int i;
-    for (i = 0; i < 64; i++) {
-        x[i] = exp(-(double)i);
-        y[i] = tanhf((float)i);
-    }
-    return x[1] > 1.0 || y[1] > 1.0f;
-}
-"""
 
 
 def _compiles_with(code, flags):
@@ -62,16 +45,10 @@ def _openmp_flags():
     return []
 
 
-def _libmvec():
-    """Macros and libraries for glibc's vector math (vectorised exp/tanh), if linkable."""
-    if _compiles_with(LIBMVEC_PROBE, ["-O3", "-fopenmp-simd", "-lmvec", "-lm"]):
-        return [("MC_HAVE_LIBMVEC", "1")], ["mvec", "m"]
-    print("momcore: no libmvec; activations use scalar libm", file=sys.stderr)
-    return [], ["m"]
-
-
 omp = _openmp_flags()
-mvec_macros, libraries = _libmvec()
+# libm; libdl for dlopen, which moved into libc with glibc 2.34 (libdl then is empty).
+# glibc's vector math library is not linked: src_c/vmath.c looks it up at run time.
+libraries = ["m", "dl"] if sys.platform.startswith("linux") else ["m"]
 march = os.environ.get("MOMCORE_MARCH")
 extra = BASE_FLAGS + omp + ([f"-march={march}"] if march else [])
 
@@ -81,7 +58,7 @@ extensions = [
         sources=["momcore/_core.pyx"] + C_SOURCES,
         depends=[os.path.join("src_c", h) for h in os.listdir("src_c") if h.endswith(".h")],
         include_dirs=["src_c", np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")] + mvec_macros,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         libraries=libraries,
         extra_compile_args=extra,
         extra_link_args=omp,

@@ -1,4 +1,4 @@
-"""What this build of momcore runs on: SIMD path, OpenMP, BLAS, threads."""
+"""What this build of momcore runs on: SIMD path, vector math, OpenMP, BLAS, threads."""
 from __future__ import annotations
 
 import platform
@@ -28,6 +28,7 @@ def config() -> dict[str, Any]:
         "numpy": np.__version__,
         "machine": platform.machine(),
         "simd": {"in use": _core.simd_path(), "supported": list(_core.simd_supported())},
+        "vector math": _core.vector_math(),
         "openmp": {"built with": _core.have_openmp(), "threads": _core.get_num_threads(),
                    "min elements per parallel step": _core.OMP_MIN_ELEMENTS},
         "blas": {"source": "scipy.linalg.cython_blas", "scipy": scipy.__version__},
@@ -35,13 +36,15 @@ def config() -> dict[str, Any]:
 
 
 def show_config() -> dict[str, Any]:
-    """Prints the SIMD path, OpenMP, BLAS and threads in use; returns them as a dict.
+    """Prints the SIMD path, vector math, OpenMP, BLAS and threads in use; returns them
+    as a dict.
 
     Returns
     -------
     dict
         ``momcore``, ``python`` and ``numpy`` versions, ``machine``, and the ``simd``,
-        ``openmp`` and ``blas`` settings (dicts of their own), as printed.
+        ``vector math`` (what the MLP passes' vectorised exp and tanh run: ``"libmvec"``
+        or ``"libm"``), ``openmp`` and ``blas`` settings (dicts of their own), as printed.
 
     Examples
     --------
@@ -49,7 +52,7 @@ def show_config() -> dict[str, Any]:
     >>> cfg = momcore.show_config()  # doctest: +ELLIPSIS
     momcore: ...
     >>> sorted(cfg)
-    ['blas', 'machine', 'momcore', 'numpy', 'openmp', 'python', 'simd']
+    ['blas', 'machine', 'momcore', 'numpy', 'openmp', 'python', 'simd', 'vector math']
     """
     cfg = config()
     for key, value in cfg.items():

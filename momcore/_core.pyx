@@ -863,6 +863,14 @@ def have_openmp():
     return bool(mc_have_openmp())
 
 
+def vector_math():
+    """What the vectorised exp and tanh of the MLP passes run: {"exp": source,
+    "tanh": source}, each "libmvec" (glibc's vector math library, found at load) or
+    "libm" (the scalar function per element)."""
+    return {"exp": mc_vmath_source(MC_VMATH_EXP).decode(),
+            "tanh": mc_vmath_source(MC_VMATH_TANH).decode()}
+
+
 def _stream5(w, g, s, Py_ssize_t repeat=1):
     """Benchmark roofline: w += g; s += g over the same five streams as a step,
     ``repeat`` times in one compiled loop."""

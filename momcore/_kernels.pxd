@@ -55,6 +55,10 @@ cdef extern from "momcore_kernels.h" nogil:
     int mc_all_finite(const void *x, size_t n, int dtype)
 
 
+cdef extern from "vmath.h" nogil:
+    enum: MC_VMATH_EXP, MC_VMATH_TANH
+    const char *mc_vmath_source(int function)
+
 cdef extern from "mlp.h" nogil:
     ctypedef enum mc_activation:
         MC_N_ACTIVATIONS

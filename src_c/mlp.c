@@ -17,20 +17,11 @@
 #include <math.h>
 #include <string.h>
 
-/* With glibc's vector math library (libmvec) the build defines MC_HAVE_LIBMVEC:
- * declaring the functions SIMD-enabled lets the vectoriser call their vector
- * variants (_ZGVdN4v_exp, ...; within 4 ulp) in the activation loops. */
-#ifdef MC_HAVE_LIBMVEC
-#pragma omp declare simd notinbranch
-extern double exp(double);
-#pragma omp declare simd notinbranch
-extern float expf(float);
-#pragma omp declare simd notinbranch
-extern double tanh(double);
-#pragma omp declare simd notinbranch
-extern float tanhf(float);
-#endif
-
+/* exp and tanh of the activation loops: vectorised through libmvec where the
+ * running glibc has it (vmath.h). */
+#include "vmath.h"
+/* log, of the losses, at the version of the oldest supported glibc */
+#include "glibc_symver.h"
 #include "simd.h"
 
 static mc_sgemm_t mc_sgemm = NULL;

@@ -4,9 +4,9 @@
 #define MC_T float
 #define MC_NAME(x) MC_CAT3(x, f32, MC_ISA)
 #define MC_GEMM mc_sgemm
-#define MC_MATH_EXP expf
+#define MC_MATH_EXP mc_expf
 #define MC_MATH_LOG logf
-#define MC_MATH_TANH tanhf
+#define MC_MATH_TANH mc_tanhf
 #define MC_MATH_FABS fabsf
 #define MC_TINY FLT_MIN
 #include "mlp_impl.h"
@@ -22,9 +22,9 @@
 #define MC_T double
 #define MC_NAME(x) MC_CAT3(x, f64, MC_ISA)
 #define MC_GEMM mc_dgemm
-#define MC_MATH_EXP exp
+#define MC_MATH_EXP mc_exp
 #define MC_MATH_LOG log
-#define MC_MATH_TANH tanh
+#define MC_MATH_TANH mc_tanh
 #define MC_MATH_FABS fabs
 #define MC_TINY DBL_MIN
 #include "mlp_impl.h"

@@ -6,7 +6,9 @@
 #ifndef MOMCORE_SIMD_H
 #define MOMCORE_SIMD_H
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+/* MC_PORTABLE_ONLY: the portable baseline alone, as on a machine without x86 (a check
+ * that it builds without intrinsics). */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(MC_PORTABLE_ONLY)
 #define MC_X86 1
 #else
 #define MC_X86 0

@@ -26,7 +26,8 @@ def c_program(tmp_path_factory) -> pathlib.Path:
     # -fopenmp-simd: the kernels' `omp simd` pragmas, without the OpenMP runtime
     cmd = [CC, "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2",
            "-fopenmp-simd", "-I", str(REPO / "src_c"), str(REPO / "tests/c/test_curvature.c"),
-           str(REPO / "src_c/mlp.c"), str(REPO / "src_c/momentum.c"), "-o", str(exe), "-lm"]
+           str(REPO / "src_c/mlp.c"), str(REPO / "src_c/vmath.c"),
+           str(REPO / "src_c/momentum.c"), "-o", str(exe), "-lm", "-ldl"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return exe
 

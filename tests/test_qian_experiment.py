@@ -79,7 +79,11 @@ def test_the_rotated_quadratic_is_where_the_diagonal_stops_helping(experiment):
 
 def test_the_script_runs_from_the_command_line(tmp_path):
     pytest.importorskip("matplotlib")
-    env = {**os.environ, "PYTHONPATH": str(REPO.parent / REPO.name)}
+    import momcore
+
+    # The package under test (installed, or the in-tree build), not the source tree.
+    package_parent = Path(momcore.__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(package_parent)}
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
                          text=True, env=env, check=True)
     assert "--quick" in out.stdout
