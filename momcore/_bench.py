@@ -392,6 +392,7 @@ def format_fit_table(rows: list[dict[str, object]]) -> str:
         lines.append(f"{r['case']:<48} {r['us']:>11.1f} "
                      f"{'' if speedup != speedup else f'{speedup:>16.0f}x':>17} "
                      f"{'' if share != share else f'{share:>20.1%}':>21}")
+    return "\n".join(lines)
 
 
 # ---- online epoch against the bytes of its updates ----------------------------------------

@@ -47,9 +47,11 @@ def test_bench_prints_every_row(capsys, threads):
     out = capsys.readouterr().out
     for case in ("n=1e+03 float32", "n=1e+06 float64", "momentum_step_many 100 x 1e3",
                  "online epoch iris 4-8-3", "online epoch digits 64-128-10",
-                 "step 784-256-128-10 b128 float32"):
+                 "step 784-256-128-10 b128 float32", "fit call iris 4-8-3 online",
+                 "fit call 784-256-128-10 b128", "online epoch digits 64-128-10 tanh float32"):
         assert case in out
     assert "n=1e+07" not in out
+    assert "None" not in out.split()
 
 
 @pytest.mark.parametrize("argv", [["demo", "--numpy-epochs", "0"], ["bench", "--threads", "0"]],
