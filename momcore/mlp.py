@@ -667,7 +667,11 @@ class MLP:
             Rows per step, ``>= 1`` (default 1: online learning).
         lr, momentum : float, keyword-only
             Learning rate (eta) and momentum coefficient (p), as in
-            :func:`momcore.momentum_step` (defaults 0.1 and 0.9).
+            :func:`momcore.momentum_step` (defaults 0.1 and 0.9). ``momentum="auto"``:
+            the optimizer's :class:`momcore.curvature.Tuner` sets both every step from
+            the gradients (``lr`` is then the first step's rate; the rule must be
+            "classical" and no schedule may be given); the batches then run in Python,
+            one compiled gradient pass and one step each.
         rule : str, keyword-only
             The update rule (``momcore.registry.RULES``; default ``"classical"``).
         lr_schedule, momentum_schedule : callable or None, keyword-only
@@ -1122,6 +1126,9 @@ class _CompiledKernel:
         return self.core.gradient_share(X, T, rows, divisor, l2)
 
     def step(self) -> None:
+        if self.optimizer.tuner is not None:  # momentum="auto": the tuner sees the gradient
+            self.optimizer.step([self.core.grad])
+            return
         self.core.step(**self.optimizer.hyperparameters())  # on this thread, as fit does
         self.optimizer.steps += 1
 

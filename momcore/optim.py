@@ -307,6 +307,8 @@ class SGD:
         try:
             made = self._group(group, len(self.param_groups))
             _refuse_shared(self.params)
+            if self.tuner is not None:
+                check_auto_rule(made["rule"], f"param_groups[{len(self.param_groups)}]: ")
         except BaseException:
             del self.params[count:]
             raise

@@ -481,9 +481,15 @@ class SGD(Optimizer):
             _check_group(group, f"param_groups[{k}]: ")
             for i, p in enumerate(group["params"]):
                 _check_tensor(p, _label(group, k, i))
+            if getattr(self, "tuner", None) is not None:
+                check_auto_rule(_rule(group), f"param_groups[{k}]: ")
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
+        tuner = getattr(self, "tuner", None)
+        if tuner is not None:  # its window spans every weight: it starts again
+            self.tuner = Tuner(_Tuned(self), beta=tuner.beta, window=tuner.window,
+                               floor=tuner.floor, stochastic=tuner.stochastic)
         self._plan = None
         if getattr(self, "tuner", None) is not None:  # its window spans every weight
             self.tuner = Tuner(_Tuned(self))

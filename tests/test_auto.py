@@ -205,3 +205,48 @@ def test_estimator_with_auto_pickles_and_continues_with_partial_fit():
     assert (theirs.k_min, theirs.k_max) == (mine.k_min, mine.k_max)
     twin.partial_fit(X, y)
     assert theirs.t == 27
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_estimator_with_sample_weights_tunes_on_both_backends(backend):
+    """Sample weights take the per-batch gradient path: the tuner must see every
+    gradient there too, and the two backends must agree."""
+    pytest.importorskip("sklearn")
+    from momcore.sklearn import MLPClassifier
+    X, y = _digits()
+    X, y = X[:300], y[:300]
+    w = np.random.default_rng(0).uniform(0.5, 2.0, y.shape[0])
+    est = MLPClassifier(hidden_layer_sizes=(16,), momentum="auto", max_iter=3,
+                        random_state=0, batch_size=50, learning_rate_init=0.05,
+                        backend=backend)
+    with pytest.warns(Warning):
+        est.fit(X, y, sample_weight=w)
+    tuner = est._net.optimizer.tuner
+    assert tuner.t == est._net.steps == 18
+    assert est._net.optimizer.momentum != 0.0
+
+
+def test_added_groups_are_checked_and_restart_the_tuner():
+    rng = np.random.default_rng(0)
+    opt = momcore.SGD([rng.standard_normal(5)], momentum="auto")
+    with pytest.raises(ValueError, match="param_groups\\[1\\].*nesterov"):
+        opt.add_param_group({"params": [rng.standard_normal(3)], "rule": "nesterov"})
+    assert len(opt.param_groups) == 1 and len(opt.params) == 1
+    opt.add_param_group({"params": [rng.standard_normal(3)]})
+    grads = [rng.standard_normal(5), rng.standard_normal(3)]
+    opt.step(grads)  # the tuner spans both groups now
+    assert opt.tuner.t == 1
+
+
+def test_torch_added_groups_are_checked_and_restart_the_tuner():
+    torch = pytest.importorskip("torch")
+    from momcore.torch import SGD
+    a, b = torch.zeros(4, requires_grad=True), torch.zeros(3, requires_grad=True)
+    opt = SGD([a], lr=0.01, momentum="auto")
+    with pytest.raises(ValueError, match="param_groups\\[1\\]"):
+        opt.add_param_group({"params": [b], "rule": "nesterov"})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [b]})
+    (a.sum() + 2 * b.sum()).backward()
+    opt.step()
+    assert opt.tuner.t == 1
