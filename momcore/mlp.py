@@ -1073,6 +1073,7 @@ class _CurvatureRunner:
                  accuracy: str) -> None:
         self.net, self.X, self.T, self.accuracy = net, X, T, accuracy
         self.n_rows = X.shape[0]
+        self.epoch_penalty = 0.0
         self.curv = np.zeros_like(net.params)
         self.core = None if net.backend == "numpy" else _core.NetCore(
             net.params, net.optimizer_state, net._grad, net.sizes, net.hidden, net.output,
@@ -1097,6 +1098,7 @@ class _CurvatureRunner:
         optimizer = self.net.optimizer
         every = optimizer.per_weight.every if optimizer.momenta is not None else 0
         sum_loss, correct, steps = 0.0, 0, 0
+        self.epoch_penalty = 0.0  # the l2 part of sum_loss, as NetCore.epoch_penalty
         for start in range(0, rows.shape[0], batch):
             chunk = rows[start:start + batch]
             curvature = every > 0 and optimizer.steps % every == 0
@@ -1105,6 +1107,9 @@ class _CurvatureRunner:
             if not np.isfinite(loss):
                 return sum_loss, correct, steps, True
             sum_loss += loss * chunk.shape[0]
+            if self.net.l2:  # the batch's l2 term times its rows, at the weights it saw
+                self.epoch_penalty += 0.5 * self.net.l2 * layout.weight_squares(
+                    self.net.params, self.net.sizes)
             if curvature:
                 optimizer.observe_curvature([self.curv])
             optimizer.step([self.net._grad])

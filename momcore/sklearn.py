@@ -474,7 +474,9 @@ class _WholeEpochRunner:
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
         sum_loss, correct, steps, stopped = self.inner.run(rows, batch)
         if self.divisor != 1:
-            penalty = self.inner.core.epoch_penalty if self.penalised else 0.0
+            source = getattr(self.inner, "epoch_penalty", None)  # a Python batch loop's
+            penalty = 0.0 if not self.penalised else (
+                self.inner.core.epoch_penalty if source is None else source)
             sum_loss = (sum_loss - penalty) / self.divisor + penalty
         return sum_loss, correct, steps, stopped
 

@@ -573,6 +573,7 @@ class _Snapshot:
         self.net = net
         self.copies: list[np.ndarray] | None = None
         self.steps = 0
+        self.tuned: tuple[dict, list[tuple[float, float]]] | None = None
 
     def _arrays(self) -> list[np.ndarray]:
         return [self.net.params, *self.net.optimizer.state]
@@ -583,13 +584,25 @@ class _Snapshot:
         else:
             for mine, theirs in zip(self.copies, self._arrays()):
                 np.copyto(mine, theirs)
-        self.steps = self.net.optimizer.steps
+        optimizer = self.net.optimizer
+        self.steps = optimizer.steps
+        # momentum="auto": the tuner's estimates and the pair it set are part of the
+        # state a replay must start from
+        self.tuned = None if optimizer.tuner is None else (
+            optimizer.tuner.state_dict(),
+            [(g["lr"], g["momentum"]) for g in optimizer.param_groups])
 
     def restore(self) -> None:
         assert self.copies is not None
         for mine, theirs in zip(self.copies, self._arrays()):
             np.copyto(theirs, mine)
-        self.net.optimizer.steps = self.steps
+        optimizer = self.net.optimizer
+        optimizer.steps = self.steps
+        if self.tuned is not None and optimizer.tuner is not None:
+            tuner_state, pairs = self.tuned
+            optimizer.tuner.load_state_dict(tuner_state)
+            for group, (lr, momentum) in zip(optimizer.param_groups, pairs):
+                group["lr"], group["momentum"] = lr, momentum
 
     def finite_now(self) -> bool:
         """Whether the model's weights and state are all finite (one pass over each)."""

@@ -250,3 +250,45 @@ def test_torch_added_groups_are_checked_and_restart_the_tuner():
     (a.sum() + 2 * b.sum()).backward()
     opt.step()
     assert opt.tuner.t == 1
+
+
+def test_snapshot_restores_the_tuner_and_its_pair():
+    """The non-finite replay and restore_best start again from a snapshot: under
+    momentum="auto" it must hold the tuner's estimates and the lr/momentum it set."""
+    from momcore.training import _Snapshot
+    X, y = _digits()
+    net = momcore.MLP([64, 16, 10], seed=4)
+    net.fit(X[:200], y[:200], epochs=1, batch_size=20, momentum="auto", lr=0.05)
+    snap = _Snapshot(net)
+    snap.take()
+    opt = net.optimizer
+    saved = opt.tuner.state_dict(), opt.lr, opt.momentum, net.params.copy()
+    net.fit(X[:200], y[:200], epochs=1, batch_size=20, momentum="auto", lr=0.05)
+    assert opt.tuner.t != saved[0]["t"]
+    snap.restore()
+    assert opt.tuner.t == saved[0]["t"] and (opt.lr, opt.momentum) == saved[1:3]
+    np.testing.assert_array_equal(net.params, saved[3])
+    for key, value in saved[0].items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(opt.tuner.state_dict()[key], value)
+
+
+def test_regressor_auto_reports_the_loss_as_with_a_fixed_momentum():
+    """Several outputs and alpha > 0: the data part of the loss is averaged over the
+    outputs, the l2 part is not, whichever runner trained the epoch. The loss an epoch
+    reports is measured at the weights each batch saw, so one full batch compares the
+    two exactly: the loss of the auto fit equals the fixed fit's at the same start."""
+    pytest.importorskip("sklearn")
+    from momcore.sklearn import MLPRegressor
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 4))
+    Y = np.column_stack([X @ [1.0, -2.0, 0.5, 0.0], X[:, 0] * X[:, 1], X[:, 2]])
+    losses = []
+    for momentum in ("auto", 0.5):
+        est = MLPRegressor(hidden_layer_sizes=(8,), momentum=momentum, alpha=0.3,
+                           batch_size=120, max_iter=1, random_state=0, shuffle=False,
+                           nesterovs_momentum=False, learning_rate_init=0.01)
+        with pytest.warns(Warning):
+            est.fit(X, Y)
+        losses.append(est.loss_)
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-12)
