@@ -57,8 +57,10 @@ if [[ -n ${MOMCORE_LIBGOMP:-} ]]; then
     cp "$MOMCORE_LIBGOMP" "$TMP/gomp/libgomp.so.1"
     echo "  from $MOMCORE_LIBGOMP"
 else
+    # A pinned release, so that the vendored runtime changes only when this line does
+    # (MOMCORE_LIBGOMP_FROM_SKLEARN names another release).
     "$TMP/tools/bin/pip" download -q --disable-pip-version-check --no-deps \
-        --only-binary=:all: --dest "$TMP/sk" scikit-learn
+        --only-binary=:all: --dest "$TMP/sk" "scikit-learn==${MOMCORE_LIBGOMP_FROM_SKLEARN:-1.9.1}"
     sk=("$TMP"/sk/*manylinux*.whl)
     [[ -f ${sk[0]} ]] || die "pip found no manylinux wheel of scikit-learn to take libgomp from"
     "$TMP/tools/bin/python" - "${sk[0]}" "$TMP/gomp/libgomp.so.1" <<'EOF'
