@@ -486,13 +486,11 @@ class SGD(Optimizer):
         except (TypeError, ValueError):
             self.param_groups.pop()
             raise
+        self._plan = None
         tuner = getattr(self, "tuner", None)
         if tuner is not None:  # its window spans every weight: it starts again
             self.tuner = Tuner(_Tuned(self), beta=tuner.beta, window=tuner.window,
                                floor=tuner.floor, stochastic=tuner.stochastic)
-        self._plan = None
-        if getattr(self, "tuner", None) is not None:  # its window spans every weight
-            self.tuner = Tuner(_Tuned(self))
 
     def state_dict(self) -> dict[str, Any]:
         """torch's state_dict, with the tuner's state under "tuner" (momentum="auto").
