@@ -243,7 +243,7 @@ class Tuner:
     Raises
     ------
     ValueError
-        If ``beta`` or ``window`` is out of range.
+        If ``beta``, ``window`` or ``floor`` is out of range.
     """
 
     def __init__(self, optimizer, *, beta: float = 0.99, window: int = 10,
