@@ -27,6 +27,10 @@ def _bench(args: argparse.Namespace) -> int:
                                                   settle=args.settle)))
     print("\nMLP (speed-up = numpy backend time / compiled backend time)\n")
     print(_bench.format_mlp_table(_bench.mlp_table(budget=args.budget, settle=args.settle)))
+    if not args.quick:
+        print("\nThe minibatch step against its matrix products alone, per network\n")
+        print(_bench.format_floor_table(_bench.floor_table(budget=args.budget,
+                                                           settle=args.settle)))
     print()
     print(_bench.format_fit_table(_bench.fit_table(budget=args.budget, settle=args.settle)))
     print("\nOnline epoch against a compiled loop streaming its updates' bytes once per "
@@ -57,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="kernel threads (default: all)")
     b.add_argument("--budget", type=float, default=0.2,
                    help="seconds of timing per contender and case (default 0.2)")
-    b.add_argument("--quick", action="store_true", help="skip the n = 1e7 cases")
+    b.add_argument("--quick", action="store_true",
+                   help="skip the n = 1e7 cases and the per-network GEMM-floor table")
     b.add_argument("--settle", type=float, default=0.2,
                    help="seconds idle before each timed turn, so that a BLAS thread pool "
                         "still spinning from the previous contender goes quiet (default 0.2)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,15 +212,18 @@ def mlp_online_contenders(dataset: str) -> dict[str, Callable[[], object]]:
     }
 
 
-def mlp_minibatch_contenders(dtype: type) -> dict[str, Callable[[], object]]:
-    """One minibatch step (784-256-128-10, batch 128, sigmoid/softmax, classical) of
-    each backend, and 'gemm_floor': the same eight matrix products alone, on the BLAS
-    the compiled backend calls (scipy's), into preallocated outputs."""
+def mlp_minibatch_contenders(dtype: type, sizes: Sequence[int] = MINIBATCH_SIZES,
+                             batch: int = MINIBATCH_ROWS,
+                             hidden: str = "sigmoid") -> dict[str, Callable[[], object]]:
+    """One minibatch step (by default 784-256-128-10, batch 128, sigmoid hidden units;
+    softmax/cross-entropy, classical) of each backend, and 'gemm_floor': the same matrix
+    products alone (three per layer, less the first layer's delta), on the BLAS the
+    compiled backend calls (scipy's), into preallocated outputs."""
     from scipy.linalg import blas
 
     from momcore import _mlp_numpy, _network
 
-    sizes, B = MINIBATCH_SIZES, MINIBATCH_ROWS
+    sizes, B = list(sizes), batch
     rng = np.random.default_rng(0)
     X = rng.standard_normal((B, sizes[0])).astype(dtype)
     T = _network.encode_targets(rng.integers(0, sizes[-1], B), sizes[-1], "softmax", dtype)
@@ -228,9 +231,9 @@ def mlp_minibatch_contenders(dtype: type) -> dict[str, Callable[[], object]]:
     nets = {}
     for name in ("c", "numpy"):
         params = np.empty(_network.n_params(sizes), dtype)
-        _network.init_params(params, sizes, "sigmoid", np.random.default_rng(0))
+        _network.init_params(params, sizes, hidden, np.random.default_rng(0))
         nets[name] = (params, np.zeros_like(params), np.zeros_like(params))
-    core = _core.NetCore(nets["c"][0], nets["c"][1], None, sizes, "sigmoid", "softmax", B)
+    core = _core.NetCore(nets["c"][0], nets["c"][1], None, sizes, hidden, "softmax", B)
     p, s, g = nets["numpy"]
     hyper = dict(lr=1e-3, momentum=0.9)
 
@@ -255,7 +258,7 @@ def mlp_minibatch_contenders(dtype: type) -> dict[str, Callable[[], object]]:
 
     return {
         "c": lambda: core.train_epoch(X, T, order, B, **hyper),
-        "numpy": lambda: _mlp_numpy.train_epoch(p, s, sizes, X, T, order, B, "sigmoid",
+        "numpy": lambda: _mlp_numpy.train_epoch(p, s, sizes, X, T, order, B, hidden,
                                                 "softmax", rule="classical", dampening=0.0,
                                                 weight_decay=0.0, grad_buf=g, **hyper),
         "gemm_floor": floor,
@@ -276,6 +279,36 @@ def mlp_table(budget: float = 0.2, settle: float | None = None) -> list[dict[str
                      "c_ms": t["c"] * 1e3, "speedup": t["numpy"] / t["c"],
                      "over_gemm": t["c"] / t["gemm_floor"]})
     return rows
+
+
+FLOOR_CASES = (  # (sizes, batch, hidden, dtype): the step against its GEMMs alone
+    *((MINIBATCH_SIZES, 128, h, d) for h in ("tanh", "relu") for d in (np.float32, np.float64)),
+    *((MINIBATCH_SIZES, 32, "tanh", d) for d in (np.float32, np.float64)),
+    ([64, 1024, 10], 128, "tanh", np.float64),
+    ([64, 4096, 10], 128, "tanh", np.float64),
+)
+
+
+def floor_table(budget: float = 0.2, settle: float | None = None) -> list[dict[str, object]]:
+    """Rows: one compiled minibatch step over the time of its matrix products alone, on
+    the same BLAS and threads, for each of FLOOR_CASES."""
+    rows = []
+    for sizes, batch, hidden, dtype in FLOOR_CASES:
+        contenders = mlp_minibatch_contenders(dtype, sizes, batch, hidden)
+        del contenders["numpy"]
+        t = best_times(contenders, budget, settle=settle)
+        name = "-".join(map(str, sizes))
+        rows.append({"case": f"step {name} b{batch} {hidden} {np.dtype(dtype).name}",
+                     "c_ms": t["c"] * 1e3, "over_gemm": t["c"] / t["gemm_floor"]})
+    return rows
+
+
+def format_floor_table(rows: list[dict[str, object]]) -> str:
+    head = f"{'case':<44} {'momcore ms':>11} {'time / GEMMs alone':>19}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['case']:<44} {r['c_ms']:>11.3f} {r['over_gemm']:>18.2f}x")
+    return "\n".join(lines)
 
 
 def format_mlp_table(rows: list[dict[str, object]]) -> str:

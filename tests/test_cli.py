@@ -106,3 +106,14 @@ def test_theory_plot_refuses_a_name_that_is_not_png(capsys, tmp_path, name):
                  "--plot", str(path)]) == 2
     assert "name the file *.png" in capsys.readouterr().err
     assert not path.exists()
+
+
+def test_floor_table_has_a_row_per_case_and_ratios_of_real_times():
+    from momcore import _bench
+    rows = _bench.floor_table(budget=0.001, settle=0)
+    assert len(rows) == len(_bench.FLOOR_CASES)
+    assert len({r["case"] for r in rows}) == len(rows)
+    for r in rows:  # the step does the products and more: never 5x faster than them
+        assert r["c_ms"] > 0 and 0.2 < r["over_gemm"] < 50
+    text = _bench.format_floor_table(rows)
+    assert "step 64-4096-10 b128 tanh float64" in text and "b32 tanh float32" in text
