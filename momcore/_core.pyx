@@ -254,6 +254,33 @@ cdef int _dtype_code(cnp.ndarray a):
     return -1
 
 
+cdef cnp.ndarray _int64_vector(object obj, str name):
+    """obj as the kernels read row indices and labels: a C-contiguous, aligned 1-D int64
+    ndarray in native byte order (read in place, never converted), or a TypeError."""
+    cdef cnp.ndarray a
+    if cnp.PyArray_Check(obj):
+        a = <cnp.ndarray>obj
+        if (cnp.PyArray_TYPE(a) == cnp.NPY_INT64 and a.ndim == 1
+                and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)
+                and cnp.PyArray_ISNOTSWAPPED(a)):
+            return a
+        got = f"dtype {a.dtype.str!r}, shape {(<object>a).shape}"
+    else:
+        got = type(obj).__name__
+    raise TypeError(f"{name} must be a C-contiguous 1-D int64 array in native byte order, "
+                    f"got {got}")
+
+
+cdef int _check_rows(cnp.ndarray idx, Py_ssize_t n_rows, str name) except -1:
+    """Raises ValueError unless every index of idx (from _int64_vector) is a row of X."""
+    cdef const int64_t *o = <const int64_t *>cnp.PyArray_DATA(idx)
+    cdef Py_ssize_t i
+    for i in range(idx.shape[0]):
+        if not 0 <= o[i] < n_rows:
+            raise ValueError(f"{name}[{i}] = {o[i]} is not a row of X")
+    return 0
+
+
 cdef cnp.ndarray _checked(object obj, int role, str label, tuple names=None,
                           Py_ssize_t index=-1, bint half=False):
     """obj as an ndarray the kernels can work on in place, or a clear exception
@@ -937,11 +964,8 @@ def one_hot(labels, out):
     a C-contiguous 1-D int64 ``labels`` and a C-contiguous (len(labels), k) float32 or
     float64 ``out``, in one pass. Returns whether every label lies in [0, k); when one
     does not, ``out`` is partly written."""
-    cdef cnp.ndarray y = <cnp.ndarray?>labels
+    cdef cnp.ndarray y = _int64_vector(labels, "labels")
     cdef cnp.ndarray t = _checked(out, ROLE_S, "out")
-    if (cnp.PyArray_TYPE(y) != cnp.NPY_INT64 or y.ndim != 1
-            or not cnp.PyArray_IS_C_CONTIGUOUS(y) or not cnp.PyArray_ISALIGNED(y)):
-        raise TypeError("labels must be a C-contiguous 1-D int64 array")
     if t.ndim != 2 or t.shape[0] != y.shape[0] or t.shape[1] < 1:
         raise ValueError(f"out must have shape ({y.shape[0]}, k) with k >= 1, got "
                          f"{(<object>t).shape}")
@@ -1250,25 +1274,19 @@ cdef class NetCore:
         correct, sum_i ||W_i||^2 when l2 is not 0, else 0)."""
         cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
         cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
-        cdef cnp.ndarray idx = _checked(rows, ROLE_G, "rows") \
-            if cnp.PyArray_TYPE(rows) != cnp.NPY_INT64 else rows
-        if cnp.PyArray_TYPE(idx) != cnp.NPY_INT64 or idx.ndim != 1 \
-                or not cnp.PyArray_IS_C_CONTIGUOUS(idx):
-            raise TypeError("rows must be a C-contiguous 1-D int64 array")
+        cdef cnp.ndarray idx = _int64_vector(rows, "rows")
         if self.grad is None:
             raise ValueError("this NetCore has no gradient buffer")
         if x.shape[0] != t.shape[0]:
             raise ValueError("X and T must have the same number of rows")
-        cdef Py_ssize_t i, n = idx.shape[0], n_rows = x.shape[0]
+        cdef Py_ssize_t n = idx.shape[0], n_rows = x.shape[0]
         if n > self.max_batch or divisor < max(n, 1):
             raise ValueError(f"rows must hold at most {self.max_batch} rows and divisor at "
                              f"least as many (and 1), got {n} and {divisor}")
         if not (isfinite(l2) and l2 >= 0):
             raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+        _check_rows(idx, n_rows, "rows")
         cdef const int64_t *o = <const int64_t *>cnp.PyArray_DATA(idx)
-        for i in range(n):
-            if not 0 <= o[i] < n_rows:
-                raise ValueError(f"rows[{i}] = {o[i]} is not a row of X")
         cdef double loss, squares
         cdef int64_t correct = 0
         with nogil:
@@ -1325,20 +1343,14 @@ cdef class NetCore:
         _check_in_dtype(&h, self.net.dtype)
         cdef cnp.ndarray x = self._rows(X, "X", self._n_in)
         cdef cnp.ndarray t = self._rows(T, "T", self._n_out)
-        cdef cnp.ndarray idx = _checked(order, ROLE_G, "order") \
-            if cnp.PyArray_TYPE(order) != cnp.NPY_INT64 else order
-        if cnp.PyArray_TYPE(idx) != cnp.NPY_INT64 or idx.ndim != 1 \
-                or not cnp.PyArray_IS_C_CONTIGUOUS(idx):
-            raise TypeError("order must be a C-contiguous 1-D int64 array")
+        cdef cnp.ndarray idx = _int64_vector(order, "order")
         if x.shape[0] != t.shape[0]:
             raise ValueError("X and T must have the same number of rows")
         if not 1 <= batch <= self.max_batch:
             raise ValueError(f"batch must be in [1, {self.max_batch}], got {batch}")
+        cdef Py_ssize_t n_order = idx.shape[0]
+        _check_rows(idx, x.shape[0], "order")
         cdef const int64_t *o = <const int64_t *>cnp.PyArray_DATA(idx)
-        cdef Py_ssize_t i, n_order = idx.shape[0], n_rows = x.shape[0]
-        for i in range(n_order):
-            if not 0 <= o[i] < n_rows:
-                raise ValueError(f"order[{i}] = {o[i]} is not a row of X")
         # Whether to fold is the caller's choice, made when it gave no gradient buffer
         # (momcore.SGD.folds decides it for MLP); only the classical rule without weight
         # decay can be folded into the weight-gradient products.

@@ -130,3 +130,26 @@ def test_labels_out_of_range_are_refused_with_their_range():
                      (np.array([0, 2**63 + 5, 1], np.uint64), r"\[0, 9223372036854775813\]")):
         with pytest.raises(ValueError, match=f"class labels must lie in \\[0, 3\\), got values in {shown}"):
             net.encode_targets(y, 3)
+
+
+@pytest.mark.parametrize("bad", [[0, 1], np.arange(2, dtype=np.int32),
+                                 np.arange(2).astype(">i8"), np.arange(4)[::2],
+                                 np.zeros((1, 2), np.int64)],
+                         ids=["list", "int32", "byteswapped", "strided", "2d"])
+def test_row_indices_are_native_contiguous_int64_vectors(bad):
+    """The compiled epoch, a process's gradient share and the one-hot encoder read
+    their indices in place: anything else is a TypeError that names the argument
+    (a byte-swapped int64 array used to be read as other rows)."""
+    from momcore import _core, _network
+    sizes = [4, 3, 2]
+    p = np.zeros(_network.n_params(sizes))
+    core = _core.NetCore(p, np.zeros_like(p), np.zeros_like(p), sizes, "tanh", "softmax", 4)
+    X, T = np.zeros((4, 4)), np.zeros((4, 2))
+    with pytest.raises(TypeError, match="order must be a C-contiguous 1-D int64"):
+        core.train_epoch(X, T, bad, 2, lr=0.1, momentum=0.0)
+    with pytest.raises(TypeError, match="rows must be a C-contiguous 1-D int64"):
+        core.gradient_share(X, T, bad, 2)
+    with pytest.raises(TypeError, match="labels must be a C-contiguous 1-D int64"):
+        _core.one_hot(bad, np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"order\[1\] = 5 is not a row of X"):
+        core.train_epoch(X, T, np.array([0, 5]), 2, lr=0.1, momentum=0.0)
