@@ -1,7 +1,7 @@
 """pytest-benchmark: the cost of the curvature pass. One training step of rule "qian"
 (the forward pass, the gradient and the diagonal Gauss-Newton curvature from it, then
 the step with per-weight momenta) against one plain classical training step (one batch
-of the compiled epoch), 784-256-128-10, batch 128. Issue 13's target: under 1.5x.
+of the compiled epoch), 784-256-128-10, batch 128. The target: under 1.5x.
 The ratio is printed in the summary ("mlp curvature ..."); measure it on a quiet
 machine (`uptime`), the contenders in one run."""
 from __future__ import annotations

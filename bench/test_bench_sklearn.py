@@ -2,7 +2,7 @@
 data, same settings (solver="sgd", tol=0 so that both run every epoch), same epochs.
 
 Groups "sklearn fit ..." hold the contenders "sklearn" and "momcore"; their ratio
-sklearn / momcore is the speed-up of the issue's targets: >= 3x at batch 200 on digits,
+sklearn / momcore is the speed-up against momcore's targets: >= 3x at batch 200 on digits,
 >= 1.3x on 784-256-128-10 at batch 200, >= 30x online (batch_size=1). Both alpha=0 and
 scikit-learn's default alpha=1e-4 are measured; either way the whole epoch is one compiled
 call, the L2 term in the backward pass.

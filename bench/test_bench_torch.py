@@ -1,5 +1,5 @@
 """pytest-benchmark: momcore.torch.SGD against torch.optim.SGD (foreach, fused), one
-step() each on the same float32 parameters and gradients (issue 11's cases).
+step() each on the same float32 parameters and gradients.
 
     pytest bench/test_bench_torch.py --benchmark-group-by=group --benchmark-columns=min,median,ops
 

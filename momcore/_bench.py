@@ -490,7 +490,7 @@ TORCH_CASES = {
     "many": "(b) 100 tensors of 1e4",
     "large": "(c) 1 tensor of 2e7",
 }
-"""The optimizer-step cases of issue 11: name -> what it steps (float32 each)."""
+"""The optimizer-step cases: name -> what it steps (float32 each)."""
 
 
 def torch_optimizer_contenders(case: str) -> dict[str, Callable[[], object]]:
