@@ -941,12 +941,14 @@ def all_finite_or_none(a):
     return _finite(arr)
 
 
-def ready_rows(X, dtype, Py_ssize_t width):
+def ready_rows(X, dtype, Py_ssize_t width, bint finite=True):
     """Whether ``X`` can serve as it is as rows of ``width`` inputs in ``dtype`` (float32
     or float64): a plain ndarray (no subclass) of that dtype in native byte order,
     C-contiguous and aligned, 2-D with ``width`` columns and at least one row, every
-    element finite. One call for the common case of the checks of momcore.MLP's inputs;
-    False sends the caller down its full checks (conversions, error messages)."""
+    element finite (not tested with ``finite=False``: for a caller whose compiled pass
+    checks the rows as it reads them). One call for the common case of the checks of
+    momcore.MLP's inputs; False sends the caller down its full checks (conversions,
+    error messages)."""
     if not cnp.PyArray_CheckExact(X) or not cnp.PyArray_DescrCheck(dtype):
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>X
@@ -956,7 +958,7 @@ def ready_rows(X, dtype, Py_ssize_t width):
             or not cnp.PyArray_ISALIGNED(arr) or cnp.PyArray_NDIM(arr) != 2
             or cnp.PyArray_DIMS(arr)[1] != width or cnp.PyArray_DIMS(arr)[0] < 1):
         return False
-    return _finite(arr)
+    return not finite or _finite(arr)
 
 
 def one_hot(labels, out):
@@ -1065,6 +1067,11 @@ cdef int _signals_pending(void *ctx) noexcept nogil:
     return 0
 
 
+class NonFiniteRows(ValueError):
+    """A row of X that :meth:`NetCore.train_epoch` read with ``check_rows`` held NaN or
+    inf; the epoch stopped before that batch."""
+
+
 cdef class NetCore:
     """The compiled passes of one network over caller-owned flat buffers.
 
@@ -1161,6 +1168,7 @@ cdef class NetCore:
         self.net.check = NULL
         self.net.check_ctx = NULL
         self.net.check_work = _CHECK_WORK
+        self.net.check_rows = 0
         self.l2 = l2
 
     @property
@@ -1324,13 +1332,18 @@ cdef class NetCore:
             mc_momentum_step_threads(&b, 1, &h, 0, 1)
 
     def train_epoch(self, X, T, order, Py_ssize_t batch, *, lr, momentum, rule="classical",
-                    dampening=0.0, weight_decay=0.0):
+                    dampening=0.0, weight_decay=0.0, bint check_rows=False):
         """One epoch over the rows ``order`` in batches of ``batch``; see mc_mlp_train_epoch.
         Without a gradient buffer the classical step is folded into the backward pass.
 
         Returns (sum of per-sample losses plus per batch l2/2 sum_i ||W_i||^2,
         correct predictions, steps applied, stopped on a non-finite loss); the l2 part
         of the sum is left in ``epoch_penalty``.
+
+        ``check_rows``: every row of X the epoch reads is checked for NaN and inf as it
+        is gathered (while it is in cache); a batch holding one raises
+        :class:`NonFiniteRows` before its forward pass, with the steps of the batches
+        before it applied and counted in :attr:`steps_applied`.
 
         Interrupts: called from the main thread, the epoch runs Python's signal
         handlers every millisecond or so of work (between batches); when one raises
@@ -1365,6 +1378,7 @@ cdef class NetCore:
             self.net.check = _signals_pending
             self.net.check_ctx = <void *>self
         self._interrupt = None
+        self.net.check_rows = check_rows
         with nogil:
             r = mc_mlp_train_epoch(&self.net, cnp.PyArray_DATA(x), cnp.PyArray_DATA(t), o,
                                    n_order, batch, &h, fold)
@@ -1375,4 +1389,8 @@ cdef class NetCore:
         if r.interrupted:
             exc, self._interrupt = self._interrupt, None
             raise exc
+        if r.bad_input:
+            raise NonFiniteRows(f"X holds NaN or inf in a row of the batch at order"
+                                f"[{r.n_steps * batch}]; the {r.n_steps} steps before it "
+                                f"were applied")
         return r.sum_loss, r.n_correct, r.n_steps, bool(r.stopped)

@@ -101,6 +101,7 @@ cdef extern from "mlp.h" nogil:
         int (*check)(void *ctx) noexcept nogil
         void *check_ctx
         size_t check_work
+        int check_rows
         double l2
 
     ctypedef struct mc_fit_result:
@@ -110,6 +111,7 @@ cdef extern from "mlp.h" nogil:
         int64_t n_steps
         int stopped
         int interrupted
+        int bad_input
 
     void mc_mlp_predict(const mc_mlp *net, const void *X, size_t n, void *Y)
     double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t n,

@@ -23,7 +23,7 @@ from momcore import training
 from momcore.curvature import check_auto_rule, is_auto
 from momcore.optim import SGD, checked_hyperparameters
 from momcore.registry import check_name, loss_for
-from momcore.training import History
+from momcore.training import NONFINITE_X, History
 from momcore.training import all_finite as _all_finite
 
 __all__ = ["MLP", "History"]
@@ -278,7 +278,7 @@ class MLP:
         if X.shape[0] == 0:
             raise ValueError("X is empty")
         if not _all_finite(X):
-            raise ValueError("X holds NaN or inf")
+            raise ValueError(NONFINITE_X)
         if X.dtype == self.dtype:
             return np.require(X, None, ["C", "A"])  # contiguous and aligned
         with np.errstate(over="ignore"):
@@ -791,11 +791,17 @@ class MLP:
         """
         error: BaseException | None = None
         auto = is_auto(loop_arguments.get("momentum"))
+        rows_checked = True
         try:
             if auto:
                 first_lr, loop_arguments = self._tuned_arguments(loop_arguments)
             settings = training.check_fit_arguments(**loop_arguments)
-            X = self.check_inputs(X)
+            # One process training an X that needs no conversion: the compiled epochs
+            # check its rows for NaN and inf as they read them (training.fit_loop).
+            rows_checked = not (trainer.alone
+                                and _core.ready_rows(X, self.dtype, self.sizes[0], False))
+            if rows_checked:
+                X = self.check_inputs(X)
             T = self.encode_targets(y, X.shape[0])
             if settings.validation_data is not None:
                 X_val = self.check_inputs(settings.validation_data[0])
@@ -809,6 +815,8 @@ class MLP:
                          "momentum": "auto"}
         except Exception as exc:  # noqa: BLE001 - every process raises it (agree_on)
             error = exc
+            if not rows_checked and not _all_finite(X):
+                error = ValueError(NONFINITE_X)  # X is refused first, as when checked above
         trainer.agree_on(error)
         accuracy = self._accuracy(y)
         if not trainer.alone:
@@ -820,19 +828,22 @@ class MLP:
                 "validation_data": settings.validation_data is not None,
                 "inputs": (X.shape[1], X.dtype.name), "targets": (T.shape[1], T.dtype.name),
                 "accuracy": accuracy})
-        # A failure before the first step (the runner's own checks) leaves the model as
-        # it was: the previous optimizer (its state untouched) and history.
-        previous = (self.optimizer, dict(self.optimizer.param_groups[0]), self.history_,
-                    self.optimizer.steps, self.epochs)
+        # A failure before the first step (the runner's own checks), or after steps that
+        # fit_loop undid (X refused by the first epoch), leaves the model as it was: the
+        # previous optimizer (its state untouched), its hyperparameters and history.
+        optimizer = self.optimizer
+        previous = (optimizer, dict(optimizer.param_groups[0]), dict(optimizer.defaults),
+                    self.history_, optimizer.steps, self.epochs)
         self._use_rule(hyper)
         try:
             return training.fit_loop(self, X, T, settings, accuracy=accuracy,
-                                     trainer=trainer)
+                                     trainer=trainer, rows_checked=rows_checked)
         except BaseException as exc:
             if (not isinstance(exc, FloatingPointError)
-                    and (self.optimizer.steps, self.epochs) == previous[3:]):
-                self.optimizer, groups, self.history_ = previous[:3]
+                    and (self.optimizer.steps, self.epochs) == previous[4:]):
+                self.optimizer, groups, defaults, self.history_ = previous[:4]
                 dict.update(self.optimizer.param_groups[0], groups)
+                dict.update(self.optimizer.defaults, defaults)
             raise
 
     def _tuned_arguments(self, loop_arguments: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -1022,12 +1033,14 @@ def _refuse_masked(a: Any, name: str) -> None:
 
 class _CompiledRunner:
     """Runs of batches in C (one call, the GIL released), with the optimizer's
-    hyperparameters."""
+    hyperparameters; with ``check_rows``, checking the rows of X as they are gathered
+    (see :class:`momcore.training.Runner`)."""
 
     def __init__(self, core: _core.NetCore, X: np.ndarray, T: np.ndarray,
                  optimizer: SGD) -> None:
         self.core, self.X, self.T, self.optimizer = core, X, T, optimizer
         self.n_rows = X.shape[0]
+        self.check_rows = False
 
     def run(self, rows: np.ndarray, batch: int) -> tuple[float, int, int, bool]:
         # The steps are counted from the core's own count in a finally: a Ctrl-C that
@@ -1036,6 +1049,7 @@ class _CompiledRunner:
         core, before = self.core, self.core.steps_applied
         try:
             return core.train_epoch(self.X, self.T, rows, batch,
+                                    check_rows=self.check_rows,
                                     **self.optimizer.hyperparameters())
         finally:
             self.optimizer.steps += core.steps_applied - before

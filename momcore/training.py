@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STOP_REASONS = ("epochs", "target_loss", "callback", "early_stopping", "nonfinite",
                 "interrupted")
+NONFINITE_X = "X holds NaN or inf"
+"""The message of the ValueError that refuses inputs X holding NaN or inf."""
 
 
 def all_finite(a: np.ndarray) -> bool:
@@ -341,6 +343,14 @@ class Runner(Protocol):
         tuple
             (sum of the per-sample losses, rows classified right, steps applied, whether it
             stopped on a non-finite loss).
+
+        Notes
+        -----
+        A runner that can check the rows of X for NaN and inf as it reads them has an
+        attribute ``check_rows``: while it is True, ``run`` raises
+        :class:`momcore._core.NonFiniteRows` before the step of a batch holding such a
+        row (the steps before it applied and counted). :func:`fit_loop` then leaves
+        the check of X's rows to the first epoch's runs.
         """
 
 
@@ -450,7 +460,7 @@ class Trainer:
 
 
 def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
-             accuracy: str, trainer: Trainer) -> History:
+             accuracy: str, trainer: Trainer, rows_checked: bool = True) -> History:
     """Trains ``net`` through its optimizer for ``settings.epochs`` epochs; see MLP.fit.
 
     Parameters
@@ -467,6 +477,12 @@ def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
         How rows classified right are counted; accuracy is reported unless "none".
     trainer : Trainer, keyword-only
         One process, or several that agree (momcore.distributed).
+    rows_checked : bool, keyword-only
+        False when X has not been checked for NaN and inf yet (one process only): a
+        runner that checks the rows as it reads them (see :class:`Runner`) checks them
+        in the first epoch, and a bad row undoes everything the call changed in the
+        model (weights, optimizer state and steps, the generator's draws) before the
+        ValueError; with any other runner, or no epoch to run, X is checked here.
 
     Returns
     -------
@@ -475,6 +491,8 @@ def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
 
     Raises
     ------
+    ValueError
+        When ``rows_checked`` is False and X holds NaN or inf.
     FloatingPointError
         When a batch's loss is not finite (the weights of the last finite step stay).
     KeyboardInterrupt
@@ -482,9 +500,15 @@ def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
     """
     classify = accuracy != "none"
     runner = trainer.runner(net, X, T, min(settings.batch_size, X.shape[0]), accuracy)
+    guard = None
+    if not rows_checked:
+        if settings.epochs and hasattr(runner, "check_rows"):
+            guard = _RowsCheck(net, X, runner)
+        elif not all_finite(X):
+            raise ValueError(NONFINITE_X)
     history = net.history_ = History()
     try:
-        return _epochs(net, runner, settings, trainer, classify, history)
+        return _epochs(net, runner, settings, trainer, classify, history, guard)
     except KeyboardInterrupt:
         # The runner counted the steps it applied; the partial epoch is not an epoch.
         history.stopped = "interrupted"
@@ -492,35 +516,29 @@ def fit_loop(net: MLP, X: np.ndarray, T: np.ndarray, settings: FitSettings, *,
 
 
 def _epochs(net: MLP, runner: Runner, settings: FitSettings, trainer: Trainer,
-            classify: bool, history: History) -> History:
+            classify: bool, history: History, guard: _RowsCheck | None) -> History:
     optimizer = net.optimizer
     n = runner.n_rows
     batch = min(settings.batch_size, n)
     monitor = _Monitor(net, settings)
     epoch_start = _Snapshot(net)
-    per_step = settings.per_step
     for _ in range(settings.epochs):
         epoch = net.epochs
         order = trainer.epoch_order(net, n, settings.shuffle)
         start = time.perf_counter()
         lr, momentum = set_hyperparameters(optimizer, settings, epoch, optimizer.steps)
         epoch_start.take()
-        if per_step:
-            sum_loss, correct, steps, stopped = 0.0, 0, 0, False
-            for b0 in range(0, n, batch):
-                if b0:
-                    set_hyperparameters(optimizer, settings, epoch, optimizer.steps)
-                part = runner.run(order[b0:b0 + batch], batch)
-                sum_loss, correct = sum_loss + part[0], correct + part[1]
-                steps += part[2]
-                if part[3]:
-                    stopped = True
-                    break
-        else:
-            sum_loss, correct, steps, stopped = runner.run(order, batch)
+        if guard is None:
+            sum_loss, correct, steps, stopped = _run(runner, order, batch, settings,
+                                                     optimizer, epoch)
+            finite = epoch_start.finite_now()
+        else:  # the first epoch, checking X's rows as it reads them
+            sum_loss, correct, steps, stopped, finite = guard.run(
+                runner, order, batch, settings, optimizer, epoch, epoch_start)
+            guard = None
         # A step whose loss was finite may still overflow the weights (a huge lr):
         # caught here, once per epoch, and undone back to the last finite step.
-        if not epoch_start.finite_now():
+        if not finite:
             steps = _back_to_last_finite_step(net, runner, order, batch, settings,
                                               epoch_start)
             stopped = True
@@ -563,6 +581,66 @@ def _epochs(net: MLP, runner: Runner, settings: FitSettings, trainer: Trainer,
         history.stopped = "epochs"
     history.best_epoch = monitor.restore(history.stopped)
     return history
+
+
+def _run(runner: Runner, order: np.ndarray, batch: int, settings: FitSettings,
+         optimizer: SGD, epoch: int) -> tuple[float, int, int, bool]:
+    """The steps of one epoch over the rows ``order``: one run, or with a schedule
+    that changes every step, one run per batch with the schedules' values set before
+    it."""
+    if not settings.per_step:
+        return runner.run(order, batch)
+    sum_loss, correct, steps = 0.0, 0, 0
+    for b0 in range(0, order.shape[0], batch):
+        if b0:
+            set_hyperparameters(optimizer, settings, epoch, optimizer.steps)
+        part = runner.run(order[b0:b0 + batch], batch)
+        sum_loss, correct = sum_loss + part[0], correct + part[1]
+        steps += part[2]
+        if part[3]:
+            return sum_loss, correct, steps, True
+    return sum_loss, correct, steps, False
+
+
+class _RowsCheck:
+    """The first epoch of a fit call whose X was not checked for NaN and inf: the
+    runner checks the rows as it reads them; a bad row, or any other end of the epoch
+    before all of X was read while X holds one, undoes what the call changed in the
+    model (weights, optimizer state and steps, the generator's draws) and raises the
+    ValueError of an X refused up front (:meth:`momcore.MLP.train` restores the
+    optimizer's hyperparameters and the history)."""
+
+    def __init__(self, net: MLP, X: np.ndarray, runner: Runner) -> None:
+        self.net, self.X = net, X
+        self.rng_state = net.rng.bit_generator.state  # before the first epoch's shuffle
+        runner.check_rows = True
+
+    def run(self, runner: Runner, order: np.ndarray, batch: int, settings: FitSettings,
+            optimizer: SGD, epoch: int,
+            epoch_start: _Snapshot) -> tuple[float, int, int, bool, bool]:
+        """:func:`_run` checking the rows, then whether the weights are finite."""
+        try:
+            try:
+                result = _run(runner, order, batch, settings, optimizer, epoch)
+            finally:
+                runner.check_rows = False  # the later epochs read the same rows
+            finite = epoch_start.finite_now()
+        except _core.NonFiniteRows:
+            raise self._refuse(epoch_start) from None
+        except BaseException:
+            if not all_finite(self.X):
+                raise self._refuse(epoch_start) from None
+            raise
+        if result[3] and not all_finite(self.X):
+            # stopped on a non-finite loss before reading every row: X is refused
+            # first, as it was before training
+            raise self._refuse(epoch_start)
+        return (*result, finite)
+
+    def _refuse(self, epoch_start: _Snapshot) -> ValueError:
+        epoch_start.restore()
+        self.net.rng.bit_generator.state = self.rng_state
+        return ValueError(NONFINITE_X)
 
 
 class _Snapshot:

@@ -114,6 +114,9 @@ typedef struct {
     int (*check)(void *ctx);
     void *check_ctx;
     size_t check_work;
+    /* Nonzero: mc_mlp_train_epoch checks every row of X it reads for NaN and inf as it
+     * gathers them, and stops before the forward pass of a batch that holds one. */
+    int check_rows;
     double l2;            /* L2 penalty on the weights (not the biases): a batch of B rows
                            * has E = mean loss + l2/(2B) sum_i ||W_i||^2 */
 } mc_mlp;
@@ -127,6 +130,9 @@ typedef struct {
     int64_t n_steps;    /* steps applied */
     int stopped;        /* 1: a batch's loss was not finite; it was not applied */
     int interrupted;    /* 1: net->check asked to stop; the steps before it were applied */
+    int bad_input;      /* 1 (with net->check_rows): a row of a batch held NaN or inf; the
+                         * epoch stopped before that batch's forward pass, the steps
+                         * before it were applied */
 } mc_fit_result;
 
 /* Outputs of the network for X[n, sizes[0]] into Y[n, sizes[L]], max_batch rows
@@ -149,8 +155,9 @@ double mc_mlp_gradients(const mc_mlp *net, const void *X, const void *T, size_t 
  * mc_momentum_step applies `hyper`, except for online Nesterov steps (batch 1,
  * rule MC_NESTEROV, no weight decay) on a network whose layers all run as loops at
  * one row, which are folded into the backward pass's loops the same way.
- * Stops before applying a batch whose loss is not finite, and after the batch at
- * which net->check (when set) returns nonzero. */
+ * Stops before applying a batch whose loss is not finite, after the batch at
+ * which net->check (when set) returns nonzero, and, with net->check_rows, before
+ * the forward pass of a batch with a row that holds NaN or inf. */
 /* Workspaces of the curvature pass, owned by the caller: h and h_below hold
  * [max_batch * max(sizes)] each, squares [max(max_batch * max(sizes),
  * max_i sizes[i]*sizes[i+1])]. */

@@ -657,6 +657,17 @@ MC_TARGET static double MC_NAME(gradient_share)(const mc_mlp *net, const MC_T *X
     return total;
 }
 
+/* Whether the n values at a are all finite: x - x is 0 for every finite x and NaN for
+ * NaN and inf (an or of comparisons, which vectorises). */
+MC_TARGET static int MC_NAME(all_finite)(const MC_T *a, size_t n)
+{
+    int found = 0;
+    size_t i;
+    for (i = 0; i < n; i++)
+        found |= a[i] - a[i] != 0;
+    return !found;
+}
+
 MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_T *X, const MC_T *T,
                                           const int64_t *order, size_t n_order, size_t batch,
                                           const mc_hyper *hyper, int fold)
@@ -698,11 +709,22 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
          * place; others are gathered into the input workspace */
         for (r = 1; r < B && order[start + r] == order[start] + (int64_t)r; r++)
             ;
+        /* with check_rows, each row is checked for NaN and inf while it is in cache:
+         * a gathered row just after its copy, rows used in place before the pass */
         if (r < B) {
-            for (r = 0; r < B; r++)
+            int finite = 1;
+            for (r = 0; r < B; r++) {
                 memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
+                if (net->check_rows)
+                    finite &= MC_NAME(all_finite)(x + r * I, I);
+            }
             in = x;
+            res.bad_input = !finite;
+        } else if (net->check_rows) {
+            res.bad_input = !MC_NAME(all_finite)(in, B * I);
         }
+        if (res.bad_input)
+            break;
         MC_NAME(forward)(net, in, B, ahead);
         loss = MC_NAME(output_delta)((MC_T *)net->delta, y, T, order + start, B, O,
                                      net->output, net->loss);
