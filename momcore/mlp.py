@@ -34,6 +34,10 @@ BACKENDS = ("c", "numpy")
 _PREDICT_ROWS = 256  # rows per forward sweep of predict in the compiled backend, at most
 _PREDICT_ELEMENTS = 1 << 22  # ...and fewer for wide layers: rows x sum(sizes) about this
 _MAX_WORKSPACE = 2**31 - 1  # rows x max(sizes) the compiled passes accept (int indexing)
+_ROWS_CHECKED_IN_EPOCH = 1 << 14
+"""fit leaves the NaN/inf check of an X of at least this many elements to the compiled
+epoch, which checks each row as it gathers it; a smaller X is checked up front, where
+its one pass (in cache) costs less than the bookkeeping that undoes a refused call."""
 
 
 def _sweep_rows(sizes: Sequence[int], n: int = _PREDICT_ROWS) -> int:
@@ -796,10 +800,11 @@ class MLP:
             if auto:
                 first_lr, loop_arguments = self._tuned_arguments(loop_arguments)
             settings = training.check_fit_arguments(**loop_arguments)
-            # One process training an X that needs no conversion: the compiled epochs
-            # check its rows for NaN and inf as they read them (training.fit_loop).
+            # One process training a large X that needs no conversion: the compiled
+            # epochs check its rows for NaN and inf as they read them (fit_loop).
             rows_checked = not (trainer.alone
-                                and _core.ready_rows(X, self.dtype, self.sizes[0], False))
+                                and _core.ready_rows(X, self.dtype, self.sizes[0], False)
+                                and X.size >= _ROWS_CHECKED_IN_EPOCH)
             if rows_checked:
                 X = self.check_inputs(X)
             T = self.encode_targets(y, X.shape[0])
