@@ -191,9 +191,13 @@ def encode_targets(
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     if isinstance(n_out, (bool, np.bool_)) or not isinstance(n_out, (int, np.integer)) or n_out < 1:
         raise ValueError(f"n_out must be a positive integer, got {n_out!r}")
-    n_out = int(n_out)
-    y = np.asarray(y)
+    return targets(np.asarray(y), int(n_out), dtype, loss)
 
+
+def targets(y: np.ndarray, n_out: int, dtype: np.dtype, loss: str) -> np.ndarray:
+    """:func:`encode_targets` of an array ``y`` for a network whose ``n_out`` (an int >=
+    1), ``dtype`` (float32 or float64) and ``loss`` (a registry name) are checked
+    already: the checks of ``y`` and the encoding, nothing else."""
     if y.ndim == 1:
         if y.dtype.kind not in "iu":  # (timedelta64 counts as a numpy integer type)
             raise ValueError(

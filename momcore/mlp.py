@@ -48,6 +48,9 @@ def _sweep_rows(sizes: Sequence[int], n: int = _PREDICT_ROWS) -> int:
     return max(1, rows)
 
 
+_ONE_PROCESS = training.Trainer()  # fit's: one process trains (a Trainer holds no state)
+
+
 class MLP:
     """A fully connected network ``a[i+1] = f(a[i] @ W[i] + b[i])``.
 
@@ -319,8 +322,7 @@ class MLP:
         if y.shape[:1] != (n_rows,):
             raise ValueError(f"y must have {n_rows} rows (one per row of X), got shape "
                              f"{y.shape}")
-        return layout.encode_targets(y, self.sizes[-1], self.output, self.dtype,
-                                     loss=self.loss_name)
+        return layout.targets(y, self.sizes[-1], self.dtype, self.loss_name)
 
     def _accuracy(self, y: Any) -> str:
         """How training counts rows classified right for targets like y."""
@@ -729,14 +731,12 @@ class MLP:
         if busy is not None:
             raise busy
         try:
-            return self.train(
-                X, y, trainer=training.Trainer(), epochs=epochs, batch_size=batch_size,
-                lr=lr, momentum=momentum, rule=rule, lr_schedule=lr_schedule,
-                momentum_schedule=momentum_schedule, shuffle=shuffle,
-                target_loss=target_loss, verbose=verbose, callback=callback,
-                dampening=dampening, weight_decay=weight_decay,
-                validation_data=validation_data, patience=patience, min_delta=min_delta,
-                restore_best=restore_best)
+            return self._train(X, y, _ONE_PROCESS, rule, dampening, weight_decay, {
+                "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+                "lr_schedule": lr_schedule, "momentum_schedule": momentum_schedule,
+                "shuffle": shuffle, "target_loss": target_loss, "verbose": verbose,
+                "callback": callback, "validation_data": validation_data,
+                "patience": patience, "min_delta": min_delta, "restore_best": restore_best})
         finally:
             self.release_training_lock()
 
@@ -793,6 +793,10 @@ class MLP:
         TypeError, ValueError, FloatingPointError, RuntimeError
             As :meth:`fit`.
         """
+        return self._train(X, y, trainer, rule, dampening, weight_decay, loop_arguments)
+
+    def _train(self, X: Any, y: Any, trainer: training.Trainer, rule: str, dampening: float,
+               weight_decay: float, loop_arguments: dict[str, Any]) -> History:
         error: BaseException | None = None
         auto = is_auto(loop_arguments.get("momentum"))
         rows_checked = True

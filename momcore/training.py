@@ -119,6 +119,8 @@ class FitSettings(NamedTuple):
         As in :meth:`momcore.MLP.fit`.
     lr_name, momentum_name : str
         The argument each schedule came from, for error messages.
+    per_step : bool
+        Whether a schedule changes its value every step (else once per epoch).
     """
 
     epochs: int
@@ -135,11 +137,7 @@ class FitSettings(NamedTuple):
     restore_best: bool
     lr_name: str = "lr"
     momentum_name: str = "momentum"
-
-    @property
-    def per_step(self) -> bool:
-        """Whether a schedule changes its value every step (else once per epoch)."""
-        return "step" in (_schedules.unit_of(self.lr), _schedules.unit_of(self.momentum))
+    per_step: bool = False
 
 
 def _count(value: Any, name: str, minimum: int) -> int:
@@ -221,18 +219,22 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
     ValueError
         If a count or ``min_delta`` is out of range.
     """
-    epochs = _count(epochs, "epochs", 0)
-    batch_size = _count(batch_size, "batch_size", 1)
+    # (each check starts with the plain types' test, which most calls pass at once)
+    if type(epochs) is not int or epochs < 0:
+        epochs = _count(epochs, "epochs", 0)
+    if type(batch_size) is not int or batch_size < 1:
+        batch_size = _count(batch_size, "batch_size", 1)
     if target_loss is not None and (isinstance(target_loss, bool)
                                     or not isinstance(target_loss, numbers.Real)):
         raise TypeError(f"target_loss must be a number or None, got "
                         f"{type(target_loss).__name__}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    for name, flag in (("verbose", verbose), ("shuffle", shuffle),
-                       ("restore_best", restore_best)):
-        if not isinstance(flag, (bool, np.bool_, int, np.integer)):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if not (type(shuffle) is bool and type(verbose) is bool and type(restore_best) is bool):
+        for name, flag in (("verbose", verbose), ("shuffle", shuffle),
+                           ("restore_best", restore_best)):
+            if not isinstance(flag, (bool, np.bool_, int, np.integer)):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     if validation_data is not None and (not isinstance(validation_data, (tuple, list))
                                         or len(validation_data) != 2):
         raise TypeError("validation_data must be a pair (X_val, y_val) or None")
@@ -251,7 +253,8 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
                        callback, None if validation_data is None else tuple(validation_data),
                        patience, float(min_delta), bool(restore_best),
                        "lr" if lr_schedule is None else "lr_schedule",
-                       "momentum" if momentum_schedule is None else "momentum_schedule")
+                       "momentum" if momentum_schedule is None else "momentum_schedule",
+                       "step" in (_schedules.unit_of(lr_of), _schedules.unit_of(momentum_of)))
 
 
 def schedule_values(settings: FitSettings, epoch: int, step: int) -> dict[str, float]:
