@@ -815,9 +815,9 @@ class MLP:
             if settings.validation_data is not None:
                 X_val = self.check_inputs(settings.validation_data[0])
                 self.encode_targets(settings.validation_data[1], X_val.shape[0])
-            hyper = checked_hyperparameters(dict(
-                **training.schedule_values(settings, self.epochs, self.steps),
-                rule=rule, dampening=dampening, weight_decay=weight_decay), dtype=self.dtype)
+            values = training.schedule_values(settings, self.epochs, self.optimizer.steps)
+            hyper = _checked_hyperparameters(values["lr"], values["momentum"], rule, dampening,
+                                             weight_decay, self.dtype)
             if auto:
                 check_auto_rule(rule)
                 hyper = {**checked_hyperparameters({**hyper, "lr": first_lr}, dtype=self.dtype),
@@ -1023,6 +1023,30 @@ class MLP:
             reader.read_into("params", net.params)
             reader.read_into("state", net.optimizer_state)
         return net
+
+
+_last_checked: tuple[Any, ...] = ()
+"""The hyperparameters fit checked last, and the result (a repeated fit call with the
+same values, the same objects, checks them once)."""
+
+
+def _checked_hyperparameters(lr: Any, momentum: Any, rule: Any, dampening: Any,
+                             weight_decay: Any, dtype: np.dtype) -> dict[str, Any]:
+    """checked_hyperparameters of these values in dtype (a dict the caller does not
+    change). Floats and strings are immutable, so the same objects as the last call's
+    need no second check."""
+    global _last_checked
+    last = _last_checked
+    if (last and last[0] is lr and last[1] is momentum and last[2] is rule
+            and last[3] is dampening and last[4] is weight_decay and last[5] is dtype):
+        return last[6]
+    hyper = checked_hyperparameters({"lr": lr, "momentum": momentum, "rule": rule,
+                                     "dampening": dampening, "weight_decay": weight_decay},
+                                    dtype=dtype)
+    if (type(lr) is float and type(momentum) is float and type(rule) is str
+            and type(dampening) is float and type(weight_decay) is float):
+        _last_checked = (lr, momentum, rule, dampening, weight_decay, dtype, hyper)
+    return hyper
 
 
 _OBJECT_HINT = (" (pandas columns of the nullable dtypes Int64, Float64 or boolean become "
