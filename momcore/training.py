@@ -664,7 +664,7 @@ class _Snapshot:
             self.copies = [a.copy() for a in self._arrays()]
         else:
             for mine, theirs in zip(self.copies, self._arrays()):
-                np.copyto(mine, theirs)
+                mine[...] = theirs  # (same shapes and dtypes: np.copyto's work, sooner)
         optimizer = self.net.optimizer
         self.steps = optimizer.steps
         # momentum="auto": the tuner's estimates and the pair it set are part of the
@@ -687,7 +687,10 @@ class _Snapshot:
 
     def finite_now(self) -> bool:
         """Whether the model's weights and state are all finite (one pass over each)."""
-        return all(all_finite(a) for a in self._arrays())
+        for a in self._arrays():
+            if not all_finite(a):
+                return False
+        return True
 
 
 def _back_to_last_finite_step(net: MLP, runner: Runner, order: np.ndarray, batch: int,
