@@ -3,10 +3,12 @@ call skips (hyperparameters checked by the previous call) is still checked when 
 differs."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
-from momcore import MLP, schedules
+from momcore import MLP, schedules, training
 from momcore.training import check_fit_arguments
 
 
@@ -72,3 +74,33 @@ def test_the_plain_types_fast_path_refuses_what_the_full_checks_refuse(kwargs, e
     assert (settings.epochs, settings.batch_size, settings.shuffle, settings.verbose) == (
         2, 3, False, False)
     assert type(settings.epochs) is int and type(settings.shuffle) is bool
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [10, training._DOT_MIN - 1, training._DOT_MIN, 300_000])
+def test_all_finite_agrees_with_isfinite(dtype, n):
+    # from _DOT_MIN elements on, all_finite tries a . a first: squares that overflow
+    # must not make finite values look non-finite, and no inf may hide
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal(n).astype(dtype)
+    big = np.finfo(dtype).max
+    cases = [a]
+    for bad in (np.nan, np.inf, -np.inf):
+        b = a.copy()
+        b[n // 3] = bad
+        cases.append(b)
+    b = a.copy()
+    b[:2] = big, -big  # squares overflow
+    cases.append(b)
+    b = b.copy()
+    b[-1] = np.inf
+    cases.append(b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warnings either
+        for c in cases:
+            expected = bool(np.isfinite(c).all())
+            assert training.all_finite(c) is expected
+            if n % 10 == 0:
+                assert training.all_finite(c.reshape(-1, 10)) is expected
+            assert training.all_finite(c.astype(c.dtype.newbyteorder(">"))) is expected
+            assert training.all_finite(c[::2]) is bool(np.isfinite(c[::2]).all())
