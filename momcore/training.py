@@ -30,21 +30,19 @@ NONFINITE_X = "X holds NaN or inf"
 """The message of the ValueError that refuses inputs X holding NaN or inf."""
 
 
-_DOT_MIN = 4096
-"""all_finite tests a float32/float64 array of at least this many elements by its dot
-product with itself first."""
+_SUM_MIN = 4096
+"""all_finite tests an array of at least this many elements by its sum first."""
 
 
 def all_finite(a: np.ndarray) -> bool:
     """Whether every element of the real array a is finite.
 
-    float32/float64 in C order: from _DOT_MIN elements on, first ``a . a`` (one BLAS
-    pass at the speed of memory: NaN and inf make it non-finite, and squares never
-    cancel an inf), the exact test only when it is not finite (a non-finite element, or
-    squares that overflow); then, or for fewer elements, one pass over the bits in C
-    (_core.all_finite). Otherwise a sum first (one pass, no boolean temporary), the
-    element test only when the sum is not finite (NaN, inf, or finite values whose sum
-    overflows).
+    From _SUM_MIN elements on, and for arrays the compiled test cannot read: the sum
+    first (one vectorised pass on one thread, no temporary; NaN and inf make it
+    non-finite), the exact test only when the sum is not finite (NaN, inf, or finite
+    values whose sum overflows). The exact test, and the only one for fewer elements
+    of float32/float64 in C order: one pass over the bits in C (_core.all_finite);
+    for other arrays the element test.
 
     Parameters
     ----------
@@ -56,21 +54,17 @@ def all_finite(a: np.ndarray) -> bool:
     bool
         True when no element is NaN or infinite.
     """
-    if (a.size >= _DOT_MIN and a.dtype.kind == "f" and a.dtype.itemsize in (4, 8)
-            and a.flags.c_contiguous):
-        flat = a.reshape(-1)
-        with np.errstate(over="ignore", invalid="ignore"):  # (overflow: the exact test)
-            if math.isfinite(flat @ flat):
-                return True
-    finite = _core.all_finite_or_none(a)
-    if finite is not None:
-        return finite
+    if a.size < _SUM_MIN:
+        finite = _core.all_finite_or_none(a)
+        if finite is not None:
+            return finite
     if a.dtype.kind in "biu":
         return True
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(a.sum()):
+        if math.isfinite(a.sum()):
             return True
-    return bool(np.isfinite(a).all())
+    finite = _core.all_finite_or_none(a)
+    return bool(np.isfinite(a).all()) if finite is None else finite
 
 
 @dataclass

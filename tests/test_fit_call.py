@@ -77,10 +77,11 @@ def test_the_plain_types_fast_path_refuses_what_the_full_checks_refuse(kwargs, e
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [10, training._DOT_MIN - 1, training._DOT_MIN, 300_000])
+@pytest.mark.parametrize("n", [10, training._SUM_MIN - 1, training._SUM_MIN, 300_000])
 def test_all_finite_agrees_with_isfinite(dtype, n):
-    # from _DOT_MIN elements on, all_finite tries a . a first: squares that overflow
-    # must not make finite values look non-finite, and no inf may hide
+    # from _SUM_MIN elements on, all_finite tries the sum first: a sum that overflows
+    # must not make finite values look non-finite, and no inf or NaN may hide (nor
+    # +inf and -inf together)
     rng = np.random.default_rng(n)
     a = rng.standard_normal(n).astype(dtype)
     big = np.finfo(dtype).max
@@ -90,7 +91,10 @@ def test_all_finite_agrees_with_isfinite(dtype, n):
         b[n // 3] = bad
         cases.append(b)
     b = a.copy()
-    b[:2] = big, -big  # squares overflow
+    b[:2] = big, big  # the sum overflows
+    cases.append(b)
+    b = a.copy()
+    b[:2] = np.inf, -np.inf
     cases.append(b)
     b = b.copy()
     b[-1] = np.inf
