@@ -871,16 +871,16 @@ class MLP:
         state when the rule changes or momentum="auto" starts or stops (the step count
         carries over); an optimizer already tuning keeps tuning."""
         auto = is_auto(hyper["momentum"])
-        if auto and self.optimizer.tuner is not None and self.optimizer.rule == hyper["rule"]:
-            self.optimizer.param_groups[0].update(
+        optimizer = self.optimizer
+        same_rule = optimizer.rule == hyper["rule"]
+        if auto and optimizer.tuner is not None and same_rule:
+            optimizer.param_groups[0].update(
                 {k: hyper[k] for k in ("dampening", "weight_decay")})
-        elif self.optimizer.rule != hyper["rule"] or auto or self.optimizer.tuner is not None:
-            steps = self.optimizer.steps
+        elif not same_rule or auto or optimizer.tuner is not None:
             self.optimizer = SGD([self.params], **hyper, backend=self.backend)
-            self.optimizer.steps = steps
-        else:  # checked together above, in the network's dtype
-            dict.update(self.optimizer.param_groups[0],
-                        {k: v for k, v in hyper.items() if k != "rule"})
+            self.optimizer.steps = optimizer.steps
+        else:  # checked together above, in the network's dtype; the rule is the same
+            dict.update(optimizer.param_groups[0], hyper)
 
     def make_runner(self, X: np.ndarray, T: np.ndarray, batch: int,
                     accuracy: str) -> training.Runner:
