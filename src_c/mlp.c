@@ -78,7 +78,10 @@ int mc_mlp_team_threads(const mc_mlp *net, size_t batch)
     int nt = mc_get_num_threads();
     if (nt > MC_TEAM_MAX)
         nt = MC_TEAM_MAX;
-    return nt > 1 && blas_set_threads != NULL && mc_mlp_team_batch(net, batch) ? nt : 1;
+    return nt > 1 && blas_set_threads != NULL && batch >= MC_TEAM_MIN_ROWS * (size_t)nt &&
+                   mc_mlp_team_batch(net, batch)
+               ? nt
+               : 1;
 }
 
 /* Sets BLAS to one thread until the last team's mc_team_leave. BLAS's thread count

@@ -103,10 +103,14 @@ void mc_set_blas_threads(mc_set_threads_t set, mc_get_threads_t get);
 /* 1 when mc_set_blas_threads registered them, else 0. */
 int mc_have_blas_threads(void);
 
-/* The most threads of a team, and the multiply-adds of a step below which a batch
- * runs on the calling thread. */
+/* The most threads of a team; the multiply-adds of a step below which a batch runs
+ * on the calling thread; the rows per thread of the full batches below which an epoch
+ * does not run on a team (each thread packs the whole of every weight matrix for its
+ * products, which a share of fewer rows no longer pays for: at batch 32 on two
+ * threads, 784-256-128-10 steps took 1.04x their time on one thread and BLAS's). */
 #define MC_TEAM_MAX 64
 #define MC_TEAM_MIN_MACS ((size_t)1 << 20)
+#define MC_TEAM_MIN_ROWS 32
 
 
 /* A network and its workspaces, all owned by the caller. */
@@ -213,8 +217,10 @@ mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T
 int mc_mlp_team_batch(const mc_mlp *net, size_t B);
 
 /* The threads mc_mlp_train_epoch runs an epoch of batches of `batch` rows on: 1, or
- * mc_get_num_threads() (at most MC_TEAM_MAX) when mc_set_blas_threads registered
- * BLAS's thread control and mc_mlp_team_batch(net, batch). */
+ * nt = mc_get_num_threads() (at most MC_TEAM_MAX) when mc_set_blas_threads registered
+ * BLAS's thread control, batch >= MC_TEAM_MIN_ROWS * nt and
+ * mc_mlp_team_batch(net, batch). Within such an epoch, a batch for which
+ * mc_mlp_team_batch is 0 (a small last one) runs on the calling thread alone. */
 int mc_mlp_team_threads(const mc_mlp *net, size_t batch);
 
 #ifdef __cplusplus

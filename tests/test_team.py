@@ -18,10 +18,12 @@ pytestmark = pytest.mark.skipif(
     reason="teams need OpenMP, two processors and an OpenBLAS whose thread count can be "
            "set")
 
-# (sizes, batch): every layer's product reaches the gemm threshold at the full batch and
-# the step is team-sized; 65 rows split unevenly; batch 1 of a wide first layer leaves
-# the second thread without a row (its share of the weights remains)
-TEAM_CASES = [([64, 256, 64], 64), ([64, 160, 48, 24], 65), ([1024, 1024, 32], 1)]
+# (sizes, batch, tail): every layer's product reaches the gemm threshold at the full
+# batch and the step is team-sized; 65 rows split unevenly; the last batch has `tail`
+# rows: 2 rows of the first two nets are too little work for a team (thread 0 takes the
+# step alone), 1 row of a wide first layer is enough and leaves the second thread
+# without a row (its share of the weights remains)
+TEAM_CASES = [([64, 256, 64], 64, 2), ([64, 160, 48, 24], 65, 2), ([1024, 1024, 32], 64, 1)]
 
 RULES = [
     ("classical", dict(lr=0.05, momentum=0.9)),  # folded into the products (no gradient)
@@ -80,13 +82,13 @@ def two_threads(threads):
 
 
 @pytest.mark.parametrize("rule, hyper", RULES, ids=[r for r, _ in RULES])
-@pytest.mark.parametrize("sizes, batch", TEAM_CASES, ids=str)
+@pytest.mark.parametrize("sizes, batch, tail", TEAM_CASES, ids=str)
 @pytest.mark.parametrize("output, loss", OUTPUTS, ids=[o for o, _ in OUTPUTS])
 @pytest.mark.parametrize("hidden", ["tanh", "relu"])
 def test_team_epoch_equals_its_batches_stepped_on_one_thread(two_threads, simd, sizes, batch,
-                                                             rule, hyper, output, loss,
+                                                             tail, rule, hyper, output, loss,
                                                              hidden):
-    n_rows = 3 * batch + 2  # a last, smaller batch, too small for a team
+    n_rows = 3 * batch + tail
     X, T = _data(sizes, n_rows, output, np.float64)
     order = np.random.default_rng(6).permutation(n_rows).astype(np.int64)
     folded = rule == "classical"
@@ -148,6 +150,10 @@ def test_one_thread_or_small_steps_make_no_team(threads):
     momcore.set_num_threads(2)
     assert core.team_threads(64) == 2
     assert core.team_threads(8) == 1  # below the gemm threshold in a layer
+    # enough multiply-adds, but 16 rows a thread pay less than each thread's packing of
+    # the weights costs
+    assert _core.TEAM_MIN_MACS <= 32 * (64 * 256 + 256 * 64)
+    assert core.team_threads(32) == 1
     small = _core_for([20, 40, 5], 64, folded=True)
     assert small.team_threads(64) == 1
     momcore.set_num_threads(1)
