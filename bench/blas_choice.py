@@ -28,7 +28,9 @@ product (a few samples of n calls each, n chosen so that a sample lasts about a
 millisecond, the same n for both) and then each whole step (all its products in the
 order of a step). Each figure is the best per-call time over all rounds. The table gives
 per product and per step time(numpy's BLAS) / time(scipy's BLAS): below 1 means numpy's
-is faster. "step sum" adds the products' best times; "step" times the sequence.
+is faster. "step sum" adds the products' best times; "step" times the sequence. A
+summary repeats both per step and adds what a choice per product would reach: the sum
+of each product's faster time over scipy's sum.
 
 Each product is also computed once by each library into a NaN-filled output and checked
 against the other library and against a float64 product: the differences must stay
@@ -454,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{blas.prefix}sgemm_{blas.suffix}, core {blas.corename}, "
               f"{blas.get_num_threads()} threads at start\n    {blas.config}")
 
-    rows = []
+    rows, summaries = [], []
     previous = {name: blas.get_num_threads() for name, blas in libs.items()}
     try:
         for threads in args.threads:
@@ -463,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for dtype in DTYPES:
                 cases = measure(libs, dtype, rounds, samples, sample, settle)
                 rows += table_rows(cases, threads)
+                summaries += [(case, threads) for case in cases]
     finally:
         for name, blas in libs.items():
             blas.set_num_threads(previous[name])
@@ -473,13 +476,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    print("\nper step, numpy/scipy (sum of the products' best times; the step timed whole)")
-    steps = {}
-    for r in rows:
-        if r[3] in ("step sum", "step"):
-            steps.setdefault(r[:3], []).append(r[7])
-    for (dtype, threads, net), (summed, whole) in steps.items():
-        print(f"  {dtype:8s} {threads:>2s} thread(s)  {net:20s} {summed:>7s}  {whole:>7s}")
+    print("\nper step, numpy/scipy: the sum of the products' best times, the step timed "
+          "whole;\nand the sum of each product's faster library over scipy's sum (a choice "
+          "per product)")
+    for case, threads in summaries:
+        scipy_sum = sum(case.best["scipy"])
+        either = sum(map(min, case.best["numpy"], case.best["scipy"]))
+        print(f"  {np.dtype(case.dtype).name:8s} {threads:2d} thread(s)  {case.net:20s} "
+              f"{sum(case.best['numpy']) / scipy_sum:7.3f}  "
+              f"{case.best_step['numpy'] / case.best_step['scipy']:7.3f}  "
+              f"{either / scipy_sum:7.3f}")
     print(f"\nload average at end {_load()}")
     bad = [r for r in rows if not float(r[-1]) <= 1]
     if bad:
