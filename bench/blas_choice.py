@@ -6,7 +6,10 @@ OpenBLAS (32-bit integers, LP64). numpy ships an OpenBLAS of its own (64-bit int
 ILP64, symbols with a ``64_`` suffix). This script calls the Fortran ``?gemm_`` of both
 libraries through ctypes, so that both sides pay the same call overhead, on the same
 operands, for float32 and float64, with 1 and with 2 threads (set through each library's
-own ``openblas_set_num_threads`` and restored afterwards).
+own ``openblas_set_num_threads`` and restored afterwards). The libraries are the shared
+objects numpy and scipy loaded, found in their wheels' library directories (numpy.libs,
+scipy.libs); the symbol decorations and the integer width are read off each library
+(``openblas_get_config``: USE64BITINT).
 
 The products are those of one minibatch step, in row-major terms as momcore forms them
 (gemm_rm in src_c/mlp_impl.h: ``C := op(A) op(B)`` as the column-major product
@@ -16,9 +19,10 @@ The products are those of one minibatch step, in row-major terms as momcore form
     delta     below[B,I] = delta[B,O] W[I,O]^T          (not for the first layer)
     weights   gW[I,O]    = in[B,I]^T delta[B,O]
 
-with alpha = 1, beta = 0 (as the GEMM floor of ``momcore bench``), for 784-256-128-10 at
-batch 128 and 32, 64-1024-10 and 64-4096-10 at batch 128. Every product of these nets
-is above momcore's BLAS threshold (32,768 multiply-adds).
+with alpha = 1, beta = 0 (as the GEMM floor of ``momcore bench``; the folded step runs
+the weights product with beta = momentum), for 784-256-128-10 at batch 128 and 32,
+64-1024-10 and 64-4096-10 at batch 128. Every product of these nets is above momcore's
+BLAS threshold (32,768 multiply-adds).
 
 How it is timed: both libraries run in the same process. Round after round they take
 turns (the order alternates each round); before each turn the process idles ``--settle``
@@ -38,7 +42,7 @@ within the rounding bound 2 gamma_K |op(A)| |op(B)| (gamma_K = K u / (1 - K u));
 column "diff/bound" is the largest ratio between the two libraries (at most 1). A
 product out of bounds makes the script exit with status 1.
 
-    python bench/blas_choice.py --quick     # a few seconds: structure and agreement
+    python bench/blas_choice.py --quick     # 2 s, 2 rounds, no idling: structure and agreement
     python bench/blas_choice.py             # about a minute on 2 cores
 
 If either library cannot be found, or is not OpenBLAS, or both are the same file, the

@@ -132,3 +132,12 @@ def test_rounding_ratio_flags_what_rounding_does_not_explain(bench):
     assert bench.rounding_ratio(swapped, exact, bound) > 1
     unwritten = np.full_like(exact, np.nan)
     assert math.isnan(bench.rounding_ratio(unwritten, exact, bound))
+
+
+def test_a_missing_library_is_a_clean_skip(bench, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "_library_dirs", lambda package: [])
+    monkeypatch.setattr(bench, "_mapped_files", lambda: [])
+    assert bench.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(bench.SKIP_PREFIX) and "no BLAS library of numpy" in out
+    assert "dtype" not in out
