@@ -12,6 +12,8 @@ N_NONFINITE: int
 OMP_MIN_ELEMENTS: int
 SIMD_PATHS: tuple[str, ...]
 GEMM_MIN_MACS: int
+TEAM_MIN_MACS: int
+BLAS_THREADS_CONTROL: str | None
 ACTIVATION_CODES: dict[str, int]
 N_ACTIVATIONS: int
 LOSS_CODES: dict[str, int]

@@ -3,6 +3,8 @@ each thread's share of the rows and of the weights gives the steps of the same e
 one thread, batch by batch, to rounding."""
 import ctypes
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -13,7 +15,7 @@ from momcore import _core
 from momcore import reference as ref
 from momcore._network import n_params as _n_params
 
-pytestmark = pytest.mark.skipif(
+needs_team = pytest.mark.skipif(
     _core.BLAS_THREADS_CONTROL is None or not _core.have_openmp() or os.cpu_count() < 2,
     reason="teams need OpenMP, two processors and an OpenBLAS whose thread count can be "
            "set")
@@ -81,6 +83,7 @@ def two_threads(threads):
     momcore.set_num_threads(2)
 
 
+@needs_team
 @pytest.mark.parametrize("rule, hyper", RULES, ids=[r for r, _ in RULES])
 @pytest.mark.parametrize("sizes, batch, tail", TEAM_CASES, ids=str)
 @pytest.mark.parametrize("output, loss", OUTPUTS, ids=[o for o, _ in OUTPUTS])
@@ -104,6 +107,7 @@ def test_team_epoch_equals_its_batches_stepped_on_one_thread(two_threads, simd, 
     np.testing.assert_allclose(epoch.state, loop.state, rtol=1e-11, atol=1e-14)
 
 
+@needs_team
 @pytest.mark.parametrize("folded", [True, False], ids=["folded", "gradient"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-4)])
 def test_team_epoch_with_l2_equals_one_thread(two_threads, dtype, rtol, folded):
@@ -126,6 +130,7 @@ def test_team_epoch_with_l2_equals_one_thread(two_threads, dtype, rtol, folded):
     np.testing.assert_allclose(s2, s1, rtol=rtol, atol=rtol * 1e-3)
 
 
+@needs_team
 def test_team_epoch_stops_where_one_thread_does(two_threads):
     """A batch whose loss is not finite stops the epoch on every thread before its step."""
     sizes, batch, n_rows = [64, 256, 64], 64, 256
@@ -145,6 +150,7 @@ def test_team_epoch_stops_where_one_thread_does(two_threads):
     np.testing.assert_allclose(p2, p1, rtol=1e-11, atol=1e-14)
 
 
+@needs_team
 def test_one_thread_or_small_steps_make_no_team(threads):
     core = _core_for([64, 256, 64], 64, folded=True)
     momcore.set_num_threads(2)
@@ -171,6 +177,7 @@ def _blas_threads() -> int:
     return get()
 
 
+@needs_team
 def test_blas_thread_count_is_restored_after_epochs_in_many_threads(two_threads):
     sizes, batch = [64, 256, 64], 64
     X, T = _data(sizes, 640, "softmax", np.float64)
@@ -193,3 +200,25 @@ def test_blas_thread_count_is_restored_after_epochs_in_many_threads(two_threads)
         w.join()
     assert not errors
     assert _blas_threads() == before
+
+
+def test_no_team_when_asked_in_the_environment():
+    """MOMCORE_NO_BLAS_TEAM=1: epochs run on the calling thread and BLAS's own threads."""
+    code = """
+import numpy as np
+import momcore
+from momcore import _core
+from momcore._network import n_params
+
+momcore.set_num_threads(2)
+sizes = [64, 256, 64]
+core = _core.NetCore(np.zeros(n_params(sizes)), np.zeros(n_params(sizes)), None, sizes,
+                     "tanh", "softmax", 64)
+print(_core.BLAS_THREADS_CONTROL, core.team_threads(64),
+      momcore._config.config()["blas"]["thread control"])
+"""
+    env = dict(os.environ, MOMCORE_NO_BLAS_TEAM="1",
+               PYTHONPATH=os.path.dirname(os.path.dirname(momcore.__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["None", "1", "None"]
