@@ -785,8 +785,11 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             if (nt > 1) {
                 MC_BARRIER();
             }
-            for (u = 0; u < tn; u++)
+            for (u = 0; u < tn; u++) {
                 loss += part_loss[u];
+                if (t == 0)
+                    res.n_correct += part_correct[u];
+            }
             /* The l2 term of E times B, l2/2 sum ||W||^2 at the weights of this forward
              * pass: with fold, the squares the previous step's sweep summed (a sweep of
              * its own for the first batch); without, those the backward pass sums, still
@@ -832,8 +835,6 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             if (t == 0) {
                 res.sum_loss += loss + penalty;
                 res.sum_penalty += penalty;
-                for (u = 0; u < tn; u++)
-                    res.n_correct += part_correct[u];
                 res.n_steps++;
                 work += B * net->n_params;
                 if (net->check != NULL && work >= net->check_work) {
