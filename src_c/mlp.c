@@ -127,6 +127,16 @@ static int mc_thread_num(void)
 #endif
 }
 
+/* The threads of the innermost parallel region the caller runs in (1 outside one). */
+static int mc_team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 /* [*lo, *hi): the t-th of nt contiguous parts of n items, in order. */
 static void mc_part(size_t n, int t, int nt, size_t *lo, size_t *hi)
 {

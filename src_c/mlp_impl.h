@@ -724,17 +724,18 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
      * next forward pass does not read those weights again. */
     const int look_ahead = batch == 1 && fold &&
                            !MC_NAME(use_gemm)(1, I, (size_t)net->sizes[1]);
-    /* A team of threads when full batches run on one (team_batch) and gemm can be
-     * held to the calling thread (mc_team_enter): each thread takes its share of every
-     * pass, gemm included, so that no BLAS pool spins while the passes between the
-     * products run on one core. A batch that is too small (the last) runs on thread 0. */
-    const int nt = mc_mlp_team_threads(net, n_order < batch ? n_order : batch);
+    /* A team of threads when full batches run on one (mc_mlp_team_threads) and gemm
+     * can be held to the calling thread (mc_team_enter): each thread takes its share of
+     * every pass, gemm included, so that no BLAS pool spins while the passes between
+     * the products run on one core. A batch that is too small (the last) runs on
+     * thread 0 alone. */
+    const int want = mc_mlp_team_threads(net, n_order < batch ? n_order : batch);
     /* per-thread parts, summed in thread order */
     double part_loss[MC_TEAM_MAX], part_squares[MC_TEAM_MAX];
     int64_t part_correct[MC_TEAM_MAX];
     int interrupted = 0;
     size_t work = 0; /* since the last check */
-    if (nt > 1)
+    if (want > 1)
         mc_team_enter();
     mc_buffer all;
     all.w = net->params;
@@ -745,10 +746,11 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     all.p = NULL;
 
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(want) if (want > 1)
 #endif
     {
-        const int t = mc_thread_num();
+        /* the threads the runtime gave, which may be fewer than asked for */
+        const int t = mc_thread_num(), nt = mc_team_size();
         /* with fold and l2: sum ||W||^2 that the last step's sweep left, or -1 */
         double squares = -1;
         int ahead = 0; /* acts[1] holds this sample's first-layer product */
@@ -852,7 +854,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             }
         }
     }
-    if (nt > 1)
+    if (want > 1)
         mc_team_leave();
     return res;
 }
