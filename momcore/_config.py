@@ -31,7 +31,11 @@ def config() -> dict[str, Any]:
         "vector math": _core.vector_math(),
         "openmp": {"built with": _core.have_openmp(), "threads": _core.get_num_threads(),
                    "min elements per parallel step": _core.OMP_MIN_ELEMENTS},
-        "blas": {"source": "scipy.linalg.cython_blas", "scipy": scipy.__version__},
+        "blas": {"source": "scipy.linalg.cython_blas", "scipy": scipy.__version__,
+                 # minibatch epochs run on a team of momcore's threads, each calling gemm
+                 # on its share with BLAS held to one thread, when BLAS's thread count can
+                 # be set (see NetCore.team_threads)
+                 "thread control": _core.BLAS_THREADS_CONTROL},
     }
 
 
@@ -45,6 +49,11 @@ def show_config() -> dict[str, Any]:
         ``momcore``, ``python`` and ``numpy`` versions, ``machine``, and the ``simd``,
         ``vector math`` (what the MLP passes' vectorised exp and tanh run: ``"libmvec"``
         or ``"libm"``), ``openmp`` and ``blas`` settings (dicts of their own), as printed.
+        ``blas["thread control"]`` names the function momcore sets BLAS's thread count
+        with while a minibatch epoch runs on a team of its threads (OpenBLAS's
+        ``openblas_set_num_threads``, with scipy's prefix), or is None: then epochs run on
+        the calling thread and BLAS's own threads (``MOMCORE_NO_BLAS_TEAM=1`` asks for
+        that).
 
     Examples
     --------

@@ -12,6 +12,8 @@ N_NONFINITE: int
 OMP_MIN_ELEMENTS: int
 SIMD_PATHS: tuple[str, ...]
 GEMM_MIN_MACS: int
+TEAM_MIN_MACS: int
+BLAS_THREADS_CONTROL: str | None
 ACTIVATION_CODES: dict[str, int]
 N_ACTIVATIONS: int
 LOSS_CODES: dict[str, int]
@@ -91,6 +93,7 @@ class NetCore:
                        l2: float = ...) -> tuple[float, int, float]: ...
     def step(self, *, lr: float, momentum: float, rule: str = ..., dampening: float = ...,
              weight_decay: float = ..., momenta: np.ndarray | None = ...) -> None: ...
+    def team_threads(self, batch: int) -> int: ...
     def train_epoch(
         self, X: np.ndarray, T: np.ndarray, order: np.ndarray, batch: int, *, lr: float,
         momentum: float, rule: str = ..., dampening: float = ..., weight_decay: float = ...,

@@ -1026,6 +1026,41 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 mc_set_gemm(sgemm, dgemm)
 
 GEMM_MIN_MACS = MC_GEMM_MIN_MACS
+TEAM_MIN_MACS = MC_TEAM_MIN_MACS
+
+
+def _blas_thread_functions():
+    """The addresses of the set and get thread-count functions of the OpenBLAS behind
+    scipy.linalg.cython_blas (scipy's wheels name them with a ``scipy_`` prefix), and
+    the name found; (0, 0, None) for another BLAS, or with MOMCORE_NO_BLAS_TEAM=1."""
+    import ctypes
+    import scipy.linalg.cython_blas as cython_blas
+
+    if os.environ.get("MOMCORE_NO_BLAS_TEAM", "") not in ("", "0"):
+        return 0, 0, None
+    try:
+        lib = ctypes.CDLL(cython_blas.__file__, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        return 0, 0, None
+    for prefix in ("scipy_openblas", "openblas"):
+        try:
+            set_ = getattr(lib, prefix + "_set_num_threads")
+            get = getattr(lib, prefix + "_get_num_threads")
+        except AttributeError:
+            continue
+        return (ctypes.cast(set_, ctypes.c_void_p).value,
+                ctypes.cast(get, ctypes.c_void_p).value, prefix + "_set_num_threads")
+    return 0, 0, None
+
+
+cdef _register_blas_threads():
+    cdef size_t set_, get
+    set_, get, name = _blas_thread_functions()
+    mc_set_blas_threads(<mc_set_threads_t>set_, <mc_get_threads_t>get)
+    return name
+
+
+BLAS_THREADS_CONTROL = _register_blas_threads()
 
 # Hidden and output activations of momcore.registry share one C enum.
 ACTIVATION_CODES = _codes(_registry.HIDDEN + tuple(o for o in _registry.OUTPUTS
@@ -1330,6 +1365,14 @@ cdef class NetCore:
             b.p = cnp.PyArray_DATA(ap)
         with nogil:
             mc_momentum_step_threads(&b, 1, &h, 0, 1)
+
+    def team_threads(self, Py_ssize_t batch):
+        """The threads train_epoch runs epochs of batches of ``batch`` rows on (see
+        mc_mlp_team_threads): 1, or momcore's thread count when every layer's products
+        go to gemm, they are enough work and BLAS's thread count can be held at 1."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        return mc_mlp_team_threads(&self.net, batch)
 
     def train_epoch(self, X, T, order, Py_ssize_t batch, *, lr, momentum, rule="classical",
                     dampening=0.0, weight_decay=0.0, bint check_rows=False):

@@ -80,6 +80,11 @@ cdef extern from "mlp.h" nogil:
     ctypedef void (*mc_dgemm_t)(char *, char *, int *, int *, int *, double *, double *,
                                 int *, double *, int *, double *, double *, int *) noexcept nogil
     void mc_set_gemm(mc_sgemm_t sgemm, mc_dgemm_t dgemm)
+    ctypedef void (*mc_set_threads_t)(int) noexcept nogil
+    ctypedef int (*mc_get_threads_t)() noexcept nogil
+    void mc_set_blas_threads(mc_set_threads_t set, mc_get_threads_t get)
+    int mc_have_blas_threads()
+    size_t MC_TEAM_MIN_MACS
 
     ctypedef struct mc_mlp:
         int dtype
@@ -126,6 +131,7 @@ cdef extern from "mlp.h" nogil:
     double mc_mlp_gradient_share(const mc_mlp *net, const void *X, const void *T,
                                  const int64_t *rows, size_t n, size_t divisor, double l2,
                                  int64_t *n_correct, double *squares)
+    int mc_mlp_team_threads(const mc_mlp *net, size_t batch)
     mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
                                      const int64_t *order, size_t n_order, size_t batch,
                                      const mc_hyper *hyper, int fold)

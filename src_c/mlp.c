@@ -16,6 +16,9 @@
 #include <float.h>
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* exp and tanh of the activation loops: vectorised through libmvec where the
  * running glibc has it (vmath.h). */
@@ -31,6 +34,114 @@ void mc_set_gemm(mc_sgemm_t sgemm, mc_dgemm_t dgemm)
 {
     mc_sgemm = sgemm;
     mc_dgemm = dgemm;
+}
+
+/* ---- teams of threads for the minibatch steps ------------------------------------ */
+
+/* BLAS's own thread count, to hold gemm to the calling thread while a team of
+ * momcore's threads runs: OpenBLAS's openblas_set_num_threads/get_num_threads, or
+ * NULL (no team then). */
+static mc_set_threads_t blas_set_threads = NULL;
+static mc_get_threads_t blas_get_threads = NULL;
+static int team_depth = 0;   /* epochs running on teams, in every thread */
+static int blas_threads = 0; /* BLAS's thread count before the first of them */
+
+void mc_set_blas_threads(mc_set_threads_t set, mc_get_threads_t get)
+{
+    blas_set_threads = set != NULL && get != NULL ? set : NULL;
+    blas_get_threads = set != NULL && get != NULL ? get : NULL;
+}
+
+int mc_have_blas_threads(void)
+{
+    return blas_set_threads != NULL;
+}
+
+int mc_mlp_team_batch(const mc_mlp *net, size_t B)
+{
+    const int have_gemm = net->dtype == MC_FLOAT32 ? mc_sgemm != NULL : mc_dgemm != NULL;
+    size_t macs = 0;
+    int i;
+    if (!have_gemm || B == 0)
+        return 0;
+    for (i = 0; i < net->n_layers; i++) {
+        const size_t layer = B * (size_t)net->sizes[i] * (size_t)net->sizes[i + 1];
+        if (layer < MC_GEMM_MIN_MACS)
+            return 0;
+        macs += layer;
+    }
+    return macs >= MC_TEAM_MIN_MACS;
+}
+
+int mc_mlp_team_threads(const mc_mlp *net, size_t batch)
+{
+    int nt = mc_get_num_threads();
+    if (nt > MC_TEAM_MAX)
+        nt = MC_TEAM_MAX;
+    return nt > 1 && blas_set_threads != NULL && batch >= MC_TEAM_MIN_ROWS * (size_t)nt &&
+                   mc_mlp_team_batch(net, batch)
+               ? nt
+               : 1;
+}
+
+/* Sets BLAS to one thread until the last team's mc_team_leave. BLAS's thread count
+ * is the process's: while a team runs, other threads' gemm calls run on one thread
+ * too. */
+static void mc_team_enter(void)
+{
+#ifdef _OPENMP
+#pragma omp critical(mc_blas_threads)
+#endif
+    {
+        if (team_depth++ == 0) {
+            blas_threads = blas_get_threads();
+            blas_set_threads(1);
+        }
+    }
+}
+
+static void mc_team_leave(void)
+{
+#ifdef _OPENMP
+#pragma omp critical(mc_blas_threads)
+#endif
+    {
+        if (--team_depth == 0)
+            blas_set_threads(blas_threads);
+    }
+}
+
+/* A barrier of the team a function runs in (none outside a parallel region). */
+#ifdef _OPENMP
+#define MC_BARRIER() _Pragma("omp barrier")
+#else
+#define MC_BARRIER() ((void)0)
+#endif
+
+static int mc_thread_num(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* The threads of the innermost parallel region the caller runs in (1 outside one). */
+static int mc_team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* [*lo, *hi): the t-th of nt contiguous parts of n items, in order. */
+static void mc_part(size_t n, int t, int nt, size_t *lo, size_t *hi)
+{
+    *lo = n * (size_t)t / (size_t)nt;
+    *hi = n * (size_t)(t + 1) / (size_t)nt;
 }
 
 #define MC_INSTANTIATE "mlp_types.h"

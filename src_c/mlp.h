@@ -89,6 +89,30 @@ typedef void (*mc_dgemm_t)(char *transa, char *transb, int *m, int *n, int *k, d
 /* Registers the gemm routines; without them every product runs as plain loops. */
 void mc_set_gemm(mc_sgemm_t sgemm, mc_dgemm_t dgemm);
 
+/* Registers the BLAS's functions that set and get its thread count (OpenBLAS's
+ * openblas_set_num_threads, openblas_get_num_threads). With them, a training epoch
+ * whose batches run every product on gemm (and enough of them, MC_TEAM_MIN_MACS
+ * multiply-adds a step) runs on a team of mc_get_num_threads() threads, each calling
+ * gemm on its share with BLAS set to one thread for the epoch (the passes between
+ * the products then run on every core, not on one while BLAS's pool spins). Without
+ * them (or NULL), epochs run on the calling thread and gemm on BLAS's threads. */
+typedef void (*mc_set_threads_t)(int);
+typedef int (*mc_get_threads_t)(void);
+void mc_set_blas_threads(mc_set_threads_t set, mc_get_threads_t get);
+
+/* 1 when mc_set_blas_threads registered them, else 0. */
+int mc_have_blas_threads(void);
+
+/* The most threads of a team; the multiply-adds of a step below which a batch runs
+ * on the calling thread; the rows per thread of the full batches below which an epoch
+ * does not run on a team (each thread packs the whole of every weight matrix for its
+ * products, which a share of fewer rows no longer pays for: at batch 32 on two
+ * threads, 784-256-128-10 steps took 1.04x their time on one thread and BLAS's). */
+#define MC_TEAM_MAX 64
+#define MC_TEAM_MIN_MACS ((size_t)1 << 20)
+#define MC_TEAM_MIN_ROWS 32
+
+
 /* A network and its workspaces, all owned by the caller. */
 typedef struct {
     int dtype;            /* mc_dtype */
@@ -193,6 +217,18 @@ double mc_mlp_gradient_share(const mc_mlp *net, const void *X, const void *T,
 mc_fit_result mc_mlp_train_epoch(const mc_mlp *net, const void *X, const void *T,
                                  const int64_t *order, size_t n_order, size_t batch,
                                  const mc_hyper *hyper, int fold);
+
+/* 1 when a step of B rows of net would run on a team: every layer's products on
+ * gemm (B*I*O >= MC_GEMM_MIN_MACS, gemm registered) and at least MC_TEAM_MIN_MACS
+ * multiply-adds in all; else 0. */
+int mc_mlp_team_batch(const mc_mlp *net, size_t B);
+
+/* The threads mc_mlp_train_epoch runs an epoch of batches of `batch` rows on: 1, or
+ * nt = mc_get_num_threads() (at most MC_TEAM_MAX) when mc_set_blas_threads registered
+ * BLAS's thread control, batch >= MC_TEAM_MIN_ROWS * nt and
+ * mc_mlp_team_batch(net, batch). Within such an epoch, a batch for which
+ * mc_mlp_team_batch is 0 (a small last one) runs on the calling thread alone. */
+int mc_mlp_team_threads(const mc_mlp *net, size_t batch);
 
 #ifdef __cplusplus
 }

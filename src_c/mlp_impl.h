@@ -148,17 +148,19 @@ MC_TARGET static void MC_NAME(times_derivative)(MC_T *delta, const MC_T *a, size
 /* log max(x, tiny): the clamp keeps log finite and lets a NaN through. */
 #define MC_SAFE_LOG(x) MC_MATH_LOG((x) < MC_TINY ? MC_TINY : (x))
 
-/* The output layer: delta[B,O] = dE/dz for E = the mean over B rows of the
- * per-sample `loss` (see mc_loss), from the outputs y[B,O] (of activation
- * `output`) and the targets T (row r at T + rows[r]*O, or T + r*O without rows).
- * Returns the sum of the per-sample losses. */
+/* The output layer: delta[n,O] = dE/dz for E = the sum over n rows of the
+ * per-sample `loss` (see mc_loss) over divisor (the rows of the batch, of which these
+ * n may be a part), from the outputs y[n,O] (of activation `output`) and the targets
+ * T (row r at T + rows[r]*O, or T + r*O without rows). Returns the sum of the n
+ * per-sample losses. */
 MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const MC_T *T,
-                                    const int64_t *rows, size_t B, size_t O, int output,
-                                    int loss)
+                                    const int64_t *rows, size_t n, size_t divisor,
+                                    size_t O, int output, int loss)
 {
+    const MC_T B = (MC_T)divisor;
     double total = 0;
     size_t r, j;
-    for (r = 0; r < B; r++) {
+    for (r = 0; r < n; r++) {
         const MC_T *yr = y + r * O;
         const MC_T *t = T + (rows ? (size_t)rows[r] : r) * O;
         MC_T *d = delta + r * O;
@@ -169,7 +171,7 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
             for (j = 0; j < O; j++) {
                 if (t[j] != 0)
                     sum -= t[j] * MC_SAFE_LOG(yr[j]);
-                d[j] = (yr[j] - t[j]) / (MC_T)B;
+                d[j] = (yr[j] - t[j]) / B;
             }
             total += (double)sum;
             break;
@@ -180,7 +182,7 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
                     sum -= t[j] * MC_SAFE_LOG(yr[j]);
                 if (off != 0)
                     sum -= off * MC_SAFE_LOG((MC_T)1 - yr[j]);
-                d[j] = (yr[j] - t[j]) / (MC_T)B;
+                d[j] = (yr[j] - t[j]) / B;
             }
             total += (double)sum;
             break;
@@ -190,7 +192,7 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
                 sum += e * e;
                 if (output == MC_SIGMOID)
                     e *= yr[j] * ((MC_T)1 - yr[j]);
-                d[j] = e / (MC_T)B;
+                d[j] = e / B;
             }
             total += 0.5 * (double)sum;
         }
@@ -229,22 +231,23 @@ MC_TARGET static int64_t MC_NAME(count_correct)(const MC_T *y, const MC_T *T,
     return correct;
 }
 
-/* gb[O] := sum over rows of delta[B,O]; with fold, the classical step on the
- * bias state instead: gb = momentum*gb - lr*sum. The rows are summed in order,
- * contiguously, into gb, or with fold into sum[O] (scratch, not gb). */
+/* gb[j] := sum over rows of delta[B,O] for the columns j0 <= j < j1; with fold, the
+ * classical step on the bias state instead: gb = momentum*gb - lr*sum. The rows are
+ * summed in order, contiguously, into gb, or with fold into sum[O] (scratch, not gb). */
 MC_TARGET static void MC_NAME(bias_gradient)(MC_T *restrict gb, const MC_T *restrict delta,
-                                             size_t B, size_t O, int fold, MC_T lr,
-                                             MC_T momentum, MC_T *restrict sum)
+                                             size_t B, size_t O, size_t j0, size_t j1,
+                                             int fold, MC_T lr, MC_T momentum,
+                                             MC_T *restrict sum)
 {
     size_t r, j;
     MC_T *acc = fold ? sum : gb;
-    for (j = 0; j < O; j++)
+    for (j = j0; j < j1; j++)
         acc[j] = delta[j];
     for (r = 1; r < B; r++)
-        for (j = 0; j < O; j++)
+        for (j = j0; j < j1; j++)
             acc[j] += delta[r * O + j];
     if (fold)
-        for (j = 0; j < O; j++)
+        for (j = j0; j < j1; j++)
             gb[j] = momentum * gb[j] - lr * acc[j];
 }
 
@@ -309,25 +312,34 @@ MC_TARGET static double MC_NAME(weight_squares)(const mc_mlp *net)
     return total;
 }
 
-/* Forward pass of all layers for B rows of x[B, sizes[0]] into net->acts[1..L]; with
- * ahead (B = 1), acts[1] already holds the first layer's product x W_0 (see backward)
- * and only its bias and activation remain. */
-MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t B, int ahead)
+/* Forward pass of all layers for the rows [lo, hi) of x[B, sizes[0]] into the same
+ * rows of net->acts[1..L]; with ahead (B = 1), acts[1] already holds the first
+ * layer's product x W_0 (see backward) and only its bias and activation remain. */
+MC_TARGET static void MC_NAME(forward_rows)(const mc_mlp *net, const MC_T *x, size_t lo,
+                                            size_t hi, int ahead)
 {
     const MC_T *p = (const MC_T *)net->params;
-    const MC_T *in = x;
+    const MC_T *in = x + lo * (size_t)net->sizes[0];
     int i;
+    if (hi <= lo)
+        return;
     for (i = 0; i < net->n_layers; i++) {
         const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
-        MC_T *out = (MC_T *)net->acts[i + 1];
+        MC_T *out = (MC_T *)net->acts[i + 1] + lo * O;
         const int act = i == net->n_layers - 1 ? net->output : net->hidden;
         if (i == 0 && ahead)
             MC_NAME(bias_activate_row)(out, p + I * O, O, act);
         else
-            MC_NAME(dense_forward)(out, in, p, p + I * O, B, I, O, act);
+            MC_NAME(dense_forward)(out, in, p, p + I * O, hi - lo, I, O, act);
         p += I * O + O;
         in = out;
     }
+}
+
+/* Forward pass of all layers for B rows of x[B, sizes[0]] into net->acts[1..L]. */
+MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t B, int ahead)
+{
+    MC_NAME(forward_rows)(net, x, 0, B, ahead);
 }
 
 #ifndef MC_FOLD_NESTEROV
@@ -463,16 +475,28 @@ MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
  * step without fold, after it with fold; 0 otherwise. With next (B = 1, fold, the
  * first layer on loops), the next sample's input row: the first layer's sweep also
  * leaves its product with the updated weights, next W_0, in acts[1] (no longer read
- * by then), for forward with ahead. */
-MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t B, int fold,
-                                          MC_T lr, MC_T momentum, const MC_T *next)
+ * by then), for forward with ahead.
+ *
+ * With nt > 1 (every layer on gemm; inside an OpenMP parallel region of nt threads,
+ * all of which call it alike), this is thread t's part: the passes that go row by
+ * row (the delta of the layer below and its derivative) take the batch rows
+ * mc_part(B, t, nt); those that go weight by weight (the weight gradient or step,
+ * the l2 term, w += state) take the weight rows mc_part(I, t, nt) and the biases
+ * mc_part(O, t, nt) of each layer. Barriers keep a layer's weights unchanged until
+ * every delta below them is formed, and a delta buffer unread before it is written
+ * again. The squares returned are then those of the part. */
+MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x, size_t B,
+                                               int fold, MC_T lr, MC_T momentum,
+                                               const MC_T *next, int t, int nt)
 {
     MC_T *delta = (MC_T *)net->delta, *below = (MC_T *)net->delta_prev;
     size_t offset = net->n_params; /* walked down layer by layer */
     const int penalised = net->l2 != 0;
     const MC_T decay = (MC_T)(net->l2 / (double)B);
     double squares = 0;
+    size_t lo, hi;
     int i;
+    mc_part(B, t, nt, &lo, &hi);
     for (i = net->n_layers - 1; i >= 0; i--) {
         const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
         const MC_T *a = i == 0 ? x : (const MC_T *)net->acts[i];
@@ -482,7 +506,9 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
         MC_T *row = (MC_T *)net->scratch;
         const MC_T alpha = fold ? -lr : (MC_T)1, beta = fold ? momentum : (MC_T)0;
         MC_T layer_squares = 0;
-        size_t r, k, j;
+        size_t r, k, j, k0, k1, j0, j1;
+        mc_part(I, t, nt, &k0, &k1);
+        mc_part(O, t, nt, &j0, &j1);
 
         if (B == 1 && !MC_NAME(use_gemm)(1, I, O)) {
             /* online: below, the weights and the biases in one sweep of the layer */
@@ -499,11 +525,12 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
             continue;
         }
 
-        if (i > 0) { /* below[B,I] = delta[B,O] W^T [O,I] * f'(a), before W changes */
+        if (i > 0 && hi > lo) { /* below[B,I] = delta[B,O] W^T [O,I] * f'(a), before W changes */
             if (MC_NAME(use_gemm)(B, I, O)) {
-                MC_NAME(gemm_rm)(0, 1, B, I, O, 1, delta, O, W, O, 0, below, I);
+                MC_NAME(gemm_rm)(0, 1, hi - lo, I, O, 1, delta + lo * O, O, W, O, 0,
+                                 below + lo * I, I);
             } else {
-                for (r = 0; r < B; r++)
+                for (r = lo; r < hi; r++)
                     for (k = 0; k < I; k++) {
                         const MC_T *restrict d = delta + r * O, *restrict w = W + k * O;
                         MC_T acc = 0;
@@ -515,24 +542,31 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
                         below[r * I + k] = acc;
                     }
             }
-            MC_NAME(times_derivative)(below, a, B * I, net->hidden);
+            MC_NAME(times_derivative)(below + lo * I, a + lo * I, (hi - lo) * I, net->hidden);
+        }
+        if (nt > 1 && i > 0) { /* every row of below formed; W read by every thread */
+            MC_BARRIER();
         }
 
         if (MC_NAME(use_gemm)(B, I, O)) {
             /* gW[I,O] := alpha a^T[I,B] delta[B,O] + beta gW: with fold, gW is the
              * state and the gemm itself is the step state = m*state - lr*grad */
-            MC_NAME(gemm_rm)(1, 0, I, O, B, alpha, a, I, delta, O, beta, gW, O);
-            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
-            if (fold && penalised) {
-                layer_squares = MC_NAME(decay_add)(W, gW, I * O, lr * decay);
-                MC_NAME(add)(W + I * O, gb, O);
-            } else if (fold) {
-                MC_NAME(add)(W, gW, I * O + O);
-            } else if (penalised) {
-                layer_squares = MC_NAME(add_decay)(gW, W, I * O, decay);
-            }
+            MC_T *gWk = gW + k0 * O, *Wk = W + k0 * O;
+            const size_t n = (k1 - k0) * O;
+            if (k1 > k0)
+                MC_NAME(gemm_rm)(1, 0, k1 - k0, O, B, alpha, a + k0, I, delta, O, beta, gWk, O);
+            MC_NAME(bias_gradient)(gb, delta, B, O, j0, j1, fold, lr, momentum, row);
+            if (fold && penalised)
+                layer_squares = MC_NAME(decay_add)(Wk, gWk, n, lr * decay);
+            else if (fold)
+                MC_NAME(add)(Wk, gWk, n);
+            else if (penalised)
+                layer_squares = MC_NAME(add_decay)(gWk, Wk, n, decay);
+            if (fold)
+                MC_NAME(add)(W + I * O + j0, gb + j0, j1 - j0);
         } else {
-            /* one pass per weight row: the row's gradient, then (fold) its step */
+            /* one pass per weight row: the row's gradient, then (fold) its step
+             * (nt = 1 only: row is one scratch row) */
             for (k = 0; k < I; k++) {
                 MC_T *restrict g = fold ? row : gW + k * O;
                 for (j = 0; j < O; j++)
@@ -568,7 +602,7 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
                     layer_squares += MC_NAME(add_decay)(g, W + k * O, O, decay);
                 }
             }
-            MC_NAME(bias_gradient)(gb, delta, B, O, fold, lr, momentum, row);
+            MC_NAME(bias_gradient)(gb, delta, B, O, 0, O, fold, lr, momentum, row);
             if (fold)
                 MC_NAME(add)(W + I * O, gb, O);
         }
@@ -578,8 +612,18 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
             delta = below;
             below = swap;
         }
+        if (nt > 1 && i > 0) { /* the old delta, next written as below, read by all */
+            MC_BARRIER();
+        }
     }
     return squares;
+}
+
+/* The whole backward pass on the calling thread (see backward_part). */
+MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size_t B, int fold,
+                                          MC_T lr, MC_T momentum, const MC_T *next)
+{
+    return MC_NAME(backward_part)(net, x, B, fold, lr, momentum, next, 0, 1);
 }
 
 MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t n, MC_T *Y)
@@ -600,7 +644,7 @@ MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, con
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
     double total;
     MC_NAME(forward)(net, X, n, 0);
-    total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
+    total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, n, O, net->output,
                                   net->loss);
     *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
     /* without fold the squares are of the weights of this pass */
@@ -634,7 +678,7 @@ MC_TARGET static double MC_NAME(gradient_share)(const mc_mlp *net, const MC_T *X
         for (r = 0; r < n; r++)
             memcpy(x + r * I, X + (size_t)rows[r] * I, I * sizeof(MC_T));
         MC_NAME(forward)(&plain, x, n, 0);
-        total = MC_NAME(output_delta)(delta, y, T, rows, n, O, net->output, net->loss);
+        total = MC_NAME(output_delta)(delta, y, T, rows, n, n, O, net->output, net->loss);
         *n_correct += MC_NAME(count_correct)(y, T, rows, n, O, net->accuracy);
         if (n != divisor) { /* delta = dloss/dz / n, to / divisor */
             const MC_T scale = (MC_T)n / (MC_T)divisor;
@@ -674,10 +718,9 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
 {
     const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
     MC_T *x = (MC_T *)net->acts[0];
-    const MC_T *y = (const MC_T *)net->acts[net->n_layers];
+    MC_T *y = (MC_T *)net->acts[net->n_layers];
+    MC_T *delta = (MC_T *)net->delta;
     mc_fit_result res = {0};
-    double squares = -1; /* with fold and l2: sum ||W||^2 that the last step's sweep left */
-    size_t start, r, work = 0;
     int i;
     /* Online Nesterov steps fold into the backward pass's loops too (not into gemm,
      * whose beta gives the classical step only): no gradient buffer pass, no step. */
@@ -692,7 +735,20 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
      * next forward pass does not read those weights again. */
     const int look_ahead = batch == 1 && fold &&
                            !MC_NAME(use_gemm)(1, I, (size_t)net->sizes[1]);
-    int ahead = 0; /* acts[1] holds this sample's first-layer product */
+    /* A team of threads when full batches run on one (mc_mlp_team_threads) and gemm
+     * can be held to the calling thread (mc_team_enter): each thread takes its share of
+     * every pass, gemm included, so that no BLAS pool spins while the passes between
+     * the products run on one core. A batch that is too small (the last) runs on
+     * thread 0 alone. */
+    const int want = mc_mlp_team_threads(net, n_order < batch ? n_order : batch);
+    /* per-thread parts, summed in thread order */
+    double part_loss[MC_TEAM_MAX], part_squares[MC_TEAM_MAX];
+    int64_t part_correct[MC_TEAM_MAX];
+    int part_finite[MC_TEAM_MAX];
+    int interrupted = 0;
+    size_t work = 0; /* since the last check */
+    if (want > 1)
+        mc_team_enter();
     mc_buffer all;
     all.w = net->params;
     all.g = net->grad;
@@ -700,71 +756,140 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     all.n = net->n_params;
     all.dtype = net->dtype;
     all.p = NULL;
-    for (start = 0; start < n_order; start += batch) {
-        const size_t B = n_order - start < batch ? n_order - start : batch;
-        const MC_T *in = X + (size_t)order[start] * I;
-        const MC_T *next;
-        double loss, penalty = 0;
-        /* rows that follow one another in X (no shuffling, full batch) are used in
-         * place; others are gathered into the input workspace */
-        for (r = 1; r < B && order[start + r] == order[start] + (int64_t)r; r++)
-            ;
-        /* with check_rows, each row is checked for NaN and inf while it is in cache:
-         * a gathered row just after its copy, rows used in place before the pass */
-        if (r < B) {
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(want) if (want > 1)
+#endif
+    {
+        /* the threads the runtime gave, which may be fewer than asked for */
+        const int t = mc_thread_num(), nt = mc_team_size();
+        /* with fold and l2: sum ||W||^2 that the last step's sweep left, or -1 */
+        double squares = -1;
+        int ahead = 0; /* acts[1] holds this sample's first-layer product */
+        size_t start, r;
+        for (start = 0; start < n_order; start += batch) {
+            const size_t B = n_order - start < batch ? n_order - start : batch;
+            /* this batch's team: all nt threads, or thread 0 alone */
+            const int tn = nt > 1 && mc_mlp_team_batch(net, B) ? nt : 1;
+            const MC_T *in = X + (size_t)order[start] * I;
+            const MC_T *next;
+            double loss = 0, penalty = 0;
+            size_t lo, hi;
+            int u;
+            mc_part(B, t < tn ? t : 0, tn, &lo, &hi);
+            if (t >= tn)
+                hi = lo = 0;
+            /* rows that follow one another in X (no shuffling, full batch) are used in
+             * place; others are gathered into the input workspace. With check_rows,
+             * each row is checked for NaN and inf while it is in cache (a gathered row
+             * just after its copy, rows used in place before the pass), each thread
+             * its own rows, and the team stops before the pass of a batch holding one. */
             int finite = 1;
-            for (r = 0; r < B; r++) {
-                memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
-                if (net->check_rows)
-                    finite &= MC_NAME(all_finite)(x + r * I, I);
+            for (r = 1; r < B && order[start + r] == order[start] + (int64_t)r; r++)
+                ;
+            if (r < B) {
+                for (r = lo; r < hi; r++) {
+                    memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
+                    if (net->check_rows)
+                        finite &= MC_NAME(all_finite)(x + r * I, I);
+                }
+                in = x;
+            } else if (net->check_rows) {
+                finite = MC_NAME(all_finite)(in + lo * I, (hi - lo) * I);
             }
-            in = x;
-            res.bad_input = !finite;
-        } else if (net->check_rows) {
-            res.bad_input = !MC_NAME(all_finite)(in, B * I);
-        }
-        if (res.bad_input)
-            break;
-        MC_NAME(forward)(net, in, B, ahead);
-        loss = MC_NAME(output_delta)((MC_T *)net->delta, y, T, order + start, B, O,
-                                     net->output, net->loss);
-        res.n_correct += MC_NAME(count_correct)(y, T, order + start, B, O, net->accuracy);
-        /* The l2 term of E times B, l2/2 sum ||W||^2 at the weights of this forward
-         * pass: with fold, the squares the previous step's sweep summed (a sweep of
-         * its own for the first batch); without, those the backward pass sums, still
-         * before the step. */
-        if (net->l2 != 0 && fold)
-            penalty = 0.5 * net->l2 * (squares >= 0 ? squares : MC_NAME(weight_squares)(net));
-        if (!isfinite(loss + penalty)) {
-            res.stopped = 1;
-            break;
-        }
-        next = look_ahead && start + 1 < n_order ? X + (size_t)order[start + 1] * I : NULL;
-        squares = MC_NAME(backward)(net, in, B, fold, (MC_T)hyper->lr, (MC_T)hyper->momentum,
-                                    next);
-        ahead = next != NULL;
-        if (net->l2 != 0 && !fold) {
-            penalty = 0.5 * net->l2 * squares;
-            if (!isfinite(penalty)) {
-                res.stopped = 1;
+            if (net->check_rows) {
+                part_finite[t] = finite;
+                if (nt > 1) {
+                    MC_BARRIER();
+                }
+                for (u = 0; u < nt; u++)
+                    finite &= part_finite[u];
+                if (!finite) {
+                    if (t == 0)
+                        res.bad_input = 1;
+                    break;
+                }
+            }
+            if (t < tn) {
+                MC_NAME(forward_rows)(net, in, lo, hi, ahead);
+                part_loss[t] = MC_NAME(output_delta)(delta + lo * O, y + lo * O, T,
+                                                     order + start + lo, hi - lo, B, O,
+                                                     net->output, net->loss);
+                part_correct[t] = MC_NAME(count_correct)(y + lo * O, T, order + start + lo,
+                                                         hi - lo, O, net->accuracy);
+            }
+            if (nt > 1) {
+                MC_BARRIER();
+            }
+            for (u = 0; u < tn; u++) {
+                loss += part_loss[u];
+                if (t == 0)
+                    res.n_correct += part_correct[u];
+            }
+            /* The l2 term of E times B, l2/2 sum ||W||^2 at the weights of this forward
+             * pass: with fold, the squares the previous step's sweep summed (a sweep of
+             * its own for the first batch); without, those the backward pass sums, still
+             * before the step. */
+            if (net->l2 != 0 && fold)
+                penalty = 0.5 * net->l2 *
+                          (squares >= 0 ? squares : MC_NAME(weight_squares)(net));
+            if (!isfinite(loss + penalty)) {
+                if (t == 0)
+                    res.stopped = 1;
                 break;
             }
-        }
-        res.sum_loss += loss + penalty;
-        res.sum_penalty += penalty;
-        /* On the calling thread: between two BLAS calls, whose thread pool is still
-         * spinning on the other cores, an OpenMP team costs more than it saves. */
-        if (!fold)
-            mc_momentum_step_threads(&all, 1, hyper, 0, 1);
-        res.n_steps++;
-        if (net->check != NULL && (work += B * net->n_params) >= net->check_work) {
-            work = 0;
-            if (net->check(net->check_ctx)) {
-                res.interrupted = 1;
+            next = look_ahead && start + 1 < n_order ? X + (size_t)order[start + 1] * I
+                                                     : NULL;
+            if (t < tn)
+                part_squares[t] = MC_NAME(backward_part)(net, in, B, fold, (MC_T)hyper->lr,
+                                                         (MC_T)hyper->momentum, next, t, tn);
+            ahead = next != NULL;
+            if (nt > 1) { /* every part of the step (or the gradient) done */
+                MC_BARRIER();
+            }
+            squares = 0;
+            for (u = 0; u < tn; u++)
+                squares += part_squares[u];
+            if (net->l2 != 0 && !fold) {
+                penalty = 0.5 * net->l2 * squares;
+                if (!isfinite(penalty)) {
+                    if (t == 0)
+                        res.stopped = 1;
+                    break;
+                }
+            }
+            if (!fold && t < tn) { /* the step, each thread on its part of the buffer */
+                mc_buffer part = all;
+                size_t p0, p1;
+                mc_part(all.n, t, tn, &p0, &p1);
+                part.w = (char *)all.w + p0 * sizeof(MC_T);
+                part.g = (char *)all.g + p0 * sizeof(MC_T);
+                part.s = (char *)all.s + p0 * sizeof(MC_T);
+                part.n = p1 - p0;
+                mc_momentum_step_threads(&part, 1, hyper, 0, 1);
+            }
+            if (t == 0) {
+                res.sum_loss += loss + penalty;
+                res.sum_penalty += penalty;
+                res.n_steps++;
+                work += B * net->n_params;
+                if (net->check != NULL && work >= net->check_work) {
+                    work = 0;
+                    interrupted = net->check(net->check_ctx);
+                }
+            }
+            if (nt > 1) { /* the step done; the interrupt known */
+                MC_BARRIER();
+            }
+            if (interrupted) {
+                if (t == 0)
+                    res.interrupted = 1;
                 break;
             }
         }
     }
+    if (want > 1)
+        mc_team_leave();
     return res;
 }
 
@@ -935,7 +1060,7 @@ MC_TARGET static double MC_NAME(curvature)(const mc_mlp *net, const mc_curvature
     const MC_T *y = (const MC_T *)net->acts[net->n_layers];
     double total, squares = 0;
     MC_NAME(forward)(net, X, n, 0);
-    total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, O, net->output,
+    total = MC_NAME(output_delta)((MC_T *)net->delta, y, T, NULL, n, n, O, net->output,
                                   net->loss);
     *n_correct += MC_NAME(count_correct)(y, T, NULL, n, O, net->accuracy);
     if (net->grad != NULL)

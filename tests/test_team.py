@@ -1,0 +1,224 @@
+"""Training epochs on a team of threads (mc_mlp_train_epoch with BLAS held to one thread):
+each thread's share of the rows and of the weights gives the steps of the same epoch on
+one thread, batch by batch, to rounding."""
+import ctypes
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import momcore
+from momcore import _core
+from momcore import reference as ref
+from momcore._network import n_params as _n_params
+
+needs_team = pytest.mark.skipif(
+    _core.BLAS_THREADS_CONTROL is None or not _core.have_openmp() or os.cpu_count() < 2,
+    reason="teams need OpenMP, two processors and an OpenBLAS whose thread count can be "
+           "set")
+
+# (sizes, batch, tail): every layer's product reaches the gemm threshold at the full
+# batch and the step is team-sized; 65 rows split unevenly; the last batch has `tail`
+# rows: 2 rows of the first two nets are too little work for a team (thread 0 takes the
+# step alone), 1 row of a wide first layer is enough and leaves the second thread
+# without a row (its share of the weights remains)
+TEAM_CASES = [([64, 256, 64], 64, 2), ([64, 160, 48, 24], 65, 2), ([1024, 1024, 32], 64, 1)]
+
+RULES = [
+    ("classical", dict(lr=0.05, momentum=0.9)),  # folded into the products (no gradient)
+    ("velocity", dict(lr=0.05, momentum=0.8, dampening=0.25, weight_decay=1e-3)),
+    ("nesterov_velocity", dict(lr=0.02, momentum=0.9)),
+]
+
+OUTPUTS = [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy"),
+           ("identity", "squared_error")]
+
+
+def _core_for(sizes, batch, *, folded, hidden="tanh", output="softmax", loss=None,
+              dtype=np.float64, l2=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    n = _n_params(sizes)
+    params = (rng.standard_normal(n) / np.sqrt(max(sizes))).astype(dtype)
+    grad = None if folded else np.zeros(n, dtype)
+    return _core.NetCore(params, np.zeros(n, dtype), grad, sizes, hidden, output, batch,
+                         loss=loss, l2=l2)
+
+
+def _data(sizes, n_rows, output, dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_rows, sizes[0])).astype(dtype)
+    if output == "softmax":
+        T = np.eye(sizes[-1], dtype=dtype)[rng.integers(0, sizes[-1], n_rows)]
+    elif output == "sigmoid":
+        T = (rng.random((n_rows, sizes[-1])) < 0.5).astype(dtype)
+    else:
+        T = rng.standard_normal((n_rows, sizes[-1])).astype(dtype)
+    return X, T
+
+
+def _batches_one_at_a_time(core, X, T, order, batch, rule, hyper):
+    """The epoch as single-threaded gradient passes (NetCore.gradients runs on the calling
+    thread) and the reference's steps; the classical step as its folded form computes
+    it, state = m*state - lr*grad."""
+    total, correct, steps = 0.0, 0, 0
+    for start in range(0, len(order), batch):
+        rows = order[start:start + batch]
+        loss, c = core.gradients(X[rows], T[rows])
+        total += loss * rows.size
+        correct += c
+        steps += 1
+        if rule == "classical":
+            core.state[:] = hyper["momentum"] * core.state - hyper["lr"] * core.grad
+            core.params[:] += core.state
+        else:
+            ref.momentum_step(core.params, core.grad, core.state, rule=rule, **hyper)
+    return total, correct, steps
+
+
+@pytest.fixture
+def two_threads(threads):
+    momcore.set_num_threads(2)
+
+
+@needs_team
+@pytest.mark.parametrize("rule, hyper", RULES, ids=[r for r, _ in RULES])
+@pytest.mark.parametrize("sizes, batch, tail", TEAM_CASES, ids=str)
+@pytest.mark.parametrize("output, loss", OUTPUTS, ids=[o for o, _ in OUTPUTS])
+@pytest.mark.parametrize("hidden", ["tanh", "relu"])
+def test_team_epoch_equals_its_batches_stepped_on_one_thread(two_threads, simd, sizes, batch,
+                                                             tail, rule, hyper, output, loss,
+                                                             hidden):
+    n_rows = 3 * batch + tail
+    X, T = _data(sizes, n_rows, output, np.float64)
+    order = np.random.default_rng(6).permutation(n_rows).astype(np.int64)
+    folded = rule == "classical"
+    epoch = _core_for(sizes, batch, folded=folded, hidden=hidden, output=output, loss=loss)
+    loop = _core_for(sizes, batch, folded=False, hidden=hidden, output=output, loss=loss)
+    assert epoch.team_threads(batch) == 2
+    total, correct, steps, stopped = epoch.train_epoch(X, T, order, batch, rule=rule, **hyper)
+    want_total, want_correct, want_steps = _batches_one_at_a_time(loop, X, T, order, batch,
+                                                                  rule, hyper)
+    assert (steps, stopped, correct) == (want_steps, False, want_correct)
+    np.testing.assert_allclose(total, want_total, rtol=1e-12)
+    np.testing.assert_allclose(epoch.params, loop.params, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(epoch.state, loop.state, rtol=1e-11, atol=1e-14)
+
+
+@needs_team
+@pytest.mark.parametrize("folded", [True, False], ids=["folded", "gradient"])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-4)])
+def test_team_epoch_with_l2_equals_one_thread(two_threads, dtype, rtol, folded):
+    sizes, batch, n_rows, l2 = [64, 256, 64], 64, 200, 0.3
+    X, T = _data(sizes, n_rows, "softmax", dtype)
+    order = np.random.default_rng(2).permutation(n_rows).astype(np.int64)
+    hyper = dict(lr=0.05, momentum=0.9)
+    results = {}
+    for threads in (2, 1):
+        momcore.set_num_threads(threads)
+        core = _core_for(sizes, batch, folded=folded, dtype=dtype, l2=l2)
+        assert core.team_threads(batch) == threads
+        out = core.train_epoch(X, T, order, batch, **hyper)
+        results[threads] = out, core.epoch_penalty, core.params.copy(), core.state.copy()
+    (out2, pen2, p2, s2), (out1, pen1, p1, s1) = results[2], results[1]
+    assert out2[1:] == out1[1:]  # correct, steps, stopped
+    np.testing.assert_allclose([out2[0], pen2], [out1[0], pen1], rtol=rtol)
+    assert pen1 > 0
+    np.testing.assert_allclose(p2, p1, rtol=rtol, atol=rtol * 1e-3)
+    np.testing.assert_allclose(s2, s1, rtol=rtol, atol=rtol * 1e-3)
+
+
+@needs_team
+def test_team_epoch_stops_where_one_thread_does(two_threads):
+    """A batch whose loss is not finite stops the epoch on every thread before its step."""
+    sizes, batch, n_rows = [64, 256, 64], 64, 256
+    X, T = _data(sizes, n_rows, "identity", np.float64)
+    X[150] = 1e300  # in the third batch
+    order = np.arange(n_rows, dtype=np.int64)
+    results = {}
+    for threads in (2, 1):
+        momcore.set_num_threads(threads)
+        core = _core_for(sizes, batch, folded=True, hidden="relu", output="identity")
+        assert core.team_threads(batch) == threads
+        out = core.train_epoch(X, T, order, batch, lr=0.01, momentum=0.9)
+        results[threads] = out, core.params.copy()
+    (out2, p2), (out1, p1) = results[2], results[1]
+    assert out2[1:] == out1[1:] and out2[2:] == (2, True)  # two steps applied, then stopped
+    np.testing.assert_allclose(out2[0], out1[0], rtol=1e-12)
+    np.testing.assert_allclose(p2, p1, rtol=1e-11, atol=1e-14)
+
+
+@needs_team
+def test_one_thread_or_small_steps_make_no_team(threads):
+    core = _core_for([64, 256, 64], 64, folded=True)
+    momcore.set_num_threads(2)
+    assert core.team_threads(64) == 2
+    assert core.team_threads(8) == 1  # below the gemm threshold in a layer
+    # enough multiply-adds, but 16 rows a thread pay less than each thread's packing of
+    # the weights costs
+    assert _core.TEAM_MIN_MACS <= 32 * (64 * 256 + 256 * 64)
+    assert core.team_threads(32) == 1
+    small = _core_for([20, 40, 5], 64, folded=True)
+    assert small.team_threads(64) == 1
+    momcore.set_num_threads(1)
+    assert core.team_threads(64) == 1
+    with pytest.raises(ValueError, match="batch"):
+        core.team_threads(0)
+
+
+def _blas_threads() -> int:
+    import scipy.linalg.cython_blas as cython_blas
+
+    lib = ctypes.CDLL(cython_blas.__file__, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    get = getattr(lib, _core.BLAS_THREADS_CONTROL.replace("_set_", "_get_"))
+    get.restype = ctypes.c_int
+    return get()
+
+
+@needs_team
+def test_blas_thread_count_is_restored_after_epochs_in_many_threads(two_threads):
+    sizes, batch = [64, 256, 64], 64
+    X, T = _data(sizes, 640, "softmax", np.float64)
+    order = np.arange(640, dtype=np.int64)
+    before = _blas_threads()
+    errors = []
+
+    def train():
+        try:
+            core = _core_for(sizes, batch, folded=True)
+            for _ in range(20):
+                core.train_epoch(X, T, order, batch, lr=0.01, momentum=0.9)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=train) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    assert _blas_threads() == before
+
+
+def test_no_team_when_asked_in_the_environment():
+    """MOMCORE_NO_BLAS_TEAM=1: epochs run on the calling thread and BLAS's own threads."""
+    code = """
+import numpy as np
+import momcore
+from momcore import _core
+from momcore._network import n_params
+
+momcore.set_num_threads(2)
+sizes = [64, 256, 64]
+core = _core.NetCore(np.zeros(n_params(sizes)), np.zeros(n_params(sizes)), None, sizes,
+                     "tanh", "softmax", 64)
+print(_core.BLAS_THREADS_CONTROL, core.team_threads(64),
+      momcore._config.config()["blas"]["thread control"])
+"""
+    env = dict(os.environ, MOMCORE_NO_BLAS_TEAM="1",
+               PYTHONPATH=os.path.dirname(os.path.dirname(momcore.__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["None", "1", "None"]
