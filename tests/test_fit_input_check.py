@@ -6,6 +6,7 @@ and the steps before a bad batch undone)."""
 from __future__ import annotations
 
 import copy
+import os
 import dataclasses
 import pickle
 
@@ -223,3 +224,30 @@ def test_train_epoch_check_rows(dtype, order):
     assert core.steps_applied == 5 + 2
     # without the check, the row is trained on (and the loss turns NaN)
     assert core.train_epoch(X, T, rows, 8, lr=0.1, momentum=0.5)[3]
+
+
+@pytest.mark.skipif(
+    _core.BLAS_THREADS_CONTROL is None or not _core.have_openmp() or os.cpu_count() < 2,
+    reason="teams need OpenMP, two processors and an OpenBLAS whose thread count can be "
+           "set")
+@pytest.mark.parametrize("order", ["gathered", "in place"])
+@pytest.mark.parametrize("bad_row", [130, 191])  # in the third batch, in either thread's half
+def test_a_team_epoch_stops_where_one_thread_does(threads, order, bad_row):
+    sizes, batch, n_rows = [64, 256, 64], 64, 256
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((n_rows, sizes[0]))
+    T = np.eye(sizes[-1])[rng.integers(0, sizes[-1], n_rows)]
+    rows = np.arange(n_rows) if order == "in place" else np.arange(n_rows)[::-1].copy()
+    X[rows[bad_row], 5] = np.inf
+    params = {}
+    for count in (2, 1):
+        _core.set_num_threads(count)
+        n = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+        core = _core.NetCore(np.full(n, 0.01), np.zeros(n), None, sizes, "tanh", "softmax",
+                             batch)
+        assert core.team_threads(batch) == count
+        with pytest.raises(_core.NonFiniteRows, match="order\\[128\\]; the 2 steps"):
+            core.train_epoch(X, T, rows, batch, lr=0.05, momentum=0.9, check_rows=True)
+        assert core.steps_applied == 2
+        params[count] = core.params.copy()
+    np.testing.assert_allclose(params[2], params[1], rtol=1e-11, atol=1e-14)
