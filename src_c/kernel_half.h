@@ -152,7 +152,7 @@ MC_CAT3(narrow, f16, MC_ISA)(uint16_t *restrict dst, const float *restrict src, 
  * 16 the even one: the chunk is held as its even elements, then its odd ones, and
  * both directions take one operation per vector, without shuffles. float16 keeps the
  * order (its conversion instructions widen and narrow lanes in place). */
-#define MC_HALF_CHUNK_baseline 1 /* unused: the baseline steps in blocks */
+#define MC_HALF_CHUNK_baseline 2 /* unused: the baseline steps in blocks */
 #define MC_HALF_CHUNK_avx2 16
 #define MC_HALF_CHUNK_avx512 32
 #define MC_HALF_CHUNK_OF_(isa) MC_HALF_CHUNK_##isa

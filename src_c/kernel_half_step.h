@@ -30,17 +30,35 @@ MC_HNAME(chunk)(uint16_t *w_new, uint16_t *s_new, const uint16_t *w, const uint1
     MC_HNAME(store_chunk)(s_new, sf);
 }
 
-/* 1 if any of a[0:m], b[0:m], c[0:m] is NaN or +-inf (all exponent bits set). */
+/* Bit 15 of each 16-bit half of MC_H_FLAG(x, k) is set where that half of x is NaN or
+ * +-inf (x holds one element with k = 1, two with k = 0x10001): its exponent bits
+ * plus the lowest of them carry into bit 15 only when they are all set, and never
+ * into the next half. Integer operations: no floating-point exceptions. */
+#define MC_H_FLAG(x, k)                                                                  \
+    (((x) & (uint32_t)MC_H_EXPMASK * (k)) + (uint32_t)(MC_H_EXPMASK & -MC_H_EXPMASK) * (k))
+
+/* 1 if any of a[0:m], b[0:m], c[0:m] is NaN or +-inf. */
 MC_TARGET static inline __attribute__((always_inline)) int
 MC_HNAME(any_special)(const uint16_t *a, const uint16_t *b, const uint16_t *c, size_t m)
 {
-    unsigned found = 0;
+    uint32_t found = 0;
     size_t i;
     for (i = 0; i < m; i++)
-        found |= ((a[i] & MC_H_EXPMASK) == MC_H_EXPMASK) |
-                 ((b[i] & MC_H_EXPMASK) == MC_H_EXPMASK) |
-                 ((c[i] & MC_H_EXPMASK) == MC_H_EXPMASK);
-    return found != 0;
+        found |= MC_H_FLAG(a[i], 1u) | MC_H_FLAG(b[i], 1u) | MC_H_FLAG(c[i], 1u);
+    return (found & 0x8000u) != 0;
+}
+
+/* flags[0:MC_HALF_CHUNK/2] |= MC_H_FLAG of each pair of elements of the chunk a: a
+ * vector operation per vector, reduced once after the last chunk. */
+MC_TARGET static inline __attribute__((always_inline)) void
+MC_HNAME(flag_pairs)(uint32_t *restrict flags, const uint16_t *restrict a)
+{
+    size_t i;
+    for (i = 0; i < MC_HALF_CHUNK / 2; i++) {
+        uint32_t x;
+        memcpy(&x, a + 2 * i, sizeof x);
+        flags[i] |= MC_H_FLAG(x, 0x10001u);
+    }
 }
 
 /* The m <= MC_HALF_BLOCK elements at w, g, s, p with the rule of h looked up at run
@@ -82,8 +100,9 @@ MC_HNAME(chunks)(uint16_t *restrict w,       /* [n] */
 {
     mc_hyper k = *h; /* with the rule as a constant, for the chunks' inlined rule loop */
     uint16_t w_new[MC_HALF_CHUNK], s_new[MC_HALF_CHUNK];
+    uint32_t flags[MC_HALF_CHUNK / 2] = {0}, found = 0;
     size_t head = (64 - ((uintptr_t)w & 63)) % 64 / sizeof *w % MC_HALF_CHUNK;
-    size_t lo;
+    size_t lo, i;
     k.rule = rule;
     if (head > n)
         head = n;
@@ -96,9 +115,14 @@ MC_HNAME(chunks)(uint16_t *restrict w,       /* [n] */
             continue;
         }
         MC_HNAME(chunk)(w_new, s_new, w + lo, g + lo, s + lo, p_lo, &k, has_wd);
-        if (MC_HNAME(any_special)(w_new, s_new, g + lo, MC_HALF_CHUNK))
-            return 1;
+        MC_HNAME(flag_pairs)(flags, w_new);
+        MC_HNAME(flag_pairs)(flags, s_new);
+        MC_HNAME(flag_pairs)(flags, g + lo);
     }
+    for (i = 0; i < MC_HALF_CHUNK / 2; i++)
+        found |= flags[i] & UINT32_C(0x80008000);
+    if (found)
+        return 1;
     if (lo < n)
         return MC_HNAME(block)(w + lo, g + lo, s + lo, p != NULL ? p + lo : NULL, n - lo, h,
                                dry);
@@ -155,4 +179,5 @@ MC_HNAME(step_nonfinite)(uint16_t *restrict w, const uint16_t *restrict g,
     return MC_HNAME(by_rule)(w, g, s, p, n, h, 1);
 }
 
+#undef MC_H_FLAG
 #undef MC_HNAME

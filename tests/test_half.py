@@ -295,6 +295,29 @@ def test_nan_and_inf_propagate_like_the_reference(simd, dtype):
     _assert_same_bits((w, s), (w0, s0))
 
 
+@pytest.mark.parametrize("dtype", HALF)
+def test_skip_finds_one_bad_element_anywhere(simd, dtype):
+    # one NaN or inf gradient, or one overflow at the rounding, at each position in
+    # turn (heads, chunks of the vector loop, tails): the step is refused, nothing
+    # is written
+    name = np.dtype(dtype).name
+    n = 300
+    w0, s0, grads = _operands(n, dtype, seed=6)
+    for i in (0, 1, 30, 31, 32, 63, 64, 150, 267, 298, 299):
+        for kind in ("nan", "inf", "overflow"):
+            w, s, g = w0.copy(), s0.copy(), grads[0].copy()
+            if kind == "overflow":
+                w[i], g[i] = OVERFLOWS[name]
+            else:
+                g[i] = np.array(np.nan if kind == "nan" else -np.inf, np.float32).astype(dtype)
+            before = (w.copy(), s.copy())
+            assert momcore.momentum_step(w, g, s, lr=1.0, momentum=0.5,
+                                         nonfinite="skip") is False, (i, kind)
+            _assert_same_bits((w, s), before)
+    w, s = w0.copy(), s0.copy()
+    assert momcore.momentum_step(w, grads[0], s, lr=1.0, momentum=0.5, nonfinite="skip")
+
+
 # ---- many, groups and errors ----------------------------------------------------------
 
 
