@@ -44,12 +44,20 @@ MC_CAT3(widen, bf16, MC_ISA)(float *restrict dst, const uint16_t *restrict src, 
 #if MC_LANES_OF(MC_ISA) == 16
 /* The float32 lanes x rounded to bfloat16 (see mc_f32_to_bf16), in the upper 16 bits
  * of each lane (the lower 16 are left over from the rounding): adding 0x7fff plus the
- * lowest kept bit; NaN lanes (rare: a branch) become the quiet NaN with their sign. */
+ * lowest kept bit. Right for every lane but NaNs (see round_upper). */
+MC_TARGET static inline __attribute__((always_inline)) __m512i
+MC_CAT3(round_number, bf16, MC_ISA)(const __m512i x)
+{
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+    return _mm512_add_epi32(x, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+}
+
+/* round_number with the NaN lanes (rare: a branch) made the quiet NaN with their sign;
+ * the NaNs found as integers (no floating-point exception, whatever the input). */
 MC_TARGET static inline __attribute__((always_inline)) __m512i
 MC_CAT3(round_upper, bf16, MC_ISA)(const __m512i x)
 {
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_add_epi32(x, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+    const __m512i rounded = MC_CAT3(round_number, bf16, MC_ISA)(x);
     const __mmask16 nan = _mm512_cmpgt_epu32_mask(
         _mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
     if (__builtin_expect(nan != 0, 0)) /* (x & sign) | quiet NaN, as a bitwise select */
@@ -61,10 +69,16 @@ MC_CAT3(round_upper, bf16, MC_ISA)(const __m512i x)
 }
 #elif MC_LANES_OF(MC_ISA) == 8
 MC_TARGET static inline __attribute__((always_inline)) __m256i
-MC_CAT3(round_upper, bf16, MC_ISA)(const __m256i x)
+MC_CAT3(round_number, bf16, MC_ISA)(const __m256i x)
 {
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
-    const __m256i rounded = _mm256_add_epi32(x, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
+    return _mm256_add_epi32(x, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
+}
+
+MC_TARGET static inline __attribute__((always_inline)) __m256i
+MC_CAT3(round_upper, bf16, MC_ISA)(const __m256i x)
+{
+    const __m256i rounded = MC_CAT3(round_number, bf16, MC_ISA)(x);
     /* signed compare: both sides are below 2**31 */
     const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff)),
                                            _mm256_set1_epi32(0x7f800000));
@@ -179,23 +193,32 @@ MC_CAT3(load_chunk, bf16, MC_ISA)(float *restrict dst, const uint16_t *restrict 
 #endif
 }
 
-/* dst[0:MC_HALF_CHUNK] := src (in the order load_chunk gave) rounded to bfloat16. */
+/* dst[0:MC_HALF_CHUNK] := src (in the order load_chunk gave) rounded to bfloat16.
+ * src holds results of arithmetic, never signalling NaNs: one quiet compare of the
+ * two vectors finds whether a NaN needs round_upper (which raises no flag either). */
 MC_TARGET static inline __attribute__((always_inline)) void
 MC_CAT3(store_chunk, bf16, MC_ISA)(uint16_t *restrict dst, const float *restrict src)
 {
 #if MC_LANES_OF(MC_ISA) == 16
-    const __m512i even = MC_CAT3(round_upper, bf16, MC_ISA)(_mm512_load_si512((const void *)src));
-    const __m512i odd =
-        MC_CAT3(round_upper, bf16, MC_ISA)(_mm512_load_si512((const void *)(src + 16)));
+    const __m512 a = _mm512_load_ps(src), b = _mm512_load_ps(src + 16);
+    __m512i even = MC_CAT3(round_number, bf16, MC_ISA)(_mm512_castps_si512(a));
+    __m512i odd = MC_CAT3(round_number, bf16, MC_ISA)(_mm512_castps_si512(b));
+    if (__builtin_expect(_mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q) != 0, 0)) {
+        even = MC_CAT3(round_upper, bf16, MC_ISA)(_mm512_castps_si512(a));
+        odd = MC_CAT3(round_upper, bf16, MC_ISA)(_mm512_castps_si512(b));
+    }
     _mm512_storeu_si512((void *)dst,
                         _mm512_ternarylogic_epi32(_mm512_srli_epi32(even, 16), odd,
                                                   _mm512_set1_epi32((int)0xffff0000u),
                                                   0xf8 /* A | B&C */));
 #elif MC_LANES_OF(MC_ISA) == 8
-    const __m256i even =
-        MC_CAT3(round_upper, bf16, MC_ISA)(_mm256_load_si256((const __m256i *)src));
-    const __m256i odd =
-        MC_CAT3(round_upper, bf16, MC_ISA)(_mm256_load_si256((const __m256i *)(src + 8)));
+    const __m256 a = _mm256_load_ps(src), b = _mm256_load_ps(src + 8);
+    __m256i even = MC_CAT3(round_number, bf16, MC_ISA)(_mm256_castps_si256(a));
+    __m256i odd = MC_CAT3(round_number, bf16, MC_ISA)(_mm256_castps_si256(b));
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q)) != 0, 0)) {
+        even = MC_CAT3(round_upper, bf16, MC_ISA)(_mm256_castps_si256(a));
+        odd = MC_CAT3(round_upper, bf16, MC_ISA)(_mm256_castps_si256(b));
+    }
     _mm256_storeu_si256((__m256i *)dst,
                         _mm256_or_si256(_mm256_srli_epi32(even, 16),
                                         _mm256_and_si256(odd, _mm256_set1_epi32((int)0xffff0000u))));
