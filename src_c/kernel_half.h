@@ -227,16 +227,37 @@ MC_CAT3(store_chunk, bf16, MC_ISA)(uint16_t *restrict dst, const float *restrict
 #endif
 }
 
+/* float16 chunks: the conversion instructions, in order, the two halves of a chunk
+ * stored as one vector (so that a load of the whole chunk can take it from the store
+ * buffer). */
 MC_TARGET static inline __attribute__((always_inline)) void
 MC_CAT3(load_chunk, f16, MC_ISA)(float *restrict dst, const uint16_t *restrict src)
 {
+#if MC_LANES_OF(MC_ISA) == 16
+    _mm512_store_ps(dst, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)src)));
+    _mm512_store_ps(dst + 16, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + 16))));
+#elif MC_LANES_OF(MC_ISA) == 8
+    _mm256_store_ps(dst, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)src)));
+    _mm256_store_ps(dst + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 8))));
+#else
     MC_CAT3(widen, f16, MC_ISA)(dst, src, MC_HALF_CHUNK);
+#endif
 }
 
 MC_TARGET static inline __attribute__((always_inline)) void
 MC_CAT3(store_chunk, f16, MC_ISA)(uint16_t *restrict dst, const float *restrict src)
 {
+#if MC_LANES_OF(MC_ISA) == 16
+    const __m256i lo = _mm512_cvtps_ph(_mm512_load_ps(src), _MM_FROUND_TO_NEAREST_INT);
+    const __m256i hi = _mm512_cvtps_ph(_mm512_load_ps(src + 16), _MM_FROUND_TO_NEAREST_INT);
+    _mm512_storeu_si512((void *)dst, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+#elif MC_LANES_OF(MC_ISA) == 8
+    const __m128i lo = _mm256_cvtps_ph(_mm256_load_ps(src), _MM_FROUND_TO_NEAREST_INT);
+    const __m128i hi = _mm256_cvtps_ph(_mm256_load_ps(src + 8), _MM_FROUND_TO_NEAREST_INT);
+    _mm256_storeu_si256((__m256i *)dst, _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1));
+#else
     MC_CAT3(narrow, f16, MC_ISA)(dst, src, MC_HALF_CHUNK);
+#endif
 }
 
 /* The step and its dry run for one 16-bit format: MC_H is its name (bf16 or f16),
