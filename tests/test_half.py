@@ -429,3 +429,34 @@ def test_sgd_trains_half_parameters_and_round_trips_its_state(dtype):
     copy = momcore.SGD([p.copy() for p in params], lr=0.1, momentum=0.9, rule="nesterov")
     copy.load_state_dict(opt.state_dict())
     _assert_same_bits(copy.state_dict()["state"], opt.state_dict()["state"])
+
+
+# ---- the benchmark's 16-bit rows -------------------------------------------------------
+
+
+def test_bench_half_rows_and_the_torch_comparison():
+    from momcore import _bench
+
+    rows = _bench.half_table(n=4096, budget=0.001, settle=0)
+    assert [r["case"].split()[2] for r in rows] == [np.dtype(d).name for d in _bench.half_dtypes()]
+    text = _bench.format_table(rows)
+    for r in rows:
+        assert r["momcore_us"] > 0 and r["speedup"] > 0
+        if "over_torch_fused" in r:
+            assert r["over_torch_fused"] > 0
+    skipped = [r for r in rows if r.get("torch_fused_skips_parameters")]
+    assert ("pytorch issue 191763" in text) == bool(skipped)
+    torch = pytest.importorskip("torch")
+    # the probe against torch's own single-tensor SGD, which stores every parameter
+    for dtype in _bench.half_dtypes() + [np.float32]:
+        name = np.dtype(dtype).name
+        tdtype = getattr(torch, name)
+        params = [torch.ones(256, dtype=tdtype) for _ in range(2)]
+        for p in params:
+            p.grad = torch.ones(256, dtype=tdtype)
+        try:
+            torch.optim.SGD(params[:1], lr=0.5, momentum=0.9, fused=True).step()
+        except (RuntimeError, TypeError):
+            continue
+        torch.optim.SGD(params[1:], lr=0.5, momentum=0.9, foreach=False).step()
+        assert _bench.torch_fused_skips_parameters(dtype) == (not torch.equal(*params)), name
