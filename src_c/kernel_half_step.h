@@ -88,9 +88,10 @@ MC_HNAME(block)(uint16_t *w, const uint16_t *g, uint16_t *s, const uint16_t *p, 
 /* With dry == 0: the step on w, s in place. With dry != 0: writes nothing and
  * returns 1 if any g element is NaN or +-inf or any new w or state value would be
  * after its rounding to the format (float16 overflows above 65504, so a finite
- * float32 result can store an inf). The chunks start at w's first 64-byte boundary
- * (the elements before it are a partial chunk), so that the loads and stores of w,
- * and of the streams aligned as w is, do not straddle cache lines. */
+ * float32 result can store an inf). The chunks start where w is aligned to a chunk's
+ * bytes (64 with AVX-512, 32 with AVX2; the elements before are a partial chunk), so
+ * that the vectors of w, and of the streams aligned as w is, do not straddle cache
+ * lines (numpy's large arrays start 16 bytes past a page boundary). */
 MC_TARGET static inline __attribute__((always_inline)) int
 MC_HNAME(chunks)(uint16_t *restrict w,       /* [n] */
                  const uint16_t *restrict g, /* [n] */
