@@ -64,7 +64,7 @@ HALF = [np.dtype(dt).name for dt in _bench.half_dtypes()]
                          + [f"{h}_{k}" for h in HALF for k in ("raise", "roofline")])
 def test_step_half(benchmark, record, contender):
     # one group: the float16/bfloat16 steps against the float32 step (target >= 1.8x)
-    fn = _bench.half_contenders()[contender]
+    fn = _bench.half_contenders(with_torch=False)[contender]
     benchmark.group = f"step n={_bench.HALF_SIZE:.0e} 16-bit storage vs float32"
     benchmark(fn)
     record(benchmark, benchmark.group, contender)
@@ -72,19 +72,10 @@ def test_step_half(benchmark, record, contender):
 
 @pytest.mark.parametrize("dtype", HALF)
 def test_step_half_torch_fused(benchmark, record, dtype):
-    torch = pytest.importorskip("torch")
-    tdtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    n = _bench.HALF_SIZE
-    ops = _bench.operands(n, np.float32)
-    p = torch.from_numpy(ops.w).to(tdtype)
-    p.grad = torch.from_numpy(ops.g).to(tdtype)
-    torch.set_num_threads(momcore.get_num_threads())
-    try:
-        opt = torch.optim.SGD([p], lr=_bench.HYPER["lr"], momentum=_bench.HYPER["momentum"],
-                              fused=True)
-        opt.step()
-    except (RuntimeError, TypeError) as exc:
-        pytest.skip(f"torch fused SGD unavailable for {dtype}: {exc}")
-    benchmark.group = f"step n={n:.0e} 16-bit storage vs float32"
-    benchmark(opt.step)
+    pytest.importorskip("torch")
+    step = _bench.torch_fused_step(dict(zip(HALF, _bench.half_dtypes()))[dtype])
+    if step is None:
+        pytest.skip(f"torch fused SGD unavailable for {dtype}")
+    benchmark.group = f"step n={_bench.HALF_SIZE:.0e} 16-bit storage vs float32"
+    benchmark(step)
     record(benchmark, benchmark.group, f"torch_fused_{dtype}")

@@ -77,9 +77,62 @@ def half_dtypes() -> list:
     return [np.float16, bfloat16]
 
 
-def half_contenders(n: int = HALF_SIZE) -> dict[str, Callable[[], object]]:
+def torch_fused_step(dtype: type, n: int = HALF_SIZE) -> Callable[[], object] | None:
+    """One step of ``torch.optim.SGD(fused=True)`` (momentum 0.9) on n parameters of
+    dtype, on momcore's thread count; None without torch or its fused CPU SGD for dtype.
+
+    Its parameter, gradient and momentum buffer are numpy buffers of their own made as
+    every momcore contender's are (``operands``): the same allocator, alignment and
+    pages, and no first step that allocates. See ``torch_fused_skips_parameters``."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(_core.get_num_threads())
+    ops = operands(n, dtype)
+
+    def tensor(a: np.ndarray):
+        if np.dtype(dtype).name == "bfloat16":  # ml_dtypes' type, which torch cannot read
+            return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(a)
+
+    param = tensor(ops.w)
+    param.grad = tensor(ops.g)
+    try:
+        opt = torch.optim.SGD([param], **HYPER, fused=True)
+        opt.state[param]["momentum_buffer"] = tensor(ops.s)
+        opt.step()
+    except (RuntimeError, TypeError):  # no fused CPU SGD for dtype in this build
+        return None
+    return opt.step
+
+
+def torch_fused_skips_parameters(dtype: type) -> bool:
+    """Whether torch's fused CPU SGD leaves parameters of dtype unwritten: torch 2.12
+    and 2.13 update the momentum buffer of every full vector of float16 or bfloat16
+    elements but store only the scalar remainder of the parameters (pytorch issue
+    191763): their step leaves out one of the 5 streams, the parameters' store (and
+    computes the momentum from misread buffers). False without torch."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    tdtype = {"float16": torch.float16, "bfloat16": torch.bfloat16,
+              "float32": torch.float32, "float64": torch.float64}[np.dtype(dtype).name]
+    param = torch.ones(256, dtype=tdtype)
+    param.grad = torch.ones(256, dtype=tdtype)
+    try:
+        torch.optim.SGD([param], lr=0.5, momentum=0.9, fused=True).step()
+    except (RuntimeError, TypeError):
+        return False
+    return bool((param != 0.5).any())  # the first step: buffer = g, w = 1 - 0.5 * 1
+
+
+def half_contenders(n: int = HALF_SIZE,
+                    with_torch: bool = True) -> dict[str, Callable[[], object]]:
     """The float32 step and, per 16-bit dtype, its step, its step with
-    nonfinite='raise' and its 5-stream roofline, each on buffers of its own."""
+    nonfinite='raise', its 5-stream roofline and (with_torch, when torch is installed)
+    torch's fused SGD ('torch_fused_' + the dtype's name), each on buffers of its own."""
     contenders: dict[str, Callable[[], object]] = {}
     for dtype in [np.float32] + half_dtypes():
         name = np.dtype(dtype).name
@@ -89,21 +142,32 @@ def half_contenders(n: int = HALF_SIZE) -> dict[str, Callable[[], object]]:
             contenders[f"{name}_raise"] = lambda o=ops: _core.momentum_step(
                 o.w, o.g, o.s, **HYPER, nonfinite="raise")
             contenders[f"{name}_roofline"] = lambda o=ops: _core._stream5(o.w, o.g, o.s)
+            torch_step = torch_fused_step(dtype, n) if with_torch else None
+            if torch_step is not None:
+                contenders[f"torch_fused_{name}"] = torch_step
     return contenders
 
 
 def half_table(n: int = HALF_SIZE, budget: float = 0.2,
                settle: float | None = None) -> list[dict[str, object]]:
     """Rows per 16-bit dtype: the float32 step's time over its (target: >= 1.8x, half
-    the bytes), the fraction of its own roofline, the cost of nonfinite='raise'."""
+    the bytes), the fraction of its own roofline, the cost of nonfinite='raise' and,
+    with torch, torch's fused SGD's time over its (target: >= 1.0x) and whether that
+    SGD skips the parameters' store (see torch_fused_skips_parameters)."""
     times = best_times(half_contenders(n), budget, settle=settle)
-    return [{"case": f"momentum_step n={n:.0e} {np.dtype(dt).name} vs f32",
-             "momcore_us": times[np.dtype(dt).name] * 1e6,
-             "speedup": times["float32"] / times[np.dtype(dt).name],
-             "roofline_fraction": times[f"{np.dtype(dt).name}_roofline"]
-             / times[np.dtype(dt).name],
-             "raise_cost": times[f"{np.dtype(dt).name}_raise"] / times[np.dtype(dt).name]}
-            for dt in half_dtypes()]
+    rows = []
+    for dt in half_dtypes():
+        name = np.dtype(dt).name
+        row = {"case": f"momentum_step n={n:.0e} {name} vs f32",
+               "momcore_us": times[name] * 1e6,
+               "speedup": times["float32"] / times[name],
+               "roofline_fraction": times[f"{name}_roofline"] / times[name],
+               "raise_cost": times[f"{name}_raise"] / times[name]}
+        if f"torch_fused_{name}" in times:
+            row["over_torch_fused"] = times[f"torch_fused_{name}"] / times[name]
+            row["torch_fused_skips_parameters"] = torch_fused_skips_parameters(dt)
+        rows.append(row)
+    return rows
 
 
 def best_times(contenders: dict[str, Callable[[], object]], budget: float = 0.2,
@@ -170,7 +234,14 @@ def format_table(rows: list[dict[str, object]]) -> str:
         lines.append(
             f"{r['case']:<40} {r['momcore_us']:>11.2f} {r['speedup']:>8.1f}x "
             f"{'' if frac != frac else f'{frac:>11.0%}':>12} "
-            f"{'' if cost != cost else f'{cost:>15.2f}x':>16}")
+            f"{'' if cost != cost else f'{cost:>15.2f}x':>16}"
+            + (f"  {r['over_torch_fused']:.2f}x over torch fused"
+               + ("*" if r["torch_fused_skips_parameters"] else "")
+               if "over_torch_fused" in r else ""))
+    if any(r.get("torch_fused_skips_parameters") for r in rows):
+        lines.append("* this torch's fused CPU SGD leaves the parameters of full vectors "
+                     "unwritten in float16/bfloat16 (pytorch issue 191763): it leaves out "
+                     "one of the step's 5 streams, the parameters' store")
     return "\n".join(lines)
 
 

@@ -626,15 +626,36 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
     return MC_NAME(backward_part)(net, x, B, fold, lr, momentum, next, 0, 1);
 }
 
+/* Outputs of X[n, sizes[0]] into Y, max_batch rows at a time; on a team of threads
+ * (each its share of the rows, BLAS held to one thread) when a chunk qualifies as a
+ * training batch does (mc_mlp_team_threads), so that predictions between training
+ * epochs run on the same threads as the epochs rather than against them. */
 MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t n, MC_T *Y)
 {
     const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
-    size_t start;
-    for (start = 0; start < n; start += net->max_batch) {
-        const size_t B = n - start < net->max_batch ? n - start : net->max_batch;
-        MC_NAME(forward)(net, X + start * I, B, 0);
-        memcpy(Y + start * O, net->acts[net->n_layers], B * O * sizeof(MC_T));
+    const int want = mc_mlp_team_threads(net, n < net->max_batch ? n : net->max_batch);
+    if (want > 1)
+        mc_team_enter();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(want) if (want > 1)
+#endif
+    {
+        const int t = mc_thread_num(), nt = mc_team_size();
+        size_t start;
+        for (start = 0; start < n; start += net->max_batch) {
+            const size_t B = n - start < net->max_batch ? n - start : net->max_batch;
+            size_t lo, hi;
+            mc_part(B, t, nt, &lo, &hi);
+            MC_NAME(forward_rows)(net, X + start * I, lo, hi, 0);
+            memcpy(Y + (start + lo) * O, (MC_T *)net->acts[net->n_layers] + lo * O,
+                   (hi - lo) * O * sizeof(MC_T));
+            if (nt > 1) { /* the workspace rows are the next chunk's, parted anew */
+                MC_BARRIER();
+            }
+        }
     }
+    if (want > 1)
+        mc_team_leave();
 }
 
 MC_TARGET static double MC_NAME(gradients)(const mc_mlp *net, const MC_T *X, const MC_T *T,

@@ -88,6 +88,59 @@ def test_qian_momenta_in_half(simd, dtype):
     _assert_same_bits((w, s), (w_ref, s_ref))
 
 
+def _at_offset(values, offset):
+    """A copy of values whose data starts offset elements past a 64-byte boundary."""
+    raw = np.zeros(values.size + offset + 64, values.dtype)
+    start = (-raw.ctypes.data % 64) // values.itemsize + offset
+    view = raw[start:start + values.size]
+    view[...] = values
+    return view
+
+
+# element offsets of (w, g, state) from a cache line: equal, so the chunks of all
+# three line up, and unequal
+OFFSETS = [(0, 0, 0), (1, 1, 1), (8, 8, 8), (31, 31, 31), (0, 5, 30), (31, 0, 17), (7, 3, 0)]
+
+
+@pytest.mark.parametrize("offsets", OFFSETS, ids=str)
+@pytest.mark.parametrize("n", [31, 32, 33, 64, 95, 200])
+@pytest.mark.parametrize("dtype", HALF)
+def test_unaligned_starts_match_reference_bit_for_bit(simd, dtype, n, offsets):
+    w, s, grads = _operands(n, dtype, seed=4)
+    s[:] = (np.arange(n) / n).astype(dtype)
+    w_ref, s_ref = w.copy(), s.copy()
+    w, s = _at_offset(w, offsets[0]), _at_offset(s, offsets[2])
+    momenta = np.linspace(0.1, 0.95, n).astype(dtype)
+    for rule, extra in (("nesterov", {"weight_decay": 0.01}), ("qian", {"momenta": momenta})):
+        for g in grads:
+            g_off = _at_offset(g, offsets[1])
+            momcore.momentum_step(w, g_off, s, rule=rule, lr=0.05, momentum=0.9, **extra)
+            ref.momentum_step(w_ref, g, s_ref, rule=rule, lr=0.05, momentum=0.9, **extra)
+        _assert_same_bits((w, s), (w_ref, s_ref))
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("rule", RULES)
+def test_every_bit_pattern_steps_like_the_reference(simd, rule, dtype):
+    # w, g, state (and the momenta) each hold all 2**16 patterns, shuffled: every
+    # lane of every chunk meets NaN, inf, subnormals, zeros and overflows at the
+    # rounding. Equal bits, except in NaNs: which input NaN an operation passes on
+    # depends on its operand order, which compilers may swap. bfloat16 stores every
+    # NaN as the quiet NaN 0x7fc0 with a sign, whatever the payload it came with.
+    rng = np.random.default_rng(5)
+    w, g, s, momenta = (rng.permutation(1 << 16).astype(np.uint16).view(dtype)
+                        for _ in range(4))
+    extra = {"momenta": momenta} if rule == "qian" else {}
+    w_ref, s_ref = w.copy(), s.copy()
+    with np.errstate(all="ignore"):
+        momcore.momentum_step(w, g, s, rule=rule, **_hyper(rule, 0.01), **extra)
+        ref.momentum_step(w_ref, g, s_ref, rule=rule, **_hyper(rule, 0.01), **extra)
+    for got, want in ((w, w_ref), (s, s_ref)):
+        _same_or_both_nan(_bits(got), _bits(want), dtype)
+        if dtype is bfloat16:
+            np.testing.assert_array_equal(_bits(got) & 0x7fff, _bits(want) & 0x7fff)
+
+
 @pytest.mark.parametrize("n", [2**16, 2**16 + 17, 2**20 + 3])
 @pytest.mark.parametrize("dtype", HALF)
 def test_one_and_two_threads_agree(threads, dtype, n):
@@ -242,6 +295,29 @@ def test_nan_and_inf_propagate_like_the_reference(simd, dtype):
     _assert_same_bits((w, s), (w0, s0))
 
 
+@pytest.mark.parametrize("dtype", HALF)
+def test_skip_finds_one_bad_element_anywhere(simd, dtype):
+    # one NaN or inf gradient, or one overflow at the rounding, at each position in
+    # turn (heads, chunks of the vector loop, tails): the step is refused, nothing
+    # is written
+    name = np.dtype(dtype).name
+    n = 300
+    w0, s0, grads = _operands(n, dtype, seed=6)
+    for i in (0, 1, 30, 31, 32, 63, 64, 150, 267, 298, 299):
+        for kind in ("nan", "inf", "overflow"):
+            w, s, g = w0.copy(), s0.copy(), grads[0].copy()
+            if kind == "overflow":
+                w[i], g[i] = OVERFLOWS[name]
+            else:
+                g[i] = np.array(np.nan if kind == "nan" else -np.inf, np.float32).astype(dtype)
+            before = (w.copy(), s.copy())
+            assert momcore.momentum_step(w, g, s, lr=1.0, momentum=0.5,
+                                         nonfinite="skip") is False, (i, kind)
+            _assert_same_bits((w, s), before)
+    w, s = w0.copy(), s0.copy()
+    assert momcore.momentum_step(w, grads[0], s, lr=1.0, momentum=0.5, nonfinite="skip")
+
+
 # ---- many, groups and errors ----------------------------------------------------------
 
 
@@ -353,3 +429,34 @@ def test_sgd_trains_half_parameters_and_round_trips_its_state(dtype):
     copy = momcore.SGD([p.copy() for p in params], lr=0.1, momentum=0.9, rule="nesterov")
     copy.load_state_dict(opt.state_dict())
     _assert_same_bits(copy.state_dict()["state"], opt.state_dict()["state"])
+
+
+# ---- the benchmark's 16-bit rows -------------------------------------------------------
+
+
+def test_bench_half_rows_and_the_torch_comparison():
+    from momcore import _bench
+
+    rows = _bench.half_table(n=4096, budget=0.001, settle=0)
+    assert [r["case"].split()[2] for r in rows] == [np.dtype(d).name for d in _bench.half_dtypes()]
+    text = _bench.format_table(rows)
+    for r in rows:
+        assert r["momcore_us"] > 0 and r["speedup"] > 0
+        if "over_torch_fused" in r:
+            assert r["over_torch_fused"] > 0
+    skipped = [r for r in rows if r.get("torch_fused_skips_parameters")]
+    assert ("pytorch issue 191763" in text) == bool(skipped)
+    torch = pytest.importorskip("torch")
+    # the probe against torch's own single-tensor SGD, which stores every parameter
+    for dtype in _bench.half_dtypes() + [np.float32]:
+        name = np.dtype(dtype).name
+        tdtype = getattr(torch, name)
+        params = [torch.ones(256, dtype=tdtype) for _ in range(2)]
+        for p in params:
+            p.grad = torch.ones(256, dtype=tdtype)
+        try:
+            torch.optim.SGD(params[:1], lr=0.5, momentum=0.9, fused=True).step()
+        except (RuntimeError, TypeError):
+            continue
+        torch.optim.SGD(params[1:], lr=0.5, momentum=0.9, foreach=False).step()
+        assert _bench.torch_fused_skips_parameters(dtype) == (not torch.equal(*params)), name

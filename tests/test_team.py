@@ -222,3 +222,26 @@ print(_core.BLAS_THREADS_CONTROL, core.team_threads(64),
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == ["None", "1", "None"]
+
+
+@needs_team
+@pytest.mark.parametrize("n_rows", [1, 63, 64, 200, 1000])
+def test_team_predictions_equal_one_thread(threads, n_rows):
+    sizes = [64, 256, 64]
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((n_rows, sizes[0]))
+    core = _core_for(sizes, 128, folded=True)
+    out = {}
+    for t in (2, 1):
+        momcore.set_num_threads(t)
+        assert core.team_threads(128) == t
+        out[t] = np.empty((n_rows, sizes[-1]))
+        core.predict(X, out[t])
+    np.testing.assert_allclose(out[2], out[1], rtol=1e-12, atol=1e-15)
+    # and the network's outputs as written out in numpy
+    W0, b0 = core.params[:64 * 256].reshape(64, 256), core.params[64 * 256:65 * 256]
+    rest = core.params[65 * 256:]
+    W1, b1 = rest[:256 * 64].reshape(256, 64), rest[256 * 64:]
+    z = np.tanh(X @ W0 + b0) @ W1 + b1
+    want = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(out[2], want / want.sum(axis=1, keepdims=True), rtol=1e-10)
