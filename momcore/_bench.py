@@ -235,7 +235,7 @@ def format_table(rows: list[dict[str, object]]) -> str:
             f"{r['case']:<40} {r['momcore_us']:>11.2f} {r['speedup']:>8.1f}x "
             f"{'' if frac != frac else f'{frac:>11.0%}':>12} "
             f"{'' if cost != cost else f'{cost:>15.2f}x':>16}"
-            + (f"  {r['over_torch_fused']:.2f}x over torch fused"
+            + (f"  torch fused time / momcore's: {r['over_torch_fused']:.2f}x"
                + ("*" if r["torch_fused_skips_parameters"] else "")
                if "over_torch_fused" in r else ""))
     if any(r.get("torch_fused_skips_parameters") for r in rows):
