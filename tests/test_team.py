@@ -202,7 +202,7 @@ def test_blas_thread_count_is_restored_after_epochs_in_many_threads(two_threads)
     assert _blas_threads() == before
 
 
-def test_no_team_when_asked_in_the_environment():
+def test_no_team_when_asked_in_the_environment(tmp_path):
     """MOMCORE_NO_BLAS_TEAM=1: epochs run on the calling thread and BLAS's own threads."""
     code = """
 import numpy as np
@@ -219,8 +219,10 @@ print(_core.BLAS_THREADS_CONTROL, core.team_threads(64),
 """
     env = dict(os.environ, MOMCORE_NO_BLAS_TEAM="1",
                PYTHONPATH=os.path.dirname(os.path.dirname(momcore.__file__)))
+    # from a directory of its own: the source tree's momcore/ (without the built
+    # extension) must not shadow the package under test
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+                         text=True, check=True, cwd=tmp_path).stdout.split()
     assert out == ["None", "1", "None"]
 
 
