@@ -1014,9 +1014,16 @@ def _widen_half(const uint16_t[::1] src, float[::1] dst, str dtype):
 if mc_select_isa(os.environ.get("MOMCORE_SIMD", "auto").encode()) != 0:
     mc_select_isa(b"auto")
 
-# OpenMP's thread pool does not survive fork(): a child process (multiprocessing's
-# default on Linux) runs the kernels on one thread instead of hanging.
-os.register_at_fork(after_in_child=lambda: mc_set_num_threads(1))
+def _after_fork_in_child():
+    # OpenMP's thread pool does not survive fork(): a child process (multiprocessing's
+    # default on Linux) runs the kernels on one thread instead of hanging; and BLAS gets
+    # back the thread count that an epoch's team in another thread of the parent held
+    # at one.
+    mc_set_num_threads(1)
+    mc_team_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---- multilayer perceptron ---------------------------------------------------------
@@ -1038,9 +1045,9 @@ def _blas_thread_functions():
 
     if os.environ.get("MOMCORE_NO_BLAS_TEAM", "") not in ("", "0"):
         return 0, 0, None
-    try:
+    try:  # (RTLD_NOLOAD: the library scipy loaded, never a second copy; POSIX only)
         lib = ctypes.CDLL(cython_blas.__file__, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-    except OSError:
+    except (OSError, AttributeError):
         return 0, 0, None
     for prefix in ("scipy_openblas", "openblas"):
         try:

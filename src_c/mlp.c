@@ -100,6 +100,14 @@ static void mc_team_enter(void)
     }
 }
 
+void mc_team_after_fork(void)
+{
+    if (team_depth > 0) {
+        team_depth = 0;
+        blas_set_threads(blas_threads);
+    }
+}
+
 static void mc_team_leave(void)
 {
 #ifdef _OPENMP

@@ -103,6 +103,11 @@ void mc_set_blas_threads(mc_set_threads_t set, mc_get_threads_t get);
 /* 1 when mc_set_blas_threads registered them, else 0. */
 int mc_have_blas_threads(void);
 
+/* In the child of a fork() made while an epoch ran on a team (in another thread of the
+ * parent): gives BLAS back the thread count the team had saved, which no team of the
+ * child will restore. */
+void mc_team_after_fork(void);
+
 /* The most threads of a team; the multiply-adds of a step below which a batch runs
  * on the calling thread; the rows per thread of the full batches below which an epoch
  * does not run on a team (each thread packs the whole of every weight matrix for its

@@ -778,14 +778,20 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     all.dtype = net->dtype;
     all.p = NULL;
 
+    /* with fold and l2: sum ||W||^2 at the first batch's weights, a sweep of its own,
+     * taken before the team starts (no thread of which may then step W while another
+     * still reads it) */
+    const double first_squares = net->l2 != 0 && fold ? MC_NAME(weight_squares)(net) : 0;
+
 #ifdef _OPENMP
 #pragma omp parallel num_threads(want) if (want > 1)
 #endif
     {
         /* the threads the runtime gave, which may be fewer than asked for */
         const int t = mc_thread_num(), nt = mc_team_size();
-        /* with fold and l2: sum ||W||^2 that the last step's sweep left, or -1 */
-        double squares = -1;
+        /* with fold and l2: sum ||W||^2 at the weights of the next forward pass, which
+         * the last step's sweep summed */
+        double squares = first_squares;
         int ahead = 0; /* acts[1] holds this sample's first-layer product */
         size_t start, r;
         for (start = 0; start < n_order; start += batch) {
@@ -852,8 +858,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
              * its own for the first batch); without, those the backward pass sums, still
              * before the step. */
             if (net->l2 != 0 && fold)
-                penalty = 0.5 * net->l2 *
-                          (squares >= 0 ? squares : MC_NAME(weight_squares)(net));
+                penalty = 0.5 * net->l2 * squares;
             if (!isfinite(loss + penalty)) {
                 if (t == 0)
                     res.stopped = 1;

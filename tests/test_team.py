@@ -24,8 +24,10 @@ needs_team = pytest.mark.skipif(
 # batch and the step is team-sized; 65 rows split unevenly; the last batch has `tail`
 # rows: 2 rows of the first two nets are too little work for a team (thread 0 takes the
 # step alone), 1 row of a wide first layer is enough and leaves the second thread
-# without a row (its share of the weights remains)
-TEAM_CASES = [([64, 256, 64], 64, 2), ([64, 160, 48, 24], 65, 2), ([1024, 1024, 32], 64, 1)]
+# without a row (its share of the weights remains); one layer (no barrier inside the
+# backward pass)
+TEAM_CASES = [([64, 256, 64], 64, 2), ([64, 160, 48, 24], 65, 2), ([1024, 1024, 32], 64, 1),
+              ([4096, 256], 64, 2)]
 
 RULES = [
     ("classical", dict(lr=0.05, momentum=0.9)),  # folded into the products (no gradient)
@@ -108,10 +110,11 @@ def test_team_epoch_equals_its_batches_stepped_on_one_thread(two_threads, simd, 
 
 
 @needs_team
+@pytest.mark.parametrize("sizes", [[64, 256, 64], [8192, 128]], ids=str)
 @pytest.mark.parametrize("folded", [True, False], ids=["folded", "gradient"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-4)])
-def test_team_epoch_with_l2_equals_one_thread(two_threads, dtype, rtol, folded):
-    sizes, batch, n_rows, l2 = [64, 256, 64], 64, 200, 0.3
+def test_team_epoch_with_l2_equals_one_thread(two_threads, dtype, rtol, folded, sizes):
+    batch, n_rows, l2 = 64, 200, 0.3
     X, T = _data(sizes, n_rows, "softmax", dtype)
     order = np.random.default_rng(2).permutation(n_rows).astype(np.int64)
     hyper = dict(lr=0.05, momentum=0.9)
@@ -247,3 +250,59 @@ def test_team_predictions_equal_one_thread(threads, n_rows):
     z = np.tanh(X @ W0 + b0) @ W1 + b1
     want = np.exp(z - z.max(axis=1, keepdims=True))
     np.testing.assert_allclose(out[2], want / want.sum(axis=1, keepdims=True), rtol=1e-10)
+
+
+@needs_team
+def test_one_layer_team_penalty_is_read_before_any_thread_steps(threads):
+    """The first batch's l2 penalty reads every weight; on a one-layer network no barrier
+    of the backward pass holds a thread back from stepping its weight rows, so the sum
+    must be taken before the team starts: the same penalty in every run."""
+    sizes, batch, n_rows = [8192, 128], 64, 128
+    X, T = _data(sizes, n_rows, "softmax", np.float64)
+    order = np.arange(n_rows, dtype=np.int64)
+    hyper = dict(lr=0.5, momentum=0.9)
+    momcore.set_num_threads(1)
+    one = _core_for(sizes, batch, folded=True, l2=50.0)
+    one.train_epoch(X, T, order, batch, **hyper)
+    momcore.set_num_threads(2)
+    for _ in range(20):
+        core = _core_for(sizes, batch, folded=True, l2=50.0)
+        assert core.team_threads(batch) == 2
+        core.train_epoch(X, T, order, batch, **hyper)
+        np.testing.assert_allclose(core.epoch_penalty, one.epoch_penalty, rtol=1e-12)
+
+
+@needs_team
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_during_a_team_epoch_gives_the_child_its_blas_threads(two_threads):
+    """A child forked while another thread's epoch holds BLAS at one thread gets BLAS's
+    thread count back (no team of the child would restore it)."""
+    sizes, batch = [64, 256, 64], 64
+    X, T = _data(sizes, 64 * 400, "softmax", np.float64)
+    order = np.arange(X.shape[0], dtype=np.int64)
+    before = _blas_threads()
+    assert before > 1
+    core = _core_for(sizes, batch, folded=True)
+    done = threading.Event()
+
+    def train():
+        while not done.is_set():
+            core.train_epoch(X, T, order, batch, lr=1e-3, momentum=0.9)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    try:
+        for _ in range(2000):  # until the epoch is seen holding BLAS at one thread
+            if _blas_threads() == 1:
+                break
+        else:
+            pytest.skip("no epoch was seen running")
+        pid = os.fork()
+        if pid == 0:  # the child: report BLAS's thread count through the exit status
+            os._exit(_blas_threads())
+        _, status = os.waitpid(pid, 0)
+    finally:
+        done.set()
+        worker.join()
+    assert os.waitstatus_to_exitcode(status) == before
+    assert _blas_threads() == before
