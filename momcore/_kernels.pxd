@@ -83,7 +83,6 @@ cdef extern from "mlp.h" nogil:
     ctypedef void (*mc_set_threads_t)(int) noexcept nogil
     ctypedef int (*mc_get_threads_t)() noexcept nogil
     void mc_set_blas_threads(mc_set_threads_t set, mc_get_threads_t get)
-    int mc_have_blas_threads()
     void mc_team_after_fork()
     size_t MC_TEAM_MIN_MACS
 

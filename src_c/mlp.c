@@ -52,11 +52,6 @@ void mc_set_blas_threads(mc_set_threads_t set, mc_get_threads_t get)
     blas_get_threads = set != NULL && get != NULL ? get : NULL;
 }
 
-int mc_have_blas_threads(void)
-{
-    return blas_set_threads != NULL;
-}
-
 int mc_mlp_team_batch(const mc_mlp *net, size_t B)
 {
     const int have_gemm = net->dtype == MC_FLOAT32 ? mc_sgemm != NULL : mc_dgemm != NULL;

@@ -100,9 +100,6 @@ typedef void (*mc_set_threads_t)(int);
 typedef int (*mc_get_threads_t)(void);
 void mc_set_blas_threads(mc_set_threads_t set, mc_get_threads_t get);
 
-/* 1 when mc_set_blas_threads registered them, else 0. */
-int mc_have_blas_threads(void);
-
 /* In the child of a fork() made while an epoch ran on a team (in another thread of the
  * parent): gives BLAS back the thread count the team had saved, which no team of the
  * child will restore. */
