@@ -432,11 +432,20 @@ def fit_call_contenders(case: str, dtype: type = np.float64) -> dict[str, Callab
 
 
 def python_layer(dtype: type = np.float64, calls: int = 9,
-                 settle: float | None = None) -> tuple[float, float]:
-    """(best fit call in seconds, median over calls of (fit call - its compiled epoch) /
-    its compiled epoch) of the minibatch fit call of fit_call_contenders: the epoch is
-    timed inside the same call, around the NetCore's train_epoch (the C entry point fit
-    calls), so that the noise between two calls does not enter the difference."""
+                 settle: float | None = None) -> tuple[float, float, float]:
+    """(best fit call in seconds, median share, median share after idling) of the
+    minibatch fit call of fit_call_contenders, where a call's share is (fit call - its
+    compiled epoch) / its compiled epoch. The epoch is timed inside the same call,
+    around the NetCore's train_epoch (the C entry point fit calls), so that the noise
+    between two calls does not enter the difference.
+
+    The first share comes from ``calls`` calls made back to back after one settle, as a
+    training loop makes them; the second from as many calls each made after ``settle``
+    seconds idle (default SETTLE). On a machine that idles, whatever runs first after
+    the idle pays for waking it (cold caches, a sleeping second thread): on the 2-core
+    test machine every part of the call, the Python code included, ran 2-3x slower in
+    its first few hundred microseconds, and that lands on the Python layer, which runs
+    first."""
     from momcore import _core as core_module
     from momcore.mlp import MLP
 
@@ -460,42 +469,49 @@ def python_layer(dtype: type = np.float64, calls: int = 9,
                      net.output, MINIBATCH_ROWS, loss=net.loss_name,
                      accuracy=net._fit_core_accuracy)
     net._fit_core = core  # fit keeps a core that fits its batch size and optimizer
-    best, shares = float("inf"), []
-    for _ in range(calls):
-        time.sleep(SETTLE if settle is None else settle)
+    pause = SETTLE if settle is None else settle
+    best, shares = float("inf"), {True: [], False: []}
+    time.sleep(pause)
+    for idle in [False] * calls + [True] * calls:
+        if idle:
+            time.sleep(pause)
         start = time.perf_counter()
         net.fit(X, y, **hyper)
         seconds = time.perf_counter() - start
         assert net._fit_core is core
         best = min(best, seconds)
-        shares.append((seconds - core.seconds) / core.seconds)
-    return best, float(np.median(shares))
+        shares[idle].append((seconds - core.seconds) / core.seconds)
+    return best, float(np.median(shares[False])), float(np.median(shares[True]))
 
 
 def fit_table(budget: float = 0.2, settle: float | None = None) -> list[dict[str, object]]:
     """Rows: the iris online fit call and its speed-up over the numpy backend's (calls
     timed in blocks); per dtype, the minibatch fit call and the share of its time spent
-    above the compiled epoch, over the epoch (fit's Python layer; see python_layer)."""
+    above the compiled epoch, over the epoch (fit's Python layer), for calls back to
+    back and for calls after an idle pause (see python_layer)."""
     t = best_times(fit_call_contenders("iris"), budget, settle=settle)
     rows = [{"case": "fit call iris 4-8-3 online", "us": t["c"] * 1e6,
-             "speedup": t["numpy"] / t["c"], "python_share": float("nan")}]
+             "speedup": t["numpy"] / t["c"], "python_share": float("nan"),
+             "idle_share": float("nan")}]
     for dtype in (np.float64, np.float32):
-        seconds, share = python_layer(dtype, settle=settle)
+        seconds, share, idle_share = python_layer(dtype, settle=settle)
         rows.append({"case": f"fit call 784-256-128-10 b128 {FIT_ROWS} rows "
                              f"{np.dtype(dtype).name}",
-                     "us": seconds * 1e6, "speedup": float("nan"), "python_share": share})
+                     "us": seconds * 1e6, "speedup": float("nan"), "python_share": share,
+                     "idle_share": idle_share})
     return rows
 
 
 def format_fit_table(rows: list[dict[str, object]]) -> str:
     head = (f"{'case':<48} {'momcore us':>11} {'vs numpy backend':>17} "
-            f"{'Python layer / epoch':>21}")
+            f"{'Python layer / epoch':>21} {'after idling':>13}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        speedup, share = r["speedup"], r["python_share"]
+        speedup, share, idle = r["speedup"], r["python_share"], r["idle_share"]
         lines.append(f"{r['case']:<48} {r['us']:>11.1f} "
                      f"{'' if speedup != speedup else f'{speedup:>16.0f}x':>17} "
-                     f"{'' if share != share else f'{share:>20.1%}':>21}")
+                     f"{'' if share != share else f'{share:>20.1%}':>21} "
+                     f"{'' if idle != idle else f'{idle:>12.1%}':>13}")
     return "\n".join(lines)
 
 

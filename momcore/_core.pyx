@@ -941,6 +941,31 @@ def all_finite_or_none(a):
     return _finite(arr)
 
 
+def copy_into(dst, src):
+    """dst[...] = src for two C-contiguous ndarrays of the same dtype (native byte
+    order) and shape that do not overlap, on up to :func:`get_num_threads` threads
+    (large arrays), the GIL released. Returns False, copying nothing, for any other
+    pair (callers then copy with numpy)."""
+    if not (cnp.PyArray_Check(dst) and cnp.PyArray_Check(src)):
+        return False
+    cdef cnp.ndarray d = <cnp.ndarray>dst, s = <cnp.ndarray>src
+    if (not cnp.PyArray_IS_C_CONTIGUOUS(d) or not cnp.PyArray_IS_C_CONTIGUOUS(s)
+            or not cnp.PyArray_ISWRITEABLE(d)
+            or cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(s)
+            or not cnp.PyArray_ISNOTSWAPPED(d) or not cnp.PyArray_ISNOTSWAPPED(s)
+            or not cnp.PyArray_SAMESHAPE(d, s)):
+        return False
+    cdef char *dp = <char *>cnp.PyArray_DATA(d)
+    cdef const char *sp = <const char *>cnp.PyArray_DATA(s)
+    cdef size_t nbytes = <size_t>cnp.PyArray_NBYTES(d)
+    if nbytes and dp < sp + nbytes and sp < dp + nbytes:
+        return False
+    cdef int threads = mc_get_num_threads()
+    with nogil:
+        mc_copy(dp, sp, nbytes, threads)
+    return True
+
+
 def ready_rows(X, dtype, Py_ssize_t width, bint finite=True):
     """Whether ``X`` can serve as it is as rows of ``width`` inputs in ``dtype`` (float32
     or float64): a plain ndarray (no subclass) of that dtype in native byte order,

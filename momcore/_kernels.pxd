@@ -53,6 +53,7 @@ cdef extern from "momcore_kernels.h" nogil:
     int mc_isa_supported(const char *name)
     void mc_stream5(const mc_buffer *buffer)
     int mc_all_finite(const void *x, size_t n, int dtype)
+    void mc_copy(void *dst, const void *src, size_t bytes, int max_threads)
 
 
 cdef extern from "vmath.h" nogil:

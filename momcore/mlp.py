@@ -135,6 +135,9 @@ class MLP:
         self._grad: np.ndarray | None = None
         self._fit_core: _core.NetCore | None = None
         self._fit_core_accuracy = ""
+        # fit's copy of the weights and optimizer state at an epoch's start (see
+        # training._Snapshot), kept between calls
+        self._epoch_copies: list[np.ndarray] | None = None
         self._local = threading.local()  # per-thread predict workspaces
         self._training = threading.Lock()
         self._training_thread: int | None = None  # the thread holding _training
@@ -223,6 +226,7 @@ class MLP:
         for key in ("_fit_core", "_local", "_training", "_weights", "_biases"):
             state.pop(key)
         state.pop("_training_thread", None)
+        state.pop("_epoch_copies", None)
         state.pop("_readonly_copy", None)
         state["params"] = state.pop("_params")
         return state
@@ -233,6 +237,7 @@ class MLP:
         self.__dict__.update(state)
         self.__dict__.setdefault("_l2", 0.0)  # pickled before l2 existed
         self._fit_core = None
+        self._epoch_copies = None
         self._local = threading.local()
         self._training = threading.Lock()
         self._training_thread = None

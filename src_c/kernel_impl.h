@@ -144,3 +144,21 @@ MC_NAME(step_nonfinite)(MC_T *restrict w, const MC_T *restrict g, MC_T *restrict
         return MC_NAME(rule_loop)(w, g, s, p, n, h, 1, 1) != 0;
     return MC_NAME(rule_loop)(w, g, s, p, n, h, 0, 1) != 0;
 }
+
+/* Nonzero if any of x[0:n] is NaN or +-inf: the exponent bits tested as integers (no
+ * floating-point exception), block by block in loops the compiler vectorises, stopping
+ * after the first block that holds one. */
+MC_TARGET static int MC_NAME(any_nonfinite)(const MC_T *restrict x, size_t n)
+{
+    size_t i0 = 0, i;
+    while (i0 < n) {
+        const size_t i1 = n - i0 > MC_FINITE_BLOCK ? i0 + MC_FINITE_BLOCK : n;
+        MC_BITS found = 0;
+        for (i = i0; i < i1; i++)
+            found |= MC_NAME(nonfinite_bits)(x[i]);
+        if (found)
+            return 1;
+        i0 = i1;
+    }
+    return 0;
+}

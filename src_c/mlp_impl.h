@@ -724,15 +724,6 @@ MC_TARGET static double MC_NAME(gradient_share)(const mc_mlp *net, const MC_T *X
 
 /* Whether the n values at a are all finite: x - x is 0 for every finite x and NaN for
  * NaN and inf (an or of comparisons, which vectorises). */
-MC_TARGET static int MC_NAME(all_finite)(const MC_T *a, size_t n)
-{
-    int found = 0;
-    size_t i;
-    for (i = 0; i < n; i++)
-        found |= a[i] - a[i] != 0;
-    return !found;
-}
-
 MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_T *X, const MC_T *T,
                                           const int64_t *order, size_t n_order, size_t batch,
                                           const mc_hyper *hyper, int fold)
@@ -808,22 +799,19 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
                 hi = lo = 0;
             /* rows that follow one another in X (no shuffling, full batch) are used in
              * place; others are gathered into the input workspace. With check_rows,
-             * each row is checked for NaN and inf while it is in cache (a gathered row
-             * just after its copy, rows used in place before the pass), each thread
-             * its own rows, and the team stops before the pass of a batch holding one. */
+             * each thread checks its own rows for NaN and inf while they are in cache
+             * (gathered rows just after their copy, rows used in place before the
+             * pass), and the team stops before the pass of a batch holding one. */
             int finite = 1;
             for (r = 1; r < B && order[start + r] == order[start] + (int64_t)r; r++)
                 ;
             if (r < B) {
-                for (r = lo; r < hi; r++) {
+                for (r = lo; r < hi; r++)
                     memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
-                    if (net->check_rows)
-                        finite &= MC_NAME(all_finite)(x + r * I, I);
-                }
                 in = x;
-            } else if (net->check_rows) {
-                finite = MC_NAME(all_finite)(in + lo * I, (hi - lo) * I);
             }
+            if (net->check_rows)
+                finite = mc_all_finite(in + lo * I, (hi - lo) * I, MC_DTYPE);
             if (net->check_rows) {
                 part_finite[t] = finite;
                 if (nt > 1) {

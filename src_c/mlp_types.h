@@ -2,6 +2,7 @@
 #define MC_TARGET MC_TARGET_OF(MC_ISA)
 
 #define MC_T float
+#define MC_DTYPE MC_FLOAT32
 #define MC_NAME(x) MC_CAT3(x, f32, MC_ISA)
 #define MC_GEMM mc_sgemm
 #define MC_MATH_EXP mc_expf
@@ -11,6 +12,7 @@
 #define MC_TINY FLT_MIN
 #include "mlp_impl.h"
 #undef MC_T
+#undef MC_DTYPE
 #undef MC_NAME
 #undef MC_GEMM
 #undef MC_MATH_EXP
@@ -20,6 +22,7 @@
 #undef MC_TINY
 
 #define MC_T double
+#define MC_DTYPE MC_FLOAT64
 #define MC_NAME(x) MC_CAT3(x, f64, MC_ISA)
 #define MC_GEMM mc_dgemm
 #define MC_MATH_EXP mc_exp
@@ -29,6 +32,7 @@
 #define MC_TINY DBL_MIN
 #include "mlp_impl.h"
 #undef MC_T
+#undef MC_DTYPE
 #undef MC_NAME
 #undef MC_GEMM
 #undef MC_MATH_EXP

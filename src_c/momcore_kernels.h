@@ -120,6 +120,9 @@ int mc_have_openmp(void);
 /* Arrays of at least this many elements are split across threads. */
 #define MC_OMP_MIN_ELEMENTS ((size_t)1 << 16)
 
+/* mc_all_finite tests this many elements at a time between its checks for a find. */
+#define MC_FINITE_BLOCK ((size_t)1 << 12)
+
 /* SIMD paths: "avx512", "avx2", "baseline". mc_select_isa("auto") picks the best
  * the CPU supports; returns 0 on success, -1 if the path is unknown, not built
  * or not supported by this CPU. */
@@ -127,11 +130,17 @@ int mc_select_isa(const char *name);
 const char *mc_isa_name(void);
 int mc_isa_supported(const char *name);
 
-/* 1 if no element of x[0:n] (MC_FLOAT32 or MC_FLOAT64) is NaN or +-inf, else 0:
- * the exponent bits tested as integers (no floating-point exceptions, no
- * temporaries), one pass that the compiler vectorises, on the calling thread (MLP.fit
- * runs it between BLAS calls, whose thread pool may still spin on the other cores). */
+/* 1 if no element of x[0:n] (MC_FLOAT32 or MC_FLOAT64) is NaN or +-inf, else 0: the
+ * exponent bits tested as integers (no floating-point exceptions, no temporaries), in
+ * vectorised blocks of the SIMD path in use, stopping after the first block that holds
+ * one; on the calling thread (the epochs call it from within their teams, and MLP.fit
+ * between BLAS calls, whose thread pool may still spin on the other cores). */
 int mc_all_finite(const void *x, size_t n, int dtype);
+
+/* dst[0:bytes] := src[0:bytes] (not overlapping), split across up to max_threads
+ * threads in whole 64-byte lines when the copy holds MC_OMP_MIN_ELEMENTS 8-byte words
+ * or more. */
+void mc_copy(void *dst, const void *src, size_t bytes, int max_threads);
 
 /* Benchmark-only roofline: a plain loop over the same five streams as the step
  * (read w, g, s; write w, s), compiled for the baseline ISA and split across

@@ -39,6 +39,8 @@ typedef int (*mc_nonfinite_f64_fn)(double *, const double *, double *, const dou
                                    size_t, const mc_hyper *);
 typedef int (*mc_nonfinite_half_fn)(uint16_t *, const uint16_t *, uint16_t *,
                                     const uint16_t *, size_t, const mc_hyper *);
+typedef int (*mc_any_nonfinite_f32_fn)(const float *, size_t);
+typedef int (*mc_any_nonfinite_f64_fn)(const double *, size_t);
 typedef void (*mc_narrow_fn)(uint16_t *, const float *, size_t);
 typedef void (*mc_widen_fn)(float *, const uint16_t *, size_t);
 
@@ -52,6 +54,8 @@ typedef struct {
     mc_nonfinite_half_fn step_nonfinite_bf16, step_nonfinite_f16;
     mc_narrow_fn narrow_bf16, narrow_f16;
     mc_widen_fn widen_bf16, widen_f16;
+    mc_any_nonfinite_f32_fn any_nonfinite_f32;
+    mc_any_nonfinite_f64_fn any_nonfinite_f64;
 } mc_isa_table;
 
 #define MC_ISA_TABLE(isa)                                                                 \
@@ -59,7 +63,7 @@ typedef struct {
      step_bf16_##isa,           step_f16_##isa,           step_nonfinite_f32_##isa,        \
      step_nonfinite_f64_##isa,  step_nonfinite_bf16_##isa, step_nonfinite_f16_##isa,       \
      narrow_bf16_##isa,         narrow_f16_##isa,         widen_bf16_##isa,                \
-     widen_f16_##isa}
+     widen_f16_##isa,           any_nonfinite_f32_##isa,  any_nonfinite_f64_##isa}
 
 /* Best first. */
 static const mc_isa_table mc_isa_tables[] = {
@@ -334,24 +338,40 @@ int mc_momentum_step(const mc_buffer *buffers, size_t count, const mc_hyper *hyp
 
 /* ---- finiteness of an input array ---------------------------------------------- */
 
+/* Whether x[lo:hi] holds a NaN or +-inf, on the calling thread. */
+static int nonfinite_in(const mc_isa_table *isa, const void *x, size_t lo, size_t hi,
+                        int dtype)
+{
+    if (dtype == MC_FLOAT64)
+        return isa->any_nonfinite_f64((const double *)x + lo, hi - lo);
+    return isa->any_nonfinite_f32((const float *)x + lo, hi - lo);
+}
+
 int mc_all_finite(const void *x, size_t n, int dtype)
 {
-    size_t i;
-    if (dtype == MC_FLOAT64) {
-        const uint64_t *bits = (const uint64_t *)x;
-        const uint64_t exponent = UINT64_C(0x7ff0000000000000);
-        uint64_t found = 0;
-        for (i = 0; i < n; i++)
-            found |= (bits[i] & exponent) == exponent;
-        return found == 0;
-    } else {
-        const uint32_t *bits = (const uint32_t *)x;
-        const uint32_t exponent = UINT32_C(0x7f800000);
-        uint32_t found = 0;
-        for (i = 0; i < n; i++)
-            found |= (bits[i] & exponent) == exponent;
-        return found == 0;
+    return !nonfinite_in(current_isa(), x, 0, n, dtype);
+}
+
+/* ---- copies --------------------------------------------------------------------- */
+
+void mc_copy(void *dst, const void *src, size_t bytes, int max_threads)
+{
+    const size_t lines = (bytes + 63) / 64;
+    const int nt = threads_for(bytes / 8, max_threads);
+    if (nt <= 1) {
+        memcpy(dst, src, bytes);
+        return;
     }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+    {
+        /* whole 64-byte lines a thread, the last thread to the end */
+        const size_t t = (size_t)omp_get_thread_num(), n = (size_t)omp_get_num_threads();
+        const size_t lo = lines * t / n * 64, hi = t + 1 == n ? bytes : lines * (t + 1) / n * 64;
+        if (hi > lo)
+            memcpy((char *)dst + lo, (const char *)src + lo, hi - lo);
+    }
+#endif
 }
 
 /* ---- roofline ------------------------------------------------------------------ */

@@ -1,14 +1,17 @@
 """The Python layer of a fit call does each check once, and no less: what a repeated
 call skips (hyperparameters checked by the previous call) is still checked when it
-differs."""
+differs; the snapshot of weights and state behind the non-finite replay keeps its
+buffers between calls and copies on momcore's threads, and still serves the replay."""
 from __future__ import annotations
 
+import copy
+import pickle
 import warnings
 
 import numpy as np
 import pytest
 
-from momcore import MLP, schedules, training
+from momcore import MLP, _core, schedules, training
 from momcore.training import check_fit_arguments
 
 
@@ -108,3 +111,96 @@ def test_all_finite_agrees_with_isfinite(dtype, n):
                 assert training.all_finite(c.reshape(-1, 10)) is expected
             assert training.all_finite(c.astype(c.dtype.newbyteorder(">"))) is expected
             assert training.all_finite(c[::2]) is bool(np.isfinite(c[::2]).all())
+
+
+# ---- the epoch snapshot: its buffers kept between calls, copied on momcore's threads --
+
+
+class _LrAt:
+    """A per-step lr schedule: ``small`` before step ``k``, then ``huge``."""
+
+    per = "step"
+
+    def __init__(self, k: int, small: float, huge: float) -> None:
+        self.k, self.small, self.huge = k, small, huge
+
+    def __call__(self, t: int) -> float:
+        return self.small if t < self.k else self.huge
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_kept_snapshot_buffers_serve_later_calls_and_their_replay(backend):
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(24, 3)) * 100, rng.normal(size=(24, 2)) * 100
+    args = dict(batch_size=4, momentum=0.5, shuffle=False)
+
+    def make():
+        return MLP([3, 4, 2], hidden="identity", output="identity", seed=1, backend=backend)
+
+    net = make()
+    assert net._epoch_copies is None
+    net.fit(X, Y, epochs=1, lr=1e-7, **args)
+    copies = net._epoch_copies
+    assert [c.shape for c in copies] == [net.params.shape, net.optimizer_state.shape]
+    net.fit(X, Y, epochs=1, lr=1e-7, **args)
+    assert net._epoch_copies is copies  # the same buffers, not new ones
+    # the third call overflows the weights at its 4th step (a finite loss, then inf
+    # weights): the replay from the kept copies ends at the last finite step
+    with pytest.raises(FloatingPointError, match="last finite step"):
+        net.fit(X, Y, epochs=1, lr_schedule=_LrAt(net.steps + 3, 1e-7, 1.7e308), **args)
+    twin = make()
+    twin.fit(X, Y, epochs=2, lr=1e-7, **args)
+    twin.fit(X[:12], Y[:12], epochs=1, lr=1e-7, **args)
+    assert net.steps == twin.steps == 15
+    assert net.params.tobytes() == twin.params.tobytes()
+    assert net.optimizer_state.tobytes() == twin.optimizer_state.tobytes()
+    # per model: neither pickled nor shared by a copy
+    assert pickle.loads(pickle.dumps(net))._epoch_copies is None
+    assert copy.deepcopy(net)._epoch_copies is None
+
+
+def test_kept_snapshot_buffers_follow_a_change_of_dtype_or_shape():
+    X, y = _data()
+    net = MLP([3, 4, 2])
+    net.fit(X, y, epochs=1)
+    stale = [np.zeros(5, np.float32)]  # as if another model's
+    net._epoch_copies = stale
+    net.fit(X, y, epochs=1)
+    assert net._epoch_copies is not stale
+    assert [c.dtype for c in net._epoch_copies] == [net.params.dtype] * 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.complex128])
+@pytest.mark.parametrize("n", [0, 1, 7, 8191, 8192, 65_537, 300_001])
+def test_copy_into_copies_every_byte(dtype, n, threads):
+    rng = np.random.default_rng(n)
+    src = rng.integers(-1000, 1000, size=n).astype(dtype)
+    for count in (1, 2):
+        _core.set_num_threads(count)
+        dst = np.full_like(src, 7)
+        assert _core.copy_into(dst, src) is True
+        assert dst.tobytes() == src.tobytes()
+    shaped = np.empty((n, 1), dtype)
+    assert _core.copy_into(shaped, src.reshape(n, 1)) is True
+    assert shaped.tobytes() == src.tobytes()
+
+
+def test_copy_into_declines_what_it_cannot_copy_and_writes_nothing():
+    src = np.arange(12.0)
+    for dst, source in (
+            (np.zeros(12, np.float32), src),  # another dtype
+            (np.zeros(11), src[:10].copy()),  # another size
+            (np.zeros((3, 4)), src),  # another shape
+            (np.zeros(12).reshape(3, 4).T, src.reshape(4, 3)),  # not C-contiguous
+            (np.zeros(6), src[::2]),  # a strided source
+            (np.zeros(12).astype(">f8"), src.astype(">f8")),  # not native order
+            ([0.0] * 12, src)):  # not an array
+        before = np.array(dst, copy=True)
+        assert _core.copy_into(dst, source) is False
+        assert np.array_equal(np.asarray(dst), before)
+    readonly = np.zeros(12)
+    readonly.flags.writeable = False
+    assert _core.copy_into(readonly, src) is False
+    overlapping = np.arange(24.0)
+    assert _core.copy_into(overlapping[:12], overlapping[6:18]) is False
+    assert np.array_equal(overlapping, np.arange(24.0))

@@ -9,15 +9,21 @@ import momcore
 from momcore import _core
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 15, 16, 17, 33, 65, 1000])
+BLOCK = 4096  # elements the C test reads between its checks for a find (MC_FINITE_BLOCK)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 15, 16, 17, 33, 65, 1000,
+                               BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 5])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
-def test_all_finite_agrees_with_isfinite(dtype, n):
+def test_all_finite_agrees_with_isfinite(simd, dtype, n):
     rng = np.random.default_rng(n)
     a = rng.standard_normal(n).astype(dtype)
     assert _core.all_finite(a) is True
     info = np.finfo(dtype)
+    # the ends, the middle, and both sides of every block boundary
+    places = {0, n // 2, n - 1} | {k + d for k in range(BLOCK, n, BLOCK) for d in (-1, 0)}
     for bad in (np.nan, np.inf, -np.inf, -np.nan):
-        for where in {0, n // 2, n - 1} if n else ():
+        for where in places if n else ():
             b = a.copy()
             b[where] = bad
             assert _core.all_finite(b) is False
