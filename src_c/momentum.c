@@ -356,22 +356,25 @@ int mc_all_finite(const void *x, size_t n, int dtype)
 
 void mc_copy(void *dst, const void *src, size_t bytes, int max_threads)
 {
-    const size_t lines = (bytes + 63) / 64;
+#ifdef _OPENMP
     const int nt = threads_for(bytes / 8, max_threads);
-    if (nt <= 1) {
-        memcpy(dst, src, bytes);
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        {
+            /* whole 64-byte lines a thread, the last thread to the end */
+            const size_t lines = (bytes + 63) / 64;
+            const size_t t = (size_t)omp_get_thread_num(), n = (size_t)omp_get_num_threads();
+            const size_t lo = lines * t / n * 64;
+            const size_t hi = t + 1 == n ? bytes : lines * (t + 1) / n * 64;
+            if (hi > lo)
+                memcpy((char *)dst + lo, (const char *)src + lo, hi - lo);
+        }
         return;
     }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-    {
-        /* whole 64-byte lines a thread, the last thread to the end */
-        const size_t t = (size_t)omp_get_thread_num(), n = (size_t)omp_get_num_threads();
-        const size_t lo = lines * t / n * 64, hi = t + 1 == n ? bytes : lines * (t + 1) / n * 64;
-        if (hi > lo)
-            memcpy((char *)dst + lo, (const char *)src + lo, hi - lo);
-    }
+#else
+    (void)max_threads;
 #endif
+    memcpy(dst, src, bytes);
 }
 
 /* ---- roofline ------------------------------------------------------------------ */
