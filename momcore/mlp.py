@@ -662,6 +662,12 @@ class MLP:
         ``load`` and ``fit`` then continue from exactly these weights and counts.
         A single batch is never cut in two (a full-batch epoch stops after its step).
 
+        To go back to the last finite step, fit copies the weights and the optimizer
+        state at the start of each epoch; the copy's buffers stay with the model between
+        calls (as much memory again as the weights and the state; a fresh buffer
+        allocated per call costs more in page faults than the copy itself) and are
+        neither pickled nor copied with the model.
+
         Predicting from other threads is safe (each thread gets its own workspace), but
         sees the weights as they change; two ``fit`` calls on one model at once raise
         RuntimeError.

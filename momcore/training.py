@@ -681,10 +681,11 @@ class _Snapshot:
     def _buffers(self, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
         """The model's kept buffers, when they fit arrays; else None."""
         copies = getattr(self.net, "_epoch_copies", None) if self.kept else None
-        if (copies is None or len(copies) != len(arrays)
-                or any(c.shape != a.shape or c.dtype != a.dtype
-                       for c, a in zip(copies, arrays))):
+        if copies is None or len(copies) != len(arrays):
             return None
+        for c, a in zip(copies, arrays):
+            if c.shape != a.shape or c.dtype != a.dtype:
+                return None
         return copies
 
     def take(self) -> None:
