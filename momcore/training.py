@@ -179,6 +179,14 @@ def _schedule(value: Any, name: str) -> Callable[[int], Any]:
     return schedule
 
 
+_PLAIN = (int, float, bool, type(None))
+"""The argument types check_fit_arguments remembers a result for: immutable, so that
+the same objects again (a call repeated in a loop) have the same checked settings."""
+_last_settings: tuple[Any, ...] = ()
+"""The arguments of the last check_fit_arguments call whose arguments were all _PLAIN,
+and its result."""
+
+
 def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
                         momentum: Any = 0.9, lr_schedule: Any = None,
                         momentum_schedule: Any = None, shuffle: Any = True,
@@ -226,6 +234,18 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
     ValueError
         If a count or ``min_delta`` is out of range.
     """
+    global _last_settings
+    last = _last_settings
+    if (last and last[0] is epochs and last[1] is batch_size and last[2] is lr
+            and last[3] is momentum and last[4] is lr_schedule
+            and last[5] is momentum_schedule and last[6] is shuffle
+            and last[7] is target_loss and last[8] is verbose and last[9] is callback
+            and last[10] is validation_data and last[11] is patience
+            and last[12] is min_delta and last[13] is restore_best):
+        return last[14]
+    arguments = (epochs, batch_size, lr, momentum, lr_schedule, momentum_schedule, shuffle,
+                 target_loss, verbose, callback, validation_data, patience, min_delta,
+                 restore_best)
     # (each check starts with the plain types' test, which most calls pass at once)
     if type(epochs) is not int or epochs < 0:
         epochs = _count(epochs, "epochs", 0)
@@ -255,13 +275,16 @@ def check_fit_arguments(*, epochs: Any, batch_size: Any = 1, lr: Any = 0.1,
                       "lr" if lr_schedule is None else "lr_schedule")
     momentum_of = _schedule(momentum if momentum_schedule is None else momentum_schedule,
                             "momentum" if momentum_schedule is None else "momentum_schedule")
-    return FitSettings(epochs, batch_size, lr_of, momentum_of, bool(shuffle),
-                       None if target_loss is None else float(target_loss), bool(verbose),
-                       callback, None if validation_data is None else tuple(validation_data),
-                       patience, float(min_delta), bool(restore_best),
-                       "lr" if lr_schedule is None else "lr_schedule",
-                       "momentum" if momentum_schedule is None else "momentum_schedule",
-                       "step" in (_schedules.unit_of(lr_of), _schedules.unit_of(momentum_of)))
+    settings = FitSettings(
+        epochs, batch_size, lr_of, momentum_of, bool(shuffle),
+        None if target_loss is None else float(target_loss), bool(verbose), callback,
+        None if validation_data is None else tuple(validation_data), patience,
+        float(min_delta), bool(restore_best), "lr" if lr_schedule is None else "lr_schedule",
+        "momentum" if momentum_schedule is None else "momentum_schedule",
+        "step" in (_schedules.unit_of(lr_of), _schedules.unit_of(momentum_of)))
+    if all(type(a) in _PLAIN for a in arguments):
+        _last_settings = (*arguments, settings)
+    return settings
 
 
 def schedule_values(settings: FitSettings, epoch: int, step: int) -> dict[str, float]:

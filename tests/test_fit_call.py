@@ -204,3 +204,20 @@ def test_copy_into_declines_what_it_cannot_copy_and_writes_nothing():
     overlapping = np.arange(24.0)
     assert _core.copy_into(overlapping[:12], overlapping[6:18]) is False
     assert np.array_equal(overlapping, np.arange(24.0))
+
+
+def test_repeated_plain_arguments_reuse_their_settings_and_nothing_else_does():
+    lr = 0.5
+    first = check_fit_arguments(epochs=3, lr=lr, min_delta=0.0)
+    assert check_fit_arguments(epochs=3, lr=lr, min_delta=0.0) is first
+    # equal but not the same objects, or not plain: checked again
+    with pytest.raises(ValueError, match="epochs"):
+        check_fit_arguments(epochs=True, lr=lr, min_delta=0.0)  # True == 1, but a bool
+    with pytest.raises(ValueError, match="min_delta"):
+        check_fit_arguments(epochs=3, lr=lr, min_delta=-0.5)
+    data = [np.zeros((2, 3)), np.zeros(2)]
+    check_fit_arguments(epochs=3, lr=lr, validation_data=data)
+    data.append(None)  # a list can change between calls: never remembered
+    with pytest.raises(TypeError, match="validation_data"):
+        check_fit_arguments(epochs=3, lr=lr, validation_data=data)
+    assert check_fit_arguments(epochs=3, lr=lr, min_delta=0.0) == first
