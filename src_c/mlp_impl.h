@@ -293,6 +293,41 @@ MC_TARGET static MC_T MC_NAME(decay_add)(MC_T *restrict w, MC_T *restrict s, siz
     return squares;
 }
 
+/* The update of a block of `rows` rows of `width` weights, each `ld` apart, of W and
+ * of its state or gradient G, after the weight-gradient product: with fold, G holds
+ * the state momentum*s - lr*a^T delta and the step adds the l2 term and w += s
+ * (decay_add, add); without, the l2 term of the gradient (add_decay). Returns the
+ * squares those sweeps sum (0 without l2), in MC_T over runs of at most
+ * MC_SQUARES_RUN weights and in double over the runs: a float sum over a whole layer
+ * would lose digits to its length (and differ more with how a team splits it). */
+#define MC_SQUARES_RUN 4096
+MC_TARGET static double MC_NAME(block_update)(MC_T *W, MC_T *G, size_t rows, size_t width,
+                                              size_t ld, int fold, int penalised, MC_T lr,
+                                              MC_T decay)
+{
+    double squares = 0;
+    size_t k, c, n;
+    if (width == ld) { /* one contiguous sweep */
+        width *= rows;
+        rows = width ? 1 : 0;
+    }
+    for (k = 0; k < rows; k++) {
+        MC_T *w = W + k * ld, *g = G + k * ld;
+        if (fold && !penalised) {
+            MC_NAME(add)(w, g, width);
+            continue;
+        }
+        for (c = 0; c < width && penalised; c += n) {
+            n = width - c < MC_SQUARES_RUN ? width - c : MC_SQUARES_RUN;
+            if (fold)
+                squares += (double)MC_NAME(decay_add)(w + c, g + c, n, lr * decay);
+            else
+                squares += (double)MC_NAME(add_decay)(g + c, w + c, n, decay);
+        }
+    }
+    return squares;
+}
+
 /* sum_i ||W_i||^2 over the weight blocks of the flat buffer p (not the biases). */
 MC_TARGET static double MC_NAME(weight_squares)(const mc_mlp *net)
 {
@@ -331,6 +366,56 @@ MC_TARGET static void MC_NAME(forward_rows)(const mc_mlp *net, const MC_T *x, si
             MC_NAME(bias_activate_row)(out, p + I * O, O, act);
         else
             MC_NAME(dense_forward)(out, in, p, p + I * O, hi - lo, I, O, act);
+        p += I * O + O;
+        in = out;
+    }
+}
+
+/* Thread t's part of the forward pass of the B rows of x[B, sizes[0]] into
+ * net->acts[1..L] on a team of nt > 1 threads (every layer's product on gemm; all of
+ * them call it alike). Each layer's product goes by batch rows mc_part(B, t, nt) (a
+ * gemm of the thread's rows with the whole of W), or, when mc_team_forward_cols, by
+ * columns mc_weight_part(O) (a gemm of every row with the thread's column block of W,
+ * so that no two threads pack the same weights); then the bias and activation of the
+ * same part, except that a column-split output layer (softmax needs whole rows) adds
+ * them by rows after a barrier. A barrier between two layers unless both go by rows
+ * (each thread then reads only rows it wrote itself). On return, each thread's rows
+ * of the output (the caller's mc_part(B, t, nt)) are complete. */
+MC_TARGET static void MC_NAME(forward_part)(const mc_mlp *net, const MC_T *x, size_t B, int t,
+                                            int nt)
+{
+    const MC_T *p = (const MC_T *)net->params;
+    const MC_T *in = x;
+    const int L = net->n_layers;
+    int i, prev_cols = 0; /* the layer before was split by columns */
+    size_t lo, hi, r;
+    mc_part(B, t, nt, &lo, &hi);
+    for (i = 0; i < L; i++) {
+        const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
+        const int act = i == L - 1 ? net->output : net->hidden;
+        const int cols = mc_team_forward_cols(B, O);
+        const MC_T *b = p + I * O;
+        MC_T *out = (MC_T *)net->acts[i + 1];
+        if (i > 0 && (cols || prev_cols)) { /* every part of the layer before formed */
+            MC_BARRIER();
+        }
+        if (cols) {
+            size_t j0, j1;
+            mc_weight_part(O, sizeof(MC_T), t, nt, &j0, &j1);
+            if (j1 > j0)
+                MC_NAME(gemm_rm)(0, 0, B, j1 - j0, I, 1, in, I, p + j0, O, 0, out + j0, O);
+            if (i == L - 1) {
+                MC_BARRIER();
+                for (r = lo; r < hi; r++)
+                    MC_NAME(bias_activate_row)(out + r * O, b, O, act);
+            } else if (j1 > j0) {
+                for (r = 0; r < B; r++)
+                    MC_NAME(bias_activate_row)(out + r * O + j0, b + j0, j1 - j0, act);
+            }
+        } else if (hi > lo) {
+            MC_NAME(dense_forward)(out + lo * O, in + lo * I, p, b, hi - lo, I, O, act);
+        }
+        prev_cols = cols;
         p += I * O + O;
         in = out;
     }
@@ -478,13 +563,18 @@ MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
  * by then), for forward with ahead.
  *
  * With nt > 1 (every layer on gemm; inside an OpenMP parallel region of nt threads,
- * all of which call it alike), this is thread t's part: the passes that go row by
- * row (the delta of the layer below and its derivative) take the batch rows
- * mc_part(B, t, nt); those that go weight by weight (the weight gradient or step,
- * the l2 term, w += state) take the weight rows mc_part(I, t, nt) and the biases
- * mc_part(O, t, nt) of each layer. Barriers keep a layer's weights unchanged until
- * every delta below them is formed, and a delta buffer unread before it is written
- * again. The squares returned are then those of the part. */
+ * all of which call it alike), this is thread t's part. The weight gradient (or step),
+ * the l2 term and w += state take the weight rows k0:k1 = mc_weight_part(I) of each
+ * layer, or, when mc_team_gradient_cols, its columns j0:j1 = mc_weight_part(O); the
+ * biases the columns j0:j1. The delta of the layer below and its derivative take the
+ * batch rows mc_part(B, t, nt) (a gemm of the thread's rows of delta with the whole
+ * of W), or, when mc_team_below_cols, the columns k0:k1 of below, delta W[k0:k1,:]^T
+ * (a gemm with the thread's weight rows only). A barrier between that product and
+ * the step, which keeps a layer's weights unchanged until every thread has read them,
+ * unless both take the same weight rows k0:k1 (each thread then steps only rows it
+ * alone read); a barrier after each layer but the first, before the layer below reads
+ * its delta and before the old delta, read by every thread, is written again as
+ * below. The squares returned are then those of the part. */
 MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x, size_t B,
                                                int fold, MC_T lr, MC_T momentum,
                                                const MC_T *next, int t, int nt)
@@ -505,10 +595,12 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
         MC_T *gb = gW + I * O;
         MC_T *row = (MC_T *)net->scratch;
         const MC_T alpha = fold ? -lr : (MC_T)1, beta = fold ? momentum : (MC_T)0;
-        MC_T layer_squares = 0;
+        double layer_squares = 0;
         size_t r, k, j, k0, k1, j0, j1;
-        mc_part(I, t, nt, &k0, &k1);
-        mc_part(O, t, nt, &j0, &j1);
+        const int below_cols = nt > 1 && mc_team_below_cols(B, I);
+        const int gw_cols = nt > 1 && mc_team_gradient_cols(I, O);
+        mc_weight_part(I, sizeof(MC_T), t, nt, &k0, &k1);
+        mc_weight_part(O, sizeof(MC_T), t, nt, &j0, &j1);
 
         if (B == 1 && !MC_NAME(use_gemm)(1, I, O)) {
             /* online: below, the weights and the biases in one sweep of the layer */
@@ -525,7 +617,15 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
             continue;
         }
 
-        if (i > 0 && hi > lo) { /* below[B,I] = delta[B,O] W^T [O,I] * f'(a), before W changes */
+        if (i > 0 && below_cols) { /* below[:, k0:k1] = delta W[k0:k1, :]^T * f'(a) */
+            if (k1 > k0) {
+                MC_NAME(gemm_rm)(0, 1, B, k1 - k0, O, 1, delta, O, W + k0 * O, O, 0,
+                                 below + k0, I);
+                for (r = 0; r < B; r++)
+                    MC_NAME(times_derivative)(below + r * I + k0, a + r * I + k0, k1 - k0,
+                                              net->hidden);
+            }
+        } else if (i > 0 && hi > lo) { /* below[lo:hi, :] = delta[lo:hi, :] W^T * f'(a) */
             if (MC_NAME(use_gemm)(B, I, O)) {
                 MC_NAME(gemm_rm)(0, 1, hi - lo, I, O, 1, delta + lo * O, O, W, O, 0,
                                  below + lo * I, I);
@@ -544,24 +644,27 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
             }
             MC_NAME(times_derivative)(below + lo * I, a + lo * I, (hi - lo) * I, net->hidden);
         }
-        if (nt > 1 && i > 0) { /* every row of below formed; W read by every thread */
+        if (nt > 1 && i > 0 && (!below_cols || gw_cols)) { /* W read by every thread */
             MC_BARRIER();
         }
 
         if (MC_NAME(use_gemm)(B, I, O)) {
             /* gW[I,O] := alpha a^T[I,B] delta[B,O] + beta gW: with fold, gW is the
              * state and the gemm itself is the step state = m*state - lr*grad */
-            MC_T *gWk = gW + k0 * O, *Wk = W + k0 * O;
-            const size_t n = (k1 - k0) * O;
-            if (k1 > k0)
-                MC_NAME(gemm_rm)(1, 0, k1 - k0, O, B, alpha, a + k0, I, delta, O, beta, gWk, O);
+            if (gw_cols) {
+                if (j1 > j0)
+                    MC_NAME(gemm_rm)(1, 0, I, j1 - j0, B, alpha, a, I, delta + j0, O, beta,
+                                     gW + j0, O);
+                layer_squares = MC_NAME(block_update)(W + j0, gW + j0, I, j1 - j0, O, fold,
+                                                      penalised, lr, decay);
+            } else {
+                if (k1 > k0)
+                    MC_NAME(gemm_rm)(1, 0, k1 - k0, O, B, alpha, a + k0, I, delta, O, beta,
+                                     gW + k0 * O, O);
+                layer_squares = MC_NAME(block_update)(W + k0 * O, gW + k0 * O, k1 - k0, O, O,
+                                                      fold, penalised, lr, decay);
+            }
             MC_NAME(bias_gradient)(gb, delta, B, O, j0, j1, fold, lr, momentum, row);
-            if (fold && penalised)
-                layer_squares = MC_NAME(decay_add)(Wk, gWk, n, lr * decay);
-            else if (fold)
-                MC_NAME(add)(Wk, gWk, n);
-            else if (penalised)
-                layer_squares = MC_NAME(add_decay)(gWk, Wk, n, decay);
             if (fold)
                 MC_NAME(add)(W + I * O + j0, gb + j0, j1 - j0);
         } else {
@@ -612,7 +715,8 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
             delta = below;
             below = swap;
         }
-        if (nt > 1 && i > 0) { /* the old delta, next written as below, read by all */
+        if (nt > 1 && i > 0) { /* below formed; the old delta, next written as below,
+                                * read by all */
             MC_BARRIER();
         }
     }
@@ -627,8 +731,9 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
 }
 
 /* Outputs of X[n, sizes[0]] into Y, max_batch rows at a time; on a team of threads
- * (each its share of the rows, BLAS held to one thread) when a chunk qualifies as a
- * training batch does (mc_mlp_team_threads), so that predictions between training
+ * (BLAS held to one thread) when a chunk qualifies as a training batch does
+ * (mc_mlp_team_threads; its products split as a training step's, forward_part; a small
+ * last chunk by rows), so that predictions between training
  * epochs run on the same threads as the epochs rather than against them. */
 MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t n, MC_T *Y)
 {
@@ -646,7 +751,10 @@ MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t 
             const size_t B = n - start < net->max_batch ? n - start : net->max_batch;
             size_t lo, hi;
             mc_part(B, t, nt, &lo, &hi);
-            MC_NAME(forward_rows)(net, X + start * I, lo, hi, 0);
+            if (nt > 1 && mc_mlp_team_batch(net, B))
+                MC_NAME(forward_part)(net, X + start * I, B, t, nt);
+            else
+                MC_NAME(forward_rows)(net, X + start * I, lo, hi, 0);
             memcpy(Y + (start + lo) * O, (MC_T *)net->acts[net->n_layers] + lo * O,
                    (hi - lo) * O * sizeof(MC_T));
             if (nt > 1) { /* the workspace rows are the next chunk's, parted anew */
@@ -805,7 +913,8 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             int finite = 1;
             for (r = 1; r < B && order[start + r] == order[start] + (int64_t)r; r++)
                 ;
-            if (r < B) {
+            const int gathered = r < B;
+            if (gathered) {
                 for (r = lo; r < hi; r++)
                     memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
                 in = x;
@@ -824,9 +933,14 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
                         res.bad_input = 1;
                     break;
                 }
+            } else if (tn > 1 && gathered && mc_team_forward_cols(B, (size_t)net->sizes[1])) {
+                MC_BARRIER(); /* every row gathered: the first product reads them all */
             }
-            if (t < tn) {
+            if (tn > 1)
+                MC_NAME(forward_part)(net, in, B, t, tn);
+            else if (t == 0)
                 MC_NAME(forward_rows)(net, in, lo, hi, ahead);
+            if (t < tn) {
                 part_loss[t] = MC_NAME(output_delta)(delta + lo * O, y + lo * O, T,
                                                      order + start + lo, hi - lo, B, O,
                                                      net->output, net->loss);
