@@ -38,6 +38,27 @@
 #else
 #define MC_SIMD_CALLS
 #endif
+/* APPLY(A) with A the activation code act as a constant (code for each activation,
+ * each with its branches folded away) */
+#define MC_BY_ACTIVATION(act, APPLY)                                                     \
+    switch (act) {                                                                       \
+    case MC_SIGMOID:                                                                     \
+        APPLY(MC_SIGMOID);                                                               \
+        break;                                                                           \
+    case MC_TANH:                                                                        \
+        APPLY(MC_TANH);                                                                  \
+        break;                                                                           \
+    case MC_RELU:                                                                        \
+        APPLY(MC_RELU);                                                                  \
+        break;                                                                           \
+    case MC_SOFTMAX:                                                                     \
+        APPLY(MC_SOFTMAX);                                                               \
+        break;                                                                           \
+    default:                                                                             \
+        APPLY(MC_IDENTITY);                                                              \
+    }
+/* activate_lanes's code for exp alone (after every activation's) */
+#define MC_EXP_LANES MC_N_ACTIVATIONS
 /* A small helper inlined into every caller, whatever their optimisation attributes
  * (GCC does not inline across differing ones otherwise). */
 #if defined(__GNUC__)
@@ -100,23 +121,85 @@ MC_TARGET MC_ALWAYS_INLINE static inline MC_T MC_NAME(lanes_max)(const MC_T *v)
     return MC_NAME(lanes_reduce)(v, 1);
 }
 
-/* z[O] := f(z + b) for one row; softmax over the row. exp and tanh in blocks of
- * MC_LANES, the last one masked (see MC_LANES): one vector call a block, where a loop
- * to the row's width would call the scalar function on its remainder. */
+/* x[MC_LANES] := f(x) lane by lane, or the softmax over its first width lanes (then 0
+ * past them), in registers: one vector call of exp or tanh. The lanes past width must
+ * hold finite values (0 from a masked load), which exp and tanh see. */
+MC_TARGET MC_ALWAYS_INLINE static inline void MC_NAME(activate_lanes)(MC_T *x, size_t width,
+                                                                      int act)
+{
+    enum { L = MC_LANES(MC_T) };
+    MC_T e[L], top;
+    size_t j;
+    switch (act) {
+    case MC_SIGMOID:
+        /* exp sees only -|z| <= 0: no overflow, full precision in both tails */
+        MC_SIMD_CALLS
+        for (j = 0; j < L; j++) {
+            const MC_T t = MC_MATH_EXP(-MC_MATH_FABS(x[j]));
+            x[j] = (x[j] >= 0 ? (MC_T)1 : t) / ((MC_T)1 + t);
+        }
+        break;
+    case MC_TANH:
+        MC_SIMD_CALLS
+        for (j = 0; j < L; j++)
+            x[j] = MC_MATH_TANH(x[j]);
+        break;
+    case MC_RELU:
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++)
+            x[j] = x[j] < 0 ? (MC_T)0 : x[j]; /* NaN stays NaN */
+        break;
+    case MC_SOFTMAX:
+        /* past the row -inf, never the largest, and e = 0; exp sees 0 there (a vector
+         * exp may take a slow path for -inf). x is read in every lane (a read under a
+         * condition would keep x in memory in the caller's loops too). */
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++) {
+            const MC_T xj = x[j];
+            e[j] = j < width ? xj : -(MC_T)INFINITY;
+        }
+        top = MC_NAME(lanes_max)(e);
+        MC_SIMD_CALLS
+        for (j = 0; j < L; j++) {
+            const MC_T shifted = x[j] - top;
+            e[j] = MC_MATH_EXP(j < width ? shifted : (MC_T)0);
+        }
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++)
+            e[j] = j < width ? e[j] : (MC_T)0;
+        top = MC_NAME(lanes_sum)(e);
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++)
+            x[j] = e[j] / top;
+        break;
+    case MC_EXP_LANES:
+        MC_SIMD_CALLS
+        for (j = 0; j < L; j++)
+            x[j] = MC_MATH_EXP(x[j]);
+        break;
+    default: /* identity */
+        break;
+    }
+}
+
+/* z[O] := f(z + b) for one row; softmax over the row. In blocks of MC_LANES, the last
+ * one masked (see MC_LANES): one vector call of exp or tanh a block, where a loop to
+ * the row's width would call the scalar function on its remainder; a row no wider
+ * than a block in registers throughout (activate_lanes), softmax too. */
 MC_TARGET static void MC_NAME(bias_activate_row)(MC_T *z, const MC_T *b, size_t O, int act)
 {
     enum { L = MC_LANES(MC_T) };
     size_t j0, j;
 /* For each block (zz, bb) of the row: x[j] = X for the elements j of the row (0 past
- * it), then BODY, which sets y[j] from xj = x[j] for every j < L, then zz[j] = y[j]
- * for those of the row. Three loops, each a vector operation (a loop that both reads
- * and writes under the mask and calls exp in between does not vectorise). */
-#define MC_ROW_BLOCKS(X, BODY)                                                           \
+ * it), then APPLY (on x), then zz[j] = x[j] for the elements of the row. Each loop one
+ * vector operation (a loop that both reads and writes under the mask and calls exp in
+ * between does not vectorise). */
+#define MC_ROW_BLOCKS(X, APPLY)                                                          \
     for (j0 = 0; j0 < O; j0 += L) {                                                      \
         MC_T *restrict zz = z + j0;                                                      \
         const MC_T *restrict bb = b + j0;                                                \
         const size_t width = O - j0 < L ? O - j0 : L;                                    \
-        MC_T x[L], y[L];                                                                 \
+        MC_T x[L];                                                                       \
         (void)bb;                                                                        \
         if (width == L) {                                                                \
             _Pragma("omp simd")                                                          \
@@ -127,85 +210,74 @@ MC_TARGET static void MC_NAME(bias_activate_row)(MC_T *z, const MC_T *b, size_t 
             for (j = 0; j < L; j++)                                                      \
                 x[j] = j < width ? X : (MC_T)0;                                          \
         }                                                                                \
-        MC_SIMD_CALLS                                                                    \
-        for (j = 0; j < L; j++) {                                                        \
-            const MC_T xj = x[j];                                                        \
-            BODY                                                                         \
-        }                                                                                \
+        APPLY;                                                                           \
         if (width == L) {                                                                \
             _Pragma("omp simd")                                                          \
             for (j = 0; j < L; j++)                                                      \
-                zz[j] = y[j];                                                            \
+                zz[j] = x[j];                                                            \
         } else {                                                                         \
             _Pragma("omp simd")                                                          \
             for (j = 0; j < L; j++)                                                      \
                 if (j < width)                                                           \
-                    zz[j] = y[j];                                                        \
+                    zz[j] = x[j];                                                        \
         }                                                                                \
     }
-    switch (act) {
-    case MC_SIGMOID:
-        /* exp sees only -|z| <= 0: no overflow, full precision in both tails */
-        MC_ROW_BLOCKS(zz[j] + bb[j], {
-            const MC_T e = MC_MATH_EXP(-MC_MATH_FABS(xj));
-            y[j] = (xj >= 0 ? (MC_T)1 : e) / ((MC_T)1 + e);
-        })
-        break;
-    case MC_TANH:
-        MC_ROW_BLOCKS(zz[j] + bb[j], { y[j] = MC_MATH_TANH(xj); })
-        break;
-    case MC_RELU:
-        MC_ROW_BLOCKS(zz[j] + bb[j], { y[j] = xj < 0 ? (MC_T)0 : xj; }) /* NaN stays NaN */
-        break;
-    case MC_SOFTMAX:
-        if (O <= L) {
-            /* one vector: past the row, x = -inf (never the largest) and e = 0; exp
-             * sees 0 there (a vector exp may take a slow path for -inf) */
-            MC_T x[L], e[L], top;
-            _Pragma("omp simd")
-            for (j = 0; j < L; j++)
-                x[j] = j < O ? z[j] + b[j] : -(MC_T)INFINITY;
-            top = MC_NAME(lanes_max)(x);
-            MC_SIMD_CALLS
-            for (j = 0; j < L; j++)
-                e[j] = MC_MATH_EXP(j < O ? x[j] - top : (MC_T)0);
-            _Pragma("omp simd")
-            for (j = 0; j < L; j++)
-                e[j] = j < O ? e[j] : (MC_T)0;
-            top = MC_NAME(lanes_sum)(e);
-            _Pragma("omp simd")
-            for (j = 0; j < L; j++)
-                if (j < O)
-                    z[j] = e[j] / top;
-        } else {
-            MC_T top, sum = 0;
-            for (j = 0; j < O; j++)
-                z[j] = z[j] + b[j];
-            top = z[0];
-            for (j = 1; j < O; j++)
-                top = z[j] > top ? z[j] : top;
-            MC_ROW_BLOCKS(zz[j] - top, { y[j] = MC_MATH_EXP(xj); })
-            for (j = 0; j < O; j++)
-                sum += z[j];
-            for (j = 0; j < O; j++)
-                z[j] = z[j] / sum;
-        }
-        break;
-    default: /* identity */
+    if (act == MC_SOFTMAX && O > L) { /* the largest z, exp(z - top), their sum */
+        MC_T top, sum = 0;
         for (j = 0; j < O; j++)
             z[j] = z[j] + b[j];
+        top = z[0];
+        for (j = 1; j < O; j++)
+            top = z[j] > top ? z[j] : top;
+        MC_ROW_BLOCKS(zz[j] - top, MC_NAME(activate_lanes)(x, L, MC_EXP_LANES));
+        for (j = 0; j < O; j++)
+            sum += z[j];
+        for (j = 0; j < O; j++)
+            z[j] = z[j] / sum;
+    } else {
+#define MC_BLOCKS_OF(ACT) MC_ROW_BLOCKS(zz[j] + bb[j], MC_NAME(activate_lanes)(x, width, ACT))
+        MC_BY_ACTIVATION(act, MC_BLOCKS_OF)
+#undef MC_BLOCKS_OF
     }
 #undef MC_ROW_BLOCKS
 }
 
 /* out[B,O] := f(in[B,I] W[I,O] + b[O]): gemm or plain loops, then one sweep
- * adding the bias and applying f. */
-MC_TARGET static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC_T *W, const MC_T *b,
+ * adding the bias and applying f; rows no wider than a vector (O <= MC_LANES) on
+ * loops in registers throughout: the sum, the bias, f (as bias_activate_row takes
+ * them), one store. */
+MC_TARGET MC_NO_UNROLL_AND_JAM static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC_T *W, const MC_T *b,
                                    size_t B, size_t I, size_t O, int act)
 {
+    enum { L = MC_LANES(MC_T) };
     size_t r, k, j;
     if (MC_NAME(use_gemm)(B, I, O)) {
         MC_NAME(gemm_rm)(0, 0, B, O, I, 1, in, I, W, O, 0, out, O);
+    } else if (O <= L) {
+#define MC_FORWARD_NARROW(ACT)                                                           \
+    for (r = 0; r < B; r++) {                                                            \
+        MC_T acc[L];                                                                     \
+        for (j = 0; j < L; j++)                                                          \
+            acc[j] = 0;                                                                  \
+        for (k = 0; k < I; k++) {                                                        \
+            const MC_T x = in[r * I + k];                                                \
+            const MC_T *restrict w = W + k * O;                                          \
+            _Pragma("omp simd")                                                          \
+            for (j = 0; j < L; j++)                                                      \
+                acc[j] += x * (j < O ? w[j] : (MC_T)0);                                  \
+        }                                                                                \
+        _Pragma("omp simd")                                                              \
+        for (j = 0; j < L; j++)                                                          \
+            acc[j] = acc[j] + (j < O ? b[j] : (MC_T)0);                                  \
+        MC_NAME(activate_lanes)(acc, O, ACT);                                            \
+        _Pragma("omp simd")                                                              \
+        for (j = 0; j < L; j++)                                                          \
+            if (j < O)                                                                   \
+                out[r * O + j] = acc[j];                                                 \
+    }
+        MC_BY_ACTIVATION(act, MC_FORWARD_NARROW)
+#undef MC_FORWARD_NARROW
+        return;
     } else {
         /* Blocks of MC_FORWARD_BLOCK outputs are summed over all inputs in a
          * fixed-size accumulator the compiler keeps in registers; each output is
@@ -316,14 +388,23 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
         const MC_T *t = T + (rows ? (size_t)rows[r] : r) * O;
         MC_T *d = delta + r * O;
         MC_T sum = 0;
+        /* delta first, what the backward pass waits for (over 1 row: no division, which
+         * would change nothing) */
+        if (loss == MC_SQUARED_ERROR && output == MC_SIGMOID)
+            for (j = 0; j < O; j++)
+                d[j] = (yr[j] - t[j]) * (yr[j] * ((MC_T)1 - yr[j]));
+        else
+            for (j = 0; j < O; j++)
+                d[j] = yr[j] - t[j];
+        if (divisor != 1)
+            for (j = 0; j < O; j++)
+                d[j] = d[j] / B;
         switch (loss) {
         case MC_CROSS_ENTROPY:
             /* a zero target adds nothing (y is finite or the row is all NaN) */
-            for (j = 0; j < O; j++) {
+            for (j = 0; j < O; j++)
                 if (t[j] != 0)
                     sum -= t[j] * MC_SAFE_LOG(yr[j]);
-                d[j] = (yr[j] - t[j]) / B;
-            }
             total += (double)sum;
             break;
         case MC_BINARY_CROSS_ENTROPY:
@@ -333,17 +414,13 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
                     sum -= t[j] * MC_SAFE_LOG(yr[j]);
                 if (off != 0)
                     sum -= off * MC_SAFE_LOG((MC_T)1 - yr[j]);
-                d[j] = (yr[j] - t[j]) / B;
             }
             total += (double)sum;
             break;
         default: /* MC_SQUARED_ERROR */
             for (j = 0; j < O; j++) {
-                MC_T e = yr[j] - t[j];
+                const MC_T e = yr[j] - t[j];
                 sum += e * e;
-                if (output == MC_SIGMOID)
-                    e *= yr[j] * ((MC_T)1 - yr[j]);
-                d[j] = e / B;
             }
             total += 0.5 * (double)sum;
         }
@@ -465,7 +542,7 @@ MC_TARGET static double MC_NAME(weight_squares)(const mc_mlp *net)
 
 /* Forward pass of all layers for the rows [lo, hi) of x[B, sizes[0]] into the same
  * rows of net->acts[1..L]; with ahead (B = 1), acts[1] already holds the first
- * layer's product x W_0 (see backward) and only its bias and activation remain. */
+ * layer's outputs (see backward) and the pass starts at the second layer. */
 MC_TARGET static void MC_NAME(forward_rows)(const mc_mlp *net, const MC_T *x, size_t lo,
                                             size_t hi, int ahead)
 {
@@ -478,9 +555,7 @@ MC_TARGET static void MC_NAME(forward_rows)(const mc_mlp *net, const MC_T *x, si
         const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
         MC_T *out = (MC_T *)net->acts[i + 1] + lo * O;
         const int act = i == net->n_layers - 1 ? net->output : net->hidden;
-        if (i == 0 && ahead)
-            MC_NAME(bias_activate_row)(out, p + I * O, O, act);
-        else
+        if (i > 0 || !ahead)
             MC_NAME(dense_forward)(out, in, p, p + I * O, hi - lo, I, O, act);
         p += I * O + O;
         in = out;
@@ -544,16 +619,34 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
         SWEEPS(0, 0, { gn = cd; })                                                       \
     }
 
-/* The weights of an online layer wider than a vector (O > MC_LANES), row by row (see
- * online_layer); returns the squares. */
+/* BIASES(STEP, BODY) for the biases' step or gradient by the rule fold names: BODY as
+ * the weights' with cd = delta_j (no l2 term on the biases) */
+#define MC_ONLINE_BIAS_RULES(BIASES)                                                     \
+    if (fold == MC_FOLD_NESTEROV) {                                                      \
+        BIASES(1, {                                                                      \
+            gn = momentum * gj - lr * cd;                                                \
+            wn = (wj + momentum * gn) - lr * cd;                                         \
+        })                                                                               \
+    } else if (fold) {                                                                   \
+        BIASES(1, {                                                                      \
+            gn = momentum * gj - lr * cd;                                                \
+            wn = wj + gn;                                                                \
+        })                                                                               \
+    } else {                                                                             \
+        BIASES(0, { gn = cd; })                                                          \
+    }
+
+/* An online layer wider than a vector (O > MC_LANES), row by row (see online_layer);
+ * returns the squares. */
 MC_TARGET static MC_T MC_NAME(online_wide)(MC_T *restrict W, MC_T *restrict G,
                                            MC_T *restrict below, const MC_T *restrict a,
                                            int act, const MC_T *restrict delta, size_t I,
                                            size_t O, int fold, int penalised, MC_T lr,
                                            MC_T momentum, MC_T decay,
                                            const MC_T *restrict next_x,
-                                           MC_T *restrict next_z)
+                                           MC_T *restrict next_z, int out_act)
 {
+    MC_T *restrict b = W + I * O, *restrict gb = G + I * O;
     MC_T squares = 0;
     size_t k, j;
     if (next_x != NULL)
@@ -591,6 +684,20 @@ MC_TARGET static MC_T MC_NAME(online_wide)(MC_T *restrict W, MC_T *restrict G,
     MC_ONLINE_RULES(MC_ONLINE_WIDE_SWEEPS)
 #undef MC_ONLINE_WIDE_SWEEPS
 #undef MC_ONLINE_WIDE
+#define MC_ONLINE_WIDE_BIASES(STEP, BODY)                                                \
+    for (j = 0; j < O; j++) {                                                            \
+        const MC_T wj = b[j], gj = gb[j], cd = delta[j];                                 \
+        MC_T gn, wn = wj;                                                                \
+        (void)gj;                                                                        \
+        BODY                                                                             \
+        gb[j] = gn;                                                                      \
+        if (STEP)                                                                        \
+            b[j] = wn;                                                                   \
+    }
+    MC_ONLINE_BIAS_RULES(MC_ONLINE_WIDE_BIASES)
+#undef MC_ONLINE_WIDE_BIASES
+    if (next_x != NULL)
+        MC_NAME(bias_activate_row)(next_z, b, O, out_act);
     return squares;
 }
 
@@ -604,21 +711,42 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static MC_T MC_NAME(online_narrow)(
     MC_T *restrict W, MC_T *restrict G, MC_T *restrict below, const MC_T *restrict a,
     int act, const MC_T *restrict delta, size_t I, size_t O, int fold, int penalised,
     MC_T lr, MC_T momentum, MC_T decay, const MC_T *restrict next_x,
-    MC_T *restrict next_z)
+    MC_T *restrict next_z, int out_act)
 {
     enum { L = MC_LANES(MC_T) };
-    /* delta (zero past O), the next product, a row's products with delta (lanes past
-     * O: 0 * 0), the squares by lane (rows as wide as a vector); a chunk's a_k delta_j
-     * (narrower rows) */
-    MC_T dn[L], zn[L], products[L], lane_squares[L], outer[MC_ONLINE_CHUNK];
+    MC_T *restrict b = W + I * O, *restrict gb = G + I * O;
+    /* delta (zero past O), the updated biases, the next product, a row's products
+     * with delta (lanes past O: 0 * 0), the squares by lane (rows as wide as a vector);
+     * a chunk's a_k delta_j (narrower rows) */
+    MC_T dn[L], bn[L], zn[L], products[L], lane_squares[L], outer[MC_ONLINE_CHUNK];
     const size_t rows = MC_ONLINE_CHUNK / O; /* a chunk's */
     MC_T squares = 0;
     size_t k, j, k0, k1;
+    _Pragma("omp simd")
     for (j = 0; j < L; j++) {
         dn[j] = j < O ? delta[j] : (MC_T)0;
         zn[j] = 0;
         lane_squares[j] = 0;
     }
+/* the biases, first (they do not depend on the weights), as one masked vector; every
+ * lane's updated bias into bn */
+#define MC_ONLINE_NARROW_BIASES(STEP, BODY)                                              \
+    _Pragma("omp simd")                                                                  \
+    for (j = 0; j < L; j++) {                                                            \
+        const MC_T wj = j < O ? b[j] : (MC_T)0, gj = j < O ? gb[j] : (MC_T)0,            \
+                   cd = dn[j];                                                           \
+        MC_T gn, wn = wj;                                                                \
+        (void)gj;                                                                        \
+        BODY                                                                             \
+        if (j < O) {                                                                     \
+            gb[j] = gn;                                                                  \
+            if (STEP)                                                                    \
+                b[j] = wn;                                                               \
+        }                                                                                \
+        bn[j] = wn;                                                                      \
+    }
+    MC_ONLINE_BIAS_RULES(MC_ONLINE_NARROW_BIASES)
+#undef MC_ONLINE_NARROW_BIASES
 /* rows as wide as a vector, DOT (0 or 1) whether to sum below[k]: the next product is
  * summed whether or not there is a next sample (xn = 0 without), so that the first
  * layer's step is the same code in an epoch's sweeps that form the next product and
@@ -699,6 +827,13 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static MC_T MC_NAME(online_narrow)(
                 for (j = 0; j < L; j++)
                     zn[j] += xn * (j < O ? w[j] : (MC_T)0);
             }
+        /* the updated biases and f, as dense_forward adds and applies them */
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++)
+            zn[j] = zn[j] + bn[j];
+#define MC_ONLINE_NEXT(ACT) MC_NAME(activate_lanes)(zn, O, ACT)
+        MC_BY_ACTIVATION(out_act, MC_ONLINE_NEXT)
+#undef MC_ONLINE_NEXT
         _Pragma("omp simd")
         for (j = 0; j < L; j++)
             if (j < O)
@@ -717,17 +852,18 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static MC_T MC_NAME(online_narrow)(
  * Nesterov step of the row. The biases' gradient (delta) or step likewise, in place.
  * With penalised, returns sum W^2 over the weights after the step with fold, before
  * it without; 0 otherwise. With next_x (fold only), the same sweep also forms the next
- * sample's product with the updated weights, next_z[O] = next_x[I] W, summed over k
- * in order as dense_forward does (the caller adds the updated biases). Both loops write
- * the sum as acc += x * w, which the compiler fuses alike on every SIMD path (one
- * rounding with FMA, two without), so that an epoch's steps are bit for bit those of
- * its samples stepped one call at a time (tests/test_online.py checks it on every
- * path): a change to either loop must keep the two rounding alike.
+ * sample's outputs of the layer with its updated weights and biases,
+ * next_z[O] = f(next_x[I] W + b) for f the activation out_act, summed over k in order
+ * and activated as dense_forward does. Both loops write the sum as acc += x * w, which
+ * the compiler fuses alike on every SIMD path (one rounding with FMA, two without),
+ * so that an epoch's steps are bit for bit those of its samples stepped one call at a
+ * time (tests/test_online.py checks it on every path): a change to either loop must
+ * keep the two rounding alike.
  *
  * By the width of the rows against the lanes of a vector (MC_LANES):
  * - wider (online_wide): the sweep above, row by row;
  * - as wide (online_narrow): each row is one vector, delta and the next product stay
- *   in registers;
+ *   in registers (the biases and f too, as in dense_forward);
  * - narrower (online_narrow): a row would be a masked vector whose loads reach into
  *   the rows after it, which the stores of the row before have just written (a load
  *   takes a value from a store still in flight only when the store covers it, so each
@@ -743,53 +879,13 @@ MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
                                             size_t O, int fold, int penalised, MC_T lr,
                                             MC_T momentum, MC_T decay,
                                             const MC_T *restrict next_x,
-                                            MC_T *restrict next_z)
+                                            MC_T *restrict next_z, int out_act)
 {
-    MC_T *restrict b = W + I * O, *restrict gb = G + I * O;
-    const int narrow = O <= MC_LANES(MC_T);
-    const MC_T squares =
-        (narrow ? MC_NAME(online_narrow) : MC_NAME(online_wide))(
-            W, G, below, a, act, delta, I, O, fold, penalised, lr, momentum, decay,
-            next_x, next_z);
-    size_t j;
-/* the biases' step or gradient, over COUNT elements of which those with IN are the
- * layer's; BODY as the weights' (cd = delta_j, no l2 term) */
-#define MC_ONLINE_BIAS(STEP, BODY, COUNT, IN)                                            \
-    _Pragma("omp simd")                                                                  \
-    for (j = 0; j < (COUNT); j++) {                                                      \
-        if (IN) {                                                                        \
-            const MC_T wj = b[j], gj = gb[j], cd = delta[j];                             \
-            MC_T gn, wn = wj;                                                            \
-            (void)gj;                                                                    \
-            BODY                                                                         \
-            gb[j] = gn;                                                                  \
-            if (STEP)                                                                    \
-                b[j] = wn;                                                               \
-        }                                                                                \
-    }
-#define MC_ONLINE_BIASES(STEP, BODY)                                                     \
-    if (narrow) {                                                                        \
-        MC_ONLINE_BIAS(STEP, BODY, MC_LANES(MC_T), j < O)                                \
-    } else {                                                                             \
-        MC_ONLINE_BIAS(STEP, BODY, O, 1)                                                 \
-    }
-    if (fold == MC_FOLD_NESTEROV) {
-        MC_ONLINE_BIASES(1, {
-            gn = momentum * gj - lr * cd;
-            wn = (wj + momentum * gn) - lr * cd;
-        })
-    } else if (fold) {
-        MC_ONLINE_BIASES(1, {
-            gn = momentum * gj - lr * cd;
-            wn = wj + gn;
-        })
-    } else {
-        MC_ONLINE_BIASES(0, { gn = cd; })
-    }
-#undef MC_ONLINE_BIASES
-#undef MC_ONLINE_BIAS
-    return squares;
+    return (O <= MC_LANES(MC_T) ? MC_NAME(online_narrow) : MC_NAME(online_wide))(
+        W, G, below, a, act, delta, I, O, fold, penalised, lr, momentum, decay, next_x,
+        next_z, out_act);
 }
+#undef MC_ONLINE_BIAS_RULES
 #undef MC_ONLINE_RULES
 #undef MC_ONLINE_ELEMENT
 
@@ -803,8 +899,8 @@ MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
  * sum_i ||W_i||^2 read in the same sweeps as the l2 term: of the weights before the
  * step without fold, after it with fold; 0 otherwise. With next (B = 1, fold, the
  * first layer on loops), the next sample's input row: the first layer's sweep also
- * leaves its product with the updated weights, next W_0, in acts[1] (no longer read
- * by then), for forward with ahead.
+ * leaves its outputs with the updated weights and biases, f(next W_0 + b_0), in
+ * acts[1] (no longer read by then), for forward with ahead.
  *
  * With nt > 1 (every layer on gemm; inside an OpenMP parallel region of nt threads,
  * all of which call it alike), this is thread t's part: the passes that go row by
@@ -844,7 +940,8 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
             const int ahead = i == 0 && next != NULL;
             layer_squares = MC_NAME(online_layer)(
                 W, gW, i > 0 ? below : NULL, a, net->hidden, delta, I, O, fold, penalised,
-                lr, momentum, decay, ahead ? next : NULL, ahead ? (MC_T *)net->acts[1] : NULL);
+                lr, momentum, decay, ahead ? next : NULL, ahead ? (MC_T *)net->acts[1] : NULL,
+                net->n_layers > 1 ? net->hidden : net->output);
             squares += (double)layer_squares;
             MC_T *swap = delta;
             delta = below;
@@ -1079,7 +1176,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
                 fold = 0;
     }
     /* Online folded steps whose first layer runs as loops: each step's sweep of that
-     * layer also forms the next sample's product with it (see backward), so that the
+     * layer also forms the next sample's outputs of it (see backward), so that the
      * next forward pass does not read those weights again. */
     const int look_ahead = batch == 1 && fold &&
                            !MC_NAME(use_gemm)(1, I, (size_t)net->sizes[1]);
@@ -1119,7 +1216,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
         /* with fold and l2: sum ||W||^2 at the weights of the next forward pass, which
          * the last step's sweep summed */
         double squares = first_squares;
-        int ahead = 0; /* acts[1] holds this sample's first-layer product */
+        int ahead = 0; /* acts[1] holds this sample's first-layer outputs */
         size_t start, r;
         for (start = 0; start < n_order; start += batch) {
             const size_t B = n_order - start < batch ? n_order - start : batch;
