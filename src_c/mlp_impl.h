@@ -57,6 +57,29 @@
     default:                                                                             \
         APPLY(MC_IDENTITY);                                                              \
     }
+/* Whether GCC turns a store under a condition into a masked store: on AVX-512; on the
+ * other paths (GCC 12 at least) such a loop stays scalar, one branch a lane. */
+#define MC_MASKED_STORES_baseline 0
+#define MC_MASKED_STORES_avx2 0
+#define MC_MASKED_STORES_avx512 1
+#define MC_MASKED_STORES_OF_(isa) MC_MASKED_STORES_##isa
+#define MC_MASKED_STORES_OF(isa) MC_MASKED_STORES_OF_(isa)
+/* dst[j] = src[j] for the j < n <= SIZE (a constant): masked stores where there are,
+ * a loop to n elsewhere */
+#define MC_STORE_FIRST(dst, src, n, SIZE)                                                \
+    do {                                                                                 \
+        size_t j_;                                                                       \
+        if (MC_MASKED_STORES_OF(MC_ISA)) {                                               \
+            _Pragma("omp simd")                                                          \
+            for (j_ = 0; j_ < (SIZE); j_++)                                              \
+                if (j_ < (n))                                                            \
+                    (dst)[j_] = (src)[j_];                                               \
+        } else {                                                                         \
+            for (j_ = 0; j_ < (n); j_++)                                                 \
+                (dst)[j_] = (src)[j_];                                                   \
+        }                                                                                \
+    } while (0)
+#define MC_STORE_LANES(dst, src, n) MC_STORE_FIRST(dst, src, n, MC_LANES(MC_T))
 /* activate_lanes's code for exp alone (after every activation's) */
 #define MC_EXP_LANES MC_N_ACTIVATIONS
 /* A small helper inlined into every caller, whatever their optimisation attributes
@@ -159,11 +182,14 @@ MC_TARGET MC_ALWAYS_INLINE static inline void MC_NAME(activate_lanes)(MC_T *x, s
             e[j] = j < width ? xj : -(MC_T)INFINITY;
         }
         top = MC_NAME(lanes_max)(e);
-        MC_SIMD_CALLS
+        _Pragma("omp simd")
         for (j = 0; j < L; j++) {
             const MC_T shifted = x[j] - top;
-            e[j] = MC_MATH_EXP(j < width ? shifted : (MC_T)0);
+            e[j] = j < width ? shifted : (MC_T)0;
         }
+        MC_SIMD_CALLS
+        for (j = 0; j < L; j++) /* a loop of calls alone: vectorised on every path */
+            e[j] = MC_MATH_EXP(e[j]);
         _Pragma("omp simd")
         for (j = 0; j < L; j++)
             e[j] = j < width ? e[j] : (MC_T)0;
@@ -216,10 +242,7 @@ MC_TARGET static void MC_NAME(bias_activate_row)(MC_T *z, const MC_T *b, size_t 
             for (j = 0; j < L; j++)                                                      \
                 zz[j] = x[j];                                                            \
         } else {                                                                         \
-            _Pragma("omp simd")                                                          \
-            for (j = 0; j < L; j++)                                                      \
-                if (j < width)                                                           \
-                    zz[j] = x[j];                                                        \
+            MC_STORE_LANES(zz, x, width);                                                \
         }                                                                                \
     }
     if (act == MC_SOFTMAX && O > L) { /* the largest z, exp(z - top), their sum */
@@ -270,10 +293,7 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static void MC_NAME(dense_forward)(MC_T *out, con
         for (j = 0; j < L; j++)                                                          \
             acc[j] = acc[j] + (j < O ? b[j] : (MC_T)0);                                  \
         MC_NAME(activate_lanes)(acc, O, ACT);                                            \
-        _Pragma("omp simd")                                                              \
-        for (j = 0; j < L; j++)                                                          \
-            if (j < O)                                                                   \
-                out[r * O + j] = acc[j];                                                 \
+        MC_STORE_LANES(out + r * O, acc, O);                                             \
     }
         MC_BY_ACTIVATION(act, MC_FORWARD_NARROW)
 #undef MC_FORWARD_NARROW
@@ -306,10 +326,13 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static void MC_NAME(dense_forward)(MC_T *out, con
                 for (j = 0; j < SIZE; j++)                                               \
                     acc[j] += x * (j < width ? w[j] : (MC_T)0);                          \
             }                                                                            \
-        _Pragma("omp simd")                                                              \
-        for (j = 0; j < SIZE; j++)                                                       \
-            if (j < width)                                                               \
+        if (width == SIZE) {                                                             \
+            _Pragma("omp simd")                                                          \
+            for (j = 0; j < SIZE; j++)                                                   \
                 out[r * O + j0 + j] = acc[j];                                            \
+        } else {                                                                         \
+            MC_STORE_FIRST(out + r * O + j0, acc, width, SIZE);                          \
+        }                                                                                \
     } while (0)
         for (r = 0; r < B; r++) {
             size_t j0;
@@ -701,9 +724,8 @@ MC_TARGET static MC_T MC_NAME(online_wide)(MC_T *restrict W, MC_T *restrict G,
     return squares;
 }
 
-/* online_narrow's weights, in chunks of at most this many, when its rows are narrower
- * than a vector */
-#define MC_ONLINE_CHUNK (32 * MC_LANES(MC_T))
+/* online_narrow's rows narrower than a vector, in chunks of this many */
+#define MC_ONLINE_ROWS 32
 
 /* The weights of an online layer no wider than a vector (O <= MC_LANES), as one
  * vector a row or as flat chunks (see online_layer); returns the squares. */
@@ -715,11 +737,11 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static MC_T MC_NAME(online_narrow)(
 {
     enum { L = MC_LANES(MC_T) };
     MC_T *restrict b = W + I * O, *restrict gb = G + I * O;
-    /* delta (zero past O), the updated biases, the next product, a row's products
-     * with delta (lanes past O: 0 * 0), the squares by lane (rows as wide as a vector);
-     * a chunk's a_k delta_j (narrower rows) */
-    MC_T dn[L], bn[L], zn[L], products[L], lane_squares[L], outer[MC_ONLINE_CHUNK];
-    const size_t rows = MC_ONLINE_CHUNK / O; /* a chunk's */
+    /* delta (zero past O), the updated biases and their state or gradient, the next
+     * product, a row's products with delta (lanes past O: 0 * 0), the squares by lane
+     * (rows as wide as a vector); a chunk's a_k delta_j (narrower rows) */
+    MC_T dn[L], bn[L], gbn[L], zn[L], products[L], lane_squares[L];
+    MC_T outer[MC_ONLINE_ROWS * L]; /* a row's L lanes from each row's start */
     MC_T squares = 0;
     size_t k, j, k0, k1;
     _Pragma("omp simd")
@@ -728,8 +750,8 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static MC_T MC_NAME(online_narrow)(
         zn[j] = 0;
         lane_squares[j] = 0;
     }
-/* the biases, first (they do not depend on the weights), as one masked vector; every
- * lane's updated bias into bn */
+/* the biases, first (they do not depend on the weights), as one vector (0 past O):
+ * their state or gradient into gbn, the updated biases into bn */
 #define MC_ONLINE_NARROW_BIASES(STEP, BODY)                                              \
     _Pragma("omp simd")                                                                  \
     for (j = 0; j < L; j++) {                                                            \
@@ -738,13 +760,12 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static MC_T MC_NAME(online_narrow)(
         MC_T gn, wn = wj;                                                                \
         (void)gj;                                                                        \
         BODY                                                                             \
-        if (j < O) {                                                                     \
-            gb[j] = gn;                                                                  \
-            if (STEP)                                                                    \
-                b[j] = wn;                                                               \
-        }                                                                                \
+        gbn[j] = gn;                                                                     \
         bn[j] = wn;                                                                      \
-    }
+    }                                                                                    \
+    MC_STORE_LANES(gb, gbn, O);                                                          \
+    if (STEP)                                                                            \
+        MC_STORE_LANES(b, bn, O);
     MC_ONLINE_BIAS_RULES(MC_ONLINE_NARROW_BIASES)
 #undef MC_ONLINE_NARROW_BIASES
 /* rows as wide as a vector, DOT (0 or 1) whether to sum below[k]: the next product is
@@ -775,7 +796,7 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static MC_T MC_NAME(online_narrow)(
 #define MC_ONLINE_FLAT(DOT, STEP, SQ, BODY)                                              \
     for (k0 = 0; k0 < I; k0 = k1) {                                                      \
         MC_T chunk_squares = 0;                                                          \
-        k1 = I - k0 < rows ? I : k0 + rows;                                              \
+        k1 = I - k0 < MC_ONLINE_ROWS ? I : k0 + MC_ONLINE_ROWS;                          \
         for (k = k0; k < k1; k++) {                                                      \
             const MC_T c = a[k], *restrict w = W + k * O;                                \
             MC_T *restrict cds = outer + (k - k0) * O;                                   \
@@ -783,8 +804,7 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static MC_T MC_NAME(online_narrow)(
             for (j = 0; j < L; j++) {                                                    \
                 if (DOT)                                                                 \
                     products[j] = dn[j] * (j < O ? w[j] : (MC_T)0);                      \
-                if (j < O)                                                               \
-                    cds[j] = c * dn[j];                                                  \
+                cds[j] = c * dn[j]; /* past O: the next row's, or slack */            \
             }                                                                            \
             if (DOT)                                                                     \
                 below[k] = MC_NAME(lanes_sum)(products) *                                \
@@ -834,14 +854,11 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static MC_T MC_NAME(online_narrow)(
 #define MC_ONLINE_NEXT(ACT) MC_NAME(activate_lanes)(zn, O, ACT)
         MC_BY_ACTIVATION(out_act, MC_ONLINE_NEXT)
 #undef MC_ONLINE_NEXT
-        _Pragma("omp simd")
-        for (j = 0; j < L; j++)
-            if (j < O)
-                next_z[j] = zn[j];
+        MC_STORE_LANES(next_z, zn, O);
     }
     return squares;
 }
-#undef MC_ONLINE_CHUNK
+#undef MC_ONLINE_ROWS
 
 /* One layer of an online (B = 1) backward pass on loops, from the layer's delta[O] and
  * inputs a[I]: one sweep over each row k of W and of its state or gradient G computes
@@ -932,8 +949,6 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
         const MC_T alpha = fold ? -lr : (MC_T)1, beta = fold ? momentum : (MC_T)0;
         MC_T layer_squares = 0;
         size_t r, k, j, k0, k1, j0, j1;
-        mc_part(I, t, nt, &k0, &k1);
-        mc_part(O, t, nt, &j0, &j1);
 
         if (B == 1 && !MC_NAME(use_gemm)(1, I, O)) {
             /* online: below, the weights and the biases in one sweep of the layer */
@@ -948,6 +963,8 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
             below = swap;
             continue;
         }
+        mc_part(I, t, nt, &k0, &k1);
+        mc_part(O, t, nt, &j0, &j1);
 
         if (i > 0 && hi > lo) { /* below[B,I] = delta[B,O] W^T [O,I] * f'(a), before W changes */
             if (MC_NAME(use_gemm)(B, I, O)) {
