@@ -73,10 +73,7 @@ int mc_mlp_team_threads(const mc_mlp *net, size_t batch)
     int nt = mc_get_num_threads();
     if (nt > MC_TEAM_MAX)
         nt = MC_TEAM_MAX;
-    return nt > 1 && blas_set_threads != NULL && batch >= MC_TEAM_MIN_ROWS * (size_t)nt &&
-                   mc_mlp_team_batch(net, batch)
-               ? nt
-               : 1;
+    return nt > 1 && blas_set_threads != NULL && mc_mlp_team_batch(net, batch) ? nt : 1;
 }
 
 /* Sets BLAS to one thread until the last team's mc_team_leave. BLAS's thread count
@@ -145,6 +142,43 @@ static void mc_part(size_t n, int t, int nt, size_t *lo, size_t *hi)
 {
     *lo = n * (size_t)t / (size_t)nt;
     *hi = n * (size_t)(t + 1) / (size_t)nt;
+}
+
+/* [*lo, *hi): the t-th of nt contiguous parts of the n rows or columns of a weight
+ * matrix of `size`-byte elements, in whole cache lines of elements (but the last
+ * part): threads that write their columns of the same rows (a column split's
+ * products) then write no cache line in common where the rows start on one. */
+static void mc_weight_part(size_t n, size_t size, int t, int nt, size_t *lo, size_t *hi)
+{
+    const size_t unit = size < 64 ? 64 / size : 1;
+    mc_part((n + unit - 1) / unit, t, nt, lo, hi);
+    *lo = *lo * unit < n ? *lo * unit : n;
+    *hi = *hi * unit < n ? *hi * unit : n;
+}
+
+/* How a team splits the products of a layer of I inputs and O outputs at B rows. A
+ * thread's gemm packs both operands of its product, so each product is split the way
+ * that leaves a thread fewer elements to pack: by batch rows, the whole of W and its
+ * 1/nt of the other operand; by weights, its 1/nt of W and the whole of the other.
+ *   forward, out[B,O] = in[B,I] W: by columns of W when O > B (I O + B I/nt against
+ *     I O/nt + B I).
+ *   delta below, below[B,I] = delta[B,O] W^T: by weight rows when I > B.
+ *   weight gradient, a^T[I,B] delta[B,O]: by weight columns when I < O, else by weight
+ *     rows (never by batch rows, which would sum the parts of every weight).
+ * On ties, by batch rows (fewer barriers). */
+static int mc_team_forward_cols(size_t B, size_t O)
+{
+    return O > B;
+}
+
+static int mc_team_below_cols(size_t B, size_t I)
+{
+    return I > B;
+}
+
+static int mc_team_gradient_cols(size_t I, size_t O)
+{
+    return I < O;
 }
 
 #define MC_INSTANTIATE "mlp_types.h"

@@ -105,14 +105,15 @@ void mc_set_blas_threads(mc_set_threads_t set, mc_get_threads_t get);
  * child will restore. */
 void mc_team_after_fork(void);
 
-/* The most threads of a team; the multiply-adds of a step below which a batch runs
- * on the calling thread; the rows per thread of the full batches below which an epoch
- * does not run on a team (each thread packs the whole of every weight matrix for its
- * products, which a share of fewer rows no longer pays for: at batch 32 on two
- * threads, 784-256-128-10 steps took 1.04x their time on one thread and BLAS's). */
+/* The most threads of a team; the multiply-adds of a step below which a batch runs on
+ * the calling thread (smaller steps gained on a team as well, down to 2^16 on two
+ * threads, but stay on one so that their results do not change with the thread
+ * count: a team's split products round differently). No rule on the rows a thread: a
+ * team splits each product the way that packs fewer elements a thread (mlp.c:
+ * mc_team_forward_cols), so that a narrow batch does not make every thread pack
+ * whole weight matrices. */
 #define MC_TEAM_MAX 64
 #define MC_TEAM_MIN_MACS ((size_t)1 << 20)
-#define MC_TEAM_MIN_ROWS 32
 
 
 /* A network and its workspaces, all owned by the caller. */
@@ -227,9 +228,9 @@ int mc_mlp_team_batch(const mc_mlp *net, size_t B);
 
 /* The threads mc_mlp_train_epoch runs an epoch of batches of `batch` rows on: 1, or
  * nt = mc_get_num_threads() (at most MC_TEAM_MAX) when mc_set_blas_threads registered
- * BLAS's thread control, batch >= MC_TEAM_MIN_ROWS * nt and
- * mc_mlp_team_batch(net, batch). Within such an epoch, a batch for which
- * mc_mlp_team_batch is 0 (a small last one) runs on the calling thread alone. */
+ * BLAS's thread control and mc_mlp_team_batch(net, batch). Within such an epoch, a
+ * batch for which mc_mlp_team_batch is 0 (a small last one) runs on the calling
+ * thread alone. */
 int mc_mlp_team_threads(const mc_mlp *net, size_t batch);
 
 #ifdef __cplusplus

@@ -10,6 +10,87 @@
  * Legend: B = batch rows, I = layer inputs, O = layer outputs.
  */
 
+#ifndef MC_VECTOR_BYTES
+/* The bytes of a vector register on each SIMD path (see simd.h), and MC_LANES(T), the
+ * elements of T one holds: loops of a fixed MC_LANES trip count, with the elements
+ * past a row's width masked out of their loads and stores (a ? : on each load, an if
+ * on each store), run as one vector operation each on the paths with masked moves
+ * (AVX2, AVX-512), where a loop to the row's width would run a width below the lane
+ * count as scalar remainder code. */
+#define MC_VECTOR_BYTES_baseline 16
+#define MC_VECTOR_BYTES_avx2 32
+#define MC_VECTOR_BYTES_avx512 64
+#define MC_VECTOR_BYTES_OF_(isa) MC_VECTOR_BYTES_##isa
+#define MC_VECTOR_BYTES_OF(isa) MC_VECTOR_BYTES_OF_(isa)
+#define MC_VECTOR_BYTES MC_VECTOR_BYTES_OF(MC_ISA)
+#define MC_LANES(T) (MC_VECTOR_BYTES / sizeof(T))
+/* GCC's unroll-and-jam (-O3) would fuse pairs of rows of online_narrow's sweeps into
+ * one loop of scalar code, which no longer vectorises; off for that function. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define MC_NO_UNROLL_AND_JAM __attribute__((optimize("no-loop-unroll-and-jam")))
+#else
+#define MC_NO_UNROLL_AND_JAM
+#endif
+/* Before a loop that calls vmath.h's exp or tanh: vectorised where the compiler calls
+ * their vector variants (GCC; clang warns of an omp simd it cannot honour there). */
+#if MC_VMATH && !defined(__clang__)
+#define MC_SIMD_CALLS _Pragma("omp simd")
+#else
+#define MC_SIMD_CALLS
+#endif
+/* APPLY(A) with A the activation code act as a constant (code for each activation,
+ * each with its branches folded away) */
+#define MC_BY_ACTIVATION(act, APPLY)                                                     \
+    switch (act) {                                                                       \
+    case MC_SIGMOID:                                                                     \
+        APPLY(MC_SIGMOID);                                                               \
+        break;                                                                           \
+    case MC_TANH:                                                                        \
+        APPLY(MC_TANH);                                                                  \
+        break;                                                                           \
+    case MC_RELU:                                                                        \
+        APPLY(MC_RELU);                                                                  \
+        break;                                                                           \
+    case MC_SOFTMAX:                                                                     \
+        APPLY(MC_SOFTMAX);                                                               \
+        break;                                                                           \
+    default:                                                                             \
+        APPLY(MC_IDENTITY);                                                              \
+    }
+/* Whether GCC turns a store under a condition into a masked store: on AVX-512; on the
+ * other paths (GCC 12 at least) such a loop stays scalar, one branch a lane. */
+#define MC_MASKED_STORES_baseline 0
+#define MC_MASKED_STORES_avx2 0
+#define MC_MASKED_STORES_avx512 1
+#define MC_MASKED_STORES_OF_(isa) MC_MASKED_STORES_##isa
+#define MC_MASKED_STORES_OF(isa) MC_MASKED_STORES_OF_(isa)
+/* dst[j] = src[j] for the j < n <= SIZE (a constant): masked stores where there are,
+ * a loop to n elsewhere */
+#define MC_STORE_FIRST(dst, src, n, SIZE)                                                \
+    do {                                                                                 \
+        size_t j_;                                                                       \
+        if (MC_MASKED_STORES_OF(MC_ISA)) {                                               \
+            _Pragma("omp simd")                                                          \
+            for (j_ = 0; j_ < (SIZE); j_++)                                              \
+                if (j_ < (n))                                                            \
+                    (dst)[j_] = (src)[j_];                                               \
+        } else {                                                                         \
+            for (j_ = 0; j_ < (n); j_++)                                                 \
+                (dst)[j_] = (src)[j_];                                                   \
+        }                                                                                \
+    } while (0)
+#define MC_STORE_LANES(dst, src, n) MC_STORE_FIRST(dst, src, n, MC_LANES(MC_T))
+/* activate_lanes's code for exp alone (after every activation's) */
+#define MC_EXP_LANES MC_N_ACTIVATIONS
+/* A small helper inlined into every caller, whatever their optimisation attributes
+ * (GCC does not inline across differing ones otherwise). */
+#if defined(__GNUC__)
+#define MC_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define MC_ALWAYS_INLINE
+#endif
+#endif
+
 /* Row-major C[M,N] := alpha op(A)[M,K] op(B)[K,N] + beta C on column-major BLAS:
  * the same product transposed, C^T = alpha op(B)^T op(A)^T + beta C^T. */
 MC_TARGET static void MC_NAME(gemm_rm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
@@ -26,64 +107,203 @@ MC_TARGET static int MC_NAME(use_gemm)(size_t B, size_t I, size_t O)
     return MC_GEMM != NULL && B * I * O >= MC_GEMM_MIN_MACS;
 }
 
-/* z[O] := f(z + b) for one row; softmax over the row. */
-MC_TARGET static void MC_NAME(bias_activate_row)(MC_T *z, const MC_T *b, size_t O, int act)
+/* The sum (largest 0) or the largest by > (largest 1) of the MC_LANES values of v,
+ * halves combined pairwise (the order of a vector's horizontal reduction): a step for
+ * each half = MC_LANES/2, ..., 1, each a loop of fixed count that the compiler turns
+ * into one vector operation. */
+MC_TARGET MC_ALWAYS_INLINE static inline MC_T MC_NAME(lanes_reduce)(const MC_T *v,
+                                                                    int largest)
 {
+    MC_T t[MC_LANES(MC_T)];
+    size_t j;
+    for (j = 0; j < MC_LANES(MC_T); j++)
+        t[j] = v[j];
+#define MC_HALVE(half)                                                                   \
+    if (MC_LANES(MC_T) >= 2 * (half)) {                                                  \
+        _Pragma("omp simd")                                                              \
+        for (j = 0; j < (half); j++)                                                     \
+            t[j] = largest ? (t[j + (half)] > t[j] ? t[j + (half)] : t[j])               \
+                           : t[j] + t[j + (half)];                                       \
+    }
+    MC_HALVE(16)
+    MC_HALVE(8)
+    MC_HALVE(4)
+    MC_HALVE(2)
+    MC_HALVE(1)
+#undef MC_HALVE
+    return t[0];
+}
+
+MC_TARGET MC_ALWAYS_INLINE static inline MC_T MC_NAME(lanes_sum)(const MC_T *v)
+{
+    return MC_NAME(lanes_reduce)(v, 0);
+}
+
+MC_TARGET MC_ALWAYS_INLINE static inline MC_T MC_NAME(lanes_max)(const MC_T *v)
+{
+    return MC_NAME(lanes_reduce)(v, 1);
+}
+
+/* x[MC_LANES] := f(x) lane by lane, or the softmax over its first width lanes (then 0
+ * past them), in registers: one vector call of exp or tanh. The lanes past width must
+ * hold finite values (0 from a masked load), which exp and tanh see. */
+MC_TARGET MC_ALWAYS_INLINE static inline void MC_NAME(activate_lanes)(MC_T *x, size_t width,
+                                                                      int act)
+{
+    enum { L = MC_LANES(MC_T) };
+    MC_T e[L], top;
     size_t j;
     switch (act) {
     case MC_SIGMOID:
         /* exp sees only -|z| <= 0: no overflow, full precision in both tails */
-        for (j = 0; j < O; j++) {
-            const MC_T x = z[j] + b[j];
-            const MC_T e = MC_MATH_EXP(-MC_MATH_FABS(x));
-            z[j] = (x >= 0 ? (MC_T)1 : e) / ((MC_T)1 + e);
+        MC_SIMD_CALLS
+        for (j = 0; j < L; j++) {
+            const MC_T t = MC_MATH_EXP(-MC_MATH_FABS(x[j]));
+            x[j] = (x[j] >= 0 ? (MC_T)1 : t) / ((MC_T)1 + t);
         }
         break;
     case MC_TANH:
-        for (j = 0; j < O; j++)
-            z[j] = MC_MATH_TANH(z[j] + b[j]);
+        MC_SIMD_CALLS
+        for (j = 0; j < L; j++)
+            x[j] = MC_MATH_TANH(x[j]);
         break;
     case MC_RELU:
-        for (j = 0; j < O; j++) {
-            const MC_T x = z[j] + b[j];
-            z[j] = x < 0 ? (MC_T)0 : x; /* NaN stays NaN */
-        }
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++)
+            x[j] = x[j] < 0 ? (MC_T)0 : x[j]; /* NaN stays NaN */
         break;
-    case MC_SOFTMAX: {
+    case MC_SOFTMAX:
+        /* past the row -inf, never the largest, and e = 0; exp sees 0 there (a vector
+         * exp may take a slow path for -inf). x is read in every lane (a read under a
+         * condition would keep x in memory in the caller's loops too). */
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++) {
+            const MC_T xj = x[j];
+            e[j] = j < width ? xj : -(MC_T)INFINITY;
+        }
+        top = MC_NAME(lanes_max)(e);
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++) {
+            const MC_T shifted = x[j] - top;
+            e[j] = j < width ? shifted : (MC_T)0;
+        }
+        MC_SIMD_CALLS
+        for (j = 0; j < L; j++) /* a loop of calls alone: vectorised on every path */
+            e[j] = MC_MATH_EXP(e[j]);
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++)
+            e[j] = j < width ? e[j] : (MC_T)0;
+        top = MC_NAME(lanes_sum)(e);
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++)
+            x[j] = e[j] / top;
+        break;
+    case MC_EXP_LANES:
+        MC_SIMD_CALLS
+        for (j = 0; j < L; j++)
+            x[j] = MC_MATH_EXP(x[j]);
+        break;
+    default: /* identity */
+        break;
+    }
+}
+
+/* z[O] := f(z + b) for one row; softmax over the row. In blocks of MC_LANES, the last
+ * one masked (see MC_LANES): one vector call of exp or tanh a block, where a loop to
+ * the row's width would call the scalar function on its remainder; a row no wider
+ * than a block in registers throughout (activate_lanes), softmax too. */
+MC_TARGET static void MC_NAME(bias_activate_row)(MC_T *z, const MC_T *b, size_t O, int act)
+{
+    enum { L = MC_LANES(MC_T) };
+    size_t j0, j;
+/* For each block (zz, bb) of the row: x[j] = X for the elements j of the row (0 past
+ * it), then APPLY (on x), then zz[j] = x[j] for the elements of the row. Each loop one
+ * vector operation (a loop that both reads and writes under the mask and calls exp in
+ * between does not vectorise). */
+#define MC_ROW_BLOCKS(X, APPLY)                                                          \
+    for (j0 = 0; j0 < O; j0 += L) {                                                      \
+        MC_T *restrict zz = z + j0;                                                      \
+        const MC_T *restrict bb = b + j0;                                                \
+        const size_t width = O - j0 < L ? O - j0 : L;                                    \
+        MC_T x[L];                                                                       \
+        (void)bb;                                                                        \
+        if (width == L) {                                                                \
+            _Pragma("omp simd")                                                          \
+            for (j = 0; j < L; j++)                                                      \
+                x[j] = X;                                                                \
+        } else {                                                                         \
+            _Pragma("omp simd")                                                          \
+            for (j = 0; j < L; j++)                                                      \
+                x[j] = j < width ? X : (MC_T)0;                                          \
+        }                                                                                \
+        APPLY;                                                                           \
+        if (width == L) {                                                                \
+            _Pragma("omp simd")                                                          \
+            for (j = 0; j < L; j++)                                                      \
+                zz[j] = x[j];                                                            \
+        } else {                                                                         \
+            MC_STORE_LANES(zz, x, width);                                                \
+        }                                                                                \
+    }
+    if (act == MC_SOFTMAX && O > L) { /* the largest z, exp(z - top), their sum */
         MC_T top, sum = 0;
         for (j = 0; j < O; j++)
             z[j] = z[j] + b[j];
         top = z[0];
         for (j = 1; j < O; j++)
             top = z[j] > top ? z[j] : top;
-        for (j = 0; j < O; j++) /* apart from the sum, so that it vectorises */
-            z[j] = MC_MATH_EXP(z[j] - top);
+        MC_ROW_BLOCKS(zz[j] - top, MC_NAME(activate_lanes)(x, L, MC_EXP_LANES));
         for (j = 0; j < O; j++)
             sum += z[j];
         for (j = 0; j < O; j++)
             z[j] = z[j] / sum;
-        break;
+    } else {
+#define MC_BLOCKS_OF(ACT) MC_ROW_BLOCKS(zz[j] + bb[j], MC_NAME(activate_lanes)(x, width, ACT))
+        MC_BY_ACTIVATION(act, MC_BLOCKS_OF)
+#undef MC_BLOCKS_OF
     }
-    default: /* identity */
-        for (j = 0; j < O; j++)
-            z[j] = z[j] + b[j];
-    }
+#undef MC_ROW_BLOCKS
 }
 
 /* out[B,O] := f(in[B,I] W[I,O] + b[O]): gemm or plain loops, then one sweep
- * adding the bias and applying f. */
-MC_TARGET static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC_T *W, const MC_T *b,
+ * adding the bias and applying f; rows no wider than a vector (O <= MC_LANES) on
+ * loops in registers throughout: the sum, the bias, f (as bias_activate_row takes
+ * them), one store. */
+MC_TARGET MC_NO_UNROLL_AND_JAM static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC_T *W, const MC_T *b,
                                    size_t B, size_t I, size_t O, int act)
 {
+    enum { L = MC_LANES(MC_T) };
     size_t r, k, j;
     if (MC_NAME(use_gemm)(B, I, O)) {
         MC_NAME(gemm_rm)(0, 0, B, O, I, 1, in, I, W, O, 0, out, O);
+    } else if (O <= L) {
+#define MC_FORWARD_NARROW(ACT)                                                           \
+    for (r = 0; r < B; r++) {                                                            \
+        MC_T acc[L];                                                                     \
+        for (j = 0; j < L; j++)                                                          \
+            acc[j] = 0;                                                                  \
+        for (k = 0; k < I; k++) {                                                        \
+            const MC_T x = in[r * I + k];                                                \
+            const MC_T *restrict w = W + k * O;                                          \
+            _Pragma("omp simd")                                                          \
+            for (j = 0; j < L; j++)                                                      \
+                acc[j] += x * (j < O ? w[j] : (MC_T)0);                                  \
+        }                                                                                \
+        _Pragma("omp simd")                                                              \
+        for (j = 0; j < L; j++)                                                          \
+            acc[j] = acc[j] + (j < O ? b[j] : (MC_T)0);                                  \
+        MC_NAME(activate_lanes)(acc, O, ACT);                                            \
+        MC_STORE_LANES(out + r * O, acc, O);                                             \
+    }
+        MC_BY_ACTIVATION(act, MC_FORWARD_NARROW)
+#undef MC_FORWARD_NARROW
+        return;
     } else {
         /* Blocks of MC_FORWARD_BLOCK outputs are summed over all inputs in a
          * fixed-size accumulator the compiler keeps in registers; each output is
          * still the sum over k in order. The last, narrower block too: in an
-         * accumulator of MC_FORWARD_BLOCK/2 or MC_FORWARD_BLOCK outputs whose loads
-         * past its width are masked (a loop to a variable width would keep it in
+         * accumulator of MC_LANES, MC_FORWARD_BLOCK/2 or MC_FORWARD_BLOCK outputs whose
+         * loads past its width are masked (a loop to a variable width would keep it in
          * memory, one store and reload per input). */
 #define MC_FORWARD_SUM(SIZE)                                                             \
     do {                                                                                 \
@@ -94,6 +314,7 @@ MC_TARGET static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC
             for (k = 0; k < I; k++) {                                                    \
                 const MC_T x = in[r * I + k];                                            \
                 const MC_T *restrict w = W + k * O + j0;                                 \
+                _Pragma("omp simd")                                                      \
                 for (j = 0; j < SIZE; j++)                                               \
                     acc[j] += x * w[j];                                                  \
             }                                                                            \
@@ -101,17 +322,25 @@ MC_TARGET static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC
             for (k = 0; k < I; k++) {                                                    \
                 const MC_T x = in[r * I + k];                                            \
                 const MC_T *restrict w = W + k * O + j0;                                 \
+                _Pragma("omp simd")                                                      \
                 for (j = 0; j < SIZE; j++)                                               \
                     acc[j] += x * (j < width ? w[j] : (MC_T)0);                          \
             }                                                                            \
-        for (j = 0; j < width; j++)                                                      \
-            out[r * O + j0 + j] = acc[j];                                                \
+        if (width == SIZE) {                                                             \
+            _Pragma("omp simd")                                                          \
+            for (j = 0; j < SIZE; j++)                                                   \
+                out[r * O + j0 + j] = acc[j];                                            \
+        } else {                                                                         \
+            MC_STORE_FIRST(out + r * O + j0, acc, width, SIZE);                          \
+        }                                                                                \
     } while (0)
         for (r = 0; r < B; r++) {
             size_t j0;
             for (j0 = 0; j0 < O; j0 += MC_FORWARD_BLOCK) {
                 const size_t width = O - j0 < MC_FORWARD_BLOCK ? O - j0 : MC_FORWARD_BLOCK;
-                if (width <= MC_FORWARD_BLOCK / 2)
+                if (width <= MC_LANES(MC_T))
+                    MC_FORWARD_SUM(MC_LANES(MC_T));
+                else if (width <= MC_FORWARD_BLOCK / 2)
                     MC_FORWARD_SUM(MC_FORWARD_BLOCK / 2);
                 else
                     MC_FORWARD_SUM(MC_FORWARD_BLOCK);
@@ -123,26 +352,43 @@ MC_TARGET static void MC_NAME(dense_forward)(MC_T *out, const MC_T *in, const MC
         MC_NAME(bias_activate_row)(out + r * O, b, O, act);
 }
 
+/* f'(z) of the hidden activation act, written in terms of a = f(z) (1 for the
+ * identity). */
+MC_TARGET MC_ALWAYS_INLINE static inline MC_T MC_NAME(derivative)(MC_T a, int act)
+{
+    switch (act) {
+    case MC_SIGMOID:
+        return a * ((MC_T)1 - a);
+    case MC_TANH:
+        return (MC_T)1 - a * a;
+    case MC_RELU: /* multiplied, not selected: a NaN delta stays NaN */
+        return (MC_T)(a > 0);
+    default:
+        return 1;
+    }
+}
+
 /* delta[B,I] *= f'(z), with f' written in terms of a = f(z) [B,I]. */
 MC_TARGET static void MC_NAME(times_derivative)(MC_T *delta, const MC_T *a, size_t n, int act)
 {
     size_t i;
+#define MC_TIMES_DERIVATIVE(ACT)                                                         \
+    for (i = 0; i < n; i++)                                                              \
+        delta[i] *= MC_NAME(derivative)(a[i], ACT);
     switch (act) {
     case MC_SIGMOID:
-        for (i = 0; i < n; i++)
-            delta[i] *= a[i] * ((MC_T)1 - a[i]);
+        MC_TIMES_DERIVATIVE(MC_SIGMOID)
         break;
     case MC_TANH:
-        for (i = 0; i < n; i++)
-            delta[i] *= (MC_T)1 - a[i] * a[i];
+        MC_TIMES_DERIVATIVE(MC_TANH)
         break;
-    case MC_RELU: /* multiplied, not selected: a NaN delta stays NaN */
-        for (i = 0; i < n; i++)
-            delta[i] *= (MC_T)(a[i] > 0);
+    case MC_RELU:
+        MC_TIMES_DERIVATIVE(MC_RELU)
         break;
     default:
         break;
     }
+#undef MC_TIMES_DERIVATIVE
 }
 
 /* log max(x, tiny): the clamp keeps log finite and lets a NaN through. */
@@ -165,14 +411,23 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
         const MC_T *t = T + (rows ? (size_t)rows[r] : r) * O;
         MC_T *d = delta + r * O;
         MC_T sum = 0;
+        /* delta first, what the backward pass waits for (over 1 row: no division, which
+         * would change nothing) */
+        if (loss == MC_SQUARED_ERROR && output == MC_SIGMOID)
+            for (j = 0; j < O; j++)
+                d[j] = (yr[j] - t[j]) * (yr[j] * ((MC_T)1 - yr[j]));
+        else
+            for (j = 0; j < O; j++)
+                d[j] = yr[j] - t[j];
+        if (divisor != 1)
+            for (j = 0; j < O; j++)
+                d[j] = d[j] / B;
         switch (loss) {
         case MC_CROSS_ENTROPY:
             /* a zero target adds nothing (y is finite or the row is all NaN) */
-            for (j = 0; j < O; j++) {
+            for (j = 0; j < O; j++)
                 if (t[j] != 0)
                     sum -= t[j] * MC_SAFE_LOG(yr[j]);
-                d[j] = (yr[j] - t[j]) / B;
-            }
             total += (double)sum;
             break;
         case MC_BINARY_CROSS_ENTROPY:
@@ -182,17 +437,13 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
                     sum -= t[j] * MC_SAFE_LOG(yr[j]);
                 if (off != 0)
                     sum -= off * MC_SAFE_LOG((MC_T)1 - yr[j]);
-                d[j] = (yr[j] - t[j]) / B;
             }
             total += (double)sum;
             break;
         default: /* MC_SQUARED_ERROR */
             for (j = 0; j < O; j++) {
-                MC_T e = yr[j] - t[j];
+                const MC_T e = yr[j] - t[j];
                 sum += e * e;
-                if (output == MC_SIGMOID)
-                    e *= yr[j] * ((MC_T)1 - yr[j]);
-                d[j] = e / B;
             }
             total += 0.5 * (double)sum;
         }
@@ -293,6 +544,41 @@ MC_TARGET static MC_T MC_NAME(decay_add)(MC_T *restrict w, MC_T *restrict s, siz
     return squares;
 }
 
+/* The update of a block of `rows` rows of `width` weights, each `ld` apart, of W and
+ * of its state or gradient G, after the weight-gradient product: with fold, G holds
+ * the state momentum*s - lr*a^T delta and the step adds the l2 term and w += s
+ * (decay_add, add); without, the l2 term of the gradient (add_decay). Returns the
+ * squares those sweeps sum (0 without l2), in MC_T over runs of at most
+ * MC_SQUARES_RUN weights and in double over the runs: a float sum over a whole layer
+ * would lose digits to its length (and differ more with how a team splits it). */
+#define MC_SQUARES_RUN 4096
+MC_TARGET static double MC_NAME(block_update)(MC_T *W, MC_T *G, size_t rows, size_t width,
+                                              size_t ld, int fold, int penalised, MC_T lr,
+                                              MC_T decay)
+{
+    double squares = 0;
+    size_t k, c, n;
+    if (width == ld) { /* one contiguous sweep */
+        width *= rows;
+        rows = width ? 1 : 0;
+    }
+    for (k = 0; k < rows; k++) {
+        MC_T *w = W + k * ld, *g = G + k * ld;
+        if (fold && !penalised) {
+            MC_NAME(add)(w, g, width);
+            continue;
+        }
+        for (c = 0; c < width && penalised; c += n) {
+            n = width - c < MC_SQUARES_RUN ? width - c : MC_SQUARES_RUN;
+            if (fold)
+                squares += (double)MC_NAME(decay_add)(w + c, g + c, n, lr * decay);
+            else
+                squares += (double)MC_NAME(add_decay)(g + c, w + c, n, decay);
+        }
+    }
+    return squares;
+}
+
 /* sum_i ||W_i||^2 over the weight blocks of the flat buffer p (not the biases). */
 MC_TARGET static double MC_NAME(weight_squares)(const mc_mlp *net)
 {
@@ -314,7 +600,7 @@ MC_TARGET static double MC_NAME(weight_squares)(const mc_mlp *net)
 
 /* Forward pass of all layers for the rows [lo, hi) of x[B, sizes[0]] into the same
  * rows of net->acts[1..L]; with ahead (B = 1), acts[1] already holds the first
- * layer's product x W_0 (see backward) and only its bias and activation remain. */
+ * layer's outputs (see backward) and the pass starts at the second layer. */
 MC_TARGET static void MC_NAME(forward_rows)(const mc_mlp *net, const MC_T *x, size_t lo,
                                             size_t hi, int ahead)
 {
@@ -327,10 +613,58 @@ MC_TARGET static void MC_NAME(forward_rows)(const mc_mlp *net, const MC_T *x, si
         const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
         MC_T *out = (MC_T *)net->acts[i + 1] + lo * O;
         const int act = i == net->n_layers - 1 ? net->output : net->hidden;
-        if (i == 0 && ahead)
-            MC_NAME(bias_activate_row)(out, p + I * O, O, act);
-        else
+        if (i > 0 || !ahead)
             MC_NAME(dense_forward)(out, in, p, p + I * O, hi - lo, I, O, act);
+        p += I * O + O;
+        in = out;
+    }
+}
+
+/* Thread t's part of the forward pass of the B rows of x[B, sizes[0]] into
+ * net->acts[1..L] on a team of nt > 1 threads (every layer's product on gemm; all of
+ * them call it alike). Each layer's product goes by batch rows mc_part(B, t, nt) (a
+ * gemm of the thread's rows with the whole of W), or, when mc_team_forward_cols, by
+ * columns mc_weight_part(O) (a gemm of every row with the thread's column block of W,
+ * so that no two threads pack the same weights); then the bias and activation of the
+ * same part, except that a column-split output layer (softmax needs whole rows) adds
+ * them by rows after a barrier. A barrier between two layers unless both go by rows
+ * (each thread then reads only rows it wrote itself). On return, each thread's rows
+ * of the output (the caller's mc_part(B, t, nt)) are complete. */
+MC_TARGET static void MC_NAME(forward_part)(const mc_mlp *net, const MC_T *x, size_t B, int t,
+                                            int nt)
+{
+    const MC_T *p = (const MC_T *)net->params;
+    const MC_T *in = x;
+    const int L = net->n_layers;
+    int i, prev_cols = 0; /* the layer before was split by columns */
+    size_t lo, hi, r;
+    mc_part(B, t, nt, &lo, &hi);
+    for (i = 0; i < L; i++) {
+        const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
+        const int act = i == L - 1 ? net->output : net->hidden;
+        const int cols = mc_team_forward_cols(B, O);
+        const MC_T *b = p + I * O;
+        MC_T *out = (MC_T *)net->acts[i + 1];
+        if (i > 0 && (cols || prev_cols)) { /* every part of the layer before formed */
+            MC_BARRIER();
+        }
+        if (cols) {
+            size_t j0, j1;
+            mc_weight_part(O, sizeof(MC_T), t, nt, &j0, &j1);
+            if (j1 > j0)
+                MC_NAME(gemm_rm)(0, 0, B, j1 - j0, I, 1, in, I, p + j0, O, 0, out + j0, O);
+            if (i == L - 1) {
+                MC_BARRIER();
+                for (r = lo; r < hi; r++)
+                    MC_NAME(bias_activate_row)(out + r * O, b, O, act);
+            } else if (j1 > j0) {
+                for (r = 0; r < B; r++)
+                    MC_NAME(bias_activate_row)(out + r * O + j0, b + j0, j1 - j0, act);
+            }
+        } else if (hi > lo) {
+            MC_NAME(dense_forward)(out + lo * O, in + lo * I, p, b, hi - lo, I, O, act);
+        }
+        prev_cols = cols;
         p += I * O + O;
         in = out;
     }
@@ -348,26 +682,77 @@ MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t 
 #define MC_FOLD_NESTEROV 2
 #endif
 
-/* One layer of an online (B = 1) backward pass on loops, from the layer's delta[O] and
- * inputs a[I]: one sweep over each row k of W and of its state or gradient G computes
- * below[k] = sum_j delta_j W[k,j] with the weights before the step (when below is not
- * NULL; f'(a) is the caller's) and the row's gradient a_k delta_j (+ decay W[k,j]) in
- * registers, which is, by fold (see backward), stored into G, or the classical or the
- * Nesterov step of the row. The biases' gradient (delta) or step likewise, in place.
- * With penalised, returns sum W^2 over the weights after the step with fold, before
- * it without; 0 otherwise. With next_x (fold only), the same sweep also forms the next
- * sample's product with the updated weights, next_z[O] = next_x[I] W, summed over k
- * in order as dense_forward does (the caller adds the updated biases). Both loops write
- * the sum as acc += x * w, which the compiler fuses alike on every SIMD path (one
- * rounding with FMA, two without), so that an epoch's steps are bit for bit those of
- * its samples stepped one call at a time (tests/test_online.py checks it on every
- * path): a change to either loop must keep the two rounding alike. */
-MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
-                                            MC_T *restrict below, const MC_T *restrict a,
-                                            const MC_T *restrict delta, size_t I, size_t O,
-                                            int fold, int penalised, MC_T lr, MC_T momentum,
-                                            MC_T decay, const MC_T *restrict next_x,
-                                            MC_T *restrict next_z)
+/* ---- online (B = 1) layers on loops: see online_layer ---------------------------- */
+
+/* Element j of row k (w, g): BODY sets gn (the element's new state or gradient) and,
+ * with STEP, wn (its weight after the step) from wj (its weight before the step), gj
+ * (its state or gradient) and cd (its gradient a_k delta_j); STEP whether the
+ * weights change. */
+#define MC_ONLINE_ELEMENT(STEP, BODY)                                                    \
+    const MC_T gj = g[j];                                                                \
+    MC_T gn, wn = wj;                                                                    \
+    (void)gj; /* read by the steps only */                                               \
+    BODY                                                                                 \
+    g[j] = gn;                                                                           \
+    if (STEP)                                                                            \
+        w[j] = wn;
+/* SWEEPS(STEP, SQ, BODY) for the rule that fold and penalised name: STEP whether the
+ * weights change, SQ whether to sum the squares of the weights after the step (before
+ * it without STEP) */
+#define MC_ONLINE_RULES(SWEEPS)                                                          \
+    if (fold == MC_FOLD_NESTEROV && penalised) {                                         \
+        SWEEPS(1, 1, {                                                                   \
+            const MC_T gr = cd + decay * wj;                                             \
+            gn = momentum * gj - lr * gr;                                                \
+            wn = (wj + momentum * gn) - lr * gr;                                         \
+        })                                                                               \
+    } else if (fold == MC_FOLD_NESTEROV) {                                               \
+        SWEEPS(1, 0, {                                                                   \
+            gn = momentum * gj - lr * cd;                                                \
+            wn = (wj + momentum * gn) - lr * cd;                                         \
+        })                                                                               \
+    } else if (fold && penalised) {                                                      \
+        SWEEPS(1, 1, {                                                                   \
+            gn = momentum * gj - lr * (cd + decay * wj);                                 \
+            wn = wj + gn;                                                                \
+        })                                                                               \
+    } else if (fold) {                                                                   \
+        SWEEPS(1, 0, {                                                                   \
+            gn = momentum * gj - lr * cd;                                                \
+            wn = wj + gn;                                                                \
+        })                                                                               \
+    } else if (penalised) {                                                              \
+        SWEEPS(0, 1, { gn = cd + decay * wj; })                                          \
+    } else {                                                                             \
+        SWEEPS(0, 0, { gn = cd; })                                                       \
+    }
+
+/* BIASES(STEP, BODY) for the biases' step or gradient by the rule fold names: BODY as
+ * the weights' with cd = delta_j (no l2 term on the biases) */
+#define MC_ONLINE_BIAS_RULES(BIASES)                                                     \
+    if (fold == MC_FOLD_NESTEROV) {                                                      \
+        BIASES(1, {                                                                      \
+            gn = momentum * gj - lr * cd;                                                \
+            wn = (wj + momentum * gn) - lr * cd;                                         \
+        })                                                                               \
+    } else if (fold) {                                                                   \
+        BIASES(1, {                                                                      \
+            gn = momentum * gj - lr * cd;                                                \
+            wn = wj + gn;                                                                \
+        })                                                                               \
+    } else {                                                                             \
+        BIASES(0, { gn = cd; })                                                          \
+    }
+
+/* An online layer wider than a vector (O > MC_LANES), row by row (see online_layer);
+ * returns the squares. */
+MC_TARGET static MC_T MC_NAME(online_wide)(MC_T *restrict W, MC_T *restrict G,
+                                           MC_T *restrict below, const MC_T *restrict a,
+                                           int act, const MC_T *restrict delta, size_t I,
+                                           size_t O, int fold, int penalised, MC_T lr,
+                                           MC_T momentum, MC_T decay,
+                                           const MC_T *restrict next_x,
+                                           MC_T *restrict next_z, int out_act)
 {
     MC_T *restrict b = W + I * O, *restrict gb = G + I * O;
     MC_T squares = 0;
@@ -375,94 +760,236 @@ MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
     if (next_x != NULL)
         for (j = 0; j < O; j++)
             next_z[j] = 0;
-/* for each row: DOT (0 or 1) whether to sum below[k], NEXT whether to add to next_z,
- * BODY the step of element j from wj (its weight before the step), g[j] (its state or
- * gradient), c (a_k) and d[j] */
-#define MC_ONLINE_SWEEP(DOT, NEXT, BODY)                                                 \
+/* DOT (0 or 1) whether to sum below[k], NEXT whether to add to next_z */
+#define MC_ONLINE_WIDE(DOT, NEXT, STEP, SQ, BODY)                                        \
     for (k = 0; k < I; k++) {                                                            \
         const MC_T c = a[k], xn = NEXT ? next_x[k] : (MC_T)0;                            \
-        const MC_T *restrict d = delta;                                                  \
         MC_T *restrict w = W + k * O, *restrict g = G + k * O;                           \
         MC_T acc = 0, row_squares = 0;                                                   \
         _Pragma("omp simd reduction(+ : acc, row_squares)")                              \
         for (j = 0; j < O; j++) {                                                        \
-            const MC_T wj = w[j];                                                        \
+            const MC_T wj = w[j], dj = delta[j], cd = c * dj;                            \
+            MC_ONLINE_ELEMENT(STEP, BODY)                                                \
             if (DOT)                                                                     \
-                acc += d[j] * wj;                                                        \
-            BODY                                                                         \
+                acc += dj * wj;                                                          \
+            if (SQ)                                                                      \
+                row_squares += wn * wn;                                                  \
             if (NEXT)                                                                    \
-                next_z[j] += xn * w[j];                                                  \
+                next_z[j] += xn * wn;                                                    \
         }                                                                                \
         if (DOT)                                                                         \
-            below[k] = acc;                                                              \
+            below[k] = acc * MC_NAME(derivative)(c, act);                                \
         squares += row_squares;                                                          \
     }
-#define MC_ONLINE_SWEEPS(BODY)                                                           \
+#define MC_ONLINE_WIDE_SWEEPS(STEP, SQ, BODY)                                            \
     if (below != NULL) {                                                                 \
-        MC_ONLINE_SWEEP(1, 0, BODY)                                                      \
+        MC_ONLINE_WIDE(1, 0, STEP, SQ, BODY)                                             \
     } else if (next_x != NULL) {                                                         \
-        MC_ONLINE_SWEEP(0, 1, BODY)                                                      \
+        MC_ONLINE_WIDE(0, 1, STEP, SQ, BODY)                                             \
     } else {                                                                             \
-        MC_ONLINE_SWEEP(0, 0, BODY)                                                      \
+        MC_ONLINE_WIDE(0, 0, STEP, SQ, BODY)                                             \
     }
-    if (fold == MC_FOLD_NESTEROV && penalised) {
-        MC_ONLINE_SWEEPS({
-            const MC_T gr = c * d[j] + decay * wj;
-            const MC_T sj = momentum * g[j] - lr * gr;
-            const MC_T wn = (wj + momentum * sj) - lr * gr;
-            g[j] = sj;
-            w[j] = wn;
-            row_squares += wn * wn;
-        })
-    } else if (fold == MC_FOLD_NESTEROV) {
-        MC_ONLINE_SWEEPS({
-            const MC_T gr = c * d[j];
-            const MC_T sj = momentum * g[j] - lr * gr;
-            g[j] = sj;
-            w[j] = (wj + momentum * sj) - lr * gr;
-        })
-    } else if (fold && penalised) {
-        MC_ONLINE_SWEEPS({
-            const MC_T sj = momentum * g[j] - lr * (c * d[j] + decay * wj);
-            const MC_T wn = wj + sj;
-            g[j] = sj;
-            w[j] = wn;
-            row_squares += wn * wn;
-        })
-    } else if (fold) {
-        MC_ONLINE_SWEEPS({
-            const MC_T sj = momentum * g[j] - lr * (c * d[j]);
-            g[j] = sj;
-            w[j] = wj + sj;
-        })
-    } else if (penalised) {
-        MC_ONLINE_SWEEPS({
-            g[j] = c * d[j] + decay * wj;
-            row_squares += wj * wj;
-        })
-    } else {
-        MC_ONLINE_SWEEPS({ g[j] = c * d[j]; })
+    MC_ONLINE_RULES(MC_ONLINE_WIDE_SWEEPS)
+#undef MC_ONLINE_WIDE_SWEEPS
+#undef MC_ONLINE_WIDE
+#define MC_ONLINE_WIDE_BIASES(STEP, BODY)                                                \
+    for (j = 0; j < O; j++) {                                                            \
+        const MC_T wj = b[j], gj = gb[j], cd = delta[j];                                 \
+        MC_T gn, wn = wj;                                                                \
+        (void)gj;                                                                        \
+        BODY                                                                             \
+        gb[j] = gn;                                                                      \
+        if (STEP)                                                                        \
+            b[j] = wn;                                                                   \
     }
-#undef MC_ONLINE_SWEEPS
-#undef MC_ONLINE_SWEEP
-    if (fold == MC_FOLD_NESTEROV) {
-        for (j = 0; j < O; j++) {
-            const MC_T sj = momentum * gb[j] - lr * delta[j];
-            gb[j] = sj;
-            b[j] = (b[j] + momentum * sj) - lr * delta[j];
-        }
-    } else if (fold) {
-        for (j = 0; j < O; j++) {
-            const MC_T sj = momentum * gb[j] - lr * delta[j];
-            gb[j] = sj;
-            b[j] = b[j] + sj;
-        }
-    } else {
-        for (j = 0; j < O; j++)
-            gb[j] = delta[j];
+    MC_ONLINE_BIAS_RULES(MC_ONLINE_WIDE_BIASES)
+#undef MC_ONLINE_WIDE_BIASES
+    if (next_x != NULL)
+        MC_NAME(bias_activate_row)(next_z, b, O, out_act);
+    return squares;
+}
+
+/* online_narrow's rows narrower than a vector, in chunks of this many */
+#define MC_ONLINE_ROWS 32
+
+/* The weights of an online layer no wider than a vector (O <= MC_LANES), as one
+ * vector a row or as flat chunks (see online_layer); returns the squares. */
+MC_TARGET MC_NO_UNROLL_AND_JAM static MC_T MC_NAME(online_narrow)(
+    MC_T *restrict W, MC_T *restrict G, MC_T *restrict below, const MC_T *restrict a,
+    int act, const MC_T *restrict delta, size_t I, size_t O, int fold, int penalised,
+    MC_T lr, MC_T momentum, MC_T decay, const MC_T *restrict next_x,
+    MC_T *restrict next_z, int out_act)
+{
+    enum { L = MC_LANES(MC_T) };
+    MC_T *restrict b = W + I * O, *restrict gb = G + I * O;
+    /* delta (zero past O), the updated biases and their state or gradient, the next
+     * product, a row's products with delta (lanes past O: 0 * 0), the squares by lane
+     * (rows as wide as a vector); a chunk's a_k delta_j (narrower rows) */
+    MC_T dn[L], bn[L], gbn[L], zn[L], products[L], lane_squares[L];
+    MC_T outer[MC_ONLINE_ROWS * L]; /* a row's L lanes from each row's start */
+    MC_T squares = 0;
+    size_t k, j, k0, k1;
+    _Pragma("omp simd")
+    for (j = 0; j < L; j++) {
+        dn[j] = j < O ? delta[j] : (MC_T)0;
+        zn[j] = 0;
+        lane_squares[j] = 0;
+    }
+/* the biases, first (they do not depend on the weights), as one vector (0 past O):
+ * their state or gradient into gbn, the updated biases into bn */
+#define MC_ONLINE_NARROW_BIASES(STEP, BODY)                                              \
+    _Pragma("omp simd")                                                                  \
+    for (j = 0; j < L; j++) {                                                            \
+        const MC_T wj = j < O ? b[j] : (MC_T)0, gj = j < O ? gb[j] : (MC_T)0,            \
+                   cd = dn[j];                                                           \
+        MC_T gn, wn = wj;                                                                \
+        (void)gj;                                                                        \
+        BODY                                                                             \
+        gbn[j] = gn;                                                                     \
+        bn[j] = wn;                                                                      \
+    }                                                                                    \
+    MC_STORE_LANES(gb, gbn, O);                                                          \
+    if (STEP)                                                                            \
+        MC_STORE_LANES(b, bn, O);
+    MC_ONLINE_BIAS_RULES(MC_ONLINE_NARROW_BIASES)
+#undef MC_ONLINE_NARROW_BIASES
+/* rows as wide as a vector, DOT (0 or 1) whether to sum below[k]: the next product is
+ * summed whether or not there is a next sample (xn = 0 without), so that the first
+ * layer's step is the same code in an epoch's sweeps that form the next product and
+ * in its last, which a compiler cannot then contract differently */
+#define MC_ONLINE_VECTOR(DOT, STEP, SQ, BODY)                                            \
+    for (k = 0; k < I; k++) {                                                            \
+        const MC_T c = a[k], xn = next_x != NULL ? next_x[k] : (MC_T)0;                  \
+        MC_T *restrict w = W + k * L, *restrict g = G + k * L;                           \
+        _Pragma("omp simd")                                                              \
+        for (j = 0; j < L; j++) {                                                        \
+            const MC_T wj = w[j], dj = dn[j], cd = c * dj;                               \
+            MC_ONLINE_ELEMENT(STEP, BODY)                                                \
+            if (DOT)                                                                     \
+                products[j] = dj * wj;                                                   \
+            if (SQ)                                                                      \
+                lane_squares[j] += wn * wn;                                              \
+            if (!DOT)                                                                    \
+                zn[j] += xn * wn;                                                        \
+        }                                                                                \
+        if (DOT)                                                                         \
+            below[k] = MC_NAME(lanes_sum)(products) *                                    \
+                       MC_NAME(derivative)(c, act);                                      \
+    }
+/* narrower rows, a chunk of rows [k0, k1) at a time: below and the products
+ * a_k delta_j into outer, then the step over the chunk's weights as one flat array */
+#define MC_ONLINE_FLAT(DOT, STEP, SQ, BODY)                                              \
+    for (k0 = 0; k0 < I; k0 = k1) {                                                      \
+        MC_T chunk_squares = 0;                                                          \
+        k1 = I - k0 < MC_ONLINE_ROWS ? I : k0 + MC_ONLINE_ROWS;                          \
+        for (k = k0; k < k1; k++) {                                                      \
+            const MC_T c = a[k], *restrict w = W + k * O;                                \
+            MC_T *restrict cds = outer + (k - k0) * O;                                   \
+            _Pragma("omp simd")                                                          \
+            for (j = 0; j < L; j++) {                                                    \
+                if (DOT)                                                                 \
+                    products[j] = dn[j] * (j < O ? w[j] : (MC_T)0);                      \
+                cds[j] = c * dn[j]; /* past O: the next row's, or slack */            \
+            }                                                                            \
+            if (DOT)                                                                     \
+                below[k] = MC_NAME(lanes_sum)(products) *                                \
+                           MC_NAME(derivative)(c, act);                                  \
+        }                                                                                \
+        {                                                                                \
+            MC_T *restrict w = W + k0 * O, *restrict g = G + k0 * O;                     \
+            const size_t n = (k1 - k0) * O;                                              \
+            _Pragma("omp simd reduction(+ : chunk_squares)")                             \
+            for (j = 0; j < n; j++) {                                                    \
+                const MC_T wj = w[j], cd = outer[j];                                     \
+                MC_ONLINE_ELEMENT(STEP, BODY)                                            \
+                if (SQ)                                                                  \
+                    chunk_squares += wn * wn;                                            \
+            }                                                                            \
+        }                                                                                \
+        squares += chunk_squares;                                                        \
+    }
+#define MC_ONLINE_NARROW_SWEEPS(STEP, SQ, BODY)                                          \
+    if (O < L && below != NULL) {                                                        \
+        MC_ONLINE_FLAT(1, STEP, SQ, BODY)                                                \
+    } else if (O < L) {                                                                  \
+        MC_ONLINE_FLAT(0, STEP, SQ, BODY)                                                \
+    } else if (below != NULL) {                                                          \
+        MC_ONLINE_VECTOR(1, STEP, SQ, BODY)                                              \
+    } else {                                                                             \
+        MC_ONLINE_VECTOR(0, STEP, SQ, BODY)                                              \
+    }
+    MC_ONLINE_RULES(MC_ONLINE_NARROW_SWEEPS)
+#undef MC_ONLINE_NARROW_SWEEPS
+#undef MC_ONLINE_FLAT
+#undef MC_ONLINE_VECTOR
+    if (O == L && penalised)
+        squares = MC_NAME(lanes_sum)(lane_squares);
+    if (next_x != NULL) {
+        if (O < L) /* the next product, from the updated rows */
+            for (k = 0; k < I; k++) {
+                const MC_T xn = next_x[k], *restrict w = W + k * O;
+                _Pragma("omp simd")
+                for (j = 0; j < L; j++)
+                    zn[j] += xn * (j < O ? w[j] : (MC_T)0);
+            }
+        /* the updated biases and f, as dense_forward adds and applies them */
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++)
+            zn[j] = zn[j] + bn[j];
+#define MC_ONLINE_NEXT(ACT) MC_NAME(activate_lanes)(zn, O, ACT)
+        MC_BY_ACTIVATION(out_act, MC_ONLINE_NEXT)
+#undef MC_ONLINE_NEXT
+        MC_STORE_LANES(next_z, zn, O);
     }
     return squares;
 }
+#undef MC_ONLINE_ROWS
+
+/* One layer of an online (B = 1) backward pass on loops, from the layer's delta[O] and
+ * inputs a[I]: one sweep over each row k of W and of its state or gradient G computes
+ * below[k] = f'(a_k) sum_j delta_j W[k,j] with the weights before the step (when below
+ * is not NULL; f' that of the activation act, written in terms of a) and the row's
+ * gradient a_k delta_j (+ decay W[k,j]) in
+ * registers, which is, by fold (see backward), stored into G, or the classical or the
+ * Nesterov step of the row. The biases' gradient (delta) or step likewise, in place.
+ * With penalised, returns sum W^2 over the weights after the step with fold, before
+ * it without; 0 otherwise. With next_x (fold only), the same sweep also forms the next
+ * sample's outputs of the layer with its updated weights and biases,
+ * next_z[O] = f(next_x[I] W + b) for f the activation out_act, summed over k in order
+ * and activated as dense_forward does. Both loops write the sum as acc += x * w, which
+ * the compiler fuses alike on every SIMD path (one rounding with FMA, two without),
+ * so that an epoch's steps are bit for bit those of its samples stepped one call at a
+ * time (tests/test_online.py checks it on every path): a change to either loop must
+ * keep the two rounding alike.
+ *
+ * By the width of the rows against the lanes of a vector (MC_LANES):
+ * - wider (online_wide): the sweep above, row by row;
+ * - as wide (online_narrow): each row is one vector, delta and the next product stay
+ *   in registers (the biases and f too, as in dense_forward);
+ * - narrower (online_narrow): a row would be a masked vector whose loads reach into
+ *   the rows after it, which the stores of the row before have just written (a load
+ *   takes a value from a store still in flight only when the store covers it, so each
+ *   row would wait for the one before it to reach the cache). Instead, for a chunk of
+ *   rows at a time, one pass forms below (reading the weights only) and the products
+ *   a_k delta_j, which the step then takes over the chunk's weights as one flat array
+ *   of whole vectors; the next product is summed after the step, from the updated
+ *   rows.
+ * Every element's step is the same arithmetic on all three. */
+MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
+                                            MC_T *restrict below, const MC_T *restrict a,
+                                            int act, const MC_T *restrict delta, size_t I,
+                                            size_t O, int fold, int penalised, MC_T lr,
+                                            MC_T momentum, MC_T decay,
+                                            const MC_T *restrict next_x,
+                                            MC_T *restrict next_z, int out_act)
+{
+    return (O <= MC_LANES(MC_T) ? MC_NAME(online_narrow) : MC_NAME(online_wide))(
+        W, G, below, a, act, delta, I, O, fold, penalised, lr, momentum, decay, next_x,
+        next_z, out_act);
+}
+#undef MC_ONLINE_BIAS_RULES
+#undef MC_ONLINE_RULES
+#undef MC_ONLINE_ELEMENT
 
 /* Backward pass from net->delta (the output delta of B rows), with x the input
  * rows; dE/dW includes the l2 term (net->l2/B) W. Without fold: dE/dparams into
@@ -474,17 +1001,22 @@ MC_TARGET static MC_T MC_NAME(online_layer)(MC_T *restrict W, MC_T *restrict G,
  * sum_i ||W_i||^2 read in the same sweeps as the l2 term: of the weights before the
  * step without fold, after it with fold; 0 otherwise. With next (B = 1, fold, the
  * first layer on loops), the next sample's input row: the first layer's sweep also
- * leaves its product with the updated weights, next W_0, in acts[1] (no longer read
- * by then), for forward with ahead.
+ * leaves its outputs with the updated weights and biases, f(next W_0 + b_0), in
+ * acts[1] (no longer read by then), for forward with ahead.
  *
  * With nt > 1 (every layer on gemm; inside an OpenMP parallel region of nt threads,
- * all of which call it alike), this is thread t's part: the passes that go row by
- * row (the delta of the layer below and its derivative) take the batch rows
- * mc_part(B, t, nt); those that go weight by weight (the weight gradient or step,
- * the l2 term, w += state) take the weight rows mc_part(I, t, nt) and the biases
- * mc_part(O, t, nt) of each layer. Barriers keep a layer's weights unchanged until
- * every delta below them is formed, and a delta buffer unread before it is written
- * again. The squares returned are then those of the part. */
+ * all of which call it alike), this is thread t's part. The weight gradient (or step),
+ * the l2 term and w += state take the weight rows k0:k1 = mc_weight_part(I) of each
+ * layer, or, when mc_team_gradient_cols, its columns j0:j1 = mc_weight_part(O); the
+ * biases the columns j0:j1. The delta of the layer below and its derivative take the
+ * batch rows mc_part(B, t, nt) (a gemm of the thread's rows of delta with the whole
+ * of W), or, when mc_team_below_cols, the columns k0:k1 of below, delta W[k0:k1,:]^T
+ * (a gemm with the thread's weight rows only). A barrier between that product and
+ * the step, which keeps a layer's weights unchanged until every thread has read them,
+ * unless both take the same weight rows k0:k1 (each thread then steps only rows it
+ * alone read); a barrier after each layer but the first, before the layer below reads
+ * its delta and before the old delta, read by every thread, is written again as
+ * below. The squares returned are then those of the part. */
 MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x, size_t B,
                                                int fold, MC_T lr, MC_T momentum,
                                                const MC_T *next, int t, int nt)
@@ -505,19 +1037,20 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
         MC_T *gb = gW + I * O;
         MC_T *row = (MC_T *)net->scratch;
         const MC_T alpha = fold ? -lr : (MC_T)1, beta = fold ? momentum : (MC_T)0;
-        MC_T layer_squares = 0;
+        double layer_squares = 0;
         size_t r, k, j, k0, k1, j0, j1;
-        mc_part(I, t, nt, &k0, &k1);
-        mc_part(O, t, nt, &j0, &j1);
+        const int below_cols = nt > 1 && mc_team_below_cols(B, I);
+        const int gw_cols = nt > 1 && mc_team_gradient_cols(I, O);
+        mc_weight_part(I, sizeof(MC_T), t, nt, &k0, &k1);
+        mc_weight_part(O, sizeof(MC_T), t, nt, &j0, &j1);
 
         if (B == 1 && !MC_NAME(use_gemm)(1, I, O)) {
             /* online: below, the weights and the biases in one sweep of the layer */
             const int ahead = i == 0 && next != NULL;
             layer_squares = MC_NAME(online_layer)(
-                W, gW, i > 0 ? below : NULL, a, delta, I, O, fold, penalised, lr, momentum,
-                decay, ahead ? next : NULL, ahead ? (MC_T *)net->acts[1] : NULL);
-            if (i > 0)
-                MC_NAME(times_derivative)(below, a, I, net->hidden);
+                W, gW, i > 0 ? below : NULL, a, net->hidden, delta, I, O, fold, penalised,
+                lr, momentum, decay, ahead ? next : NULL, ahead ? (MC_T *)net->acts[1] : NULL,
+                net->n_layers > 1 ? net->hidden : net->output);
             squares += (double)layer_squares;
             MC_T *swap = delta;
             delta = below;
@@ -525,7 +1058,15 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
             continue;
         }
 
-        if (i > 0 && hi > lo) { /* below[B,I] = delta[B,O] W^T [O,I] * f'(a), before W changes */
+        if (i > 0 && below_cols) { /* below[:, k0:k1] = delta W[k0:k1, :]^T * f'(a) */
+            if (k1 > k0) {
+                MC_NAME(gemm_rm)(0, 1, B, k1 - k0, O, 1, delta, O, W + k0 * O, O, 0,
+                                 below + k0, I);
+                for (r = 0; r < B; r++)
+                    MC_NAME(times_derivative)(below + r * I + k0, a + r * I + k0, k1 - k0,
+                                              net->hidden);
+            }
+        } else if (i > 0 && hi > lo) { /* below[lo:hi, :] = delta[lo:hi, :] W^T * f'(a) */
             if (MC_NAME(use_gemm)(B, I, O)) {
                 MC_NAME(gemm_rm)(0, 1, hi - lo, I, O, 1, delta + lo * O, O, W, O, 0,
                                  below + lo * I, I);
@@ -544,24 +1085,27 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
             }
             MC_NAME(times_derivative)(below + lo * I, a + lo * I, (hi - lo) * I, net->hidden);
         }
-        if (nt > 1 && i > 0) { /* every row of below formed; W read by every thread */
+        if (nt > 1 && i > 0 && (!below_cols || gw_cols)) { /* W read by every thread */
             MC_BARRIER();
         }
 
         if (MC_NAME(use_gemm)(B, I, O)) {
             /* gW[I,O] := alpha a^T[I,B] delta[B,O] + beta gW: with fold, gW is the
              * state and the gemm itself is the step state = m*state - lr*grad */
-            MC_T *gWk = gW + k0 * O, *Wk = W + k0 * O;
-            const size_t n = (k1 - k0) * O;
-            if (k1 > k0)
-                MC_NAME(gemm_rm)(1, 0, k1 - k0, O, B, alpha, a + k0, I, delta, O, beta, gWk, O);
+            if (gw_cols) {
+                if (j1 > j0)
+                    MC_NAME(gemm_rm)(1, 0, I, j1 - j0, B, alpha, a, I, delta + j0, O, beta,
+                                     gW + j0, O);
+                layer_squares = MC_NAME(block_update)(W + j0, gW + j0, I, j1 - j0, O, fold,
+                                                      penalised, lr, decay);
+            } else {
+                if (k1 > k0)
+                    MC_NAME(gemm_rm)(1, 0, k1 - k0, O, B, alpha, a + k0, I, delta, O, beta,
+                                     gW + k0 * O, O);
+                layer_squares = MC_NAME(block_update)(W + k0 * O, gW + k0 * O, k1 - k0, O, O,
+                                                      fold, penalised, lr, decay);
+            }
             MC_NAME(bias_gradient)(gb, delta, B, O, j0, j1, fold, lr, momentum, row);
-            if (fold && penalised)
-                layer_squares = MC_NAME(decay_add)(Wk, gWk, n, lr * decay);
-            else if (fold)
-                MC_NAME(add)(Wk, gWk, n);
-            else if (penalised)
-                layer_squares = MC_NAME(add_decay)(gWk, Wk, n, decay);
             if (fold)
                 MC_NAME(add)(W + I * O + j0, gb + j0, j1 - j0);
         } else {
@@ -612,7 +1156,8 @@ MC_TARGET static double MC_NAME(backward_part)(const mc_mlp *net, const MC_T *x,
             delta = below;
             below = swap;
         }
-        if (nt > 1 && i > 0) { /* the old delta, next written as below, read by all */
+        if (nt > 1 && i > 0) { /* below formed; the old delta, next written as below,
+                                * read by all */
             MC_BARRIER();
         }
     }
@@ -627,8 +1172,9 @@ MC_TARGET static double MC_NAME(backward)(const mc_mlp *net, const MC_T *x, size
 }
 
 /* Outputs of X[n, sizes[0]] into Y, max_batch rows at a time; on a team of threads
- * (each its share of the rows, BLAS held to one thread) when a chunk qualifies as a
- * training batch does (mc_mlp_team_threads), so that predictions between training
+ * (BLAS held to one thread) when a chunk qualifies as a training batch does
+ * (mc_mlp_team_threads; its products split as a training step's, forward_part; a small
+ * last chunk by rows), so that predictions between training
  * epochs run on the same threads as the epochs rather than against them. */
 MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t n, MC_T *Y)
 {
@@ -646,7 +1192,10 @@ MC_TARGET static void MC_NAME(predict)(const mc_mlp *net, const MC_T *X, size_t 
             const size_t B = n - start < net->max_batch ? n - start : net->max_batch;
             size_t lo, hi;
             mc_part(B, t, nt, &lo, &hi);
-            MC_NAME(forward_rows)(net, X + start * I, lo, hi, 0);
+            if (nt > 1 && mc_mlp_team_batch(net, B))
+                MC_NAME(forward_part)(net, X + start * I, B, t, nt);
+            else
+                MC_NAME(forward_rows)(net, X + start * I, lo, hi, 0);
             memcpy(Y + (start + lo) * O, (MC_T *)net->acts[net->n_layers] + lo * O,
                    (hi - lo) * O * sizeof(MC_T));
             if (nt > 1) { /* the workspace rows are the next chunk's, parted anew */
@@ -743,7 +1292,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
                 fold = 0;
     }
     /* Online folded steps whose first layer runs as loops: each step's sweep of that
-     * layer also forms the next sample's product with it (see backward), so that the
+     * layer also forms the next sample's outputs of it (see backward), so that the
      * next forward pass does not read those weights again. */
     const int look_ahead = batch == 1 && fold &&
                            !MC_NAME(use_gemm)(1, I, (size_t)net->sizes[1]);
@@ -783,7 +1332,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
         /* with fold and l2: sum ||W||^2 at the weights of the next forward pass, which
          * the last step's sweep summed */
         double squares = first_squares;
-        int ahead = 0; /* acts[1] holds this sample's first-layer product */
+        int ahead = 0; /* acts[1] holds this sample's first-layer outputs */
         size_t start, r;
         for (start = 0; start < n_order; start += batch) {
             const size_t B = n_order - start < batch ? n_order - start : batch;
@@ -805,7 +1354,8 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             int finite = 1;
             for (r = 1; r < B && order[start + r] == order[start] + (int64_t)r; r++)
                 ;
-            if (r < B) {
+            const int gathered = r < B;
+            if (gathered) {
                 for (r = lo; r < hi; r++)
                     memcpy(x + r * I, X + (size_t)order[start + r] * I, I * sizeof(MC_T));
                 in = x;
@@ -824,9 +1374,14 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
                         res.bad_input = 1;
                     break;
                 }
+            } else if (tn > 1 && gathered && mc_team_forward_cols(B, (size_t)net->sizes[1])) {
+                MC_BARRIER(); /* every row gathered: the first product reads them all */
             }
-            if (t < tn) {
+            if (tn > 1)
+                MC_NAME(forward_part)(net, in, B, t, tn);
+            else if (t == 0)
                 MC_NAME(forward_rows)(net, in, lo, hi, ahead);
+            if (t < tn) {
                 part_loss[t] = MC_NAME(output_delta)(delta + lo * O, y + lo * O, T,
                                                      order + start + lo, hi - lo, B, O,
                                                      net->output, net->loss);

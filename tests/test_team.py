@@ -21,13 +21,39 @@ needs_team = pytest.mark.skipif(
            "set")
 
 # (sizes, batch, tail): every layer's product reaches the gemm threshold at the full
-# batch and the step is team-sized; 65 rows split unevenly; the last batch has `tail`
-# rows: 2 rows of the first two nets are too little work for a team (thread 0 takes the
-# step alone), 1 row of a wide first layer is enough and leaves the second thread
-# without a row (its share of the weights remains); one layer (no barrier inside the
-# backward pass)
-TEAM_CASES = [([64, 256, 64], 64, 2), ([64, 160, 48, 24], 65, 2), ([1024, 1024, 32], 64, 1),
-              ([4096, 256], 64, 2)]
+# batch and the step is team-sized. mlp.c's rule splits each product of a layer of I
+# inputs and O outputs at B rows: forward by weight columns when O > B (a column-split
+# output layer then takes its activation by rows), the delta below by weight rows when
+# I > B, the weight gradient by weight columns when I < O (else by weight rows); each
+# other one by batch rows. The last batch has `tail` rows: too little work for a team
+# (thread 0 takes the step alone), or a team batch split otherwise than the full ones.
+TEAM_CASES = [
+    # forward: first layer by columns, output by rows; delta below by weight rows; the
+    # first weight gradient by columns
+    ([64, 256, 64], 64, 2),
+    # the 1-row tail on the team: every product by columns, the second thread without
+    # a row
+    ([1024, 1024, 32], 64, 1),
+    # 65 rows split unevenly; the second hidden layer and the delta below it by rows
+    ([64, 160, 48, 24], 65, 2),
+    # one layer (no barrier inside the backward pass), its output by columns; the 2-row
+    # tail on the team
+    ([4096, 256], 64, 2),
+    # every product by batch rows, every weight gradient by weight rows
+    ([160, 128, 40], 160, 2),
+    # the narrow batch of 784-256-128-10: both hidden layers and the deltas below by
+    # weights, the output by rows
+    ([784, 256, 128, 10], 32, 5),
+    # odd widths (37 columns in two parts of whole cache lines: 16 + 21); the output
+    # layer by columns; a hidden layer's delta below by weight rows and its weight
+    # gradient by columns (a barrier between)
+    ([64, 37, 1500, 21], 16, 3),
+    # a hidden layer 6 wide, less than a cache line: the second thread has none of its
+    # columns or weight rows
+    ([128, 2048, 6, 2048], 4, 3),
+    # one layer of 5 outputs by columns, all on the first thread
+    ([65536, 5], 4, 1),
+]
 
 RULES = [
     ("classical", dict(lr=0.05, momentum=0.9)),  # folded into the products (no gradient)
@@ -110,11 +136,14 @@ def test_team_epoch_equals_its_batches_stepped_on_one_thread(two_threads, simd, 
 
 
 @needs_team
-@pytest.mark.parametrize("sizes", [[64, 256, 64], [8192, 128]], ids=str)
+@pytest.mark.parametrize("sizes, batch", [([64, 256, 64], 64), ([8192, 128], 64),
+                                          ([784, 256, 128, 10], 32),
+                                          ([64, 37, 1500, 21], 16), ([128, 2048, 6, 2048], 4)],
+                         ids=str)
 @pytest.mark.parametrize("folded", [True, False], ids=["folded", "gradient"])
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 5e-5)])
-def test_team_epoch_with_l2_equals_one_thread(two_threads, dtype, rtol, folded, sizes):
-    batch, n_rows, l2 = 64, 200, 0.3
+def test_team_epoch_with_l2_equals_one_thread(two_threads, dtype, rtol, folded, sizes, batch):
+    n_rows, l2 = 3 * batch + 8, 0.3
     X, T = _data(sizes, n_rows, "softmax", dtype)
     order = np.random.default_rng(2).permutation(n_rows).astype(np.int64)
     hyper = dict(lr=0.05, momentum=0.9)
@@ -134,11 +163,13 @@ def test_team_epoch_with_l2_equals_one_thread(two_threads, dtype, rtol, folded, 
 
 
 @needs_team
-def test_team_epoch_stops_where_one_thread_does(two_threads):
+@pytest.mark.parametrize("sizes, batch", [([64, 256, 64], 64), ([64, 37, 1500, 21], 16)],
+                         ids=str)
+def test_team_epoch_stops_where_one_thread_does(two_threads, sizes, batch):
     """A batch whose loss is not finite stops the epoch on every thread before its step."""
-    sizes, batch, n_rows = [64, 256, 64], 64, 256
+    n_rows = 4 * batch
     X, T = _data(sizes, n_rows, "identity", np.float64)
-    X[150] = 1e300  # in the third batch
+    X[2 * batch + batch * 3 // 4] = 1e300  # in the third batch, the second thread's rows
     order = np.arange(n_rows, dtype=np.int64)
     results = {}
     for threads in (2, 1):
@@ -158,11 +189,13 @@ def test_one_thread_or_small_steps_make_no_team(threads):
     core = _core_for([64, 256, 64], 64, folded=True)
     momcore.set_num_threads(2)
     assert core.team_threads(64) == 2
-    assert core.team_threads(8) == 1  # below the gemm threshold in a layer
-    # enough multiply-adds, but 16 rows a thread pay less than each thread's packing of
-    # the weights costs
-    assert _core.TEAM_MIN_MACS <= 32 * (64 * 256 + 256 * 64)
-    assert core.team_threads(32) == 1
+    # 16 rows a thread too: each product is split so that no thread packs a weight
+    # matrix another one packs as well
+    assert _core.TEAM_MIN_MACS == 32 * (64 * 256 + 256 * 64)
+    assert core.team_threads(32) == 2
+    # too little work in the step, though every product reaches the gemm threshold
+    assert 31 * 64 * 256 >= _core.GEMM_MIN_MACS
+    assert core.team_threads(31) == 1
     small = _core_for([20, 40, 5], 64, folded=True)
     assert small.team_threads(64) == 1
     momcore.set_num_threads(1)
@@ -250,6 +283,74 @@ def test_team_predictions_equal_one_thread(threads, n_rows):
     z = np.tanh(X @ W0 + b0) @ W1 + b1
     want = np.exp(z - z.max(axis=1, keepdims=True))
     np.testing.assert_allclose(out[2], want / want.sum(axis=1, keepdims=True), rtol=1e-10)
+
+
+def _numpy_outputs(params, sizes, X, output):
+    """The network's outputs (tanh hidden units) written out in numpy."""
+    a, at = X, 0
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        W = params[at:at + n_in * n_out].reshape(n_in, n_out)
+        b = params[at + n_in * n_out:at + n_in * n_out + n_out]
+        at += n_in * n_out + n_out
+        a = a @ W + b
+        if i < len(sizes) - 2:
+            a = np.tanh(a)
+    if output == "softmax":
+        a = np.exp(a - a.max(axis=1, keepdims=True))
+        return a / a.sum(axis=1, keepdims=True)
+    return 1 / (1 + np.exp(-a)) if output == "sigmoid" else a
+
+
+@needs_team
+@pytest.mark.parametrize("sizes, max_batch", [([784, 256, 128, 10], 32),
+                                              ([64, 37, 1500, 21], 16),
+                                              ([128, 2048, 6, 2048], 4), ([65536, 5], 4)],
+                         ids=str)
+@pytest.mark.parametrize("output", [o for o, _ in OUTPUTS])
+def test_team_predictions_of_narrow_chunks_equal_one_thread(threads, sizes, max_batch,
+                                                            output):
+    """Chunks of max_batch rows split by weight columns, and a last chunk of one row (on
+    the team or, too small, by rows)."""
+    n_rows = 3 * max_batch + 1
+    X = np.random.default_rng(4).standard_normal((n_rows, sizes[0]))
+    core = _core_for(sizes, max_batch, folded=True, output=output)
+    out = {}
+    for t in (2, 1):
+        momcore.set_num_threads(t)
+        assert core.team_threads(max_batch) == t
+        out[t] = np.empty((n_rows, sizes[-1]))
+        core.predict(X, out[t])
+    np.testing.assert_allclose(out[2], out[1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(out[2], _numpy_outputs(core.params, sizes, X, output),
+                               rtol=1e-10, atol=1e-13)
+
+
+@needs_team
+@pytest.mark.parametrize("sizes, batch", [([784, 256, 128, 10], 32), ([64, 37, 1500, 21], 16),
+                                          ([65536, 5], 4)], ids=str)
+@pytest.mark.parametrize("order", ["gathered", "in place"])
+@pytest.mark.parametrize("part", [0, 1], ids=["first thread's row", "second thread's row"])
+def test_team_epoch_of_narrow_batches_refuses_a_bad_row_where_one_thread_does(
+        threads, sizes, batch, order, part):
+    """check_rows: a row with inf in the third batch, in either thread's rows of it, stops
+    the epoch before that batch's pass (whose first product, by columns, reads every
+    row) after the same two steps as on one thread."""
+    n_rows = 4 * batch
+    X, T = _data(sizes, n_rows, "softmax", np.float64)
+    rows = np.arange(n_rows) if order == "in place" else np.arange(n_rows)[::-1].copy()
+    bad = 2 * batch + (batch - 1 if part else 0)
+    X[rows[bad], 3] = np.inf
+    params = {}
+    for count in (2, 1):
+        momcore.set_num_threads(count)
+        core = _core_for(sizes, batch, folded=True)
+        assert core.team_threads(batch) == count
+        message = f"order\\[{2 * batch}\\]; the 2 steps"
+        with pytest.raises(_core.NonFiniteRows, match=message):
+            core.train_epoch(X, T, rows, batch, lr=0.05, momentum=0.9, check_rows=True)
+        assert core.steps_applied == 2
+        params[count] = core.params.copy()
+    np.testing.assert_allclose(params[2], params[1], rtol=1e-12, atol=1e-15)
 
 
 @needs_team
