@@ -126,7 +126,7 @@ def test_epoch_equals_one_sample_calls_on_every_simd_path(sizes, dtype, l2, rule
 # each, narrower rows as flat chunks of whole vectors, wider ones row by row with the
 # last vector masked. WIDTHS covers every width up to one past the widest vector of
 # any path, so that each path meets each case and its boundaries; a first layer of
-# 200 inputs splits a narrow layer's step into several chunks on every path.
+# 200 inputs splits a narrow layer's step into several chunks (of 32 rows).
 
 WIDTHS = range(1, 18)
 HIDDEN = ["sigmoid", "tanh", "relu"]
@@ -143,7 +143,8 @@ def _targets(output, n, width, rng, dtype):
 
 def _width_cases():
     """(sizes, hidden, output, l2): every width as the hidden and as the output layer,
-    each with every hidden activation and output, l2 on every other one."""
+    each with every hidden activation and output, l2 on every other one; and networks
+    of one layer, and with a first layer on gemm."""
     for width in WIDTHS:
         for hidden in HIDDEN:
             for output in OUTPUTS:
@@ -153,6 +154,10 @@ def _width_cases():
     for width in (3, 7):  # narrow layers over several chunks
         yield [200, width, 2], "tanh", "softmax", 0.01
         yield [200, width, 2], "sigmoid", "identity", 0.0
+    for width in (1, 3, 8, 9, 16, 17):  # one layer: its look-ahead is the output
+        yield [5, width], "tanh", OUTPUTS[width % 3], 0.01 * (width % 2)
+    for width in (3, 17):  # a first layer on gemm (B I O >= GEMM_MIN_MACS at B = 1)
+        yield [300, 120, width], "relu", "softmax", 0.0
 
 
 def _width_net(sizes, dtype, hidden, output, l2, with_grad):
@@ -174,6 +179,7 @@ def _width_data(sizes, output, dtype, n=9):
 @pytest.mark.parametrize("rule,with_grad", RULES, ids=["classical-fold", "nesterov",
                                                        "classical-grad"])
 def test_every_width_epoch_equals_one_sample_calls(simd, dtype, rule, with_grad):
+    assert 300 * 120 >= _core.GEMM_MIN_MACS > 200 * 7  # the cases' first layers
     hyper = dict(lr=0.05, momentum=0.9, rule=rule)
     for sizes, hidden, output, l2 in _width_cases():
         X, T, order = _width_data(sizes, output, dtype)
