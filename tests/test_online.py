@@ -97,6 +97,28 @@ def test_epoch_stops_at_a_nonfinite_sample_as_one_sample_calls_do(dtype, rule, w
     np.testing.assert_array_equal(state, one_state)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_checked_epoch_stops_before_a_bad_row_as_one_sample_calls_do(dtype, bad):
+    sizes = [5, 7, 3]
+    X, T, order = _data(sizes, dtype)
+    X[order[6], 2] = bad
+    hyper = dict(lr=0.05, momentum=0.9)
+    core, params, state = _net(sizes, dtype, "tanh", 0.0, False)
+    with pytest.raises(_core.NonFiniteRows, match="order\\[6\\]; the 6 steps"):
+        core.train_epoch(X, T, order, 1, check_rows=True, **hyper)
+    assert core.steps_applied == 6
+    one, one_params, one_state = _net(sizes, dtype, "tanh", 0.0, False)
+    for row in order[:6]:
+        one.train_epoch(X, T, np.array([row]), 1, check_rows=True, **hyper)
+    np.testing.assert_array_equal(params, one_params)
+    np.testing.assert_array_equal(state, one_state)
+    # without the check the row is trained on: NaN makes its loss NaN, which stops the
+    # epoch before its step; inf saturates tanh, the step takes it into the weights, and
+    # the next loss stops the epoch
+    assert core.train_epoch(X, T, order, 1, **hyper)[2:] == (6 if bad != bad else 7, True)
+
+
 @pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "-".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("l2", [0.0, 0.01])
