@@ -24,8 +24,10 @@
 #define MC_VECTOR_BYTES_OF(isa) MC_VECTOR_BYTES_OF_(isa)
 #define MC_VECTOR_BYTES MC_VECTOR_BYTES_OF(MC_ISA)
 #define MC_LANES(T) (MC_VECTOR_BYTES / sizeof(T))
-/* GCC's unroll-and-jam (-O3) would fuse pairs of rows of online_narrow's sweeps into
- * one loop of scalar code, which no longer vectorises; off for that function. */
+/* GCC's unroll-and-jam (-O3) fuses pairs of rows of a loop over rows whose row is one
+ * vector: into scalar code (online_narrow's sweeps), or into one loop that keeps the
+ * row sums in memory, one store and reload a row (MC_NARROW_ROW); off for those
+ * functions. */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define MC_NO_UNROLL_AND_JAM __attribute__((optimize("no-loop-unroll-and-jam")))
 #else
@@ -208,6 +210,27 @@ MC_TARGET MC_ALWAYS_INLINE static inline void MC_NAME(activate_lanes)(MC_T *x, s
     }
 }
 
+/* acc[MC_LANES] := f(in[I] W[I,O] + b[O]) for a row no wider than a vector (O <=
+ * MC_LANES; 0 past O before f), activation ACT (a constant), in registers: each
+ * output the sum over k in order, as acc += x * w (see online_layer). */
+#define MC_NARROW_ROW(acc, in, W, b, I, O, ACT)                                          \
+    do {                                                                                 \
+        size_t j_, k_;                                                                   \
+        for (j_ = 0; j_ < MC_LANES(MC_T); j_++)                                          \
+            (acc)[j_] = 0;                                                               \
+        for (k_ = 0; k_ < (I); k_++) {                                                   \
+            const MC_T x_ = (in)[k_];                                                    \
+            const MC_T *restrict w_ = (W) + k_ * (O);                                    \
+            _Pragma("omp simd")                                                          \
+            for (j_ = 0; j_ < MC_LANES(MC_T); j_++)                                      \
+                (acc)[j_] += x_ * (j_ < (O) ? w_[j_] : (MC_T)0);                         \
+        }                                                                                \
+        _Pragma("omp simd")                                                              \
+        for (j_ = 0; j_ < MC_LANES(MC_T); j_++)                                          \
+            (acc)[j_] = (acc)[j_] + (j_ < (O) ? (b)[j_] : (MC_T)0);                      \
+        MC_NAME(activate_lanes)(acc, O, ACT);                                            \
+    } while (0)
+
 /* z[O] := f(z + b) for one row; softmax over the row. In blocks of MC_LANES, the last
  * one masked (see MC_LANES): one vector call of exp or tanh a block, where a loop to
  * the row's width would call the scalar function on its remainder; a row no wider
@@ -280,19 +303,7 @@ MC_TARGET MC_NO_UNROLL_AND_JAM static void MC_NAME(dense_forward)(MC_T *out, con
 #define MC_FORWARD_NARROW(ACT)                                                           \
     for (r = 0; r < B; r++) {                                                            \
         MC_T acc[L];                                                                     \
-        for (j = 0; j < L; j++)                                                          \
-            acc[j] = 0;                                                                  \
-        for (k = 0; k < I; k++) {                                                        \
-            const MC_T x = in[r * I + k];                                                \
-            const MC_T *restrict w = W + k * O;                                          \
-            _Pragma("omp simd")                                                          \
-            for (j = 0; j < L; j++)                                                      \
-                acc[j] += x * (j < O ? w[j] : (MC_T)0);                                  \
-        }                                                                                \
-        _Pragma("omp simd")                                                              \
-        for (j = 0; j < L; j++)                                                          \
-            acc[j] = acc[j] + (j < O ? b[j] : (MC_T)0);                                  \
-        MC_NAME(activate_lanes)(acc, O, ACT);                                            \
+        MC_NARROW_ROW(acc, in + r * I, W, b, I, O, ACT);                                 \
         MC_STORE_LANES(out + r * O, acc, O);                                             \
     }
         MC_BY_ACTIVATION(act, MC_FORWARD_NARROW)
@@ -394,6 +405,78 @@ MC_TARGET static void MC_NAME(times_derivative)(MC_T *delta, const MC_T *a, size
 /* log max(x, tiny): the clamp keeps log finite and lets a NaN through. */
 #define MC_SAFE_LOG(x) MC_MATH_LOG((x) < MC_TINY ? MC_TINY : (x))
 
+/* dE/dz of one output unit of one row, for the per-sample `loss` (see mc_loss) of
+ * output y (of activation `output`) against target t, before the division by the
+ * batch's rows. */
+MC_TARGET MC_ALWAYS_INLINE static inline MC_T MC_NAME(unit_delta)(MC_T y, MC_T t, int output,
+                                                                  int loss)
+{
+    if (loss == MC_SQUARED_ERROR && output == MC_SIGMOID)
+        return (y - t) * (y * ((MC_T)1 - y));
+    return y - t;
+}
+
+/* The per-sample `loss` of one row of outputs y[O] against targets t[O]. */
+MC_TARGET MC_ALWAYS_INLINE static inline double MC_NAME(row_loss)(const MC_T *y, const MC_T *t,
+                                                                  size_t O, int loss)
+{
+    MC_T sum = 0;
+    size_t j;
+    switch (loss) {
+    case MC_CROSS_ENTROPY:
+        /* a zero target adds nothing (y is finite or the row is all NaN) */
+        for (j = 0; j < O; j++)
+            if (t[j] != 0)
+                sum -= t[j] * MC_SAFE_LOG(y[j]);
+        return (double)sum;
+    case MC_BINARY_CROSS_ENTROPY:
+        for (j = 0; j < O; j++) {
+            const MC_T off = (MC_T)1 - t[j];
+            if (t[j] != 0)
+                sum -= t[j] * MC_SAFE_LOG(y[j]);
+            if (off != 0)
+                sum -= off * MC_SAFE_LOG((MC_T)1 - y[j]);
+        }
+        return (double)sum;
+    default: /* MC_SQUARED_ERROR */
+        for (j = 0; j < O; j++) {
+            const MC_T e = y[j] - t[j];
+            sum += e * e;
+        }
+        return 0.5 * (double)sum;
+    }
+}
+#undef MC_SAFE_LOG
+
+/* Whether `accuracy` (see mc_accuracy; not MC_ACC_NONE) counts one row of outputs
+ * y[O] correct against targets t[O]. */
+MC_TARGET MC_ALWAYS_INLINE static inline int MC_NAME(row_correct)(const MC_T *y, const MC_T *t,
+                                                                  size_t O, int accuracy)
+{
+    size_t j;
+    if (accuracy == MC_ACC_ARGMAX) { /* the first largest of each (the values kept
+                                      * in registers: no load waits for the last) */
+        size_t best_y = 0, best_t = 0;
+        MC_T top_y = y[0], top_t = t[0];
+        for (j = 1; j < O; j++) {
+            if (y[j] > top_y) {
+                top_y = y[j];
+                best_y = j;
+            }
+            if (t[j] > top_t) {
+                top_t = t[j];
+                best_t = j;
+            }
+        }
+        return best_y == best_t;
+    } else { /* MC_ACC_THRESHOLD */
+        int all = 1;
+        for (j = 0; j < O; j++)
+            all &= (y[j] >= (MC_T)0.5) == (t[j] >= (MC_T)0.5);
+        return all;
+    }
+}
+
 /* The output layer: delta[n,O] = dE/dz for E = the sum over n rows of the
  * per-sample `loss` (see mc_loss) over divisor (the rows of the batch, of which these
  * n may be a part), from the outputs y[n,O] (of activation `output`) and the targets
@@ -410,47 +493,17 @@ MC_TARGET static double MC_NAME(output_delta)(MC_T *delta, const MC_T *y, const 
         const MC_T *yr = y + r * O;
         const MC_T *t = T + (rows ? (size_t)rows[r] : r) * O;
         MC_T *d = delta + r * O;
-        MC_T sum = 0;
         /* delta first, what the backward pass waits for (over 1 row: no division, which
          * would change nothing) */
-        if (loss == MC_SQUARED_ERROR && output == MC_SIGMOID)
-            for (j = 0; j < O; j++)
-                d[j] = (yr[j] - t[j]) * (yr[j] * ((MC_T)1 - yr[j]));
-        else
-            for (j = 0; j < O; j++)
-                d[j] = yr[j] - t[j];
+        for (j = 0; j < O; j++)
+            d[j] = MC_NAME(unit_delta)(yr[j], t[j], output, loss);
         if (divisor != 1)
             for (j = 0; j < O; j++)
                 d[j] = d[j] / B;
-        switch (loss) {
-        case MC_CROSS_ENTROPY:
-            /* a zero target adds nothing (y is finite or the row is all NaN) */
-            for (j = 0; j < O; j++)
-                if (t[j] != 0)
-                    sum -= t[j] * MC_SAFE_LOG(yr[j]);
-            total += (double)sum;
-            break;
-        case MC_BINARY_CROSS_ENTROPY:
-            for (j = 0; j < O; j++) {
-                const MC_T off = (MC_T)1 - t[j];
-                if (t[j] != 0)
-                    sum -= t[j] * MC_SAFE_LOG(yr[j]);
-                if (off != 0)
-                    sum -= off * MC_SAFE_LOG((MC_T)1 - yr[j]);
-            }
-            total += (double)sum;
-            break;
-        default: /* MC_SQUARED_ERROR */
-            for (j = 0; j < O; j++) {
-                const MC_T e = yr[j] - t[j];
-                sum += e * e;
-            }
-            total += 0.5 * (double)sum;
-        }
+        total += MC_NAME(row_loss)(yr, t, O, loss);
     }
     return total;
 }
-#undef MC_SAFE_LOG
 
 /* The number of the B rows of y[B,O] that `accuracy` (see mc_accuracy) counts
  * correct against the targets T (rows as in output_delta). */
@@ -459,26 +512,12 @@ MC_TARGET static int64_t MC_NAME(count_correct)(const MC_T *y, const MC_T *T,
                                                 int accuracy)
 {
     int64_t correct = 0;
-    size_t r, j;
+    size_t r;
     if (accuracy == MC_ACC_NONE)
         return 0;
-    for (r = 0; r < B; r++) {
-        const MC_T *yr = y + r * O;
-        const MC_T *t = T + (rows ? (size_t)rows[r] : r) * O;
-        if (accuracy == MC_ACC_ARGMAX) {
-            size_t best_y = 0, best_t = 0;
-            for (j = 1; j < O; j++) {
-                best_y = yr[j] > yr[best_y] ? j : best_y;
-                best_t = t[j] > t[best_t] ? j : best_t;
-            }
-            correct += best_y == best_t;
-        } else { /* MC_ACC_THRESHOLD */
-            int all = 1;
-            for (j = 0; j < O; j++)
-                all &= (yr[j] >= (MC_T)0.5) == (t[j] >= (MC_T)0.5);
-            correct += all;
-        }
-    }
+    for (r = 0; r < B; r++)
+        correct += MC_NAME(row_correct)(y + r * O, T + (rows ? (size_t)rows[r] : r) * O, O,
+                                        accuracy);
     return correct;
 }
 
@@ -674,6 +713,67 @@ MC_TARGET static void MC_NAME(forward_part)(const mc_mlp *net, const MC_T *x, si
 MC_TARGET static void MC_NAME(forward)(const mc_mlp *net, const MC_T *x, size_t B, int ahead)
 {
     MC_NAME(forward_rows)(net, x, 0, B, ahead);
+}
+
+/* Whether online_forward takes a batch of 1 row: its output layer runs on loops and is
+ * no wider than a vector. */
+MC_TARGET static int MC_NAME(online_output)(const mc_mlp *net)
+{
+    const size_t I = (size_t)net->sizes[net->n_layers - 1];
+    const size_t O = (size_t)net->sizes[net->n_layers];
+    return O <= MC_LANES(MC_T) && !MC_NAME(use_gemm)(1, I, O);
+}
+
+/* The forward pass of one row x (B = 1) and its output layer's delta, loss and count
+ * in one (online_output must hold): the layers below the output as forward_rows runs
+ * them (with ahead, acts[1] already holds the first layer's outputs); the output
+ * layer's sum, bias and f in registers, as dense_forward takes a row no wider than a
+ * vector, and its delta from them (unit_delta, no division for the one row); the
+ * outputs stored to acts[L] for the loss (row_loss) and the count (row_correct) against
+ * the target row t. Returns the loss and adds the count to *correct, as output_delta and
+ * count_correct would. */
+MC_TARGET MC_NO_UNROLL_AND_JAM static double MC_NAME(online_forward)(const mc_mlp *net,
+                                                                     const MC_T *x,
+                                                                     int ahead,
+                                                                     const MC_T *t,
+                                                                     int64_t *correct)
+{
+    enum { L = MC_LANES(MC_T) };
+    const int n = net->n_layers;
+    const MC_T *p = (const MC_T *)net->params, *in = x;
+    const size_t I = (size_t)net->sizes[n - 1], O = (size_t)net->sizes[n];
+    MC_T *y = (MC_T *)net->acts[n], *delta = (MC_T *)net->delta;
+    MC_T acc[L], ys[L], d[L];
+    size_t j;
+    int i;
+    for (i = 0; i < n - 1; i++) {
+        const size_t Ii = (size_t)net->sizes[i], Oi = (size_t)net->sizes[i + 1];
+        MC_T *out = (MC_T *)net->acts[i + 1];
+        if (i > 0 || !ahead)
+            MC_NAME(dense_forward)(out, in, p, p + Ii * Oi, 1, Ii, Oi, net->hidden);
+        p += Ii * Oi + Oi;
+        in = out;
+    }
+    if (n == 1 && ahead) { /* the outputs are in y already */
+        _Pragma("omp simd")
+        for (j = 0; j < L; j++)
+            acc[j] = j < O ? y[j] : (MC_T)0;
+    } else {
+#define MC_ONLINE_OUTPUT(ACT) MC_NARROW_ROW(acc, in, p, p + I * O, I, O, ACT)
+        MC_BY_ACTIVATION(net->output, MC_ONLINE_OUTPUT)
+#undef MC_ONLINE_OUTPUT
+    }
+    _Pragma("omp simd")
+    for (j = 0; j < L; j++) { /* acc read once, in every lane */
+        const MC_T yj = acc[j], tj = j < O ? t[j] : (MC_T)0;
+        ys[j] = yj;
+        d[j] = MC_NAME(unit_delta)(yj, tj, net->output, net->loss);
+    }
+    MC_STORE_LANES(delta, d, O);
+    MC_STORE_LANES(y, ys, O);
+    if (net->accuracy != MC_ACC_NONE)
+        *correct += MC_NAME(row_correct)(ys, t, O, net->accuracy);
+    return MC_NAME(row_loss)(ys, t, O, net->loss);
 }
 
 #ifndef MC_FOLD_NESTEROV
@@ -1271,8 +1371,115 @@ MC_TARGET static double MC_NAME(gradient_share)(const mc_mlp *net, const MC_T *X
     return total;
 }
 
-/* Whether the n values at a are all finite: x - x is 0 for every finite x and NaN for
- * NaN and inf (an or of comparisons, which vectorises). */
+/* backward_part for B = 1 with every layer on loops: online_layer layer by layer. */
+MC_TARGET static double MC_NAME(online_backward)(const mc_mlp *net, const MC_T *x, int fold,
+                                                 MC_T lr, MC_T momentum, const MC_T *next)
+{
+    MC_T *delta = (MC_T *)net->delta, *below = (MC_T *)net->delta_prev, *swap;
+    MC_T *W = (MC_T *)net->params + net->n_params;
+    MC_T *G = (MC_T *)(fold ? net->state : net->grad) + net->n_params;
+    const int penalised = net->l2 != 0;
+    const MC_T decay = (MC_T)net->l2;
+    double squares = 0;
+    int i;
+    for (i = net->n_layers - 1; i >= 0; i--) {
+        const size_t I = (size_t)net->sizes[i], O = (size_t)net->sizes[i + 1];
+        const int ahead = i == 0 && next != NULL;
+        W -= I * O + O;
+        G -= I * O + O;
+        squares += (double)MC_NAME(online_layer)(
+            W, G, i > 0 ? below : NULL, i > 0 ? (const MC_T *)net->acts[i] : x, net->hidden,
+            delta, I, O, fold, penalised, lr, momentum, decay, ahead ? next : NULL,
+            ahead ? (MC_T *)net->acts[1] : NULL, net->n_layers > 1 ? net->hidden : net->output);
+        swap = delta;
+        delta = below;
+        below = swap;
+    }
+    return squares;
+}
+
+/* train_epoch's loop for batches of one row (online learning), on the calling thread:
+ * the same passes, checks and accounting as its loop over batches takes for B = 1 on
+ * one thread, without what a team or a batch of several rows needs (the parts, the
+ * barriers, the gathering of rows), and with the output layer's forward pass, delta,
+ * loss and count in one where online_output holds. ahead and look_ahead as there. */
+MC_TARGET static mc_fit_result MC_NAME(online_epoch)(const mc_mlp *net, const MC_T *X,
+                                                     const MC_T *T, const int64_t *order,
+                                                     size_t n_order, const mc_hyper *hyper,
+                                                     int fold, int look_ahead)
+{
+    const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
+    MC_T *y = (MC_T *)net->acts[net->n_layers], *delta = (MC_T *)net->delta;
+    const int fused = MC_NAME(online_output)(net);
+    int all_loops = 1, i;
+    const MC_T lr = (MC_T)hyper->lr, momentum = (MC_T)hyper->momentum;
+    mc_fit_result res = {0};
+    mc_buffer all;
+    /* with fold and l2: sum ||W||^2 at the weights of the next forward pass (see
+     * train_epoch) */
+    double squares = net->l2 != 0 && fold ? MC_NAME(weight_squares)(net) : 0;
+    size_t work = 0, s;
+    int ahead = 0;
+    all.w = net->params;
+    all.g = net->grad;
+    all.s = net->state;
+    all.n = net->n_params;
+    all.dtype = net->dtype;
+    all.p = NULL;
+    for (i = 0; i < net->n_layers; i++)
+        if (MC_NAME(use_gemm)(1, (size_t)net->sizes[i], (size_t)net->sizes[i + 1]))
+            all_loops = 0;
+    for (s = 0; s < n_order; s++) {
+        const MC_T *in = X + (size_t)order[s] * I, *t = T + (size_t)order[s] * O;
+        const MC_T *next;
+        double loss, penalty = 0;
+        if (net->check_rows && !mc_all_finite(in, I, MC_DTYPE)) {
+            res.bad_input = 1;
+            break;
+        }
+        if (fused) {
+            loss = MC_NAME(online_forward)(net, in, ahead, t, &res.n_correct);
+        } else {
+            MC_NAME(forward_rows)(net, in, 0, 1, ahead);
+            loss = MC_NAME(output_delta)(delta, y, T, order + s, 1, 1, O, net->output,
+                                         net->loss);
+            res.n_correct += MC_NAME(count_correct)(y, T, order + s, 1, O, net->accuracy);
+        }
+        if (net->l2 != 0 && fold)
+            penalty = 0.5 * net->l2 * squares;
+        if (!isfinite(loss + penalty)) {
+            res.stopped = 1;
+            break;
+        }
+        next = look_ahead && s + 1 < n_order ? X + (size_t)order[s + 1] * I : NULL;
+        squares = all_loops ? MC_NAME(online_backward)(net, in, fold, lr, momentum, next)
+                            : MC_NAME(backward)(net, in, 1, fold, lr, momentum, next);
+        ahead = next != NULL;
+        if (net->l2 != 0 && !fold) {
+            penalty = 0.5 * net->l2 * squares;
+            if (!isfinite(penalty)) {
+                res.stopped = 1;
+                break;
+            }
+        }
+        if (!fold)
+            mc_momentum_step_threads(&all, 1, hyper, 0, 1);
+        res.sum_loss += loss + penalty;
+        res.sum_penalty += penalty;
+        res.n_steps++;
+        work += net->n_params;
+        if (net->check != NULL && work >= net->check_work) {
+            work = 0;
+            if (net->check(net->check_ctx)) {
+                res.interrupted = 1;
+                break;
+            }
+        }
+    }
+    return res;
+}
+
+/* mc_mlp_train_epoch for this dtype and SIMD path. */
 MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_T *X, const MC_T *T,
                                           const int64_t *order, size_t n_order, size_t batch,
                                           const mc_hyper *hyper, int fold)
@@ -1296,6 +1503,8 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
      * next forward pass does not read those weights again. */
     const int look_ahead = batch == 1 && fold &&
                            !MC_NAME(use_gemm)(1, I, (size_t)net->sizes[1]);
+    if (batch == 1) /* online: never a team (see mc_mlp_team_threads) */
+        return MC_NAME(online_epoch)(net, X, T, order, n_order, hyper, fold, look_ahead);
     /* A team of threads when full batches run on one (mc_mlp_team_threads) and gemm
      * can be held to the calling thread (mc_team_enter): each thread takes its share of
      * every pass, gemm included, so that no BLAS pool spins while the passes between

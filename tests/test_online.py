@@ -97,6 +97,28 @@ def test_epoch_stops_at_a_nonfinite_sample_as_one_sample_calls_do(dtype, rule, w
     np.testing.assert_array_equal(state, one_state)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_checked_epoch_stops_before_a_bad_row_as_one_sample_calls_do(dtype, bad):
+    sizes = [5, 7, 3]
+    X, T, order = _data(sizes, dtype)
+    X[order[6], 2] = bad
+    hyper = dict(lr=0.05, momentum=0.9)
+    core, params, state = _net(sizes, dtype, "tanh", 0.0, False)
+    with pytest.raises(_core.NonFiniteRows, match="order\\[6\\]; the 6 steps"):
+        core.train_epoch(X, T, order, 1, check_rows=True, **hyper)
+    assert core.steps_applied == 6
+    one, one_params, one_state = _net(sizes, dtype, "tanh", 0.0, False)
+    for row in order[:6]:
+        one.train_epoch(X, T, np.array([row]), 1, check_rows=True, **hyper)
+    np.testing.assert_array_equal(params, one_params)
+    np.testing.assert_array_equal(state, one_state)
+    # without the check the row is trained on: NaN makes its loss NaN, which stops the
+    # epoch before its step; inf saturates tanh, the step takes it into the weights, and
+    # the next loss stops the epoch
+    assert core.train_epoch(X, T, order, 1, **hyper)[2:] == (6 if bad != bad else 7, True)
+
+
 @pytest.mark.parametrize("sizes", SIZES, ids=lambda s: "-".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("l2", [0.0, 0.01])
@@ -126,7 +148,7 @@ def test_epoch_equals_one_sample_calls_on_every_simd_path(sizes, dtype, l2, rule
 # each, narrower rows as flat chunks of whole vectors, wider ones row by row with the
 # last vector masked. WIDTHS covers every width up to one past the widest vector of
 # any path, so that each path meets each case and its boundaries; a first layer of
-# 200 inputs splits a narrow layer's step into several chunks on every path.
+# 200 inputs splits a narrow layer's step into several chunks (of 32 rows).
 
 WIDTHS = range(1, 18)
 HIDDEN = ["sigmoid", "tanh", "relu"]
@@ -143,7 +165,8 @@ def _targets(output, n, width, rng, dtype):
 
 def _width_cases():
     """(sizes, hidden, output, l2): every width as the hidden and as the output layer,
-    each with every hidden activation and output, l2 on every other one."""
+    each with every hidden activation and output, l2 on every other one; and networks
+    of one layer, and with a first layer on gemm."""
     for width in WIDTHS:
         for hidden in HIDDEN:
             for output in OUTPUTS:
@@ -153,6 +176,10 @@ def _width_cases():
     for width in (3, 7):  # narrow layers over several chunks
         yield [200, width, 2], "tanh", "softmax", 0.01
         yield [200, width, 2], "sigmoid", "identity", 0.0
+    for width in (1, 3, 8, 9, 16, 17):  # one layer: its look-ahead is the output
+        yield [5, width], "tanh", OUTPUTS[width % 3], 0.01 * (width % 2)
+    for width in (3, 17):  # a first layer on gemm (B I O >= GEMM_MIN_MACS at B = 1)
+        yield [300, 120, width], "relu", "softmax", 0.0
 
 
 def _width_net(sizes, dtype, hidden, output, l2, with_grad):
@@ -174,6 +201,7 @@ def _width_data(sizes, output, dtype, n=9):
 @pytest.mark.parametrize("rule,with_grad", RULES, ids=["classical-fold", "nesterov",
                                                        "classical-grad"])
 def test_every_width_epoch_equals_one_sample_calls(simd, dtype, rule, with_grad):
+    assert 300 * 120 >= _core.GEMM_MIN_MACS > 200 * 7  # the cases' first layers
     hyper = dict(lr=0.05, momentum=0.9, rule=rule)
     for sizes, hidden, output, l2 in _width_cases():
         X, T, order = _width_data(sizes, output, dtype)
