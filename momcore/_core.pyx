@@ -11,10 +11,12 @@ from numbers import Real as _Real
 import numpy as np
 
 cimport numpy as cnp
+from numpy.random cimport bitgen_t
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 from libc.math cimport isfinite
-from libc.stdint cimport uint16_t
+from libc.stdint cimport int64_t, uint16_t, uint32_t
 from libc.string cimport memset
 from libc.stdlib cimport qsort
 
@@ -984,6 +986,37 @@ def ready_rows(X, dtype, Py_ssize_t width, bint finite=True):
             or cnp.PyArray_DIMS(arr)[1] != width or cnp.PyArray_DIMS(arr)[0] < 1):
         return False
     return not finite or _finite(arr)
+
+
+_GENERATOR = np.random.Generator
+# an epoch's shuffle without the GIL from this many rows on (shorter ones take less
+# time than releasing it)
+cdef Py_ssize_t _PERMUTATION_NOGIL = 1 << 14
+
+
+def permutation(rng, Py_ssize_t n):
+    """``rng.permutation(n)`` for a ``numpy.random.Generator`` (int64, 0..n-1 shuffled),
+    the same values drawn the same way from its bit generator (see mc_permutation), in
+    one C pass under the bit generator's lock. A subclass of Generator, or n >= 2^32,
+    gets ``rng.permutation(n)`` itself."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if type(rng) is not _GENERATOR or n > 0xFFFFFFFF:
+        return rng.permutation(n)
+    bit_generator = rng.bit_generator
+    capsule = bit_generator.capsule
+    if not PyCapsule_IsValid(capsule, b"BitGenerator"):
+        return rng.permutation(n)
+    cdef bitgen_t *bitgen = <bitgen_t *>PyCapsule_GetPointer(capsule, b"BitGenerator")
+    cdef cnp.ndarray out = np.empty(n, np.int64)
+    cdef int64_t *data = <int64_t *>cnp.PyArray_DATA(out)
+    with bit_generator.lock:
+        if n < _PERMUTATION_NOGIL:
+            mc_permutation(data, <uint32_t>n, bitgen.next_uint32, bitgen.state)
+        else:
+            with nogil:
+                mc_permutation(data, <uint32_t>n, bitgen.next_uint32, bitgen.state)
+    return out
 
 
 def one_hot(labels, out):

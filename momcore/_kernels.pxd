@@ -1,5 +1,5 @@
 # Declarations of the C kernels in src_c/momcore_kernels.h.
-from libc.stdint cimport int64_t, uint16_t
+from libc.stdint cimport int64_t, uint16_t, uint32_t
 
 
 cdef extern from "momcore_kernels.h" nogil:
@@ -54,6 +54,8 @@ cdef extern from "momcore_kernels.h" nogil:
     void mc_stream5(const mc_buffer *buffer)
     int mc_all_finite(const void *x, size_t n, int dtype)
     void mc_copy(void *dst, const void *src, size_t bytes, int max_threads)
+    void mc_permutation(int64_t *out, uint32_t n, uint32_t (*next32)(void *) noexcept nogil,
+                        void *state)
 
 
 cdef extern from "vmath.h" nogil:

@@ -477,9 +477,10 @@ class Trainer:
         Returns
         -------
         numpy.ndarray
-            int64: a permutation drawn from ``net.rng`` when ``shuffle``, else 0..n-1.
+            int64: when ``shuffle``, ``net.rng.permutation(n)`` (drawn in C, the same
+            values and the same draws from the generator), else 0..n-1.
         """
-        return net.rng.permutation(n) if shuffle else np.arange(n)
+        return _core.permutation(net.rng, n) if shuffle else np.arange(n)
 
     def describe(self) -> str:
         """Words for the verbose line.

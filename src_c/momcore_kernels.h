@@ -142,6 +142,12 @@ int mc_all_finite(const void *x, size_t n, int dtype);
  * or more. */
 void mc_copy(void *dst, const void *src, size_t bytes, int max_threads);
 
+/* out[0:n] := the permutation of 0..n-1 that numpy's Generator.permutation(n) gives
+ * for a bit generator whose next_uint32 is next32(state) (numpy's bitgen_t), drawn
+ * the same way: numpy's shuffle of 0..n-1, each index by masked rejection (n < 2^32,
+ * where numpy draws 32 bits an index). The caller holds the bit generator's lock. */
+void mc_permutation(int64_t *out, uint32_t n, uint32_t (*next32)(void *), void *state);
+
 /* Benchmark-only roofline: a plain loop over the same five streams as the step
  * (read w, g, s; write w, s), compiled for the baseline ISA and split across
  * threads exactly as the step is. w = w + g ; s = s + g (for the 16-bit formats an

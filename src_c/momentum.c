@@ -377,6 +377,40 @@ void mc_copy(void *dst, const void *src, size_t bytes, int max_threads)
     memcpy(dst, src, bytes);
 }
 
+/* ---- permutations --------------------------------------------------------------- */
+
+/* A value in [0, max] from next32 (numpy's masked rejection, random_interval in
+ * numpy/random/src/distributions/distributions.c, for max < 2^32): the low bits of
+ * each draw under the smallest all-ones mask >= max, until one is <= max. */
+static uint32_t interval32(uint32_t max, uint32_t (*next32)(void *), void *state)
+{
+    uint32_t mask = max, value;
+    mask |= mask >> 1;
+    mask |= mask >> 2;
+    mask |= mask >> 4;
+    mask |= mask >> 8;
+    mask |= mask >> 16;
+    do
+        value = next32(state) & mask;
+    while (value > max);
+    return value;
+}
+
+void mc_permutation(int64_t *out, uint32_t n, uint32_t (*next32)(void *), void *state)
+{
+    uint32_t i;
+    for (i = 0; i < n; i++)
+        out[i] = i;
+    /* Fisher-Yates from the top, as numpy's shuffle: position i swaps with a draw from
+     * [0, i] (i = 0 draws nothing) */
+    for (i = n > 0 ? n - 1 : 0; i > 0; i--) {
+        const uint32_t j = interval32(i, next32, state);
+        const int64_t t = out[i];
+        out[i] = out[j];
+        out[j] = t;
+    }
+}
+
 /* ---- roofline ------------------------------------------------------------------ */
 
 #define MC_STREAM5(T)                                                      \

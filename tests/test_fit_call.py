@@ -206,6 +206,56 @@ def test_copy_into_declines_what_it_cannot_copy_and_writes_nothing():
     assert np.array_equal(overlapping, np.arange(24.0))
 
 
+BIT_GENERATORS = [np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937,
+                  np.random.Philox, np.random.SFC64]
+
+
+@pytest.mark.parametrize("bit_generator", BIT_GENERATORS, ids=lambda b: b.__name__)
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 150, 1024, 1025, 70_001])
+def test_an_epochs_shuffle_is_numpys_permutation_drawn_the_same_way(bit_generator, n):
+    mine, numpys = (np.random.Generator(bit_generator(n + 11)) for _ in range(2))
+    for rng in (mine, numpys):
+        rng.integers(0, 2**32, 3, dtype=np.uint64)  # a generator already in use
+        rng.random()
+    for _ in range(2):
+        order = _core.permutation(mine, n)
+        expected = numpys.permutation(n)
+        assert order.dtype == np.int64 and order.shape == (n,)
+        np.testing.assert_array_equal(order, expected)
+    # the same draws taken, half-used 32-bit words included: what follows is the same
+    assert repr(mine.bit_generator.state) == repr(numpys.bit_generator.state)
+    np.testing.assert_array_equal(mine.integers(0, 2**63, 9), numpys.integers(0, 2**63, 9))
+    np.testing.assert_array_equal(mine.integers(0, 7, 9, dtype=np.uint32),
+                                  numpys.integers(0, 7, 9, dtype=np.uint32))
+
+
+def test_permutation_leaves_other_generators_to_numpy_and_refuses_a_negative_size():
+    class Logged(np.random.Generator):
+        calls = 0
+
+        def permutation(self, x, axis=0):
+            Logged.calls += 1
+            return super().permutation(x, axis)
+
+    rng = Logged(np.random.PCG64(0))
+    np.testing.assert_array_equal(_core.permutation(rng, 6),
+                                  np.random.default_rng(0).permutation(6))
+    assert Logged.calls == 1
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        _core.permutation(np.random.default_rng(0), -1)
+
+
+def test_fit_shuffles_with_the_models_generator_as_numpy_would():
+    X, y = _data()
+    net = MLP([3, 4, 2], seed=5)
+    rng = np.random.default_rng(5)
+    rng.bit_generator.state = net.rng.bit_generator.state
+    net.fit(X, y, epochs=3)
+    for _ in range(3):
+        rng.permutation(X.shape[0])
+    assert repr(net.rng.bit_generator.state) == repr(rng.bit_generator.state)
+
+
 def test_repeated_plain_arguments_reuse_their_settings_and_nothing_else_does():
     lr = 0.5
     first = check_fit_arguments(epochs=3, lr=lr, min_delta=0.0)
