@@ -989,6 +989,7 @@ def ready_rows(X, dtype, Py_ssize_t width, bint finite=True):
 
 
 _GENERATOR = np.random.Generator
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 # an epoch's shuffle without the GIL from this many rows on (shorter ones take less
 # time than releasing it)
 cdef Py_ssize_t _PERMUTATION_NOGIL = 1 << 14
@@ -1019,24 +1020,31 @@ def permutation(rng, Py_ssize_t n):
     return out
 
 
-def one_hot(labels, out):
-    """out := one-hot rows of the labels (``out[r, labels[r]] = 1``, 0 elsewhere), for
-    a C-contiguous 1-D int64 ``labels`` and a C-contiguous (len(labels), k) float32 or
-    float64 ``out``, in one pass. Returns whether every label lies in [0, k); when one
-    does not, ``out`` is partly written."""
+def one_hot(labels, Py_ssize_t k, dtype):
+    """The one-hot rows of labels (a C-contiguous 1-D int64 array), a new C-contiguous
+    (len(labels), k) array of dtype (float32 or float64) with ``out[r, labels[r]] = 1``
+    and 0 elsewhere, made in one pass; None when a label lies outside [0, k)."""
     cdef cnp.ndarray y = _int64_vector(labels, "labels")
-    cdef cnp.ndarray t = _checked(out, ROLE_S, "out")
-    if t.ndim != 2 or t.shape[0] != y.shape[0] or t.shape[1] < 1:
-        raise ValueError(f"out must have shape ({y.shape[0]}, k) with k >= 1, got "
-                         f"{(<object>t).shape}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    cdef int type_num
+    if dtype is _FLOAT64 or dtype == _FLOAT64:
+        type_num = cnp.NPY_FLOAT64
+    elif dtype is _FLOAT32 or dtype == _FLOAT32:
+        type_num = cnp.NPY_FLOAT32
+    else:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    cdef Py_ssize_t r, n = y.shape[0]
+    cdef cnp.npy_intp shape[2]
+    shape[0] = n
+    shape[1] = k
+    cdef cnp.ndarray t = cnp.PyArray_ZEROS(2, shape, type_num, 0)
     cdef const int64_t *lab = <const int64_t *>cnp.PyArray_DATA(y)
-    cdef Py_ssize_t r, n = y.shape[0], k = t.shape[1]
     cdef float *f32 = <float *>cnp.PyArray_DATA(t)
     cdef double *f64 = <double *>cnp.PyArray_DATA(t)
-    cdef bint wide = cnp.PyArray_TYPE(t) == cnp.NPY_FLOAT64
+    cdef bint wide = type_num == cnp.NPY_FLOAT64
     cdef bint ok = True
     with nogil:
-        memset(cnp.PyArray_DATA(t), 0, <size_t>(n * k) * (8 if wide else 4))
         for r in range(n):
             if not 0 <= lab[r] < k:
                 ok = False
@@ -1045,7 +1053,7 @@ def one_hot(labels, out):
                 f64[r * k + lab[r]] = 1.0
             else:
                 f32[r * k + lab[r]] = 1.0
-    return ok
+    return t if ok else None
 
 
 def _round_to_half(const float[::1] src, uint16_t[::1] dst, str dtype):

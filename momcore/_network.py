@@ -206,10 +206,10 @@ def targets(y: np.ndarray, n_out: int, dtype: np.dtype, loss: str) -> np.ndarray
             )
         classes = max(n_out, 2)  # one output unit: two classes, the unit says "class 1"
         if n_out > 1:
-            T = np.empty((y.shape[0], n_out), dtype=dtype)
-            # One pass in C; a label outside [0, n_out) makes it return False (uint64
+            # One pass in C; a label outside [0, n_out) makes it return None (uint64
             # labels beyond int64 become negative: outside too).
-            if _core.one_hot(np.ascontiguousarray(y, np.int64), T):
+            T = _core.one_hot(np.ascontiguousarray(y, np.int64), n_out, dtype)
+            if T is not None:
                 return T
         if y.size and (y.min() < 0 or y.max() >= classes):
             raise ValueError(

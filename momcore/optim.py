@@ -321,19 +321,28 @@ class SGD:
     # ---- hyperparameters shared by every group (schedules) -----------------------
 
     def _shared(self, key: str) -> Any:
-        values = {g[key] for g in self.param_groups}
+        groups = self.param_groups
+        if len(groups) == 1:
+            return groups[0][key]
+        values = {g[key] for g in groups}
         if len(values) > 1:
             raise ValueError(f"the parameter groups have different {key} values; read "
                              f"param_groups[i][{key!r}]")
         return values.pop() if values else self.defaults[key]
 
+    def _in_force(self, key: str, value: Any) -> bool:
+        """Whether the hyperparameter key is the float value, bit for bit, in every
+        group and in the defaults: setting it would change nothing."""
+        if type(value) is not float or not _same_float(self.defaults[key], value):
+            return False
+        for g in self.param_groups:
+            if not _same_float(g[key], value):
+                return False
+        return True
+
     def _set_everywhere(self, key: str, value: Any) -> None:
-        if type(value) is float and _same_float(self.defaults[key], value):
-            for g in self.param_groups:
-                if not _same_float(g[key], value):
-                    break
-            else:
-                return  # in force everywhere already (a schedule's value, epoch after epoch)
+        if self._in_force(key, value):
+            return  # in force everywhere already (a schedule's value, epoch after epoch)
         checked = [checked_hyperparameters({**g, key: value})[key] for g in self.param_groups]
         checked.append(checked_hyperparameters({**self.defaults, key: value})[key])
         for g in self.param_groups:

@@ -19,6 +19,7 @@ import numpy as np
 
 from momcore import _core
 from momcore import schedules as _schedules
+from momcore.schedules import Constant as _Constant
 
 if TYPE_CHECKING:  # pragma: no cover
     from momcore.mlp import MLP
@@ -309,10 +310,13 @@ def schedule_values(settings: FitSettings, epoch: int, step: int) -> dict[str, f
     TypeError, ValueError
         Naming the schedule, for a value that float() refuses or that is not finite.
     """
+    lr_of, momentum_of = settings.lr, settings.momentum
+    if type(lr_of) is _Constant and type(momentum_of) is _Constant:  # checked finite floats
+        return {"lr": lr_of.value, "momentum": momentum_of.value}
     values = {}
-    for key, schedule, name in (("lr", settings.lr, settings.lr_name),
+    for key, schedule, name in (("lr", lr_of, settings.lr_name),
                                 ("momentum", settings.momentum, settings.momentum_name)):
-        if type(schedule) is _schedules.Constant:  # its value is a checked finite float
+        if type(schedule) is _Constant:  # its value is a checked finite float
             values[key] = schedule.value
             continue
         t = step if _schedules.unit_of(schedule) == "step" else epoch
@@ -345,6 +349,8 @@ def set_hyperparameters(optimizer: SGD, settings: FitSettings, epoch: int,
     """
     values = schedule_values(settings, epoch, step)
     for key, name in (("lr", settings.lr_name), ("momentum", settings.momentum_name)):
+        if optimizer._in_force(key, values[key]):
+            continue  # a constant's value, epoch after epoch
         try:
             setattr(optimizer, key, values[key])
         except ValueError as exc:

@@ -99,27 +99,29 @@ def test_all_finite_or_none_reads_what_all_finite_reads_and_declines_the_rest():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
-def test_one_hot_writes_the_rows_numpy_indexing_writes(dtype):
+def test_one_hot_makes_the_rows_numpy_indexing_makes(dtype):
     rng = np.random.default_rng(3)
-    for n, k in ((0, 3), (1, 1), (150, 3), (1000, 10)):
+    for n, k in ((0, 3), (1, 1), (150, 3), (1000, 10), (70_000, 10)):
         y = rng.integers(0, k, n)
-        out = np.full((n, k), 7.0, dtype)  # every element is written
-        assert _core.one_hot(y, out) is True
-        assert np.array_equal(out, np.eye(k, dtype=dtype)[y])
+        for spelling in (dtype, np.dtype(dtype), np.dtype(dtype).name):
+            out = _core.one_hot(y, k, spelling)
+            assert out.dtype == dtype and out.flags.c_contiguous and out.flags.writeable
+            assert np.array_equal(out, np.eye(k, dtype=dtype)[y])
 
 
 def test_one_hot_reports_labels_outside_the_columns():
     for bad in (-1, 3, 2**40, -2**63):
         y = np.array([0, 2, bad, 1])
-        assert _core.one_hot(y, np.empty((4, 3))) is False
+        assert _core.one_hot(y, 3, np.float64) is None
     with pytest.raises(TypeError, match="int64"):
-        _core.one_hot(np.array([0, 1], np.int32), np.empty((2, 2)))
+        _core.one_hot(np.array([0, 1], np.int32), 2, np.float64)
     with pytest.raises(TypeError, match="int64"):
-        _core.one_hot(np.array([0, 1, 0, 1])[::2], np.empty((2, 2)))
-    with pytest.raises(ValueError, match="shape"):
-        _core.one_hot(np.array([0, 1]), np.empty((3, 2)))
-    with pytest.raises(TypeError, match="dtype int64"):
-        _core.one_hot(np.array([0, 1]), np.empty((2, 2), np.int64))
+        _core.one_hot(np.array([0, 1, 0, 1])[::2], 2, np.float64)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        _core.one_hot(np.array([0, 1]), 0, np.float64)
+    for dtype in (np.int64, np.float16, "float128", "no such type"):
+        with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+            _core.one_hot(np.array([0, 1]), 2, dtype)
 
 
 @pytest.mark.parametrize("labels", [np.array([0, 1, 2], np.uint8), np.array([0, 1, 2], np.int32),
@@ -156,6 +158,6 @@ def test_row_indices_are_native_contiguous_int64_vectors(bad):
     with pytest.raises(TypeError, match="rows must be a C-contiguous 1-D int64"):
         core.gradient_share(X, T, bad, 2)
     with pytest.raises(TypeError, match="labels must be a C-contiguous 1-D int64"):
-        _core.one_hot(bad, np.zeros((2, 2)))
+        _core.one_hot(bad, 2, np.float64)
     with pytest.raises(ValueError, match=r"order\[1\] = 5 is not a row of X"):
         core.train_epoch(X, T, np.array([0, 5]), 2, lr=0.1, momentum=0.0)
