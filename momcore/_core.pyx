@@ -913,11 +913,18 @@ def _stream5(w, g, s, Py_ssize_t repeat=1):
             mc_stream5(&b)
 
 
+# A pass over fewer bytes than this keeps the GIL: releasing and taking it back again
+# (0.1-0.2 us) would cost more than such a pass saves other threads.
+cdef size_t _NOGIL_MIN_BYTES = 1 << 16
+
+
 cdef bint _finite(cnp.ndarray arr):
     cdef const void *data = cnp.PyArray_DATA(arr)
     cdef size_t n = <size_t>cnp.PyArray_SIZE(arr)
     cdef int dtype = _dtype_code(arr)
     cdef int finite
+    if <size_t>cnp.PyArray_NBYTES(arr) < _NOGIL_MIN_BYTES:
+        return mc_all_finite(data, n, dtype) != 0
     with nogil:
         finite = mc_all_finite(data, n, dtype)
     return finite != 0
@@ -963,8 +970,11 @@ def copy_into(dst, src):
     if nbytes and dp < sp + nbytes and sp < dp + nbytes:
         return False
     cdef int threads = mc_get_num_threads()
-    with nogil:
+    if nbytes < _NOGIL_MIN_BYTES:
         mc_copy(dp, sp, nbytes, threads)
+    else:
+        with nogil:
+            mc_copy(dp, sp, nbytes, threads)
     return True
 
 
@@ -990,9 +1000,6 @@ def ready_rows(X, dtype, Py_ssize_t width, bint finite=True):
 
 _GENERATOR = np.random.Generator
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
-# an epoch's shuffle without the GIL from this many rows on (shorter ones take less
-# time than releasing it)
-cdef Py_ssize_t _PERMUTATION_NOGIL = 1 << 14
 
 
 def permutation(rng, Py_ssize_t n):
@@ -1012,7 +1019,7 @@ def permutation(rng, Py_ssize_t n):
     cdef cnp.ndarray out = np.empty(n, np.int64)
     cdef int64_t *data = <int64_t *>cnp.PyArray_DATA(out)
     with bit_generator.lock:
-        if n < _PERMUTATION_NOGIL:
+        if <size_t>n * 8 < _NOGIL_MIN_BYTES:
             mc_permutation(data, <uint32_t>n, bitgen.next_uint32, bitgen.state)
         else:
             with nogil:

@@ -19,7 +19,10 @@ import momcore
 PACKAGE_PARENT = pathlib.Path(momcore.__file__).resolve().parents[1]
 
 TRAINER = """
-import json, sys, time, numpy as np, momcore
+import json, signal, sys, time, numpy as np, momcore
+# Ctrl-C raises KeyboardInterrupt even when this process inherited SIGINT ignored (a
+# shell starts background jobs that way; Python then installs no handler of its own)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 before, after = sys.argv[1], sys.argv[2]
 rng = np.random.default_rng(0)
 X = rng.standard_normal((30000, 784)).astype(np.float32)
