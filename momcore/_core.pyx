@@ -17,7 +17,6 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint16_t, uint32_t
-from libc.string cimport memset
 from libc.stdlib cimport qsort
 
 from momcore._kernels cimport *

@@ -315,7 +315,7 @@ def schedule_values(settings: FitSettings, epoch: int, step: int) -> dict[str, f
         return {"lr": lr_of.value, "momentum": momentum_of.value}
     values = {}
     for key, schedule, name in (("lr", lr_of, settings.lr_name),
-                                ("momentum", settings.momentum, settings.momentum_name)):
+                                ("momentum", momentum_of, settings.momentum_name)):
         if type(schedule) is _Constant:  # its value is a checked finite float
             values[key] = schedule.value
             continue
