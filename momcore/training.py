@@ -690,6 +690,18 @@ def _copy(dst: np.ndarray, src: np.ndarray) -> None:
         np.copyto(dst, src)
 
 
+def _copy_all(dsts: list[np.ndarray] | None, srcs: list[np.ndarray]) -> bool:
+    """Copies each array of srcs into its buffer in dsts (_core.copy_into); False when
+    they do not fit: no buffers, another count, or a buffer of another shape or dtype
+    (which copy_into refuses, copying nothing), and then dsts hold no whole copy."""
+    if dsts is None or len(dsts) != len(srcs):
+        return False
+    for dst, src in zip(dsts, srcs):
+        if not _core.copy_into(dst, src):
+            return False
+    return True
+
+
 class _Snapshot:
     """A copy of the weights, the optimizer state and the step count (buffers made
     once, on the first take). With ``kept``, the buffers are the model's
@@ -708,26 +720,17 @@ class _Snapshot:
     def _arrays(self) -> list[np.ndarray]:
         return [self.net.params, *self.net.optimizer.state]
 
-    def _buffers(self, arrays: list[np.ndarray]) -> list[np.ndarray] | None:
-        """The model's kept buffers, when they fit arrays; else None."""
-        copies = getattr(self.net, "_epoch_copies", None) if self.kept else None
-        if copies is None or len(copies) != len(arrays):
-            return None
-        for c, a in zip(copies, arrays):
-            if c.shape != a.shape or c.dtype != a.dtype:
-                return None
-        return copies
-
     def take(self) -> None:
         arrays = self._arrays()
-        if self.copies is None:
-            self.copies = self._buffers(arrays)
-        if self.copies is None:
-            self.copies = [np.empty_like(a, order="C") for a in arrays]
-            if self.kept:
-                self.net._epoch_copies = self.copies
-        for mine, theirs in zip(self.copies, arrays):
-            _copy(mine, theirs)
+        if self.copies is None and self.kept and _copy_all(self.net._epoch_copies, arrays):
+            self.copies = self.net._epoch_copies  # the model's buffers fit, and hold the copy
+        else:
+            if self.copies is None:
+                self.copies = [np.empty_like(a, order="C") for a in arrays]
+                if self.kept:
+                    self.net._epoch_copies = self.copies
+            for mine, theirs in zip(self.copies, arrays):
+                _copy(mine, theirs)
         optimizer = self.net.optimizer
         self.steps = optimizer.steps
         # momentum="auto": the tuner's estimates and the pair it set are part of the
