@@ -965,6 +965,10 @@ class MLP:
         JSON metadata, no pickle), atomically: a temporary file in the same directory,
         then a rename, so an interrupted save never leaves a half-written file.
 
+        Not saved: the estimates of ``momentum="auto"``'s tuner and of rule ``"qian"``'s
+        curvature. A loaded model's next ``fit(momentum="auto")`` starts a new tuner with
+        the momentum buffer at zero, and rule ``"qian"`` measures the curvature again.
+
         ``path`` must be a regular file or not exist: a directory, FIFO, device or
         socket is refused. Re-saving over a file keeps its permission bits; a save
         removes the temporary files that saves killed half-way left in the directory
