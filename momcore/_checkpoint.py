@@ -4,12 +4,17 @@ reads any file safely.
 A model file is a zip archive (numpy's ``.npz``) of three members, each stored
 uncompressed: ``params.npy`` and ``state.npy`` (1-D float32/float64 arrays of
 ``n_params(sizes)`` elements) and ``metadata.npy`` (a 0-d unicode array holding
-JSON). Reading checks, before anything large is allocated or read:
+JSON). A model whose optimizer holds estimates beyond its state buffer is written as
+version 2, whose metadata describes them and whose further members hold their arrays
+(1-D, of the sizes the metadata implies): ``momentum="auto"``'s tuner
+(:data:`TUNER_MEMBERS`) and rule ``"qian"``'s per-weight momenta and curvature
+(:data:`PER_WEIGHT_MEMBERS`). Reading checks, before anything large is allocated or read:
 
 - the path is a regular file (a FIFO, a device such as ``/dev/zero`` or a socket is
   refused without reading from it);
-- the archive holds exactly those three members, each an ``.npy`` stored without
-  compression or encryption, whose bytes lie inside the file;
+- the archive holds those three members and no others but the further members its
+  metadata declares, each an ``.npy`` stored without compression or encryption, whose
+  bytes lie inside the file;
 - the metadata (at most :data:`METADATA_LIMIT` bytes) is JSON of the expected
   schema: names from the registry, non-negative integers, a PCG64 generator state;
 - each array's ``.npy`` header (at most :data:`HEADER_LIMIT` bytes) declares the
@@ -31,6 +36,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -47,7 +53,19 @@ from momcore import registry
 
 FORMAT = "momcore.MLP"
 FORMAT_VERSION = 1
+"""The version of a model file without further members (what momcore 0.1 wrote)."""
+EXTENDED_VERSION = 2
+"""The version of a model file with an optimizer's estimates in further members."""
 MEMBERS = ("params", "state", "metadata")
+TUNER_MEMBERS = ("tuner_steps", "tuner_changes", "tuner_gram", "tuner_cross", "tuner_noise",
+                 "tuner_grad_avg", "tuner_grad_sq_avg", "tuner_previous_w",
+                 "tuner_previous_g")
+"""The arrays of a Tuner's state_dict (float64, flattened), as members."""
+PER_WEIGHT_MEMBERS = ("momenta", "curvature")
+"""Rule "qian"'s per-weight momenta (the model's dtype) and curvature estimate
+(float64), as members."""
+MAX_WINDOW = 1 << 16
+"""The largest tuner window a model file may declare."""
 METADATA_LIMIT = 1 << 20
 """Largest metadata member read, in bytes (a real one is well under 1 KiB)."""
 HEADER_LIMIT = 10_000
@@ -120,14 +138,15 @@ class Reader:
             raise self.error(f"corrupt or truncated model file (not a readable zip "
                              f"archive: {type(exc).__name__})") from None
         names = [info.filename for info in infos]
-        expected = {f"{m}.npy" for m in MEMBERS}
+        expected = {f"{m}.npy" for m in MEMBERS + TUNER_MEMBERS + PER_WEIGHT_MEMBERS}
         if len(set(names)) != len(names):
             raise self.error("corrupt model file (a member appears twice)")
         extra = sorted(set(names) - expected)
         if extra:
             raise self.error(f"not a momcore model file (unexpected member "
                              f"{extra[0][:80]!r}; a model file holds "
-                             f"{', '.join(sorted(expected))})")
+                             f"{', '.join(f'{m}.npy' for m in MEMBERS)} and the "
+                             f"members its metadata declares)")
         missing = sorted(m for m in MEMBERS if f"{m}.npy" not in names)
         if missing:
             raise self.error(f"not a momcore model file (missing {missing})")
@@ -211,9 +230,16 @@ class Reader:
         except (ValueError, UnicodeError) as exc:
             raise self.error(f"corrupt metadata (not JSON: {str(exc)[:80]})") from None
         try:
-            return check_metadata(meta)
+            meta = check_metadata(meta)
         except (TypeError, ValueError) as exc:
             raise self.error(str(exc)) from None
+        declared = set(MEMBERS) | set(declared_members(meta))
+        if set(self.infos) != declared:
+            odd = sorted(set(self.infos) ^ declared)[0]
+            raise self.error(f"mismatched model file (member {odd!r} is "
+                             f"{'missing' if odd in declared else 'not declared'} in the "
+                             f"metadata)")
+        return meta
 
     def check_array(self, name: str, dtype: str, n: int) -> None:
         """Checks that member ``name`` is a 1-D ``dtype`` array of ``n`` elements,
@@ -307,9 +333,11 @@ def check_metadata(meta: Any) -> dict[str, Any]:
     pairs with the output, arrays of the declared sizes) is checked by the caller."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError("not a momcore model file")
-    if meta.get("version") != FORMAT_VERSION:
-        raise ValueError(f"model file version {meta.get('version')!r:.40} is not supported "
-                         f"(this momcore reads version {FORMAT_VERSION})")
+    version = meta.get("version")
+    if type(version) is not int or version not in (FORMAT_VERSION, EXTENDED_VERSION):
+        raise ValueError(f"model file version {version!r:.40} is not supported "
+                         f"(this momcore reads versions {FORMAT_VERSION} and "
+                         f"{EXTENDED_VERSION})")
     required = ("sizes", "hidden", "output", "dtype", "seed", "backend", "steps", "epochs",
                 "rng")
     missing = [key for key in required if key not in meta]
@@ -336,7 +364,90 @@ def check_metadata(meta: Any) -> dict[str, Any]:
     if meta.get("state_rule") is not None:
         _name("rule", meta["state_rule"], "state_rule")
     check_rng_state(meta["rng"])
+    extended = [key for key in ("optimizer", "tuner", "per_weight") if key in meta]
+    if version == FORMAT_VERSION and extended:
+        raise ValueError(f"mismatched model file (version {FORMAT_VERSION} has no "
+                         f"{extended[0]!r})")
+    if version == EXTENDED_VERSION:
+        _check_extended(meta)
     return meta
+
+
+def _real(value: Any, what: str, finite: bool = True) -> float:
+    """value as a float: a JSON number, finite unless ``finite`` is False (an estimate
+    may be NaN or infinite)."""
+    if type(value) not in (int, float) or (finite and not math.isfinite(value)):
+        raise ValueError(f"mismatched model file ({what} must be a "
+                         f"{'finite ' if finite else ''}number, got {value!r:.40})")
+    return float(value)
+
+
+def _fields(value: Any, keys: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != keys:
+        raise ValueError(f"mismatched model file ({what} must hold exactly "
+                         f"{sorted(keys)})")
+    return value
+
+
+def _check_extended(meta: dict[str, Any]) -> None:
+    """The version-2 entries: the optimizer's lr and momentum in force, and the tuner's
+    or the per-weight momenta's settings and numbers (their arrays are members)."""
+    if "optimizer" not in meta or ("tuner" in meta) == ("per_weight" in meta):
+        raise ValueError("mismatched model file (version 2 holds 'optimizer' and one of "
+                         "'tuner' and 'per_weight')")
+    optimizer = _fields(meta["optimizer"], {"lr", "momentum", "dampening", "weight_decay"},
+                        "optimizer")
+    for key, value in optimizer.items():
+        _real(value, f"optimizer {key}")
+    if "tuner" in meta:
+        tuner = _fields(meta["tuner"], {"beta", "window", "floor", "stochastic", "t", "pairs",
+                                        "k_min", "k_max", "distance", "variance", "avg",
+                                        "count", "previous"}, "tuner")
+        for key in ("beta", "floor"):
+            _real(tuner[key], f"tuner {key}")
+        for key in ("k_min", "k_max", "distance", "variance"):
+            _real(tuner[key], f"tuner {key}", finite=False)
+        _count(tuner["window"], "tuner window", MAX_WINDOW)
+        _count(tuner["t"], "tuner t")
+        _count(tuner["pairs"], "tuner pairs")
+        for key in ("stochastic", "previous"):
+            if type(tuner[key]) is not bool:
+                raise ValueError(f"mismatched model file (tuner {key} must be true or false)")
+        for key in ("avg", "count"):
+            table = tuner[key]
+            if not isinstance(table, dict) or len(table) > 16:
+                raise ValueError(f"mismatched model file (tuner {key} must be a table of at "
+                                 f"most 16 numbers)")
+            for name, value in table.items():
+                if key == "avg":
+                    _real(value, f"tuner avg[{name[:20]!r}]", finite=False)
+                else:
+                    _count(value, f"tuner count[{name[:20]!r}]")
+    else:
+        per_weight = _fields(meta["per_weight"], {"decay", "floor", "max_momentum", "every",
+                                                  "observations"}, "per_weight")
+        for key in ("decay", "floor", "max_momentum"):
+            _real(per_weight[key], f"per_weight {key}")
+        _count(per_weight["every"], "per_weight every")
+        _count(per_weight["observations"], "per_weight observations")
+
+
+def declared_members(meta: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    """The further members checked metadata declares: name -> (dtype, elements)."""
+    n = 0
+    for a, b in zip(meta["sizes"], meta["sizes"][1:]):
+        n += a * b + b
+    if "tuner" in meta:
+        window = meta["tuner"]["window"]
+        sizes = {"tuner_steps": window * n, "tuner_changes": window * n,
+                 "tuner_gram": window * window, "tuner_cross": window * window,
+                 "tuner_noise": window, "tuner_grad_avg": n, "tuner_grad_sq_avg": n}
+        if meta["tuner"]["previous"]:
+            sizes.update(tuner_previous_w=n, tuner_previous_g=n)
+        return {name: ("float64", size) for name, size in sizes.items()}
+    if "per_weight" in meta:
+        return {"momenta": (meta["dtype"], n), "curvature": ("float64", n)}
+    return {}
 
 
 def check_rng_state(state: Any) -> None:

@@ -20,7 +20,7 @@ from momcore import _checkpoint, _core
 from momcore import _mlp_numpy as ref
 from momcore import _network as layout
 from momcore import training
-from momcore.curvature import check_auto_rule, is_auto
+from momcore.curvature import PerWeightMomentum, Tuner, check_auto_rule, is_auto
 from momcore.optim import SGD, checked_hyperparameters
 from momcore.registry import check_name, loss_for
 from momcore.training import NONFINITE_X, History
@@ -965,9 +965,10 @@ class MLP:
         JSON metadata, no pickle), atomically: a temporary file in the same directory,
         then a rename, so an interrupted save never leaves a half-written file.
 
-        Not saved: the estimates of ``momentum="auto"``'s tuner and of rule ``"qian"``'s
-        curvature. A loaded model's next ``fit(momentum="auto")`` starts a new tuner with
-        the momentum buffer at zero, and rule ``"qian"`` measures the curvature again.
+        With ``momentum="auto"`` the file also holds the tuner's estimates and window,
+        with rule ``"qian"`` the per-weight momenta and curvature estimate (a version-2
+        model file, see :mod:`momcore._checkpoint`): ``fit`` after :meth:`load` takes
+        the same steps as without the save.
 
         ``path`` must be a regular file or not exist: a directory, FIFO, device or
         socket is refused. Re-saving over a file keeps its permission bits; a save
@@ -988,8 +989,78 @@ class MLP:
         OSError
             If the file cannot be written.
         """
+        meta, estimates = self._estimates()
         _checkpoint.write(path, {"params": self.params, "state": self.optimizer_state,
-                                 "metadata": np.array(json.dumps(self._metadata()))})
+                                 **estimates,
+                                 "metadata": np.array(json.dumps({**self._metadata(),
+                                                                  **meta}))})
+
+    def _estimates(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What a version-2 model file adds for an optimizer with estimates beyond its
+        state buffer (momentum="auto"'s tuner, rule "qian"'s per-weight momenta):
+        metadata entries and member arrays; nothing for any other optimizer."""
+        optimizer = self.optimizer
+        if optimizer.tuner is None and optimizer.momenta is None:
+            return {}, {}
+        group = optimizer.param_groups[0]
+        meta: dict[str, Any] = {
+            "version": _checkpoint.EXTENDED_VERSION,
+            "optimizer": {key: group[key] for key in ("lr", "momentum", "dampening",
+                                                      "weight_decay")}}
+        if optimizer.tuner is not None:
+            tuner, state = optimizer.tuner, optimizer.tuner.state_dict()
+            previous = state["_previous_w"] is not None and state["_previous_g"] is not None
+            meta["tuner"] = {
+                "beta": tuner.beta, "window": tuner.window, "floor": tuner.floor,
+                "stochastic": tuner.stochastic, "previous": previous,
+                "avg": state["avg"], "count": state["count"],
+                **{key: state[key] for key in ("t", "pairs", "k_min", "k_max", "distance",
+                                               "variance")}}
+            arrays = {name: np.ravel(state[name[len("tuner"):]])
+                      for name in _checkpoint.TUNER_MEMBERS
+                      if previous or "previous" not in name}
+        else:
+            per_weight = optimizer.per_weight
+            meta["per_weight"] = {"decay": per_weight.decay, "floor": per_weight.floor,
+                                  "max_momentum": per_weight.max_momentum,
+                                  "every": per_weight.every,
+                                  "observations": optimizer.curvature_observations}
+            arrays = {"momenta": optimizer.momenta[0], "curvature": optimizer.curvature[0]}
+        return meta, arrays
+
+    def _load_estimates(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """The optimizer of a version-2 model file (see _estimates), from its checked
+        metadata and member arrays, with the weights' state buffer already read."""
+        hyper, rule = meta["optimizer"], self.optimizer.rule
+        if "tuner" in meta:
+            saved = meta["tuner"]
+            optimizer = SGD([self.params], lr=hyper["lr"], momentum="auto", rule=rule,
+                            backend=self.backend)
+            optimizer.tuner = Tuner(optimizer, beta=saved["beta"], window=saved["window"],
+                                    floor=saved["floor"], stochastic=saved["stochastic"])
+            window = saved["window"]
+            shapes = {"_steps": (window, -1), "_changes": (window, -1),
+                      "_gram": (window, window), "_cross": (window, window)}
+            tuner = {key: saved[key] for key in ("t", "pairs", "k_min", "k_max", "distance",
+                                                 "variance", "avg", "count")}
+            tuner["window"] = window
+            for name in _checkpoint.TUNER_MEMBERS:
+                key = name[len("tuner"):]
+                tuner[key] = (arrays[name].reshape(shapes.get(key, (-1,))) if name in arrays
+                              else None)
+            estimates: dict[str, Any] = {"tuner": tuner}
+        else:
+            saved = meta["per_weight"]
+            optimizer = SGD([self.params], lr=hyper["lr"], momentum=hyper["momentum"],
+                            rule=rule, backend=self.backend, per_weight=PerWeightMomentum(
+                                decay=saved["decay"], floor=saved["floor"],
+                                max_momentum=saved["max_momentum"], every=saved["every"]))
+            estimates = {"momenta": [arrays["momenta"]], "curvature": [arrays["curvature"]],
+                         "curvature_observations": saved["observations"]}
+        optimizer.load_state_dict({**hyper, "rule": rule, "nonfinite": optimizer.nonfinite,
+                                   "steps": self.optimizer.steps,
+                                   "state": [self.optimizer_state], **estimates})
+        self.optimizer = optimizer
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MLP:
@@ -1024,6 +1095,9 @@ class MLP:
             n, dtype = layout.n_params(meta["sizes"]), meta["dtype"]
             for name in ("params", "state"):
                 reader.check_array(name, dtype, n)
+            estimates = _checkpoint.declared_members(meta)
+            for name, (kind, size) in estimates.items():
+                reader.check_array(name, kind, size)
             # Only now, with the arrays' sizes known to be in the file, is anything made.
             try:
                 net = cls(meta["sizes"], hidden=meta["hidden"], output=meta["output"],
@@ -1037,6 +1111,14 @@ class MLP:
                 raise reader.error(f"mismatched model file ({exc})") from None
             reader.read_into("params", net.params)
             reader.read_into("state", net.optimizer_state)
+            if estimates:
+                arrays = {name: np.empty(size, kind) for name, (kind, size) in estimates.items()}
+                for name, out in arrays.items():
+                    reader.read_into(name, out)
+                try:
+                    net._load_estimates(meta, arrays)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    raise reader.error(f"mismatched model file ({exc})") from None
         return net
 
 

@@ -370,3 +370,124 @@ def test_save_removes_stale_temporaries_of_dead_processes(tmp_path):
         (tmp_path / name).write_bytes(b"PK half a checkpoint")
     MLP([2, 2]).save(tmp_path / "m.npz")
     assert sorted(os.listdir(tmp_path)) == sorted(["m.npz", live, other_host, foreign])
+
+
+# ---- an optimizer's estimates (version 2) ------------------------------------------------
+
+
+def _fit_estimating(net, X, y, how):
+    if how == "auto":
+        net.fit(X, y, epochs=2, batch_size=8, momentum="auto")
+    else:
+        net.fit(X, y, epochs=2, batch_size=8, rule="qian", lr=0.1, momentum=0.5)
+
+
+@pytest.mark.parametrize("how", ["auto", "qian"])
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_save_load_continues_the_tuner_and_the_per_weight_momenta_exactly(
+        tmp_path, how, backend, dtype):
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((48, 4)), rng.integers(0, 3, 48)
+    net = MLP([4, 6, 3], seed=2, backend=backend, dtype=dtype)
+    _fit_estimating(net, X, y, how)
+    net.save(tmp_path / "m.npz")
+    loaded = MLP.load(tmp_path / "m.npz")
+    assert (loaded.optimizer.tuner is None) == (how != "auto")
+    assert (loaded.optimizer.momenta is None) == (how != "qian")
+    assert (loaded.optimizer.lr, loaded.optimizer.momentum) == (net.optimizer.lr,
+                                                                net.optimizer.momentum)
+    for model in (net, loaded):
+        _fit_estimating(model, X, y, how)
+    np.testing.assert_array_equal(loaded.params, net.params)
+    np.testing.assert_array_equal(loaded.optimizer_state, net.optimizer_state)
+    assert loaded.steps == net.steps and loaded.history_.loss == net.history_.loss
+    if how == "auto":
+        mine, theirs = net.optimizer.tuner.state_dict(), loaded.optimizer.tuner.state_dict()
+        assert mine["t"] == theirs["t"] > 0
+        np.testing.assert_array_equal(mine["_steps"], theirs["_steps"])
+    else:
+        assert loaded.optimizer.curvature_observations == net.optimizer.curvature_observations
+        np.testing.assert_array_equal(loaded.optimizer.momenta[0], net.optimizer.momenta[0])
+
+
+def test_a_plain_model_is_still_written_as_version_1_with_three_members(tmp_path):
+    net = MLP([3, 4, 2], seed=0)
+    net.fit(np.zeros((4, 3)), np.array([0, 1, 0, 1]), epochs=1)
+    net.save(tmp_path / "m.npz")
+    with zipfile.ZipFile(tmp_path / "m.npz") as zf:
+        assert sorted(zf.namelist()) == ["metadata.npy", "params.npy", "state.npy"]
+    with _checkpoint.Reader(tmp_path / "m.npz") as reader:
+        assert reader.metadata()["version"] == 1
+
+
+def _estimating_members(tmp_path, how="auto"):
+    """The members and metadata of a version-2 file, as MLP.save writes them."""
+    rng = np.random.default_rng(5)
+    net = MLP([3, 4, 2], seed=0)
+    _fit_estimating(net, rng.standard_normal((16, 3)), rng.integers(0, 2, 16), how)
+    net.save(tmp_path / "good.npz")
+    with zipfile.ZipFile(tmp_path / "good.npz") as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    meta = json.loads(str(np.load(io.BytesIO(members["metadata.npy"]))))
+    return members, meta
+
+
+@pytest.mark.parametrize("how", ["auto", "qian"])
+def test_version_2_members_must_be_those_the_metadata_declares(tmp_path, how):
+    members, meta = _estimating_members(tmp_path, how)
+    assert meta["version"] == 2
+    name = "tuner_steps.npy" if how == "auto" else "curvature.npy"
+    missing = dict(members)
+    del missing[name]
+    write_zip(tmp_path / "missing.npz", missing)
+    assert_refused(tmp_path / "missing.npz", "is missing in the metadata")
+    undeclared = dict(members)
+    del undeclared["metadata.npy"]
+    write_zip(tmp_path / "undeclared.npz", {**undeclared, "metadata.npy": metadata_npy(
+        {k: v for k, v in meta.items() if k not in ("tuner", "per_weight", "optimizer")})})
+    assert_refused(tmp_path / "undeclared.npz", "version 2 holds")
+    plain = {k: v for k, v in meta.items() if k not in ("tuner", "per_weight", "optimizer")}
+    write_zip(tmp_path / "v1.npz", {**members, "metadata.npy": metadata_npy(
+        dict(plain, version=1))})
+    assert_refused(tmp_path / "v1.npz", "not declared")
+    write_zip(tmp_path / "v1-tuner.npz", {**members, "metadata.npy": metadata_npy(
+        dict(meta, version=1))})
+    assert_refused(tmp_path / "v1-tuner.npz", "version 1 has no")
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"window": 3}, "mismatched model file (tuner_steps is"),
+    ({"window": 10**9}, "tuner window must be an integer"),
+    ({"beta": 1.5}, "beta must lie in [0, 1)"),
+    ({"beta": "0.9"}, "tuner beta must be a finite number"),
+    ({"stochastic": 1}, "tuner stochastic must be true or false"),
+    ({"t": -1}, "tuner t must be an integer"),
+    ({"avg": {str(i): 0.0 for i in range(17)}}, "at most 16 numbers"),
+    ({"count": {"k": 1.5}}, "tuner count['k'] must be an integer"),
+    ({"previous": False}, "not declared in the metadata"),
+    ({"extra": 1}, "tuner must hold exactly"),
+])
+def test_hostile_tuner_metadata_is_refused(tmp_path, change, match):
+    members, meta = _estimating_members(tmp_path, "auto")
+    assert meta["tuner"]["previous"] and meta["tuner"]["window"] == 10
+    meta["tuner"].update(change)
+    write_zip(tmp_path / "bad.npz", {**members, "metadata.npy": metadata_npy(meta)})
+    assert_refused(tmp_path / "bad.npz", match)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"optimizer": {"lr": float("inf"), "momentum": 0.5, "dampening": 0.0,
+                    "weight_decay": 0.0}}, "optimizer lr must be a finite number"),
+    ({"optimizer": {"lr": 0.1, "momentum": 1.0, "dampening": 0.0,
+                    "weight_decay": 0.0}}, "momentum must lie in (-1, 1)"),
+    ({"per_weight": {"decay": 0.9, "floor": 1e-3, "max_momentum": 0.99, "every": 0,
+                     "observations": 1}}, "every must be an integer >= 1"),
+    ({"tuner": {}}, "one of 'tuner' and 'per_weight'"),
+    ({"dtype": "float32"}, "mismatched model file (params is"),
+])
+def test_hostile_per_weight_metadata_is_refused(tmp_path, change, match):
+    members, meta = _estimating_members(tmp_path, "qian")
+    meta.update(change)
+    write_zip(tmp_path / "bad.npz", {**members, "metadata.npy": metadata_npy(meta)})
+    assert_refused(tmp_path / "bad.npz", match)

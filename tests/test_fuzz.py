@@ -950,20 +950,28 @@ def fuzz_mlp_fit(dtype, hidden, targets, kwargs):
 # more than the file could justify (its arrays are in it) plus a little.
 
 _CHECKPOINT_MEMBERS: dict = {}
+CHECKPOINT_KINDS = {"plain": dict(rule="nesterov"), "auto": dict(momentum="auto"),
+                    "qian": dict(rule="qian", lr=0.1)}
+"""The models fuzzed: a version-1 file, and version-2 files of the tuner and of the
+per-weight momenta."""
 
 
-def _checkpoint_members() -> tuple[dict, dict]:
-    """(member name -> bytes, metadata) of a small trained model, made once."""
-    if not _CHECKPOINT_MEMBERS:
+def _checkpoint_members(kind: str = "plain") -> tuple[dict, dict]:
+    """(member name -> bytes, metadata) of a small model trained as ``kind``
+    (CHECKPOINT_KINDS), saved by MLP.save, made once per kind."""
+    if kind not in _CHECKPOINT_MEMBERS:
         net = momcore.MLP([3, 4, 2], hidden="tanh", seed=0)
         X = np.linspace(-1, 1, 24).reshape(8, 3)
-        net.fit(X, np.arange(8) % 2, epochs=1, batch_size=3, rule="nesterov")
-        meta = net._metadata()
-        _CHECKPOINT_MEMBERS.update(
-            {"params.npy": _npy_bytes(net.params), "state.npy": _npy_bytes(net.optimizer_state),
-             "metadata.npy": _npy_bytes(np.array(json.dumps(meta))), "meta": meta})
-    members = {k: v for k, v in _CHECKPOINT_MEMBERS.items() if k != "meta"}
-    return members, copy.deepcopy(_CHECKPOINT_MEMBERS["meta"])
+        net.fit(X, np.arange(8) % 2, epochs=2, batch_size=3, **CHECKPOINT_KINDS[kind])
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "model.npz")
+            net.save(path)
+            with zipfile.ZipFile(path) as zf:
+                members = {name: zf.read(name) for name in zf.namelist()}
+        meta = json.loads(str(np.load(io.BytesIO(members["metadata.npy"]))))
+        _CHECKPOINT_MEMBERS[kind] = (members, meta)
+    members, meta = _CHECKPOINT_MEMBERS[kind]
+    return dict(members), copy.deepcopy(meta)
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
@@ -988,7 +996,9 @@ JSON = st.recursive(
                             st.dictionaries(st.text(max_size=6), inner, max_size=4)),
     max_leaves=12)
 META_KEYS = ["format", "version", "sizes", "hidden", "output", "loss", "dtype", "seed",
-             "backend", "steps", "epochs", "state_rule", "rng"]
+             "backend", "steps", "epochs", "state_rule", "rng", "optimizer", "tuner",
+             "per_weight", "tuner.window", "tuner.previous", "tuner.beta", "tuner.avg",
+             "per_weight.every", "per_weight.observations"]
 DESCR = st.sampled_from(["<f8", "<f4", ">f8", "|O", "<U5", "<i8", "<c16", "f8", "<f2", "V8",
                          "[('a', '<f8')]", "'<f8'", "None", "<f8 "])
 SHAPE = st.one_of(st.sampled_from(["(26,)", "(10**12,)", "(2**64,)", "(-1,)", "()", "(26, 1)",
@@ -1016,7 +1026,7 @@ def npy_headers(draw):
 @st.composite
 def checkpoint_files(draw):
     """The bytes of a model file: a real one broken in one of several ways."""
-    members, meta = _checkpoint_members()
+    members, meta = _checkpoint_members(draw(st.sampled_from(sorted(CHECKPOINT_KINDS))))
     how = draw(st.sampled_from(["truncate", "flip", "metadata", "header", "members",
                                 "compressed", "intact"]))
     if how == "metadata":
@@ -1024,7 +1034,11 @@ def checkpoint_files(draw):
             key = draw(st.sampled_from(META_KEYS + ["rng.state", "rng.inc", "rng.has_uint32"]))
             value = draw(JSON)
             rng = meta.get("rng")
-            if key.startswith("rng.") and isinstance(rng, dict):
+            part, _, field_ = key.partition(".")
+            if part in ("tuner", "per_weight") and field_:
+                if isinstance(meta.get(part), dict):
+                    meta[part][field_] = value
+            elif key.startswith("rng.") and isinstance(rng, dict):
                 field_ = key[4:]
                 target = rng if field_ == "has_uint32" else rng.get("state")
                 if isinstance(target, dict):
@@ -1037,7 +1051,7 @@ def checkpoint_files(draw):
             meta = draw(JSON)
         members["metadata.npy"] = _npy_bytes(np.array(json.dumps(meta)))
     elif how == "header":
-        name = draw(st.sampled_from(["params.npy", "state.npy", "metadata.npy"]))
+        name = draw(st.sampled_from(sorted(members)))
         text = draw(npy_headers()).encode("latin1")
         version = draw(st.sampled_from([1, 1, 2, 3, 7]))
         size = (len(text).to_bytes(2, "little") if version == 1
