@@ -18,10 +18,10 @@ version 2, whose metadata describes them and whose further members hold their ar
 - the metadata (at most :data:`METADATA_LIMIT` bytes) is JSON of the expected
   schema: names from the registry, non-negative integers, a PCG64 generator state;
 - each array's ``.npy`` header (at most :data:`HEADER_LIMIT` bytes) declares the
-  dtype and the shape ``(n_params(sizes),)`` that the metadata implies, and the
-  member holds exactly that many bytes.
+  dtype and the 1-D shape that the metadata implies (``(n_params(sizes),)`` for the
+  weights and the state), and the member holds exactly that many bytes.
 
-So loading allocates no more than the file holds (the two arrays are in the file),
+So loading allocates no more than the file holds (the arrays are in the file),
 never inflates anything, and every malformed file raises :class:`CheckpointError`
 (a ValueError) that names the problem. Missing files and permissions raise the
 usual OSError.
@@ -49,6 +49,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from momcore import _network as layout
 from momcore import registry
 
 FORMAT = "momcore.MLP"
@@ -390,8 +391,8 @@ def _fields(value: Any, keys: set[str], what: str) -> dict[str, Any]:
 
 
 def _check_extended(meta: dict[str, Any]) -> None:
-    """The version-2 entries: the optimizer's lr and momentum in force, and the tuner's
-    or the per-weight momenta's settings and numbers (their arrays are members)."""
+    """The version-2 entries: the hyperparameters in force in the optimizer, and the
+    tuner's or the per-weight momenta's settings and numbers (their arrays are members)."""
     if "optimizer" not in meta or ("tuner" in meta) == ("per_weight" in meta):
         raise ValueError("mismatched model file (version 2 holds 'optimizer' and one of "
                          "'tuner' and 'per_weight')")
@@ -434,9 +435,7 @@ def _check_extended(meta: dict[str, Any]) -> None:
 
 def declared_members(meta: dict[str, Any]) -> dict[str, tuple[str, int]]:
     """The further members checked metadata declares: name -> (dtype, elements)."""
-    n = 0
-    for a, b in zip(meta["sizes"], meta["sizes"][1:]):
-        n += a * b + b
+    n = layout.n_params(meta["sizes"])
     if "tuner" in meta:
         window = meta["tuner"]["window"]
         sizes = {"tuner_steps": window * n, "tuner_changes": window * n,
