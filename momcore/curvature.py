@@ -389,6 +389,41 @@ class Tuner:
         self.optimizer.lr, self.optimizer.momentum = lr, momentum
         return lr, momentum
 
+    # ---- undoing one observation ---------------------------------------------------
+
+    def _undo_point(self) -> tuple:
+        """What the next :meth:`observe` changes in this tuner, copied: the numbers, the
+        averages, the previous weights and gradient, and the window slot it writes
+        (4 arrays of the weights' size, the rest of the window's). Not the optimizer's
+        lr and momentum, which its caller keeps. Valid until the next call."""
+        j = self.pairs % self.window
+        # the weights-sized copies go to buffers kept from step to step: a large array
+        # freshly allocated every step costs more in page faults than the copy
+        kept = getattr(self, "_undo_buffers", None)
+        if kept is None or kept[0].shape != self._grad_avg.shape:
+            kept = self._undo_buffers = [np.empty_like(self._grad_avg) for _ in range(4)]
+        for buffer, source in zip(kept, (self._grad_avg, self._grad_sq_avg, self._steps[j],
+                                         self._changes[j])):
+            np.copyto(buffer, source)
+        return (j, {key: getattr(self, key) for key in self._NUMBERS}, dict(self._avg),
+                dict(self._count), *kept[:2], self._previous_w, self._previous_g, *kept[2:],
+                float(self._noise[j]), self._gram[j].copy(), self._gram[:, j].copy(),
+                self._cross[j].copy(), self._cross[:, j].copy())
+
+    def _undo(self, point: tuple) -> None:
+        """Puts back what :meth:`_undo_point` copied: the tuner as it was before the
+        observation that followed it."""
+        (j, numbers, self._avg, self._count, grad_avg, grad_sq_avg, self._previous_w,
+         self._previous_g, steps, changes, noise, gram_row, gram_column, cross_row,
+         cross_column) = point
+        for key, value in numbers.items():
+            setattr(self, key, value)
+        np.copyto(self._grad_avg, grad_avg)
+        np.copyto(self._grad_sq_avg, grad_sq_avg)
+        self._steps[j], self._changes[j], self._noise[j] = steps, changes, noise
+        self._gram[:, j], self._gram[j] = gram_column, gram_row
+        self._cross[:, j], self._cross[j] = cross_column, cross_row
+
     # ---- state_dict ----------------------------------------------------------------
 
     _ARRAYS = ("_steps", "_changes", "_gram", "_cross", "_noise", "_grad_avg", "_grad_sq_avg",

@@ -443,7 +443,8 @@ class SGD:
             differs from its parameter's.
         FloatingPointError
             With ``nonfinite="raise"``, when the step would write a NaN or inf (nothing
-            written).
+            written; with ``momentum="auto"`` the tuner and the lr and momentum it set stay
+            as they were, as for any other error of the step).
         RuntimeError
             If another thread is stepping this optimizer.
 
@@ -468,15 +469,33 @@ class SGD:
             raise RuntimeError("SGD.step is already running in another thread; one "
                                "optimizer steps in one thread at a time")
         try:
-            if self.tuner is not None:  # the gradient the step descends: g' = g + wd*w
-                decays = [g["weight_decay"] for g in self.param_groups for _ in g["params"]]
-                self.tuner.observe([g + d * p if d else g
-                                    for g, d, p in zip(grads, decays, self.params)])
-            applied = self._apply(grads)
+            if self.tuner is None:
+                applied = self._apply(grads)
+            else:
+                applied = self._tuned_step(grads)
         finally:
             self._stepping.release()
         self.steps += applied
         return applied
+
+    def _tuned_step(self, grads: list[np.ndarray]) -> bool:
+        """momentum="auto": the tuner observes the gradient the step descends
+        (g' = g + wd*w) and sets lr and momentum, then the step; a step that raises
+        (nonfinite="raise", a refused gradient) leaves the tuner and the
+        hyperparameters as they were."""
+        point = self.tuner._undo_point()
+        pairs = [(g["lr"], g["momentum"]) for g in (self.defaults, *self.param_groups)]
+        try:
+            decays = [g["weight_decay"] for g in self.param_groups for _ in g["params"]]
+            self.tuner.observe([g + d * p if d else g
+                                for g, d, p in zip(grads, decays, self.params)])
+            return self._apply(grads)
+        except BaseException:
+            self.tuner._undo(point)
+            for group, (lr, momentum) in zip((self.defaults, *self.param_groups), pairs):
+                dict.__setitem__(group, "lr", lr)
+                dict.__setitem__(group, "momentum", momentum)
+            raise
 
     def observe_curvature(self, diagonals: Iterable[np.ndarray]) -> None:
         """Updates the per-weight momenta (``rule="qian"``) from one observation of the

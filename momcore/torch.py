@@ -582,7 +582,8 @@ class SGD(Optimizer):
         ------
         FloatingPointError
             With ``nonfinite="raise"``, when a gradient or a new value is NaN or inf
-            (nothing written).
+            (nothing written; with ``momentum="auto"`` the tuner and the lr and momentum
+            it set stay as they were, as for any other error of the step).
         ValueError, TypeError
             If a group's hyperparameters were set to values the kernel refuses, or a
             tensor can no longer be stepped; the message names the group or parameter.
@@ -591,8 +592,24 @@ class SGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.tuner is not None:
+        if self.tuner is None:
+            return self._step(loss)
+        # momentum="auto": a step that raises leaves the tuner and the pair it set as
+        # they were
+        point = (self.tuner._undo_point(),
+                 [(group["lr"], group["momentum"]) for group in self.param_groups])
+        try:
             self._tune()
+            return self._step(loss)
+        except BaseException:
+            self.tuner._undo(point[0])
+            for group, (lr, momentum) in zip(self.param_groups, point[1]):
+                group["lr"], group["momentum"] = lr, momentum
+            raise
+
+    def _step(self, loss: Any) -> Any:
+        """step after the closure and the tuner: one C call for every parameter that
+        has a gradient; returns loss."""
         hypers, flags = self._hyperparameters()
         plan = self._plan
         grads = None if plan is None else plan.fits(self, flags)

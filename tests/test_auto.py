@@ -292,3 +292,90 @@ def test_regressor_auto_reports_the_loss_as_with_a_fixed_momentum():
             est.fit(X, Y)
         losses.append(est.loss_)
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-12)
+
+
+def _tuner_state(opt):
+    state = opt.tuner.state_dict()
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    rest = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+    pairs = [(g["lr"], g["momentum"]) for g in (opt.defaults, *opt.param_groups)]
+    return arrays, rest, pairs
+
+
+def _assert_same_tuner(a, b):
+    (arrays_a, rest_a, pairs_a), (arrays_b, rest_b, pairs_b) = a, b
+    assert arrays_a.keys() == arrays_b.keys()
+    for key in arrays_a:
+        np.testing.assert_array_equal(arrays_a[key], arrays_b[key], err_msg=key)
+    assert repr(rest_a) == repr(rest_b)  # NaN estimates compare equal as text
+    assert pairs_a == pairs_b
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+@pytest.mark.parametrize("refused_after", [0, 1, 3, 12])
+def test_a_refused_step_leaves_the_tuner_and_its_pair_as_they_were(backend, refused_after):
+    """nonfinite="raise" refuses a step whose new weights overflow after the tuner has
+    seen its (finite) gradient, and a gradient of another dtype is refused by the step
+    alone: neither may move the tuner, whose window, averages and pair stay as they were,
+    so that the steps after it are those of a run that never tried it."""
+    rng = np.random.default_rng(refused_after)
+    grads = [rng.standard_normal(5) for _ in range(refused_after + 3)]
+    big = np.finfo(np.float64).max
+    tried, clean = np.zeros(5), np.zeros(5)
+    opt = momcore.SGD([tried], momentum="auto", nonfinite="raise", backend=backend)
+    ref = momcore.SGD([clean], momentum="auto", nonfinite="raise", backend=backend)
+    for g in grads[:refused_after]:
+        opt.step([g])
+        ref.step([g])
+    before = _tuner_state(opt)
+    saved = tried.copy()
+    tried[:] = big  # a step of -lr g with g = -big/2 overflows for any lr above 1e-15
+    # (the tuner's own sums over such numbers overflow too: quietly, for this test)
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(FloatingPointError):
+        opt.step([np.full(5, -big / 2)])
+    tried[:] = saved
+    _assert_same_tuner(_tuner_state(opt), before)
+    with pytest.raises(TypeError):
+        opt.step([grads[0].astype(np.float32)])
+    _assert_same_tuner(_tuner_state(opt), before)
+    assert opt.steps == ref.steps == refused_after
+    for g in grads[refused_after:]:
+        opt.step([g])
+        ref.step([g])
+    np.testing.assert_array_equal(tried, clean)
+    _assert_same_tuner(_tuner_state(opt), _tuner_state(ref))
+
+
+@pytest.mark.parametrize("refused_after", [0, 4, 12])
+def test_torch_sgd_auto_refused_step_leaves_the_tuner_as_it_was(refused_after):
+    torch = pytest.importorskip("torch")
+    import momcore.torch as mt
+    rng = np.random.default_rng(refused_after)
+    grads = [rng.standard_normal(5) for _ in range(refused_after + 3)]
+    big = np.finfo(np.float64).max
+    tried, clean = (torch.nn.Parameter(torch.zeros(5, dtype=torch.float64)) for _ in range(2))
+    opt = mt.SGD([tried], momentum="auto", nonfinite="raise")
+    ref = mt.SGD([clean], momentum="auto", nonfinite="raise")
+
+    def step(o, p, g):
+        p.grad = torch.tensor(g)
+        o.step()
+
+    for g in grads[:refused_after]:
+        step(opt, tried, g)
+        step(ref, clean, g)
+    before = (opt.tuner.state_dict(), [(g["lr"], g["momentum"]) for g in opt.param_groups])
+    with torch.no_grad():
+        saved = tried.detach().clone()
+        tried.fill_(big)  # a step of -lr g with g = -big/2 overflows for any lr above 1e-15
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(FloatingPointError):
+        step(opt, tried, np.full(5, -big / 2))
+    with torch.no_grad():
+        tried.copy_(saved)
+    after = (opt.tuner.state_dict(), [(g["lr"], g["momentum"]) for g in opt.param_groups])
+    assert repr(after) == repr(before)
+    for g in grads[refused_after:]:
+        step(opt, tried, g)
+        step(ref, clean, g)
+    np.testing.assert_array_equal(tried.detach().numpy(), clean.detach().numpy())
+    assert repr(opt.tuner.state_dict()) == repr(ref.tuner.state_dict())
