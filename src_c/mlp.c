@@ -181,6 +181,20 @@ static int mc_team_gradient_cols(size_t I, size_t O)
     return I < O;
 }
 
+/* The network's whole parameter buffer as the step's operand (weights, gradient,
+ * state). */
+static mc_buffer mc_net_buffer(const mc_mlp *net)
+{
+    mc_buffer all;
+    all.w = net->params;
+    all.g = net->grad;
+    all.s = net->state;
+    all.n = net->n_params;
+    all.dtype = net->dtype;
+    all.p = NULL;
+    return all;
+}
+
 #define MC_INSTANTIATE "mlp_types.h"
 #include "each_isa.h"
 #undef MC_INSTANTIATE

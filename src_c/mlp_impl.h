@@ -1398,15 +1398,15 @@ MC_TARGET static double MC_NAME(online_backward)(const mc_mlp *net, const MC_T *
     return squares;
 }
 
-/* train_epoch's loop for batches of one row (online learning), on the calling thread:
- * the same passes, checks and accounting as its loop over batches takes for B = 1 on
- * one thread, without what a team or a batch of several rows needs (the parts, the
+/* train_epoch for batches of one row (online learning), on the calling thread: the
+ * same passes, checks and accounting as its loop over batches takes for B = 1 on one
+ * thread, without what a team or a batch of several rows needs (the parts, the
  * barriers, the gathering of rows), and with the output layer's forward pass, delta,
- * loss and count in one where online_output holds. ahead and look_ahead as there. */
+ * loss and count in one where online_output holds. */
 MC_TARGET static mc_fit_result MC_NAME(online_epoch)(const mc_mlp *net, const MC_T *X,
                                                      const MC_T *T, const int64_t *order,
                                                      size_t n_order, const mc_hyper *hyper,
-                                                     int fold, int look_ahead)
+                                                     int fold)
 {
     const size_t I = (size_t)net->sizes[0], O = (size_t)net->sizes[net->n_layers];
     MC_T *y = (MC_T *)net->acts[net->n_layers], *delta = (MC_T *)net->delta;
@@ -1414,21 +1414,23 @@ MC_TARGET static mc_fit_result MC_NAME(online_epoch)(const mc_mlp *net, const MC
     int all_loops = 1, i;
     const MC_T lr = (MC_T)hyper->lr, momentum = (MC_T)hyper->momentum;
     mc_fit_result res = {0};
-    mc_buffer all;
-    /* with fold and l2: sum ||W||^2 at the weights of the next forward pass (see
-     * train_epoch) */
-    double squares = net->l2 != 0 && fold ? MC_NAME(weight_squares)(net) : 0;
+    mc_buffer all = mc_net_buffer(net);
     size_t work = 0, s;
-    int ahead = 0;
-    all.w = net->params;
-    all.g = net->grad;
-    all.s = net->state;
-    all.n = net->n_params;
-    all.dtype = net->dtype;
-    all.p = NULL;
+    int ahead = 0; /* acts[1] holds this sample's first-layer outputs */
     for (i = 0; i < net->n_layers; i++)
         if (MC_NAME(use_gemm)(1, (size_t)net->sizes[i], (size_t)net->sizes[i + 1]))
             all_loops = 0;
+    /* Nesterov steps fold into the backward pass's loops too (not into gemm, whose
+     * beta gives the classical step only): no gradient buffer pass, no step. */
+    if (!fold && all_loops && hyper->rule == MC_NESTEROV && hyper->weight_decay == 0)
+        fold = MC_FOLD_NESTEROV;
+    /* Folded steps whose first layer runs as loops: each step's sweep of that layer
+     * also forms the next sample's outputs of it (see backward), so that the next
+     * forward pass does not read those weights again. */
+    const int look_ahead = fold && !MC_NAME(use_gemm)(1, I, (size_t)net->sizes[1]);
+    /* with fold and l2: sum ||W||^2 at the weights of the next forward pass, which each
+     * step's sweep sums */
+    double squares = net->l2 != 0 && fold ? MC_NAME(weight_squares)(net) : 0;
     for (s = 0; s < n_order; s++) {
         const MC_T *in = X + (size_t)order[s] * I, *t = T + (size_t)order[s] * O;
         const MC_T *next;
@@ -1489,22 +1491,8 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     MC_T *y = (MC_T *)net->acts[net->n_layers];
     MC_T *delta = (MC_T *)net->delta;
     mc_fit_result res = {0};
-    int i;
-    /* Online Nesterov steps fold into the backward pass's loops too (not into gemm,
-     * whose beta gives the classical step only): no gradient buffer pass, no step. */
-    if (!fold && batch == 1 && hyper->rule == MC_NESTEROV && hyper->weight_decay == 0) {
-        fold = MC_FOLD_NESTEROV;
-        for (i = 0; i < net->n_layers; i++)
-            if (MC_NAME(use_gemm)(1, (size_t)net->sizes[i], (size_t)net->sizes[i + 1]))
-                fold = 0;
-    }
-    /* Online folded steps whose first layer runs as loops: each step's sweep of that
-     * layer also forms the next sample's outputs of it (see backward), so that the
-     * next forward pass does not read those weights again. */
-    const int look_ahead = batch == 1 && fold &&
-                           !MC_NAME(use_gemm)(1, I, (size_t)net->sizes[1]);
     if (batch == 1) /* online: never a team (see mc_mlp_team_threads) */
-        return MC_NAME(online_epoch)(net, X, T, order, n_order, hyper, fold, look_ahead);
+        return MC_NAME(online_epoch)(net, X, T, order, n_order, hyper, fold);
     /* A team of threads when full batches run on one (mc_mlp_team_threads) and gemm
      * can be held to the calling thread (mc_team_enter): each thread takes its share of
      * every pass, gemm included, so that no BLAS pool spins while the passes between
@@ -1519,13 +1507,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
     size_t work = 0; /* since the last check */
     if (want > 1)
         mc_team_enter();
-    mc_buffer all;
-    all.w = net->params;
-    all.g = net->grad;
-    all.s = net->state;
-    all.n = net->n_params;
-    all.dtype = net->dtype;
-    all.p = NULL;
+    const mc_buffer all = mc_net_buffer(net);
 
     /* with fold and l2: sum ||W||^2 at the first batch's weights, a sweep of its own,
      * taken before the team starts (no thread of which may then step W while another
@@ -1541,14 +1523,12 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
         /* with fold and l2: sum ||W||^2 at the weights of the next forward pass, which
          * the last step's sweep summed */
         double squares = first_squares;
-        int ahead = 0; /* acts[1] holds this sample's first-layer outputs */
         size_t start, r;
         for (start = 0; start < n_order; start += batch) {
             const size_t B = n_order - start < batch ? n_order - start : batch;
             /* this batch's team: all nt threads, or thread 0 alone */
             const int tn = nt > 1 && mc_mlp_team_batch(net, B) ? nt : 1;
             const MC_T *in = X + (size_t)order[start] * I;
-            const MC_T *next;
             double loss = 0, penalty = 0;
             size_t lo, hi;
             int u;
@@ -1589,7 +1569,7 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
             if (tn > 1)
                 MC_NAME(forward_part)(net, in, B, t, tn);
             else if (t == 0)
-                MC_NAME(forward_rows)(net, in, lo, hi, ahead);
+                MC_NAME(forward_rows)(net, in, lo, hi, 0);
             if (t < tn) {
                 part_loss[t] = MC_NAME(output_delta)(delta + lo * O, y + lo * O, T,
                                                      order + start + lo, hi - lo, B, O,
@@ -1616,12 +1596,9 @@ MC_TARGET static mc_fit_result MC_NAME(train_epoch)(const mc_mlp *net, const MC_
                     res.stopped = 1;
                 break;
             }
-            next = look_ahead && start + 1 < n_order ? X + (size_t)order[start + 1] * I
-                                                     : NULL;
             if (t < tn)
                 part_squares[t] = MC_NAME(backward_part)(net, in, B, fold, (MC_T)hyper->lr,
-                                                         (MC_T)hyper->momentum, next, t, tn);
-            ahead = next != NULL;
+                                                         (MC_T)hyper->momentum, NULL, t, tn);
             if (nt > 1) { /* every part of the step (or the gradient) done */
                 MC_BARRIER();
             }
